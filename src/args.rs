@@ -1,0 +1,229 @@
+//! Argument parsing into typed values: plain Rust over byte slices, no Redis.
+
+use crate::error::{printable, FenceError, Name};
+
+/// Parses an integer exactly as Redis's `string2ll` does (the syntax `INCRBY` accepts): an
+/// optional `-`, digits, no leading zeros, no spaces, no `+`, within `i64`.
+pub fn parse_i64(bytes: &[u8]) -> Option<i64> {
+    let (negative, digits) = match bytes.split_first() {
+        Some((b'-', rest)) => (true, rest),
+        Some(_) => (false, bytes),
+        None => return None,
+    };
+    match digits {
+        [] => return None,
+        [b'0'] => return if negative { None } else { Some(0) },
+        [b'0', ..] => return None,
+        _ => {}
+    }
+    // Accumulate as a negative number so that i64::MIN parses too.
+    let mut value: i64 = 0;
+    for &d in digits {
+        if !d.is_ascii_digit() {
+            return None;
+        }
+        value = value.checked_mul(10)?.checked_sub(i64::from(d - b'0'))?;
+    }
+    if negative {
+        Some(value)
+    } else {
+        value.checked_neg()
+    }
+}
+
+/// `ttl-ms`: an integer from 1 to `max`.
+pub fn parse_ttl(bytes: &[u8], max: i64) -> Result<i64, FenceError> {
+    match parse_i64(bytes) {
+        Some(ttl) if ttl >= 1 && ttl <= max => Ok(ttl),
+        _ => Err(FenceError::Ttl { max }),
+    }
+}
+
+/// `quantity`: an integer from `min` (0 or 1) to `i64::MAX`.
+pub fn parse_quantity(bytes: &[u8], min: i64) -> Result<i64, FenceError> {
+    match parse_i64(bytes) {
+        Some(q) if q >= min => Ok(q),
+        _ => Err(FenceError::Quantity { min }),
+    }
+}
+
+/// A fencing token: a positive integer.
+pub fn parse_token(bytes: &[u8]) -> Result<u64, FenceError> {
+    match parse_i64(bytes) {
+        Some(t) if t > 0 => Ok(t.unsigned_abs()),
+        _ => Err(FenceError::TokenNotPositive),
+    }
+}
+
+/// An owner or request id: not empty and at most `max` bytes.
+pub fn parse_name(bytes: &[u8], name: Name, max: i64) -> Result<&[u8], FenceError> {
+    if bytes.is_empty() {
+        return Err(FenceError::EmptyName(name));
+    }
+    if i64::try_from(bytes.len()).map_or(true, |len| len > max) {
+        return Err(FenceError::NameTooLong { name, max });
+    }
+    Ok(bytes)
+}
+
+/// The options of `STOCK.DEDUCT`, validated.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct DeductOptions<'a> {
+    pub id: Option<&'a [u8]>,
+    pub fence: Option<u64>,
+}
+
+/// Parses `[ID request-id] [FENCE token]` in any order, case-insensitively, each at most once.
+pub fn parse_deduct_options<'a>(
+    args: &[&'a [u8]],
+    max_id_length: i64,
+) -> Result<DeductOptions<'a>, FenceError> {
+    let mut options = DeductOptions::default();
+    let mut rest = args;
+    while let Some((&name, tail)) = rest.split_first() {
+        let (value, tail) = match tail.split_first() {
+            Some((&value, tail)) => (Some(value), tail),
+            None => (None, tail),
+        };
+        if name.eq_ignore_ascii_case(b"ID") {
+            let value = value.ok_or(FenceError::MissingValue("ID"))?;
+            if options.id.is_some() {
+                return Err(FenceError::RepeatedOption("ID"));
+            }
+            options.id = Some(parse_name(value, Name::RequestId, max_id_length)?);
+        } else if name.eq_ignore_ascii_case(b"FENCE") {
+            let value = value.ok_or(FenceError::MissingValue("FENCE"))?;
+            if options.fence.is_some() {
+                return Err(FenceError::RepeatedOption("FENCE"));
+            }
+            options.fence = Some(parse_token(value)?);
+        } else {
+            return Err(FenceError::UnknownOption(printable(name)));
+        }
+        rest = tail;
+    }
+    Ok(options)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn integers_follow_redis_syntax() {
+        let cases: &[(&[u8], Option<i64>)] = &[
+            (b"0", Some(0)),
+            (b"1", Some(1)),
+            (b"-1", Some(-1)),
+            (b"9223372036854775807", Some(i64::MAX)),
+            (b"-9223372036854775808", Some(i64::MIN)),
+            (b"9223372036854775808", None),
+            (b"-9223372036854775809", None),
+            (b"", None),
+            (b"-", None),
+            (b"-0", None),
+            (b"01", None),
+            (b"+1", None),
+            (b" 1", None),
+            (b"1 ", None),
+            (b"1.5", None),
+            (b"abc", None),
+            (b"1e3", None),
+        ];
+        for (input, want) in cases {
+            assert_eq!(
+                parse_i64(input),
+                *want,
+                "{:?}",
+                String::from_utf8_lossy(input)
+            );
+        }
+    }
+
+    #[test]
+    fn ttl_bounds() {
+        assert_eq!(parse_ttl(b"1", 10), Ok(1));
+        assert_eq!(parse_ttl(b"10", 10), Ok(10));
+        for bad in [&b"0"[..], b"11", b"-1", b"x", b"1.5"] {
+            assert_eq!(parse_ttl(bad, 10), Err(FenceError::Ttl { max: 10 }));
+        }
+    }
+
+    #[test]
+    fn quantity_bounds() {
+        assert_eq!(parse_quantity(b"0", 0), Ok(0));
+        assert_eq!(
+            parse_quantity(b"0", 1),
+            Err(FenceError::Quantity { min: 1 })
+        );
+        assert_eq!(
+            parse_quantity(b"-1", 0),
+            Err(FenceError::Quantity { min: 0 })
+        );
+        assert_eq!(parse_quantity(b"9223372036854775807", 1), Ok(i64::MAX));
+        assert_eq!(
+            parse_quantity(b"9223372036854775808", 1),
+            Err(FenceError::Quantity { min: 1 })
+        );
+    }
+
+    #[test]
+    fn tokens_are_positive() {
+        assert_eq!(parse_token(b"7"), Ok(7));
+        for bad in [&b"0"[..], b"-5", b"abc", b"1.5", b""] {
+            assert_eq!(parse_token(bad), Err(FenceError::TokenNotPositive));
+        }
+    }
+
+    #[test]
+    fn names_are_bounded() {
+        assert_eq!(parse_name(b"abc", Name::Owner, 3), Ok(&b"abc"[..]));
+        assert_eq!(
+            parse_name(b"", Name::Owner, 3),
+            Err(FenceError::EmptyName(Name::Owner))
+        );
+        assert_eq!(
+            parse_name(b"abcd", Name::RequestId, 3),
+            Err(FenceError::NameTooLong {
+                name: Name::RequestId,
+                max: 3
+            })
+        );
+    }
+
+    #[test]
+    fn deduct_options_any_order_any_case() {
+        let args: Vec<&[u8]> = vec![b"fence", b"9", b"Id", b"order-1"];
+        let o = parse_deduct_options(&args, 512).unwrap_or_default();
+        assert_eq!(
+            o,
+            DeductOptions {
+                id: Some(b"order-1"),
+                fence: Some(9)
+            }
+        );
+        assert_eq!(parse_deduct_options(&[], 512), Ok(DeductOptions::default()));
+    }
+
+    #[test]
+    fn deduct_option_errors() {
+        let cases: &[(&[&[u8]], FenceError)] = &[
+            (
+                &[b"ID", b"a", b"ID", b"b"],
+                FenceError::RepeatedOption("ID"),
+            ),
+            (
+                &[b"FENCE", b"1", b"fence", b"2"],
+                FenceError::RepeatedOption("FENCE"),
+            ),
+            (&[b"ID"], FenceError::MissingValue("ID")),
+            (&[b"FENCE"], FenceError::MissingValue("FENCE")),
+            (&[b"NOPE", b"1"], FenceError::UnknownOption("NOPE".into())),
+            (&[b"FENCE", b"0"], FenceError::TokenNotPositive),
+            (&[b"ID", b""], FenceError::EmptyName(Name::RequestId)),
+        ];
+        for (args, want) in cases {
+            assert_eq!(parse_deduct_options(args, 512).as_ref(), Err(want));
+        }
+    }
+}

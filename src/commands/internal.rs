@@ -1,0 +1,91 @@
+//! The replication-only commands that carry effects, not requests: a replica or an AOF
+//! replay applies exactly the state the master decided, and never re-runs clock- or
+//! counter-based logic. Ordinary clients are refused, so nobody can forge a token or a
+//! ledger entry.
+
+use super::CommandResult;
+use crate::args::parse_i64;
+use crate::error::FenceError;
+use crate::glue::{Args, Ctx, Key, Kind, Reply};
+use crate::lease::Lease;
+use crate::stock::Stock;
+use crate::TOKENS;
+
+fn int(args: &Args, i: usize, what: &'static str) -> Result<i64, FenceError> {
+    parse_i64(args.bytes(i)).ok_or(FenceError::BadInternal(what))
+}
+
+fn non_negative(args: &Args, i: usize, what: &'static str) -> Result<u64, FenceError> {
+    u64::try_from(int(args, i, what)?).map_err(|_| FenceError::BadInternal(what))
+}
+
+/// `FENCE.LOCK key owner token expire-at-ms` (0: leave the expiry alone).
+pub fn lock(ctx: Ctx, args: &Args) -> CommandResult {
+    if !ctx.is_replicated_or_loading() {
+        return Err(FenceError::InternalOnly);
+    }
+    if args.len() != 5 {
+        return Err(FenceError::Arity("fence.lock"));
+    }
+    let owner = args.bytes(2);
+    let token = non_negative(args, 3, "token")?;
+    let expire_at = int(args, 4, "expire-at")?;
+    let key = Key::write(ctx, args.raw(1));
+    if !matches!(key.kind(), Kind::Empty | Kind::Lock) {
+        return Err(FenceError::WrongType);
+    }
+    key.set_lease(Lease::new(owner, token));
+    if expire_at > 0 {
+        key.set_expire_at_ms(expire_at);
+    }
+    TOKENS.observe(token);
+    ctx.replicate_verbatim();
+    key.signal_modified();
+    Ok(Reply::Ok)
+}
+
+/// `FENCE.STOCK key available fence deducted RESET|KEEP [request-id quantity ...]`.
+pub fn stock(ctx: Ctx, args: &Args) -> CommandResult {
+    if !ctx.is_replicated_or_loading() {
+        return Err(FenceError::InternalOnly);
+    }
+    if args.len() < 6 || (args.len() - 6) % 2 != 0 {
+        return Err(FenceError::Arity("fence.stock"));
+    }
+    let available = int(args, 2, "available")?;
+    let fence = non_negative(args, 3, "fence")?;
+    let deducted = int(args, 4, "deducted")?;
+    let mode = args.bytes(5);
+    let reset = if mode.eq_ignore_ascii_case(b"RESET") {
+        true
+    } else if mode.eq_ignore_ascii_case(b"KEEP") {
+        false
+    } else {
+        return Err(FenceError::BadInternal("mode"));
+    };
+    let mut entries = Vec::with_capacity((args.len() - 6) / 2);
+    for i in (6..args.len()).step_by(2) {
+        entries.push((args.bytes(i), int(args, i + 1, "quantity")?));
+    }
+    let mut key = Key::write(ctx, args.raw(1));
+    match key.kind() {
+        Kind::Empty => key.set_stock(Stock::new(0)),
+        Kind::Stock => {}
+        _ => return Err(FenceError::WrongType),
+    }
+    let Some(stock) = key.stock() else {
+        return Err(FenceError::WrongType);
+    };
+    if reset {
+        stock.reset(available);
+    }
+    stock.available = available;
+    stock.fence = fence;
+    stock.deducted = deducted;
+    for (id, quantity) in entries {
+        stock.put_entry(id, quantity);
+    }
+    ctx.replicate_verbatim();
+    key.signal_modified();
+    Ok(Reply::Ok)
+}

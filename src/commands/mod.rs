@@ -1,0 +1,118 @@
+//! The command table and the FFI boundary: every command runs inside a panic guard, so a bug
+//! becomes an error reply instead of a dead server.
+
+pub mod internal;
+pub mod lock;
+pub mod stock;
+
+use std::ffi::{c_int, CStr};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use redis_module::raw;
+
+use crate::error::{FenceError, PANIC};
+use crate::glue::{api, Args, Ctx, Reply};
+
+/// What every command handler returns.
+pub type CommandResult = Result<Reply, FenceError>;
+
+type Handler = fn(Ctx, &Args) -> CommandResult;
+
+/// Runs a handler and sends its reply; a panic is logged and answered with an error.
+fn run(
+    ctx: *mut raw::RedisModuleCtx,
+    argv: *mut *mut raw::RedisModuleString,
+    argc: c_int,
+    handler: Handler,
+) -> c_int {
+    let ctx = Ctx(ctx);
+    let args = Args::new(argv, argc);
+    match catch_unwind(AssertUnwindSafe(|| handler(ctx, &args))) {
+        Ok(result) => ctx.send(result),
+        Err(cause) => {
+            let what = cause
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| cause.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            ctx.log_warning(&format!("fence: caught a panic in a command: {what}"));
+            ctx.reply_error(PANIC);
+        }
+    }
+    raw::REDISMODULE_OK as c_int
+}
+
+/// Declares the `extern "C"` entry point of each command.
+macro_rules! entry_points {
+    ($($entry:ident => $handler:path),* $(,)?) => {
+        $(
+            extern "C" fn $entry(
+                ctx: *mut raw::RedisModuleCtx,
+                argv: *mut *mut raw::RedisModuleString,
+                argc: c_int,
+            ) -> c_int {
+                run(ctx, argv, argc, $handler)
+            }
+        )*
+    };
+}
+
+entry_points! {
+    lock_acquire => lock::acquire,
+    lock_renew => lock::renew,
+    lock_release => lock::release,
+    lock_status => lock::status,
+    stock_set => stock::set,
+    stock_add => stock::add,
+    stock_get => stock::get,
+    stock_deduct => stock::deduct,
+    stock_refund => stock::refund,
+    stock_request => stock::request,
+    fence_lock => internal::lock,
+    fence_stock => internal::stock,
+}
+
+type EntryPoint =
+    extern "C" fn(*mut raw::RedisModuleCtx, *mut *mut raw::RedisModuleString, c_int) -> c_int;
+
+/// Name, entry point and flags of every command. Each takes one key, at position 1.
+const COMMANDS: &[(&CStr, EntryPoint, &CStr)] = &[
+    (c"LOCK.ACQUIRE", lock_acquire, c"write deny-oom fast"),
+    (c"LOCK.RENEW", lock_renew, c"write fast"),
+    (c"LOCK.RELEASE", lock_release, c"write fast"),
+    (c"LOCK.STATUS", lock_status, c"readonly fast"),
+    (c"STOCK.SET", stock_set, c"write deny-oom"),
+    (c"STOCK.ADD", stock_add, c"write deny-oom fast"),
+    (c"STOCK.GET", stock_get, c"readonly fast"),
+    (c"STOCK.DEDUCT", stock_deduct, c"write deny-oom fast"),
+    (c"STOCK.REFUND", stock_refund, c"write fast"),
+    (c"STOCK.REQUEST", stock_request, c"readonly fast"),
+    // Replication-only forms: refused unless they come from the master link or the AOF.
+    (c"FENCE.LOCK", fence_lock, c"write"),
+    (c"FENCE.STOCK", fence_stock, c"write"),
+];
+
+/// Registers every command with Redis.
+pub fn register(ctx: *mut raw::RedisModuleCtx) -> Result<(), String> {
+    for (name, entry, flags) in COMMANDS {
+        // SAFETY: ctx is the load context; names and flags are static C strings.
+        let status = unsafe {
+            api!(RedisModule_CreateCommand)(
+                ctx,
+                name.as_ptr(),
+                Some(*entry),
+                flags.as_ptr(),
+                1,
+                1,
+                1,
+            )
+        };
+        if status != raw::REDISMODULE_OK as c_int {
+            return Err(format!(
+                "cannot register command {}",
+                name.to_string_lossy()
+            ));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,207 @@
+//! STOCK.SET, STOCK.ADD, STOCK.GET, STOCK.DEDUCT, STOCK.REFUND, STOCK.REQUEST: parse,
+//! decide (in `stock`), apply, replicate, reply.
+
+use std::io::Write;
+
+use super::CommandResult;
+use crate::args::{parse_deduct_options, parse_i64, parse_name, parse_quantity};
+use crate::clock::{is_from_future, now_us};
+use crate::config::{MAX_ID_LENGTH, MAX_LEDGER_ENTRIES};
+use crate::error::{FenceError, Name};
+use crate::glue::{Args, Ctx, Key, Kind, Reply};
+use crate::stock::{plain_add, plain_deduct, Deduct, DeductRequest, Stock};
+
+/// Formats an integer the way Redis stores it, without allocating.
+fn decimal(n: i64, buf: &mut [u8; 20]) -> &[u8] {
+    let mut cursor = std::io::Cursor::new(&mut buf[..]);
+    // 20 bytes hold every i64.
+    let _ = write!(cursor, "{n}");
+    let len = usize::try_from(cursor.position()).unwrap_or(0);
+    buf.get(..len).unwrap_or_default()
+}
+
+/// The integer in a plain string stock, or Redis's own "not an integer" error.
+fn plain_value(key: &Key) -> Result<i64, FenceError> {
+    parse_i64(key.string()).ok_or(FenceError::NotInteger)
+}
+
+/// Writes a plain string stock's new value in place (TTL kept) and replicates it.
+fn write_plain(ctx: Ctx, args: &Args, key: &Key, value: i64) {
+    let mut buf = [0u8; 20];
+    let bytes = decimal(value, &mut buf);
+    key.set_string(bytes);
+    ctx.replicate_string(args.raw(1), bytes);
+    key.signal_modified();
+}
+
+/// `STOCK.SET key quantity` → OK: a new stock, or a new sale (ledger cleared, fence kept).
+pub fn set(ctx: Ctx, args: &Args) -> CommandResult {
+    if args.len() != 3 {
+        return Err(FenceError::Arity("stock.set"));
+    }
+    let quantity = parse_quantity(args.bytes(2), 0)?;
+    let mut key = Key::write(ctx, args.raw(1));
+    match key.kind() {
+        Kind::Empty => key.set_stock(Stock::new(quantity)),
+        Kind::Stock => {
+            if let Some(stock) = key.stock() {
+                stock.reset(quantity);
+            }
+        }
+        _ => return Err(FenceError::WrongType),
+    }
+    if let Some(stock) = key.stock() {
+        ctx.replicate_stock(args.raw(1), stock, true, None);
+    }
+    key.signal_modified();
+    Ok(Reply::Ok)
+}
+
+/// `STOCK.ADD key quantity` → the new available quantity.
+pub fn add(ctx: Ctx, args: &Args) -> CommandResult {
+    if args.len() != 3 {
+        return Err(FenceError::Arity("stock.add"));
+    }
+    let quantity = parse_quantity(args.bytes(2), 1)?;
+    let mut key = Key::write(ctx, args.raw(1));
+    let available = match key.kind() {
+        Kind::Empty => {
+            key.set_stock(Stock::new(quantity));
+            quantity
+        }
+        Kind::Stock => match key.stock() {
+            Some(stock) => stock.add(quantity)?,
+            None => return Err(FenceError::WrongType),
+        },
+        Kind::String => {
+            let value = plain_add(plain_value(&key)?, quantity)?;
+            write_plain(ctx, args, &key, value);
+            return Ok(Reply::Int(value));
+        }
+        _ => return Err(FenceError::WrongType),
+    };
+    if let Some(stock) = key.stock() {
+        ctx.replicate_stock(args.raw(1), stock, false, None);
+    }
+    key.signal_modified();
+    Ok(Reply::Int(available))
+}
+
+/// `STOCK.GET key` → the available quantity, or nil.
+pub fn get(ctx: Ctx, args: &Args) -> CommandResult {
+    if args.len() != 2 {
+        return Err(FenceError::Arity("stock.get"));
+    }
+    let mut key = Key::read(ctx, args.raw(1));
+    match key.kind() {
+        Kind::Empty => Ok(Reply::Nil),
+        Kind::Stock => Ok(key.stock().map_or(Reply::Nil, |s| Reply::Int(s.available))),
+        Kind::String => Ok(Reply::Int(plain_value(&key)?)),
+        _ => Err(FenceError::WrongType),
+    }
+}
+
+/// `STOCK.DEDUCT key quantity [ID request-id] [FENCE token]` → remaining, or nil.
+pub fn deduct(ctx: Ctx, args: &Args) -> CommandResult {
+    if args.len() < 3 {
+        return Err(FenceError::Arity("stock.deduct"));
+    }
+    let quantity = parse_quantity(args.bytes(2), 1)?;
+    let options = parse_deduct_options(&args.tail(3), MAX_ID_LENGTH.get())?;
+    if options.fence.is_some_and(|t| is_from_future(t, now_us())) {
+        return Err(FenceError::TokenFromFuture);
+    }
+    let mut key = Key::write(ctx, args.raw(1));
+    match key.kind() {
+        Kind::Empty => Ok(Reply::Nil),
+        Kind::String => {
+            if options.id.is_some() || options.fence.is_some() {
+                return Err(FenceError::NeedsStock);
+            }
+            match plain_deduct(plain_value(&key)?, quantity) {
+                None => Ok(Reply::Nil),
+                Some(value) => {
+                    write_plain(ctx, args, &key, value);
+                    Ok(Reply::Int(value))
+                }
+            }
+        }
+        Kind::Stock => {
+            let Some(stock) = key.stock() else {
+                return Err(FenceError::WrongType);
+            };
+            let request = DeductRequest {
+                quantity,
+                id: options.id,
+                fence: options.fence,
+            };
+            match stock.deduct(request, MAX_LEDGER_ENTRIES.get())? {
+                Deduct::SoldOut => Ok(Reply::Nil),
+                Deduct::Replayed(remaining) => Ok(Reply::Int(remaining)),
+                Deduct::Deducted(remaining) => {
+                    let entry = options.id.map(|id| (id, quantity));
+                    ctx.replicate_stock(args.raw(1), stock, false, entry);
+                    key.signal_modified();
+                    Ok(Reply::Int(remaining))
+                }
+            }
+        }
+        _ => Err(FenceError::WrongType),
+    }
+}
+
+/// `STOCK.REFUND key request-id` → the quantity returned (0 when nothing was).
+pub fn refund(ctx: Ctx, args: &Args) -> CommandResult {
+    if args.len() != 3 {
+        return Err(FenceError::Arity("stock.refund"));
+    }
+    let id = parse_name(args.bytes(2), Name::RequestId, MAX_ID_LENGTH.get())?;
+    let mut key = Key::write(ctx, args.raw(1));
+    match key.kind() {
+        Kind::Empty => Ok(Reply::Int(0)),
+        Kind::String => Err(FenceError::NeedsStock),
+        Kind::Stock => {
+            let Some(stock) = key.stock() else {
+                return Err(FenceError::WrongType);
+            };
+            let quantity = stock.refund(id)?;
+            if quantity > 0 {
+                ctx.replicate_stock(args.raw(1), stock, false, Some((id, 0)));
+                key.signal_modified();
+            }
+            Ok(Reply::Int(quantity))
+        }
+        _ => Err(FenceError::WrongType),
+    }
+}
+
+/// `STOCK.REQUEST key request-id` → quantity held, 0 if refunded, nil if unknown.
+pub fn request(ctx: Ctx, args: &Args) -> CommandResult {
+    if args.len() != 3 {
+        return Err(FenceError::Arity("stock.request"));
+    }
+    let id = parse_name(args.bytes(2), Name::RequestId, MAX_ID_LENGTH.get())?;
+    let mut key = Key::read(ctx, args.raw(1));
+    match key.kind() {
+        Kind::Empty => Ok(Reply::Nil),
+        Kind::String => Err(FenceError::NeedsStock),
+        Kind::Stock => Ok(key
+            .stock()
+            .and_then(|s| s.request(id))
+            .map_or(Reply::Nil, Reply::Int)),
+        _ => Err(FenceError::WrongType),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::decimal;
+
+    #[test]
+    fn decimal_formats_every_i64() {
+        let mut buf = [0u8; 20];
+        for n in [0, 7, -7, i64::MAX, i64::MIN] {
+            assert_eq!(decimal(n, &mut buf), n.to_string().as_bytes());
+        }
+    }
+}

@@ -1,0 +1,168 @@
+//! The module's settings: module arguments at load time, `fence.*` in `redis.conf`, and
+//! `CONFIG SET/GET fence.*` at run time.
+
+use std::ffi::{c_char, c_int, c_longlong, c_void, CString};
+use std::sync::atomic::{AtomicI64, Ordering};
+
+use redis_module::raw;
+
+use crate::args::parse_i64;
+
+/// One numeric setting with its bounds.
+pub struct Setting {
+    /// The name after `fence.`.
+    pub name: &'static str,
+    pub min: i64,
+    pub max: i64,
+    value: AtomicI64,
+}
+
+impl Setting {
+    const fn new(name: &'static str, default: i64, min: i64, max: i64) -> Self {
+        Self {
+            name,
+            min,
+            max,
+            value: AtomicI64::new(default),
+        }
+    }
+
+    /// The current value.
+    pub fn get(&self) -> i64 {
+        self.value.load(Ordering::Relaxed)
+    }
+
+    fn set(&self, v: i64) {
+        self.value.store(v, Ordering::Relaxed);
+    }
+}
+
+/// The largest `ttl-ms` a lock accepts (default 7 days; at most 10 years, so an absolute
+/// expiry can never overflow).
+pub static MAX_TTL_MS: Setting =
+    Setting::new("max-ttl-ms", 7 * 24 * 3600 * 1000, 1, 315_360_000_000);
+/// The longest owner or request id, in bytes.
+pub static MAX_ID_LENGTH: Setting = Setting::new("max-id-length", 512, 1, 512 * 1024 * 1024);
+/// The most request ids one stock's ledger holds.
+pub static MAX_LEDGER_ENTRIES: Setting = Setting::new("max-ledger-entries", 1_000_000, 0, i64::MAX);
+
+/// Every setting.
+pub static SETTINGS: [&Setting; 3] = [&MAX_TTL_MS, &MAX_ID_LENGTH, &MAX_LEDGER_ENTRIES];
+
+/// Applies module arguments (`name value` pairs; `fence.` prefix optional). Pure, so the
+/// rules are unit-tested; an error names the offending argument.
+pub fn apply_module_args(args: &[&[u8]]) -> Result<(), String> {
+    let mut pending = Vec::new();
+    let mut rest = args;
+    while let Some((&name, tail)) = rest.split_first() {
+        let shown = String::from_utf8_lossy(name).into_owned();
+        let bare = name.strip_prefix(b"fence.").unwrap_or(name);
+        let setting = SETTINGS
+            .iter()
+            .find(|s| s.name.as_bytes().eq_ignore_ascii_case(bare))
+            .ok_or_else(|| format!("unknown module argument '{shown}'"))?;
+        let (&value, tail) = tail
+            .split_first()
+            .ok_or_else(|| format!("module argument '{shown}' needs a value"))?;
+        let v = parse_i64(value)
+            .filter(|v| (setting.min..=setting.max).contains(v))
+            .ok_or_else(|| {
+                format!(
+                    "module argument '{shown}' must be an integer from {} to {}",
+                    setting.min, setting.max
+                )
+            })?;
+        pending.push((*setting, v));
+        rest = tail;
+    }
+    // All or nothing.
+    for (setting, v) in pending {
+        setting.set(v);
+    }
+    Ok(())
+}
+
+extern "C" fn get_numeric(_name: *const c_char, privdata: *mut c_void) -> c_longlong {
+    // SAFETY: privdata is one of the `SETTINGS` statics.
+    unsafe { privdata.cast::<Setting>().as_ref() }.map_or(0, Setting::get)
+}
+
+extern "C" fn set_numeric(
+    _name: *const c_char,
+    val: c_longlong,
+    privdata: *mut c_void,
+    _err: *mut *mut raw::RedisModuleString,
+) -> c_int {
+    // Redis has checked the bounds given at registration.
+    // SAFETY: privdata is one of the `SETTINGS` statics.
+    if let Some(s) = unsafe { privdata.cast::<Setting>().as_ref() } {
+        s.set(val);
+    }
+    raw::REDISMODULE_OK as c_int
+}
+
+/// Registers every setting as `fence.<name>` (Redis 7.0+), with the value from the module
+/// arguments as its default, then loads `fence.*` lines from `redis.conf`.
+pub fn register(ctx: *mut raw::RedisModuleCtx) -> Result<(), String> {
+    // SAFETY: reading the API table Redis filled in at load time.
+    let apis = unsafe {
+        (
+            raw::RedisModule_RegisterNumericConfig,
+            raw::RedisModule_LoadConfigs,
+        )
+    };
+    let (Some(register), Some(load)) = apis else {
+        // Older servers: module arguments only.
+        return Ok(());
+    };
+    for setting in SETTINGS {
+        let name = CString::new(setting.name).map_err(|e| e.to_string())?;
+        // SAFETY: the statics live for the whole process.
+        let status = unsafe {
+            register(
+                ctx,
+                name.as_ptr(),
+                setting.get(),
+                raw::REDISMODULE_CONFIG_DEFAULT,
+                setting.min,
+                setting.max,
+                Some(get_numeric),
+                Some(set_numeric),
+                None,
+                std::ptr::from_ref::<Setting>(setting).cast_mut().cast(),
+            )
+        };
+        if status != raw::REDISMODULE_OK as c_int {
+            return Err(format!("cannot register config fence.{}", setting.name));
+        }
+    }
+    // SAFETY: ctx is the load context.
+    if unsafe { load(ctx) } != raw::REDISMODULE_OK as c_int {
+        return Err("a fence.* setting in the configuration file is invalid".into());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // The settings are process-wide statics, so one test covers every case in sequence.
+    #[test]
+    fn module_args() {
+        assert_eq!(apply_module_args(&[]), Ok(()));
+        assert_eq!(MAX_TTL_MS.get(), 604_800_000);
+        assert_eq!(
+            apply_module_args(&[b"max-ttl-ms", b"1000", b"fence.MAX-ID-LENGTH", b"10"]),
+            Ok(())
+        );
+        assert_eq!(MAX_TTL_MS.get(), 1000);
+        assert_eq!(MAX_ID_LENGTH.get(), 10);
+        assert!(apply_module_args(&[b"max-ttl-ms", b"0"]).is_err());
+        assert!(apply_module_args(&[b"max-ttl-ms"]).is_err());
+        assert!(apply_module_args(&[b"nope", b"1"]).is_err());
+        // A bad pair leaves the good ones before it unapplied.
+        assert!(apply_module_args(&[b"max-id-length", b"20", b"max-ttl-ms", b"x"]).is_err());
+        assert_eq!(MAX_ID_LENGTH.get(), 10);
+    }
+}

@@ -1,0 +1,516 @@
+//! Thin, safe wrappers over the raw Redis module API: arguments, keys, replies, replication.
+//! Nothing here decides anything; it only translates between Redis and the plain-Rust logic.
+
+use std::ffi::{c_char, c_int, c_longlong, c_void, CStr};
+use std::ptr;
+
+use redis_module::raw;
+
+use crate::error::FenceError;
+use crate::lease::Lease;
+use crate::stock::Stock;
+use crate::types;
+
+/// Calls a Redis module API function. Every function used through this macro is checked to
+/// be present when the module loads (see `REQUIRED_APIS`), so the lookup cannot fail here.
+macro_rules! api {
+    ($name:ident) => {{
+        // SAFETY: the module refuses to load unless `missing_apis` finds this pointer set,
+        // and Redis never changes it afterwards.
+        #[allow(unused_unsafe)]
+        let f = unsafe { redis_module::raw::$name.unwrap_unchecked() };
+        f
+    }};
+}
+pub(crate) use api;
+
+/// Whether each API function this module calls is exported by the running server.
+pub fn missing_apis() -> Option<&'static str> {
+    macro_rules! require {
+        ($($name:ident),* $(,)?) => {
+            // SAFETY: reading the API table Redis filled in at load time.
+            $(if unsafe { raw::$name }.is_none() { return Some(stringify!($name)); })*
+        };
+    }
+    require!(
+        RedisModule_CreateCommand,
+        RedisModule_StringPtrLen,
+        RedisModule_OpenKey,
+        RedisModule_CloseKey,
+        RedisModule_KeyType,
+        RedisModule_ModuleTypeGetType,
+        RedisModule_ModuleTypeGetValue,
+        RedisModule_ModuleTypeSetValue,
+        RedisModule_StringDMA,
+        RedisModule_StringTruncate,
+        RedisModule_GetExpire,
+        RedisModule_SetExpire,
+        RedisModule_GetAbsExpire,
+        RedisModule_SetAbsExpire,
+        RedisModule_DeleteKey,
+        RedisModule_ReplyWithLongLong,
+        RedisModule_ReplyWithNull,
+        RedisModule_ReplyWithSimpleString,
+        RedisModule_ReplyWithError,
+        RedisModule_ReplyWithStringBuffer,
+        RedisModule_ReplyWithMap,
+        RedisModule_Replicate,
+        RedisModule_ReplicateVerbatim,
+        RedisModule_SignalModifiedKey,
+        RedisModule_GetContextFlags,
+        RedisModule_SetModuleOptions,
+        RedisModule_SaveUnsigned,
+        RedisModule_SaveSigned,
+        RedisModule_SaveStringBuffer,
+        RedisModule_LoadUnsigned,
+        RedisModule_LoadSigned,
+        RedisModule_LoadStringBuffer,
+        RedisModule_EmitAOF,
+        RedisModule_DigestAddStringBuffer,
+        RedisModule_DigestAddLongLong,
+        RedisModule_DigestEndSequence,
+        RedisModule_Free,
+        RedisModule_Log,
+    );
+    None
+}
+
+/// The command context.
+#[derive(Clone, Copy)]
+pub struct Ctx(pub *mut raw::RedisModuleCtx);
+
+/// A command's arguments, borrowed from Redis without copying.
+pub struct Args {
+    argv: *mut *mut raw::RedisModuleString,
+    argc: usize,
+}
+
+impl Args {
+    /// Wraps the `argv`/`argc` pair Redis passes to a command.
+    pub fn new(argv: *mut *mut raw::RedisModuleString, argc: c_int) -> Self {
+        let argc = if argv.is_null() {
+            0
+        } else {
+            usize::try_from(argc).unwrap_or(0)
+        };
+        Self { argv, argc }
+    }
+
+    /// The number of arguments, the command name included.
+    pub fn len(&self) -> usize {
+        self.argc
+    }
+
+    /// The raw string at `i`, or null past the end.
+    pub fn raw(&self, i: usize) -> *mut raw::RedisModuleString {
+        if i >= self.argc {
+            return ptr::null_mut();
+        }
+        // SAFETY: Redis passes `argc` valid pointers in `argv`.
+        unsafe { *self.argv.add(i) }
+    }
+
+    /// The bytes of argument `i` (empty past the end).
+    pub fn bytes(&self, i: usize) -> &[u8] {
+        string_bytes(self.raw(i))
+    }
+
+    /// The bytes of every argument from `from` on.
+    pub fn tail(&self, from: usize) -> Vec<&[u8]> {
+        (from..self.argc).map(|i| self.bytes(i)).collect()
+    }
+}
+
+/// The bytes of a Redis string (empty for null).
+pub fn string_bytes<'a>(s: *const raw::RedisModuleString) -> &'a [u8] {
+    if s.is_null() {
+        return &[];
+    }
+    let mut len = 0;
+    // SAFETY: `s` is a live string owned by Redis for the duration of the call.
+    let p = unsafe { api!(RedisModule_StringPtrLen)(s, &mut len) };
+    if p.is_null() {
+        return &[];
+    }
+    // SAFETY: Redis returns a pointer to `len` readable bytes.
+    unsafe { std::slice::from_raw_parts(p.cast::<u8>(), len) }
+}
+
+/// What a key holds, as far as this module is concerned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Empty,
+    Lock,
+    Stock,
+    String,
+    Other,
+}
+
+/// An open key, closed on drop.
+pub struct Key {
+    ctx: Ctx,
+    name: *mut raw::RedisModuleString,
+    ptr: *mut raw::RedisModuleKey,
+}
+
+impl Key {
+    /// Opens `name` for reading.
+    pub fn read(ctx: Ctx, name: *mut raw::RedisModuleString) -> Self {
+        Self::open(ctx, name, raw::REDISMODULE_READ)
+    }
+
+    /// Opens `name` for reading and writing.
+    pub fn write(ctx: Ctx, name: *mut raw::RedisModuleString) -> Self {
+        Self::open(ctx, name, raw::REDISMODULE_READ | raw::REDISMODULE_WRITE)
+    }
+
+    fn open(ctx: Ctx, name: *mut raw::RedisModuleString, mode: u32) -> Self {
+        // SAFETY: ctx and name come from the running command.
+        let ptr = unsafe { api!(RedisModule_OpenKey)(ctx.0, name, mode as c_int) };
+        Self {
+            ctx,
+            name,
+            ptr: ptr.cast(),
+        }
+    }
+
+    /// What the key holds.
+    pub fn kind(&self) -> Kind {
+        if self.ptr.is_null() {
+            return Kind::Empty;
+        }
+        // SAFETY: the key is open.
+        let t = unsafe { api!(RedisModule_KeyType)(self.ptr) } as isize;
+        match t {
+            raw::REDISMODULE_KEYTYPE_EMPTY => Kind::Empty,
+            raw::REDISMODULE_KEYTYPE_STRING => Kind::String,
+            raw::REDISMODULE_KEYTYPE_MODULE => {
+                // SAFETY: the key is open and holds a module value.
+                let mt = unsafe { api!(RedisModule_ModuleTypeGetType)(self.ptr) };
+                if mt == types::lock_type() {
+                    Kind::Lock
+                } else if mt == types::stock_type() {
+                    Kind::Stock
+                } else {
+                    Kind::Other
+                }
+            }
+            _ => Kind::Other,
+        }
+    }
+
+    fn value<T>(&self) -> *mut T {
+        // SAFETY: the key is open; callers check the module type first.
+        unsafe { api!(RedisModule_ModuleTypeGetValue)(self.ptr).cast::<T>() }
+    }
+
+    /// The lease held in this key: `Ok(None)` when empty, `WRONGTYPE` for any other type.
+    pub fn lease(&mut self) -> Result<Option<&mut Lease>, FenceError> {
+        match self.kind() {
+            Kind::Empty => Ok(None),
+            // SAFETY: the value of a lock key is a `Lease` we boxed.
+            Kind::Lock => Ok(unsafe { self.value::<Lease>().as_mut() }),
+            _ => Err(FenceError::WrongType),
+        }
+    }
+
+    /// The stock held in this key, if it holds one.
+    pub fn stock(&mut self) -> Option<&mut Stock> {
+        if self.kind() != Kind::Stock {
+            return None;
+        }
+        // SAFETY: the value of a stock key is a `Stock` we boxed.
+        unsafe { self.value::<Stock>().as_mut() }
+    }
+
+    /// Stores a new lease (the key must be empty or a lock).
+    pub fn set_lease(&self, lease: Lease) {
+        self.set_value(types::lock_type(), Box::new(lease));
+    }
+
+    /// Stores a new stock (the key must be empty or a stock).
+    pub fn set_stock(&self, stock: Stock) {
+        self.set_value(types::stock_type(), Box::new(stock));
+    }
+
+    fn set_value<T>(&self, t: *mut raw::RedisModuleType, value: Box<T>) {
+        let p = Box::into_raw(value).cast::<c_void>();
+        // SAFETY: the key is open for writing; Redis frees the old value with its type's free.
+        let status = unsafe { api!(RedisModule_ModuleTypeSetValue)(self.ptr, t, p) };
+        if status != raw::REDISMODULE_OK as c_int {
+            // SAFETY: Redis did not take ownership, so the box is still ours.
+            drop(unsafe { Box::from_raw(p.cast::<T>()) });
+        }
+    }
+
+    /// The bytes of a string key (for a string only).
+    pub fn string(&self) -> &[u8] {
+        let mut len = 0;
+        // SAFETY: the key is open and holds a string.
+        let p = unsafe {
+            api!(RedisModule_StringDMA)(self.ptr, &mut len, raw::REDISMODULE_READ as c_int)
+        };
+        if p.is_null() {
+            return &[];
+        }
+        // SAFETY: Redis returns `len` readable bytes.
+        unsafe { std::slice::from_raw_parts(p.cast::<u8>(), len) }
+    }
+
+    /// Overwrites a string key's bytes in place, keeping its TTL (`RedisModule_StringSet`
+    /// would drop it).
+    pub fn set_string(&self, bytes: &[u8]) {
+        // SAFETY: the key is open for writing and holds a string.
+        unsafe {
+            api!(RedisModule_StringTruncate)(self.ptr, bytes.len());
+            let mut len = 0;
+            let p =
+                api!(RedisModule_StringDMA)(self.ptr, &mut len, raw::REDISMODULE_WRITE as c_int);
+            if !p.is_null() && len == bytes.len() {
+                ptr::copy_nonoverlapping(bytes.as_ptr(), p.cast::<u8>(), len);
+            }
+        }
+    }
+
+    /// Milliseconds left before the key expires, or -1 without expiry.
+    pub fn ttl_ms(&self) -> i64 {
+        // SAFETY: the key is open.
+        let t = unsafe { api!(RedisModule_GetExpire)(self.ptr) };
+        if t < 0 {
+            -1
+        } else {
+            t
+        }
+    }
+
+    /// Sets the key to expire `ms` milliseconds from now.
+    pub fn set_ttl_ms(&self, ms: i64) {
+        // SAFETY: the key is open for writing and not empty.
+        unsafe { api!(RedisModule_SetExpire)(self.ptr, ms) };
+    }
+
+    /// The absolute expiry in Unix milliseconds, or -1 without expiry.
+    pub fn expire_at_ms(&self) -> i64 {
+        // SAFETY: the key is open.
+        let t = unsafe { api!(RedisModule_GetAbsExpire)(self.ptr) };
+        if t < 0 {
+            -1
+        } else {
+            t
+        }
+    }
+
+    /// Sets the absolute expiry in Unix milliseconds.
+    pub fn set_expire_at_ms(&self, at: i64) {
+        // SAFETY: the key is open for writing and not empty.
+        unsafe { api!(RedisModule_SetAbsExpire)(self.ptr, at) };
+    }
+
+    /// Deletes the key.
+    pub fn delete(&self) {
+        // SAFETY: the key is open for writing.
+        unsafe { api!(RedisModule_DeleteKey)(self.ptr) };
+    }
+
+    /// Tells Redis the key changed (WATCH, client-side caching); the module opts out of the
+    /// implicit signal so that reads and refused writes do not invalidate anything.
+    pub fn signal_modified(&self) {
+        // SAFETY: ctx and the key name are live for the command.
+        unsafe { api!(RedisModule_SignalModifiedKey)(self.ctx.0, self.name) };
+    }
+}
+
+impl Drop for Key {
+    fn drop(&mut self) {
+        if !self.ptr.is_null() {
+            // SAFETY: opened by `open`, closed once.
+            unsafe { api!(RedisModule_CloseKey)(self.ptr) };
+        }
+    }
+}
+
+/// A reply a command handler sends back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reply {
+    Int(i64),
+    Nil,
+    Ok,
+    /// The handler has already written its reply.
+    Sent,
+}
+
+/// A token as a Redis integer (tokens never pass `i64::MAX` in practice; clamp rather than wrap).
+pub fn token_reply(token: u64) -> Reply {
+    Reply::Int(i64::try_from(token).unwrap_or(i64::MAX))
+}
+
+impl Ctx {
+    /// Sends a handler's result.
+    pub fn send(self, result: Result<Reply, FenceError>) {
+        // SAFETY: ctx is the live command context.
+        unsafe {
+            match result {
+                Ok(Reply::Int(n)) => {
+                    api!(RedisModule_ReplyWithLongLong)(self.0, n);
+                }
+                Ok(Reply::Nil) => {
+                    api!(RedisModule_ReplyWithNull)(self.0);
+                }
+                Ok(Reply::Ok) => {
+                    api!(RedisModule_ReplyWithSimpleString)(self.0, c"OK".as_ptr());
+                }
+                Ok(Reply::Sent) => {}
+                Err(e) => self.reply_error(&e.message()),
+            }
+        }
+    }
+
+    /// Sends an error reply; the text must begin with its code.
+    pub fn reply_error(self, msg: &str) {
+        let mut buf = Vec::with_capacity(msg.len() + 1);
+        buf.extend(msg.bytes().filter(|&b| b != 0 && b != b'\r' && b != b'\n'));
+        buf.push(0);
+        // SAFETY: buf is NUL-terminated with no interior NUL.
+        unsafe { api!(RedisModule_ReplyWithError)(self.0, buf.as_ptr().cast::<c_char>()) };
+    }
+
+    /// Starts a map reply of `len` pairs (a flat array under RESP2).
+    pub fn reply_map(self, len: usize) {
+        // SAFETY: ctx is live.
+        unsafe { api!(RedisModule_ReplyWithMap)(self.0, len as std::ffi::c_long) };
+    }
+
+    /// Sends a bulk string.
+    pub fn reply_bulk(self, bytes: &[u8]) {
+        // SAFETY: ctx is live; bytes are readable.
+        unsafe {
+            api!(RedisModule_ReplyWithStringBuffer)(self.0, bytes.as_ptr().cast(), bytes.len())
+        };
+    }
+
+    /// Sends an integer.
+    pub fn reply_int(self, n: i64) {
+        // SAFETY: ctx is live.
+        unsafe { api!(RedisModule_ReplyWithLongLong)(self.0, n) };
+    }
+
+    /// Whether the command came over the master link or from the AOF, the only sources
+    /// allowed to send replication-only commands.
+    pub fn is_replicated_or_loading(self) -> bool {
+        // SAFETY: ctx is live.
+        let flags = unsafe { api!(RedisModule_GetContextFlags)(self.0) } as u32;
+        flags & (raw::REDISMODULE_CTX_FLAGS_REPLICATED | raw::REDISMODULE_CTX_FLAGS_LOADING) != 0
+    }
+
+    /// Replicates a lock's effect: `FENCE.LOCK key owner token expire-at-ms`.
+    pub fn replicate_lock(self, key: *mut raw::RedisModuleString, lease: &Lease, expire_at: i64) {
+        // SAFETY: the format matches the arguments: s=string, b=buffer+len, l=long long.
+        unsafe {
+            api!(RedisModule_Replicate)(
+                self.0,
+                c"FENCE.LOCK".as_ptr(),
+                c"sbll".as_ptr(),
+                key,
+                lease.owner.as_ptr().cast::<c_char>(),
+                lease.owner.len(),
+                c_longlong::try_from(lease.token).unwrap_or(c_longlong::MAX),
+                expire_at as c_longlong,
+            );
+        }
+    }
+
+    /// Propagates the running command as it is (for replication-only commands, so a
+    /// replica's own AOF gets them too).
+    pub fn replicate_verbatim(self) {
+        // SAFETY: ctx is live.
+        unsafe { api!(RedisModule_ReplicateVerbatim)(self.0) };
+    }
+
+    /// Replicates a deletion: `DEL key`.
+    pub fn replicate_del(self, key: *mut raw::RedisModuleString) {
+        // SAFETY: one string argument.
+        unsafe { api!(RedisModule_Replicate)(self.0, c"DEL".as_ptr(), c"s".as_ptr(), key) };
+    }
+
+    /// Replicates a stock's scalar state and at most one ledger entry:
+    /// `FENCE.STOCK key available fence deducted KEEP|RESET [id quantity]`.
+    pub fn replicate_stock(
+        self,
+        key: *mut raw::RedisModuleString,
+        stock: &Stock,
+        reset: bool,
+        entry: Option<(&[u8], i64)>,
+    ) {
+        let mode: &CStr = if reset { c"RESET" } else { c"KEEP" };
+        let fence = c_longlong::try_from(stock.fence).unwrap_or(c_longlong::MAX);
+        // SAFETY: each format matches its arguments.
+        unsafe {
+            let f = api!(RedisModule_Replicate);
+            match entry {
+                None => f(
+                    self.0,
+                    c"FENCE.STOCK".as_ptr(),
+                    c"slllc".as_ptr(),
+                    key,
+                    stock.available as c_longlong,
+                    fence,
+                    stock.deducted as c_longlong,
+                    mode.as_ptr(),
+                ),
+                Some((id, qty)) => f(
+                    self.0,
+                    c"FENCE.STOCK".as_ptr(),
+                    c"slllcbl".as_ptr(),
+                    key,
+                    stock.available as c_longlong,
+                    fence,
+                    stock.deducted as c_longlong,
+                    mode.as_ptr(),
+                    id.as_ptr().cast::<c_char>(),
+                    id.len(),
+                    qty as c_longlong,
+                ),
+            };
+        }
+    }
+
+    /// Replicates a plain string stock's new value: `SET key value KEEPTTL`.
+    pub fn replicate_string(self, key: *mut raw::RedisModuleString, value: &[u8]) {
+        // SAFETY: s=string, b=buffer+len, c=C string.
+        unsafe {
+            api!(RedisModule_Replicate)(
+                self.0,
+                c"SET".as_ptr(),
+                c"sbc".as_ptr(),
+                key,
+                value.as_ptr().cast::<c_char>(),
+                value.len(),
+                c"KEEPTTL".as_ptr(),
+            )
+        };
+    }
+
+    /// Writes a warning to the server log.
+    pub fn log_warning(self, msg: &str) {
+        log(self.0, "warning", msg);
+    }
+}
+
+/// Writes to the server log at `level` ("warning", "notice", ...).
+pub fn log(ctx: *mut raw::RedisModuleCtx, level: &str, msg: &str) {
+    let level: Vec<u8> = level.bytes().chain(std::iter::once(0)).collect();
+    let msg: Vec<u8> = msg
+        .bytes()
+        .filter(|&b| b != 0)
+        .chain(std::iter::once(0))
+        .collect();
+    // SAFETY: both strings are NUL-terminated; "%s" keeps the message from being a format.
+    unsafe {
+        api!(RedisModule_Log)(
+            ctx,
+            level.as_ptr().cast(),
+            c"%s".as_ptr(),
+            msg.as_ptr().cast::<c_char>(),
+        )
+    };
+}

@@ -1,0 +1,72 @@
+//! redis-fence: server-side locks with fencing tokens, and oversell-proof stock deduction.
+//!
+//! Registration only: the data types, the settings and the command table. The decisions live
+//! in plain Rust (`args`, `clock`, `lease`, `stock`); `glue` and `commands` translate.
+
+mod args;
+mod clock;
+mod commands;
+mod config;
+mod error;
+mod glue;
+mod lease;
+mod stock;
+mod types;
+
+use redis_module::{raw, redis_module, Context, RedisString, Status};
+
+use crate::clock::TokenClock;
+use crate::types::lock::LOCK_TYPE;
+use crate::types::stock::STOCK_TYPE;
+
+/// The server-wide fencing-token clock.
+pub static TOKENS: TokenClock = TokenClock::new();
+
+// The Redis allocator aborts outside Redis, so unit tests use the system allocator.
+#[cfg(not(test))]
+type Allocator = redis_module::alloc::RedisAlloc;
+#[cfg(not(test))]
+const ALLOCATOR: Allocator = redis_module::alloc::RedisAlloc;
+#[cfg(test)]
+type Allocator = std::alloc::System;
+#[cfg(test)]
+const ALLOCATOR: Allocator = std::alloc::System;
+
+fn init(ctx: &Context, args: &[RedisString]) -> Status {
+    match setup(ctx.ctx, args) {
+        Ok(()) => Status::Ok,
+        Err(e) => {
+            glue::log(ctx.ctx, "warning", &format!("fence: not loaded: {e}"));
+            Status::Err
+        }
+    }
+}
+
+fn setup(ctx: *mut raw::RedisModuleCtx, args: &[RedisString]) -> Result<(), String> {
+    if let Some(name) = glue::missing_apis() {
+        return Err(format!(
+            "this Redis lacks {name} (Redis 7.0 or later is needed)"
+        ));
+    }
+    let args: Vec<&[u8]> = args.iter().map(RedisString::as_slice).collect();
+    config::apply_module_args(&args)?;
+    config::register(ctx)?;
+    commands::register(ctx)?;
+    // The commands signal modified keys themselves, only when they change something.
+    // SAFETY: ctx is the load context.
+    unsafe {
+        glue::api!(RedisModule_SetModuleOptions)(
+            ctx,
+            raw::REDISMODULE_OPTION_NO_IMPLICIT_SIGNAL_MODIFIED as i32,
+        )
+    };
+    Ok(())
+}
+
+redis_module! {
+    name: "fence",
+    version: 1,
+    allocator: (Allocator, ALLOCATOR),
+    data_types: [LOCK_TYPE, STOCK_TYPE],
+    init: init,
+}

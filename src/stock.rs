@@ -1,0 +1,322 @@
+//! Stock arithmetic: the available quantity, the request-id ledger and the fence floor.
+//! Plain Rust; the Redis glue only stores a `Stock` and replies with what it decides.
+
+use std::collections::HashMap;
+
+use crate::error::FenceError;
+
+/// A stock: what is available, what each request took, and the highest token accepted.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Stock {
+    /// The quantity available to sell.
+    pub available: i64,
+    /// The highest fencing token a successful deduction has presented (0: none yet).
+    pub fence: u64,
+    /// The total deducted and not refunded since the sale started (saturating).
+    pub deducted: i64,
+    /// Request id -> quantity it holds (0 once refunded).
+    ledger: HashMap<Box<[u8]>, i64>,
+}
+
+/// The result of a deduction that was not refused with an error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Deduct {
+    /// Deducted; this much remains.
+    Deducted(i64),
+    /// The request id was in the ledger already: nothing deducted; this much remains.
+    Replayed(i64),
+    /// Fewer than the quantity are available: nothing changed.
+    SoldOut,
+}
+
+/// What a deduction asks for, already parsed and validated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeductRequest<'a> {
+    pub quantity: i64,
+    pub id: Option<&'a [u8]>,
+    pub fence: Option<u64>,
+}
+
+impl Stock {
+    /// A new stock with `available` items and an empty ledger.
+    pub fn new(available: i64) -> Self {
+        Self {
+            available,
+            ..Self::default()
+        }
+    }
+
+    /// Starts a new sale: `available` set, ledger cleared, fence kept.
+    pub fn reset(&mut self, available: i64) {
+        self.available = available;
+        self.deducted = 0;
+        // A fresh map gives the memory of a large ledger back.
+        self.ledger = HashMap::new();
+    }
+
+    /// Restocks by `quantity`; returns the new available quantity.
+    pub fn add(&mut self, quantity: i64) -> Result<i64, FenceError> {
+        self.available = self
+            .available
+            .checked_add(quantity)
+            .ok_or(FenceError::Overflow)?;
+        Ok(self.available)
+    }
+
+    /// Deducts in the contract's order of checks: fence, request id, quantity.
+    /// `max_ledger` bounds the number of ids the ledger may hold.
+    pub fn deduct(
+        &mut self,
+        req: DeductRequest<'_>,
+        max_ledger: i64,
+    ) -> Result<Deduct, FenceError> {
+        if let Some(token) = req.fence {
+            if token < self.fence {
+                return Err(FenceError::Stale {
+                    token,
+                    highest: self.fence,
+                });
+            }
+        }
+        if let Some(id) = req.id {
+            if self.ledger.contains_key(id) {
+                return Ok(Deduct::Replayed(self.available));
+            }
+            if i64::try_from(self.ledger.len()).map_or(true, |len| len >= max_ledger) {
+                return Err(FenceError::LedgerFull { max: max_ledger });
+            }
+        }
+        if self.available < req.quantity {
+            return Ok(Deduct::SoldOut);
+        }
+        self.available -= req.quantity;
+        self.deducted = self.deducted.saturating_add(req.quantity);
+        if let Some(token) = req.fence {
+            self.fence = token;
+        }
+        if let Some(id) = req.id {
+            self.ledger.insert(id.into(), req.quantity);
+        }
+        Ok(Deduct::Deducted(self.available))
+    }
+
+    /// Returns what request `id` took, once; 0 for an unknown or refunded id.
+    pub fn refund(&mut self, id: &[u8]) -> Result<i64, FenceError> {
+        let Some(held) = self.ledger.get_mut(id) else {
+            return Ok(0);
+        };
+        let quantity = *held;
+        if quantity == 0 {
+            return Ok(0);
+        }
+        let available = self
+            .available
+            .checked_add(quantity)
+            .ok_or(FenceError::Overflow)?;
+        *held = 0;
+        self.available = available;
+        self.deducted = self.deducted.saturating_sub(quantity).max(0);
+        Ok(quantity)
+    }
+
+    /// What the ledger knows of request `id`: the quantity held, 0 if refunded, None if unknown.
+    pub fn request(&self, id: &[u8]) -> Option<i64> {
+        self.ledger.get(id).copied()
+    }
+
+    /// The quantity request `id` holds now (0 when refunded), for replicating one entry.
+    pub fn ledger_len(&self) -> usize {
+        self.ledger.len()
+    }
+
+    /// Sets one ledger entry as replicated or loaded; no checks.
+    pub fn put_entry(&mut self, id: &[u8], quantity: i64) {
+        self.ledger.insert(id.into(), quantity);
+    }
+
+    /// Ledger entries in byte order of their ids, so that digests and rewrites do not depend
+    /// on hash-map iteration order.
+    pub fn entries_sorted(&self) -> Vec<(&[u8], i64)> {
+        let mut entries: Vec<(&[u8], i64)> = self.ledger.iter().map(|(k, v)| (&**k, *v)).collect();
+        entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        entries
+    }
+
+    /// Ledger entries in any order (RDB save).
+    pub fn entries(&self) -> impl Iterator<Item = (&[u8], i64)> {
+        self.ledger.iter().map(|(k, v)| (&**k, *v))
+    }
+
+    /// Bytes of memory used, estimated from the ledger's capacity and its ids.
+    pub fn mem_usage(&self) -> usize {
+        let slot = std::mem::size_of::<(Box<[u8]>, i64)>() + 1;
+        let ids: usize = self.ledger.keys().map(|k| k.len()).sum();
+        std::mem::size_of::<Self>() + self.ledger.capacity() * slot + ids
+    }
+}
+
+/// Deducts from a plain integer-string stock: the new value, or None when too few remain.
+pub fn plain_deduct(current: i64, quantity: i64) -> Option<i64> {
+    (current >= quantity).then(|| current - quantity)
+}
+
+/// Restocks a plain integer-string stock.
+pub fn plain_add(current: i64, quantity: i64) -> Result<i64, FenceError> {
+    current.checked_add(quantity).ok_or(FenceError::Overflow)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(quantity: i64, id: Option<&[u8]>, fence: Option<u64>) -> DeductRequest<'_> {
+        DeductRequest {
+            quantity,
+            id,
+            fence,
+        }
+    }
+
+    #[test]
+    fn deducts_until_sold_out() {
+        let mut s = Stock::new(3);
+        assert_eq!(s.deduct(req(2, None, None), 10), Ok(Deduct::Deducted(1)));
+        assert_eq!(s.deduct(req(2, None, None), 10), Ok(Deduct::SoldOut));
+        assert_eq!(s.deduct(req(1, None, None), 10), Ok(Deduct::Deducted(0)));
+        assert_eq!(s.deduct(req(1, None, None), 10), Ok(Deduct::SoldOut));
+        assert_eq!(s.available, 0);
+        assert_eq!(s.deducted, 3);
+    }
+
+    #[test]
+    fn request_ids_deduct_once_even_after_refund() {
+        let mut s = Stock::new(10);
+        assert_eq!(
+            s.deduct(req(4, Some(b"o1"), None), 10),
+            Ok(Deduct::Deducted(6))
+        );
+        assert_eq!(
+            s.deduct(req(1, Some(b"o1"), None), 10),
+            Ok(Deduct::Replayed(6))
+        );
+        assert_eq!(s.request(b"o1"), Some(4));
+        assert_eq!(s.refund(b"o1"), Ok(4));
+        assert_eq!(s.available, 10);
+        assert_eq!(s.refund(b"o1"), Ok(0));
+        assert_eq!(s.request(b"o1"), Some(0));
+        assert_eq!(
+            s.deduct(req(4, Some(b"o1"), None), 10),
+            Ok(Deduct::Replayed(10))
+        );
+        assert_eq!(s.refund(b"unknown"), Ok(0));
+        assert_eq!(s.request(b"unknown"), None);
+    }
+
+    #[test]
+    fn refused_ids_stay_out_of_the_ledger() {
+        let mut s = Stock::new(1);
+        assert_eq!(s.deduct(req(2, Some(b"o1"), None), 10), Ok(Deduct::SoldOut));
+        assert_eq!(s.request(b"o1"), None);
+        assert_eq!(s.add(5), Ok(6));
+        assert_eq!(
+            s.deduct(req(2, Some(b"o1"), None), 10),
+            Ok(Deduct::Deducted(4))
+        );
+    }
+
+    #[test]
+    fn fence_checked_first_and_raised_only_on_success() {
+        let mut s = Stock::new(1);
+        assert_eq!(
+            s.deduct(req(1, Some(b"a"), Some(5)), 10),
+            Ok(Deduct::Deducted(0))
+        );
+        assert_eq!(s.fence, 5);
+        // Stale beats a replay.
+        assert_eq!(
+            s.deduct(req(1, Some(b"a"), Some(4)), 10),
+            Err(FenceError::Stale {
+                token: 4,
+                highest: 5
+            })
+        );
+        // Equal is accepted; sold out leaves the fence alone.
+        assert_eq!(s.deduct(req(1, None, Some(9)), 10), Ok(Deduct::SoldOut));
+        assert_eq!(s.fence, 5);
+        assert_eq!(
+            s.deduct(req(1, Some(b"a"), Some(5)), 10),
+            Ok(Deduct::Replayed(0))
+        );
+    }
+
+    #[test]
+    fn reset_keeps_the_fence() {
+        let mut s = Stock::new(5);
+        assert_eq!(
+            s.deduct(req(1, Some(b"a"), Some(8)), 10),
+            Ok(Deduct::Deducted(4))
+        );
+        s.reset(100);
+        assert_eq!(s.available, 100);
+        assert_eq!(s.fence, 8);
+        assert_eq!(s.ledger_len(), 0);
+        assert_eq!(s.deducted, 0);
+    }
+
+    #[test]
+    fn ledger_bound_refuses_new_ids_only() {
+        let mut s = Stock::new(10);
+        assert_eq!(
+            s.deduct(req(1, Some(b"a"), None), 1),
+            Ok(Deduct::Deducted(9))
+        );
+        assert_eq!(
+            s.deduct(req(1, Some(b"b"), None), 1),
+            Err(FenceError::LedgerFull { max: 1 })
+        );
+        assert_eq!(
+            s.deduct(req(1, Some(b"a"), None), 1),
+            Ok(Deduct::Replayed(9))
+        );
+        assert_eq!(s.deduct(req(1, None, None), 1), Ok(Deduct::Deducted(8)));
+        assert_eq!(s.available, 8);
+    }
+
+    #[test]
+    fn overflow_is_refused_without_change() {
+        let mut s = Stock::new(i64::MAX);
+        assert_eq!(s.add(1), Err(FenceError::Overflow));
+        assert_eq!(s.available, i64::MAX);
+        let mut s = Stock::new(1);
+        assert_eq!(
+            s.deduct(req(1, Some(b"a"), None), 10),
+            Ok(Deduct::Deducted(0))
+        );
+        assert_eq!(s.add(i64::MAX), Ok(i64::MAX));
+        assert_eq!(s.refund(b"a"), Err(FenceError::Overflow));
+        assert_eq!(s.request(b"a"), Some(1));
+    }
+
+    #[test]
+    fn sorted_entries_ignore_insertion_order() {
+        let mut a = Stock::new(0);
+        let mut b = Stock::new(0);
+        for id in [&b"x"[..], b"a", b"m"] {
+            a.put_entry(id, 1);
+        }
+        for id in [&b"m"[..], b"x", b"a"] {
+            b.put_entry(id, 1);
+        }
+        assert_eq!(a.entries_sorted(), b.entries_sorted());
+        assert_eq!(a.entries_sorted()[0].0, b"a");
+    }
+
+    #[test]
+    fn plain_strings() {
+        assert_eq!(plain_deduct(5, 5), Some(0));
+        assert_eq!(plain_deduct(5, 6), None);
+        assert_eq!(plain_deduct(-3, 1), None);
+        assert_eq!(plain_add(-3, 5), Ok(2));
+        assert_eq!(plain_add(i64::MAX, 1), Err(FenceError::Overflow));
+    }
+}

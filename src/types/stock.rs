@@ -1,0 +1,149 @@
+//! Callbacks of the `fence-stk` data type: a `Stock` (available, fence, deducted, ledger).
+
+use std::ffi::{c_char, c_int, c_void};
+
+use redis_module::native_types::RedisType;
+use redis_module::raw;
+
+use super::lock::{load_bytes, save_bytes};
+use super::ENCODING_VERSION;
+use crate::glue::api;
+use crate::stock::Stock;
+
+/// The stock data type.
+pub static STOCK_TYPE: RedisType = RedisType::new(
+    "fence-stk",
+    ENCODING_VERSION,
+    raw::RedisModuleTypeMethods {
+        version: raw::REDISMODULE_TYPE_METHOD_VERSION as u64,
+        rdb_load: Some(rdb_load),
+        rdb_save: Some(rdb_save),
+        aof_rewrite: Some(aof_rewrite),
+        mem_usage: Some(mem_usage),
+        digest: Some(digest),
+        free: Some(free),
+        aux_load: None,
+        aux_save: None,
+        aux_save2: None,
+        aux_save_triggers: 0,
+        free_effort: Some(free_effort),
+        unlink: None,
+        copy: Some(copy),
+        defrag: None,
+        copy2: None,
+        free_effort2: None,
+        mem_usage2: None,
+        unlink2: None,
+    },
+);
+
+unsafe extern "C" fn rdb_load(rdb: *mut raw::RedisModuleIO, encver: c_int) -> *mut c_void {
+    if !(1..=ENCODING_VERSION).contains(&encver) {
+        return std::ptr::null_mut();
+    }
+    let mut stock = Stock::new(api!(RedisModule_LoadSigned)(rdb));
+    stock.fence = api!(RedisModule_LoadUnsigned)(rdb);
+    stock.deducted = api!(RedisModule_LoadSigned)(rdb);
+    let entries = api!(RedisModule_LoadUnsigned)(rdb);
+    for _ in 0..entries {
+        let id = load_bytes(rdb);
+        let quantity = api!(RedisModule_LoadSigned)(rdb);
+        stock.put_entry(&id, quantity);
+    }
+    Box::into_raw(Box::new(stock)).cast()
+}
+
+unsafe extern "C" fn rdb_save(rdb: *mut raw::RedisModuleIO, value: *mut c_void) {
+    let Some(stock) = value.cast::<Stock>().as_ref() else {
+        return;
+    };
+    api!(RedisModule_SaveSigned)(rdb, stock.available);
+    api!(RedisModule_SaveUnsigned)(rdb, stock.fence);
+    api!(RedisModule_SaveSigned)(rdb, stock.deducted);
+    api!(RedisModule_SaveUnsigned)(rdb, stock.ledger_len() as u64);
+    for (id, quantity) in stock.entries() {
+        save_bytes(rdb, id);
+        api!(RedisModule_SaveSigned)(rdb, quantity);
+    }
+}
+
+unsafe extern "C" fn aof_rewrite(
+    aof: *mut raw::RedisModuleIO,
+    key: *mut raw::RedisModuleString,
+    value: *mut c_void,
+) {
+    let Some(stock) = value.cast::<Stock>().as_ref() else {
+        return;
+    };
+    let emit = api!(RedisModule_EmitAOF);
+    let fence = i64::try_from(stock.fence).unwrap_or(i64::MAX);
+    emit(
+        aof,
+        c"FENCE.STOCK".as_ptr(),
+        c"slllc".as_ptr(),
+        key,
+        stock.available,
+        fence,
+        stock.deducted,
+        c"RESET".as_ptr(),
+    );
+    // One command per ledger entry, sorted, so two rewrites of one stock are byte-identical.
+    for (id, quantity) in stock.entries_sorted() {
+        emit(
+            aof,
+            c"FENCE.STOCK".as_ptr(),
+            c"slllcbl".as_ptr(),
+            key,
+            stock.available,
+            fence,
+            stock.deducted,
+            c"KEEP".as_ptr(),
+            id.as_ptr().cast::<c_char>(),
+            id.len(),
+            quantity,
+        );
+    }
+}
+
+unsafe extern "C" fn mem_usage(value: *const c_void) -> usize {
+    value.cast::<Stock>().as_ref().map_or(0, Stock::mem_usage)
+}
+
+unsafe extern "C" fn digest(md: *mut raw::RedisModuleDigest, value: *mut c_void) {
+    let Some(stock) = value.cast::<Stock>().as_ref() else {
+        return;
+    };
+    api!(RedisModule_DigestAddLongLong)(md, stock.available);
+    api!(RedisModule_DigestAddLongLong)(md, i64::try_from(stock.fence).unwrap_or(i64::MAX));
+    api!(RedisModule_DigestAddLongLong)(md, stock.deducted);
+    for (id, quantity) in stock.entries_sorted() {
+        api!(RedisModule_DigestAddStringBuffer)(md, id.as_ptr().cast::<c_char>(), id.len());
+        api!(RedisModule_DigestAddLongLong)(md, quantity);
+    }
+    api!(RedisModule_DigestEndSequence)(md);
+}
+
+unsafe extern "C" fn free(value: *mut c_void) {
+    if !value.is_null() {
+        drop(Box::from_raw(value.cast::<Stock>()));
+    }
+}
+
+unsafe extern "C" fn free_effort(_key: *mut raw::RedisModuleString, value: *const c_void) -> usize {
+    // Lets UNLINK and lazyfree free a large ledger in the background.
+    value
+        .cast::<Stock>()
+        .as_ref()
+        .map_or(1, |s| s.ledger_len().max(1))
+}
+
+unsafe extern "C" fn copy(
+    _from: *mut raw::RedisModuleString,
+    _to: *mut raw::RedisModuleString,
+    value: *const c_void,
+) -> *mut c_void {
+    match value.cast::<Stock>().as_ref() {
+        Some(stock) => Box::into_raw(Box::new(stock.clone())).cast(),
+        None => std::ptr::null_mut(),
+    }
+}
