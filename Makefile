@@ -31,7 +31,7 @@ unit: deps
 
 # Integration tests load target/debug/libredis_fence.so into real redis-server processes.
 integration: build
-	$(CARGO) test --tests
+	$(CARGO) test --test '*'
 
 test: lint unit integration
 

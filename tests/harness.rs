@@ -1,0 +1,105 @@
+//! Tests of the test harness itself: server arguments, error text helpers, death detection.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use redis::Value;
+
+#[test]
+fn server_runs_with_the_harness_settings_and_the_module() {
+    let server = Server::start();
+    let mut con = server.conn();
+    assert_eq!(config_get(&mut con, "port"), server.port().to_string());
+    assert_eq!(config_get(&mut con, "bind"), "127.0.0.1");
+    assert_eq!(config_get(&mut con, "save"), "");
+    assert_eq!(config_get(&mut con, "appendonly"), "no");
+    let dir = config_get(&mut con, "dir");
+    assert!(dir.contains("redis-fence-test-"), "dir is {dir}");
+    let modules = format!("{:?}", call(&mut con, &["MODULE", "LIST"]).unwrap());
+    assert!(modules.contains("fence"), "MODULE LIST: {modules}");
+    assert!(
+        server.log().contains("Ready to accept connections"),
+        "log: {}",
+        server.log()
+    );
+}
+
+#[test]
+fn resp3_connection_speaks_resp3() {
+    let server = Server::start();
+    let mut con = server.conn_resp3();
+    let hello = call(&mut con, &["HELLO", "3"]).unwrap();
+    let Value::Map(fields) = hello else {
+        panic!("HELLO 3 did not reply a map: {hello:?}");
+    };
+    let proto = fields
+        .iter()
+        .find(|(k, _)| text(k) == "proto")
+        .map(|(_, v)| v.clone());
+    assert_eq!(proto, Some(Value::Int(3)));
+}
+
+#[test]
+fn error_text_round_trips_code_and_message() {
+    let server = Server::start();
+    let mut con = server.conn();
+    let stale = "STALE fencing token 5 is below the highest accepted token 7";
+    let script = format!("return redis.error_reply('{stale}')");
+    assert_eq!(err(call(&mut con, &["EVAL", &script, "0"])), stale);
+    assert_eq!(
+        err(call(
+            &mut con,
+            &["EVAL", "return redis.error_reply('ERR some detail')", "0"]
+        )),
+        "ERR some detail"
+    );
+    okay(call(&mut con, &["SET", "s", "1"]));
+    assert_eq!(err(call(&mut con, &["LPUSH", "s", "x"])), WRONGTYPE);
+    assert_eq!(
+        err(call(&mut con, &["INCR", "nope", "x"])),
+        "ERR wrong number of arguments for 'incr' command"
+    );
+    assert_err(call(&mut con, &["GETRANGE", "s", "a", "b"]), NOT_INTEGER);
+}
+
+#[test]
+#[should_panic(expected = "expected an error reply")]
+fn err_helper_rejects_a_non_error() {
+    err(Ok::<Value, redis::RedisError>(Value::Int(1)));
+}
+
+#[test]
+#[should_panic(expected = "expected an integer reply")]
+fn int_helper_rejects_nil() {
+    int(Ok(Value::Nil));
+}
+
+#[test]
+#[should_panic(expected = "redis-server died during the test")]
+fn a_server_that_dies_fails_the_test() {
+    let mut server = Server::start();
+    let mut con = server.conn();
+    let _ = call(&mut con, &["SHUTDOWN", "NOSAVE"]);
+    assert!(
+        server.wait_exit(Duration::from_secs(5)).is_some(),
+        "server did not exit after SHUTDOWN"
+    );
+    // Dropping `server` must panic now.
+}
+
+#[test]
+fn try_start_reports_a_server_that_cannot_start() {
+    let failure = match Server::try_start(&["--no-such-directive", "1"]) {
+        Ok(_) => panic!("a server with a bad directive started"),
+        Err(failure) => failure,
+    };
+    let status = failure.status.expect("the server exits by itself");
+    assert!(!status.success(), "exit status {status}");
+    assert!(
+        failure.log.contains("no-such-directive"),
+        "log: {}",
+        failure.log
+    );
+}
