@@ -66,6 +66,31 @@ pub fn parse_name(bytes: &[u8], name: Name, max: i64) -> Result<&[u8], FenceErro
     Ok(bytes)
 }
 
+/// The longest `WAIT` a client may ask for: 10 years, in milliseconds.
+pub const MAX_WAIT_MS: i64 = 315_360_000_000;
+
+/// Parses `LOCK.ACQUIRE`'s options: `[WAIT timeout-ms]`; `Some(0)` waits without limit.
+pub fn parse_acquire_options(args: &[&[u8]]) -> Result<Option<i64>, FenceError> {
+    let mut wait = None;
+    let mut rest = args;
+    while let Some((&name, tail)) = rest.split_first() {
+        if !name.eq_ignore_ascii_case(b"WAIT") {
+            return Err(FenceError::UnknownOption(printable(name)));
+        }
+        let (&value, tail) = tail.split_first().ok_or(FenceError::MissingValue("WAIT"))?;
+        if wait.is_some() {
+            return Err(FenceError::RepeatedOption("WAIT"));
+        }
+        wait = Some(
+            parse_i64(value)
+                .filter(|t| (0..=MAX_WAIT_MS).contains(t))
+                .ok_or(FenceError::Timeout { max: MAX_WAIT_MS })?,
+        );
+        rest = tail;
+    }
+    Ok(wait)
+}
+
 /// The options of `STOCK.DEDUCT`, validated.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct DeductOptions<'a> {
@@ -188,6 +213,28 @@ mod tests {
                 name: Name::RequestId,
                 max: 3
             })
+        );
+    }
+
+    #[test]
+    fn acquire_options() {
+        assert_eq!(parse_acquire_options(&[]), Ok(None));
+        assert_eq!(parse_acquire_options(&[b"wait", b"0"]), Ok(Some(0)));
+        assert_eq!(parse_acquire_options(&[b"WAIT", b"20"]), Ok(Some(20)));
+        let bad = FenceError::Timeout { max: MAX_WAIT_MS };
+        assert_eq!(parse_acquire_options(&[b"WAIT", b"-1"]), Err(bad.clone()));
+        assert_eq!(parse_acquire_options(&[b"WAIT", b"x"]), Err(bad));
+        assert_eq!(
+            parse_acquire_options(&[b"WAIT"]),
+            Err(FenceError::MissingValue("WAIT"))
+        );
+        assert_eq!(
+            parse_acquire_options(&[b"WAIT", b"1", b"WAIT", b"2"]),
+            Err(FenceError::RepeatedOption("WAIT"))
+        );
+        assert_eq!(
+            parse_acquire_options(&[b"NX", b"1"]),
+            Err(FenceError::UnknownOption("NX".into()))
         );
     }
 

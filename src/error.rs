@@ -52,6 +52,10 @@ pub enum FenceError {
     Ttl {
         max: i64,
     },
+    /// `WAIT timeout-ms` outside 0..=max.
+    Timeout {
+        max: i64,
+    },
     /// `quantity` outside min..=i64::MAX.
     Quantity {
         min: i64,
@@ -91,6 +95,9 @@ impl FenceError {
             FenceError::NotInteger => NOT_INTEGER.into(),
             FenceError::Ttl { max } => {
                 format!("ERR ttl-ms must be an integer from 1 to {max} (fence.max-ttl-ms)").into()
+            }
+            FenceError::Timeout { max } => {
+                format!("ERR timeout-ms must be an integer from 0 to {max}").into()
             }
             FenceError::Quantity { min } => {
                 format!("ERR quantity must be an integer from {min} to {}", i64::MAX).into()
@@ -165,6 +172,7 @@ mod tests {
             FenceError::WrongType,
             FenceError::NotInteger,
             FenceError::Ttl { max: 5 },
+            FenceError::Timeout { max: 5 },
             FenceError::Quantity { min: 1 },
             FenceError::EmptyName(Name::Owner),
             FenceError::NameTooLong {

@@ -71,6 +71,19 @@ pub fn missing_apis() -> Option<&'static str> {
         RedisModule_DigestEndSequence,
         RedisModule_Free,
         RedisModule_Log,
+        RedisModule_BlockClient,
+        RedisModule_UnblockClient,
+        RedisModule_SetDisconnectCallback,
+        RedisModule_GetBlockedClientPrivateData,
+        RedisModule_GetBlockedClientHandle,
+        RedisModule_CreateTimer,
+        RedisModule_StopTimer,
+        RedisModule_GetSelectedDb,
+        RedisModule_SelectDb,
+        RedisModule_CreateString,
+        RedisModule_FreeString,
+        RedisModule_SubscribeToKeyspaceEvents,
+        RedisModule_SubscribeToServerEvent,
     );
     None
 }
@@ -386,6 +399,12 @@ impl Ctx {
         unsafe {
             api!(RedisModule_ReplyWithStringBuffer)(self.0, bytes.as_ptr().cast(), bytes.len())
         };
+    }
+
+    /// Sends a nil.
+    pub fn reply_null(self) {
+        // SAFETY: ctx is live.
+        unsafe { api!(RedisModule_ReplyWithNull)(self.0) };
     }
 
     /// Sends an integer.

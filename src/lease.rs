@@ -39,12 +39,13 @@ pub enum Acquire {
     Contended,
 }
 
-/// Decides an acquire by `owner` given the current lease, if any.
-pub fn decide_acquire(current: Option<&Lease>, owner: &[u8]) -> Acquire {
+/// Decides an acquire by `owner` given the current lease, if any, and the number of clients
+/// waiting for the lock. Nobody jumps the queue: while clients wait, a free lock is theirs.
+pub fn decide_acquire(current: Option<&Lease>, owner: &[u8], waiters: usize) -> Acquire {
     match current {
-        None => Acquire::Grant,
         Some(lease) if lease.is_held_by(owner) => Acquire::Reacquire(lease.token),
-        Some(_) => Acquire::Contended,
+        None if waiters == 0 => Acquire::Grant,
+        _ => Acquire::Contended,
     }
 }
 
@@ -66,9 +67,13 @@ mod tests {
     #[test]
     fn acquire_table() {
         let held = Lease::new(b"a", 7);
-        assert_eq!(decide_acquire(None, b"a"), Acquire::Grant);
-        assert_eq!(decide_acquire(Some(&held), b"a"), Acquire::Reacquire(7));
-        assert_eq!(decide_acquire(Some(&held), b"b"), Acquire::Contended);
+        assert_eq!(decide_acquire(None, b"a", 0), Acquire::Grant);
+        assert_eq!(decide_acquire(Some(&held), b"a", 0), Acquire::Reacquire(7));
+        assert_eq!(decide_acquire(Some(&held), b"b", 0), Acquire::Contended);
+        // Waiters come first, even for a free lock; the holder may still re-acquire.
+        assert_eq!(decide_acquire(None, b"a", 1), Acquire::Contended);
+        assert_eq!(decide_acquire(Some(&held), b"b", 3), Acquire::Contended);
+        assert_eq!(decide_acquire(Some(&held), b"a", 3), Acquire::Reacquire(7));
     }
 
     #[test]

@@ -12,6 +12,7 @@ mod glue;
 mod lease;
 mod stock;
 mod types;
+mod waitq;
 
 use redis_module::{raw, redis_module, Context, RedisString, Status};
 
@@ -52,6 +53,7 @@ fn setup(ctx: *mut raw::RedisModuleCtx, args: &[RedisString]) -> Result<(), Stri
     config::apply_module_args(&args)?;
     config::register(ctx)?;
     commands::register(ctx)?;
+    commands::wait::subscribe(ctx)?;
     // The commands signal modified keys themselves, only when they change something.
     // SAFETY: ctx is the load context.
     unsafe {

@@ -1,8 +1,11 @@
 //! LOCK.ACQUIRE, LOCK.RENEW, LOCK.RELEASE, LOCK.STATUS: parse, decide (in `lease`), apply,
-//! replicate, reply.
+//! replicate, reply. Waiting is in `wait`.
 
+use redis_module::raw;
+
+use super::wait;
 use super::CommandResult;
-use crate::args::{parse_name, parse_ttl};
+use crate::args::{parse_acquire_options, parse_name, parse_ttl};
 use crate::clock::now_us;
 use crate::config::{MAX_ID_LENGTH, MAX_TTL_MS};
 use crate::error::{FenceError, Name};
@@ -10,30 +13,60 @@ use crate::glue::{token_reply, Args, Ctx, Key, Reply};
 use crate::lease::{decide_acquire, decide_release, decide_renew, Acquire, Lease};
 use crate::TOKENS;
 
-/// `LOCK.ACQUIRE key owner ttl-ms` → token, or nil when another owner holds the lock.
+/// Grants the (empty) key `name` to `owner` for `ttl` ms with a new token, replicated as
+/// its effect. Used by `LOCK.ACQUIRE` and by the hand-off to a waiter.
+pub fn grant(
+    ctx: Ctx,
+    key: &Key,
+    name: *mut raw::RedisModuleString,
+    owner: &[u8],
+    ttl: i64,
+) -> u64 {
+    let token = TOKENS.next(now_us());
+    let lease = Lease::new(owner, token);
+    key.set_lease(lease.clone());
+    key.set_ttl_ms(ttl);
+    ctx.replicate_lock(name, &lease, key.expire_at_ms());
+    key.signal_modified();
+    token
+}
+
+/// `LOCK.ACQUIRE key owner ttl-ms [WAIT timeout-ms]` → token, or nil when another owner
+/// holds the lock (or, with `WAIT`, when the wait times out).
 pub fn acquire(ctx: Ctx, args: &Args) -> CommandResult {
-    if args.len() != 4 {
+    if args.len() < 4 {
         return Err(FenceError::Arity("lock.acquire"));
     }
     let owner = parse_name(args.bytes(2), Name::Owner, MAX_ID_LENGTH.get())?;
     let ttl = parse_ttl(args.bytes(3), MAX_TTL_MS.get())?;
+    let wait_ms = parse_acquire_options(&args.tail(4))?;
     let mut key = Key::write(ctx, args.raw(1));
-    let token = match decide_acquire(key.lease()?.as_deref(), owner) {
-        Acquire::Contended => return Ok(Reply::Nil),
-        Acquire::Reacquire(token) => token,
-        Acquire::Grant => {
-            let token = TOKENS.next(now_us());
-            key.set_lease(Lease::new(owner, token));
-            token
+    let id = wait::key_id(ctx, args.bytes(1));
+    let waiting = wait::waiters(&id);
+    match decide_acquire(key.lease()?.as_deref(), owner, waiting) {
+        Acquire::Grant => Ok(token_reply(grant(ctx, &key, args.raw(1), owner, ttl))),
+        Acquire::Reacquire(token) => {
+            key.set_ttl_ms(ttl);
+            let expire_at = key.expire_at_ms();
+            if let Some(lease) = key.lease()? {
+                ctx.replicate_lock(args.raw(1), lease, expire_at);
+            }
+            key.signal_modified();
+            Ok(token_reply(token))
         }
-    };
-    key.set_ttl_ms(ttl);
-    let expire_at = key.expire_at_ms();
-    if let Some(lease) = key.lease()? {
-        ctx.replicate_lock(args.raw(1), lease, expire_at);
+        Acquire::Contended => match wait_ms {
+            Some(timeout) if wait::may_block(ctx) => {
+                let expire_at = match key.lease()? {
+                    Some(_) => key.expire_at_ms(),
+                    None => -1,
+                };
+                drop(key);
+                wait::block(ctx, &id, owner, ttl, timeout, expire_at);
+                Ok(Reply::Sent)
+            }
+            _ => Ok(Reply::Nil),
+        },
     }
-    key.signal_modified();
-    Ok(token_reply(token))
 }
 
 /// `LOCK.RENEW key owner ttl-ms` → the holder's token, or nil when `owner` does not hold it.
@@ -57,6 +90,7 @@ pub fn renew(ctx: Ctx, args: &Args) -> CommandResult {
 }
 
 /// `LOCK.RELEASE key owner` → 1 when `owner` held the lock and no longer does, else 0.
+/// The first waiter, if any, is granted the lock before this command returns.
 pub fn release(ctx: Ctx, args: &Args) -> CommandResult {
     if args.len() != 3 {
         return Err(FenceError::Arity("lock.release"));
@@ -69,6 +103,8 @@ pub fn release(ctx: Ctx, args: &Args) -> CommandResult {
     key.delete();
     ctx.replicate_del(args.raw(1));
     key.signal_modified();
+    drop(key);
+    wait::hand_off(ctx, &wait::key_id(ctx, args.bytes(1)), args.raw(1));
     Ok(Reply::Int(1))
 }
 
@@ -78,17 +114,19 @@ pub fn status(ctx: Ctx, args: &Args) -> CommandResult {
         return Err(FenceError::Arity("lock.status"));
     }
     let mut key = Key::read(ctx, args.raw(1));
+    let ttl = key.ttl_ms();
     let Some(lease) = key.lease()? else {
         return Ok(Reply::Nil);
     };
+    let waiting = wait::waiters(&wait::key_id(ctx, args.bytes(1)));
     ctx.reply_map(4);
     ctx.reply_bulk(b"owner");
     ctx.reply_bulk(&lease.owner);
     ctx.reply_bulk(b"token");
     ctx.reply_int(i64::try_from(lease.token).unwrap_or(i64::MAX));
     ctx.reply_bulk(b"ttl");
-    ctx.reply_int(key.ttl_ms());
+    ctx.reply_int(ttl);
     ctx.reply_bulk(b"waiters");
-    ctx.reply_int(0);
+    ctx.reply_int(i64::try_from(waiting).unwrap_or(i64::MAX));
     Ok(Reply::Sent)
 }

@@ -4,6 +4,7 @@
 pub mod internal;
 pub mod lock;
 pub mod stock;
+pub mod wait;
 
 use std::ffi::{c_int, CStr};
 use std::panic::{catch_unwind, AssertUnwindSafe};
