@@ -3,7 +3,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 REDIS_SERVER ?= redis-server
 
-.PHONY: all deps build release run test unit integration lint clean
+.PHONY: all deps build release run test unit integration lint bench clean
 
 all: release
 
@@ -24,7 +24,7 @@ run: release
 
 lint: deps
 	$(CARGO) fmt --all -- --check
-	$(CARGO) clippy --all-targets -- -D warnings
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
 unit: deps
 	$(CARGO) test --lib
@@ -34,6 +34,12 @@ integration: build
 	$(CARGO) test --test '*'
 
 test: lint unit integration
+
+# Throughput, CPU per call, scenarios and memory against native commands and Lua; writes
+# bench/results/results.md and bench/results/cpu-per-call.svg. About 5 minutes on 2 cores.
+bench: deps
+	$(CARGO) build --release --workspace
+	@if [ "$$(nproc)" -ge 2 ]; then taskset -c 1 ./target/release/fence-bench; else ./target/release/fence-bench; fi
 
 clean:
 	$(CARGO) clean

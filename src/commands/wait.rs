@@ -9,6 +9,7 @@
 use std::cell::RefCell;
 use std::ffi::{c_char, c_int, c_void};
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use redis_module::raw;
 
@@ -83,6 +84,10 @@ pub fn block(
     timeout_ms: i64,
     lock_expire_at: i64,
 ) {
+    if let Err(e) = subscribe_keyspace(ctx.0) {
+        ctx.reply_error(&format!("ERR {e}"));
+        return;
+    }
     // SAFETY: ctx is the live command context; callbacks are `extern "C"` functions below.
     let bc = unsafe {
         api!(RedisModule_BlockClient)(
@@ -364,19 +369,33 @@ extern "C" fn on_flush(
     });
 }
 
-/// Subscribes to the events that can free or retype a waited-for key.
-pub fn subscribe(ctx: *mut raw::RedisModuleCtx) -> Result<(), String> {
+/// Subscribes, once, to the keyspace events that can free or retype a waited-for key. Done
+/// when the first client waits, not at load, so that a server that never uses `WAIT` does not
+/// pay a callback on every write of every command.
+fn subscribe_keyspace(ctx: *mut raw::RedisModuleCtx) -> Result<(), &'static str> {
+    static SUBSCRIBED: AtomicBool = AtomicBool::new(false);
+    if SUBSCRIBED.load(Ordering::Relaxed) {
+        return Ok(());
+    }
     let types = raw::REDISMODULE_NOTIFY_GENERIC
         | raw::REDISMODULE_NOTIFY_STRING
         | raw::REDISMODULE_NOTIFY_EXPIRED
         | raw::REDISMODULE_NOTIFY_EVICTED;
-    // SAFETY: ctx is the load context; the callbacks live for the process.
+    // SAFETY: ctx is live; the callback lives for the process.
+    let status = unsafe {
+        api!(RedisModule_SubscribeToKeyspaceEvents)(ctx, types as c_int, Some(on_keyspace_event))
+    };
+    if status != raw::REDISMODULE_OK as c_int {
+        return Err("cannot subscribe to keyspace events");
+    }
+    SUBSCRIBED.store(true, Ordering::Relaxed);
+    Ok(())
+}
+
+/// Subscribes to flushes, which free every waited-for key of a database at once.
+pub fn subscribe(ctx: *mut raw::RedisModuleCtx) -> Result<(), String> {
+    // SAFETY: ctx is the load context; the callback lives for the process.
     unsafe {
-        if api!(RedisModule_SubscribeToKeyspaceEvents)(ctx, types as c_int, Some(on_keyspace_event))
-            != raw::REDISMODULE_OK as c_int
-        {
-            return Err("cannot subscribe to keyspace events".into());
-        }
         let flush = raw::RedisModuleEvent {
             id: raw::REDISMODULE_EVENT_FLUSHDB,
             dataver: 1,
