@@ -2,6 +2,7 @@
 //! Nothing here decides anything; it only translates between Redis and the plain-Rust logic.
 
 use std::ffi::{c_char, c_int, c_longlong, c_void, CStr};
+use std::mem::ManuallyDrop;
 use std::ptr;
 
 use redis_module::raw;
@@ -218,11 +219,12 @@ impl Key {
     }
 
     /// The lease held in this key: `Ok(None)` when empty, `WRONGTYPE` for any other type.
-    pub fn lease(&mut self) -> Result<Option<&mut Lease>, FenceError> {
+    pub fn lease(&self) -> Result<Option<ManuallyDrop<Lease>>, FenceError> {
         match self.kind() {
             Kind::Empty => Ok(None),
-            // SAFETY: the value of a lock key is a `Lease` we boxed.
-            Kind::Lock => Ok(unsafe { self.value::<Lease>().as_mut() }),
+            // SAFETY: the value of a lock key is a block from `Lease::into_raw`, alive while
+            // the key is open and unchanged.
+            Kind::Lock => Ok(unsafe { Lease::borrow_raw(self.value::<u8>()) }),
             _ => Err(FenceError::WrongType),
         }
     }
@@ -238,7 +240,14 @@ impl Key {
 
     /// Stores a new lease (the key must be empty or a lock).
     pub fn set_lease(&self, lease: Lease) {
-        self.set_value(types::lock_type(), Box::new(lease));
+        let p = lease.into_raw().cast::<c_void>();
+        // SAFETY: the key is open for writing; Redis frees the old value with its type's free.
+        let status =
+            unsafe { api!(RedisModule_ModuleTypeSetValue)(self.ptr, types::lock_type(), p) };
+        if status != raw::REDISMODULE_OK as c_int {
+            // SAFETY: Redis did not take the block, so it is still ours.
+            drop(unsafe { Lease::from_raw(p.cast()) });
+        }
     }
 
     /// Stores a new stock (the key must be empty or a stock).
@@ -247,6 +256,7 @@ impl Key {
     }
 
     fn set_value<T>(&self, t: *mut raw::RedisModuleType, value: Box<T>) {
+        // Stocks are boxed structs; leases have their own one-block layout (`set_lease`).
         let p = Box::into_raw(value).cast::<c_void>();
         // SAFETY: the key is open for writing; Redis frees the old value with its type's free.
         let status = unsafe { api!(RedisModule_ModuleTypeSetValue)(self.ptr, t, p) };
@@ -430,9 +440,9 @@ impl Ctx {
                 c"FENCE.LOCK".as_ptr(),
                 c"sbll".as_ptr(),
                 key,
-                lease.owner.as_ptr().cast::<c_char>(),
-                lease.owner.len(),
-                c_longlong::try_from(lease.token).unwrap_or(c_longlong::MAX),
+                lease.owner().as_ptr().cast::<c_char>(),
+                lease.owner().len(),
+                c_longlong::try_from(lease.token()).unwrap_or(c_longlong::MAX),
                 expire_at as c_longlong,
             );
         }

@@ -1,30 +1,128 @@
 //! The lock state machine: who holds a lock, with which token, and what acquire, renew and
 //! release decide. Expiry is Redis's key expiry, so a lease that exists here is live.
 
+use std::alloc::{alloc, dealloc, handle_alloc_error, Layout};
+use std::fmt;
+use std::mem::ManuallyDrop;
+use std::ptr::NonNull;
+
 /// A held lock: its owner and the fencing token of the grant.
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// Stored in one allocation, `[token: u64][owner length: u32][owner bytes]`, so that a held
+/// lock costs Redis little more than a `SET NX PX` string (one small block instead of a
+/// struct plus a separate owner buffer). The handle itself is one pointer, which is also what
+/// Redis keeps as the key's module value.
 pub struct Lease {
-    pub token: u64,
-    pub owner: Box<[u8]>,
+    ptr: NonNull<u8>,
 }
 
+/// Bytes before the owner: the token and the owner's length.
+const HEADER: usize = 12;
+
 impl Lease {
+    fn layout(owner_len: usize) -> Layout {
+        // An owner is bounded by `fence.max-id-length` (at most 512 MiB), so this never fails;
+        // fall back to the header alone rather than panic.
+        Layout::from_size_align(HEADER + owner_len, 8).unwrap_or_else(|_| Layout::new::<[u64; 2]>())
+    }
+
     /// A new lease for `owner` with `token`.
     pub fn new(owner: &[u8], token: u64) -> Self {
-        Self {
-            token,
-            owner: owner.into(),
+        let len = u32::try_from(owner.len()).unwrap_or(u32::MAX);
+        let owner = owner.get(..len as usize).unwrap_or(owner);
+        let layout = Self::layout(owner.len());
+        // SAFETY: the layout is never zero-sized (HEADER > 0); the writes stay inside it.
+        unsafe {
+            let p = alloc(layout);
+            let Some(ptr) = NonNull::new(p) else {
+                handle_alloc_error(layout)
+            };
+            p.cast::<u64>().write(token);
+            p.add(8).cast::<u32>().write(len);
+            std::ptr::copy_nonoverlapping(owner.as_ptr(), p.add(HEADER), owner.len());
+            Self { ptr }
+        }
+    }
+
+    /// The fencing token of the grant.
+    pub fn token(&self) -> u64 {
+        // SAFETY: the block starts with the token, 8-aligned.
+        unsafe { self.ptr.as_ptr().cast::<u64>().read() }
+    }
+
+    /// Who holds the lock.
+    pub fn owner(&self) -> &[u8] {
+        // SAFETY: the owner's length follows the token, and that many bytes follow it.
+        unsafe {
+            let p = self.ptr.as_ptr();
+            let len = p.add(8).cast::<u32>().read() as usize;
+            std::slice::from_raw_parts(p.add(HEADER), len)
         }
     }
 
     /// Whether `owner` holds this lease.
     pub fn is_held_by(&self, owner: &[u8]) -> bool {
-        *self.owner == *owner
+        self.owner() == owner
     }
 
-    /// Bytes of memory this lease uses beyond the key itself.
+    /// Bytes of memory this lease's block uses.
     pub fn mem_usage(&self) -> usize {
-        std::mem::size_of::<Self>() + self.owner.len()
+        HEADER + self.owner().len()
+    }
+
+    /// Gives the block away as a raw pointer (to Redis, as a module value).
+    pub fn into_raw(self) -> *mut u8 {
+        let p = self.ptr.as_ptr();
+        std::mem::forget(self);
+        p
+    }
+
+    /// Takes a block back from `into_raw`.
+    ///
+    /// # Safety
+    /// `p` must come from `into_raw` and not have been taken back already.
+    pub unsafe fn from_raw(p: *mut u8) -> Option<Self> {
+        NonNull::new(p).map(|ptr| Self { ptr })
+    }
+
+    /// Looks at a block from `into_raw` without taking it back: the result must not outlive
+    /// the block, and is never dropped (so it frees nothing).
+    ///
+    /// # Safety
+    /// `p` must come from `into_raw` and stay alive while the result is used.
+    pub unsafe fn borrow_raw(p: *mut u8) -> Option<ManuallyDrop<Self>> {
+        NonNull::new(p).map(|ptr| ManuallyDrop::new(Self { ptr }))
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        let layout = Self::layout(self.owner().len());
+        // SAFETY: allocated in `new` with this very layout.
+        unsafe { dealloc(self.ptr.as_ptr(), layout) };
+    }
+}
+
+impl Clone for Lease {
+    fn clone(&self) -> Self {
+        Self::new(self.owner(), self.token())
+    }
+}
+
+impl PartialEq for Lease {
+    fn eq(&self, other: &Self) -> bool {
+        self.token() == other.token() && self.owner() == other.owner()
+    }
+}
+
+impl Eq for Lease {}
+
+impl fmt::Debug for Lease {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Lease")
+            .field("token", &self.token())
+            .field("owner", &String::from_utf8_lossy(self.owner()))
+            .finish()
     }
 }
 
@@ -43,7 +141,7 @@ pub enum Acquire {
 /// waiting for the lock. Nobody jumps the queue: while clients wait, a free lock is theirs.
 pub fn decide_acquire(current: Option<&Lease>, owner: &[u8], waiters: usize) -> Acquire {
     match current {
-        Some(lease) if lease.is_held_by(owner) => Acquire::Reacquire(lease.token),
+        Some(lease) if lease.is_held_by(owner) => Acquire::Reacquire(lease.token()),
         None if waiters == 0 => Acquire::Grant,
         _ => Acquire::Contended,
     }
@@ -52,7 +150,7 @@ pub fn decide_acquire(current: Option<&Lease>, owner: &[u8], waiters: usize) -> 
 /// Decides a renew: the holder's token when `owner` holds the lock, else `None`.
 /// A renew never creates a lease, so an expired lock stays free.
 pub fn decide_renew(current: Option<&Lease>, owner: &[u8]) -> Option<u64> {
-    current.filter(|l| l.is_held_by(owner)).map(|l| l.token)
+    current.filter(|l| l.is_held_by(owner)).map(Lease::token)
 }
 
 /// Decides a release: true when `owner` holds the lock and it must be freed.
@@ -90,6 +188,24 @@ mod tests {
         assert!(!decide_release(None, b"a"));
         assert!(decide_release(Some(&held), b"a"));
         assert!(!decide_release(Some(&held), b"b"));
+    }
+
+    #[test]
+    fn one_block_round_trips() {
+        for owner in [&b""[..], b"a", &[0xffu8; 37][..], &vec![7u8; 4096][..]] {
+            let l = Lease::new(owner, u64::MAX - 1);
+            assert_eq!(l.owner(), owner);
+            assert_eq!(l.token(), u64::MAX - 1);
+            assert_eq!(l.mem_usage(), 12 + owner.len());
+            let c = l.clone();
+            assert_eq!(c, l);
+            let raw = l.into_raw();
+            // SAFETY: raw comes from into_raw and is taken back once, below.
+            let view = unsafe { Lease::borrow_raw(raw) }.map(|v| v.token());
+            assert_eq!(view, Some(u64::MAX - 1));
+            let back = unsafe { Lease::from_raw(raw) };
+            assert_eq!(back.as_ref(), Some(&c));
+        }
     }
 
     #[test]

@@ -127,19 +127,47 @@ fn refused(con: &mut Connection, args: &[&str], expected: &str) {
 // ---------------------------------------------------------------------------------------------
 
 #[test]
+fn lock_acquire_option_errors() {
+    let server = Server::start();
+    let mut con = server.conn();
+    fixture(&mut con);
+    let before = snapshot(&mut con);
+    for (args, want) in [
+        (vec!["lk2", "o", "10", "x"], "ERR unknown option 'x'"),
+        (
+            vec!["lk2", "o", "10", "WAIT"],
+            "ERR option 'WAIT' needs a value",
+        ),
+        (
+            vec!["lk2", "o", "10", "WAIT", "1", "wait", "2"],
+            "ERR option 'WAIT' given more than once",
+        ),
+        (
+            vec!["lk2", "o", "10", "WAIT", "-1"],
+            "ERR timeout-ms must be an integer from 0 to",
+        ),
+        (
+            vec!["lk2", "o", "10", "WAIT", "abc"],
+            "ERR timeout-ms must be an integer from 0 to",
+        ),
+    ] {
+        let mut full = vec!["LOCK.ACQUIRE"];
+        full.extend(args.iter().copied());
+        assert_err(call(&mut con, &full), want);
+        assert_eq!(snapshot(&mut con), before, "{full:?} changed the database");
+    }
+}
+
+#[test]
 fn wrong_arity_for_every_command() {
     let server = Server::start();
     let mut con = server.conn();
     fixture(&mut con);
     let cases: Vec<(&str, Vec<Vec<&str>>)> = vec![
         (
+            // A fifth argument is an option (`WAIT`): see `lock_acquire_option_errors`.
             "LOCK.ACQUIRE",
-            vec![
-                vec![],
-                vec!["lk"],
-                vec!["lk", "o"],
-                vec!["lk", "o", "10", "x"],
-            ],
+            vec![vec![], vec!["lk"], vec!["lk", "o"]],
         ),
         (
             "LOCK.RENEW",

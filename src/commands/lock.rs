@@ -40,7 +40,7 @@ pub fn acquire(ctx: Ctx, args: &Args) -> CommandResult {
     let owner = parse_name(args.bytes(2), Name::Owner, MAX_ID_LENGTH.get())?;
     let ttl = parse_ttl(args.bytes(3), MAX_TTL_MS.get())?;
     let wait_ms = parse_acquire_options(&args.tail(4))?;
-    let mut key = Key::write(ctx, args.raw(1));
+    let key = Key::write(ctx, args.raw(1));
     let id = wait::key_id(ctx, args.bytes(1));
     let waiting = wait::waiters(&id);
     match decide_acquire(key.lease()?.as_deref(), owner, waiting) {
@@ -49,7 +49,7 @@ pub fn acquire(ctx: Ctx, args: &Args) -> CommandResult {
             key.set_ttl_ms(ttl);
             let expire_at = key.expire_at_ms();
             if let Some(lease) = key.lease()? {
-                ctx.replicate_lock(args.raw(1), lease, expire_at);
+                ctx.replicate_lock(args.raw(1), &lease, expire_at);
             }
             key.signal_modified();
             Ok(token_reply(token))
@@ -76,14 +76,14 @@ pub fn renew(ctx: Ctx, args: &Args) -> CommandResult {
     }
     let owner = parse_name(args.bytes(2), Name::Owner, MAX_ID_LENGTH.get())?;
     let ttl = parse_ttl(args.bytes(3), MAX_TTL_MS.get())?;
-    let mut key = Key::write(ctx, args.raw(1));
+    let key = Key::write(ctx, args.raw(1));
     let Some(token) = decide_renew(key.lease()?.as_deref(), owner) else {
         return Ok(Reply::Nil);
     };
     key.set_ttl_ms(ttl);
     let expire_at = key.expire_at_ms();
     if let Some(lease) = key.lease()? {
-        ctx.replicate_lock(args.raw(1), lease, expire_at);
+        ctx.replicate_lock(args.raw(1), &lease, expire_at);
     }
     key.signal_modified();
     Ok(token_reply(token))
@@ -96,7 +96,7 @@ pub fn release(ctx: Ctx, args: &Args) -> CommandResult {
         return Err(FenceError::Arity("lock.release"));
     }
     let owner = parse_name(args.bytes(2), Name::Owner, MAX_ID_LENGTH.get())?;
-    let mut key = Key::write(ctx, args.raw(1));
+    let key = Key::write(ctx, args.raw(1));
     if !decide_release(key.lease()?.as_deref(), owner) {
         return Ok(Reply::Int(0));
     }
@@ -113,7 +113,7 @@ pub fn status(ctx: Ctx, args: &Args) -> CommandResult {
     if args.len() != 2 {
         return Err(FenceError::Arity("lock.status"));
     }
-    let mut key = Key::read(ctx, args.raw(1));
+    let key = Key::read(ctx, args.raw(1));
     let ttl = key.ttl_ms();
     let Some(lease) = key.lease()? else {
         return Ok(Reply::Nil);
@@ -121,9 +121,9 @@ pub fn status(ctx: Ctx, args: &Args) -> CommandResult {
     let waiting = wait::waiters(&wait::key_id(ctx, args.bytes(1)));
     ctx.reply_map(4);
     ctx.reply_bulk(b"owner");
-    ctx.reply_bulk(&lease.owner);
+    ctx.reply_bulk(lease.owner());
     ctx.reply_bulk(b"token");
-    ctx.reply_int(i64::try_from(lease.token).unwrap_or(i64::MAX));
+    ctx.reply_int(i64::try_from(lease.token()).unwrap_or(i64::MAX));
     ctx.reply_bulk(b"ttl");
     ctx.reply_int(ttl);
     ctx.reply_bulk(b"waiters");

@@ -68,15 +68,15 @@ unsafe extern "C" fn rdb_load(rdb: *mut raw::RedisModuleIO, encver: c_int) -> *m
     let owner = load_bytes(rdb);
     // A loaded grant is never issued again.
     TOKENS.observe(token);
-    Box::into_raw(Box::new(Lease { token, owner })).cast()
+    Lease::new(&owner, token).into_raw().cast()
 }
 
 unsafe extern "C" fn rdb_save(rdb: *mut raw::RedisModuleIO, value: *mut c_void) {
-    let Some(lease) = value.cast::<Lease>().as_ref() else {
+    let Some(lease) = Lease::borrow_raw(value.cast()) else {
         return;
     };
-    api!(RedisModule_SaveUnsigned)(rdb, lease.token);
-    save_bytes(rdb, &lease.owner);
+    api!(RedisModule_SaveUnsigned)(rdb, lease.token());
+    save_bytes(rdb, lease.owner());
 }
 
 unsafe extern "C" fn aof_rewrite(
@@ -84,7 +84,7 @@ unsafe extern "C" fn aof_rewrite(
     key: *mut raw::RedisModuleString,
     value: *mut c_void,
 ) {
-    let Some(lease) = value.cast::<Lease>().as_ref() else {
+    let Some(lease) = Lease::borrow_raw(value.cast()) else {
         return;
     };
     // Expire-at 0 leaves the expiry alone: Redis writes its own PEXPIREAT after this command.
@@ -93,34 +93,32 @@ unsafe extern "C" fn aof_rewrite(
         c"FENCE.LOCK".as_ptr(),
         c"sbll".as_ptr(),
         key,
-        lease.owner.as_ptr().cast::<c_char>(),
-        lease.owner.len(),
-        i64::try_from(lease.token).unwrap_or(i64::MAX),
+        lease.owner().as_ptr().cast::<c_char>(),
+        lease.owner().len(),
+        i64::try_from(lease.token()).unwrap_or(i64::MAX),
         0i64,
     );
 }
 
 unsafe extern "C" fn mem_usage(value: *const c_void) -> usize {
-    value.cast::<Lease>().as_ref().map_or(0, Lease::mem_usage)
+    Lease::borrow_raw(value.cast_mut().cast()).map_or(0, |l| l.mem_usage())
 }
 
 unsafe extern "C" fn digest(md: *mut raw::RedisModuleDigest, value: *mut c_void) {
-    let Some(lease) = value.cast::<Lease>().as_ref() else {
+    let Some(lease) = Lease::borrow_raw(value.cast()) else {
         return;
     };
     api!(RedisModule_DigestAddStringBuffer)(
         md,
-        lease.owner.as_ptr().cast::<c_char>(),
-        lease.owner.len(),
+        lease.owner().as_ptr().cast::<c_char>(),
+        lease.owner().len(),
     );
-    api!(RedisModule_DigestAddLongLong)(md, i64::try_from(lease.token).unwrap_or(i64::MAX));
+    api!(RedisModule_DigestAddLongLong)(md, i64::try_from(lease.token()).unwrap_or(i64::MAX));
     api!(RedisModule_DigestEndSequence)(md);
 }
 
 unsafe extern "C" fn free(value: *mut c_void) {
-    if !value.is_null() {
-        drop(Box::from_raw(value.cast::<Lease>()));
-    }
+    drop(Lease::from_raw(value.cast()));
 }
 
 unsafe extern "C" fn copy(
@@ -128,8 +126,8 @@ unsafe extern "C" fn copy(
     _to: *mut raw::RedisModuleString,
     value: *const c_void,
 ) -> *mut c_void {
-    match value.cast::<Lease>().as_ref() {
-        Some(lease) => Box::into_raw(Box::new(lease.clone())).cast(),
+    match Lease::borrow_raw(value.cast_mut().cast()) {
+        Some(lease) => Lease::clone(&lease).into_raw().cast(),
         None => std::ptr::null_mut(),
     }
 }
