@@ -129,9 +129,34 @@ impl Args {
         string_bytes(self.raw(i))
     }
 
-    /// The bytes of every argument from `from` on.
-    pub fn tail(&self, from: usize) -> Vec<&[u8]> {
-        (from..self.argc).map(|i| self.bytes(i)).collect()
+    /// The bytes of the arguments from `from` on, at most `MAX_OPTION_ARGS` of them, without
+    /// allocating. Option parsers read them in order and stop at the first error, and no
+    /// command accepts that many option words, so a longer tail is always refused on what it
+    /// shows.
+    pub fn options(&self, from: usize) -> OptionArgs<'_> {
+        let mut items: [&[u8]; MAX_OPTION_ARGS] = [&[]; MAX_OPTION_ARGS];
+        let mut len = 0;
+        for (slot, i) in items.iter_mut().zip(from..self.argc) {
+            *slot = self.bytes(i);
+            len += 1;
+        }
+        OptionArgs { items, len }
+    }
+}
+
+/// How many option words `Args::options` shows a parser.
+pub const MAX_OPTION_ARGS: usize = 8;
+
+/// Option words on the stack.
+pub struct OptionArgs<'a> {
+    items: [&'a [u8]; MAX_OPTION_ARGS],
+    len: usize,
+}
+
+impl<'a> OptionArgs<'a> {
+    /// The words, in order.
+    pub fn as_slice(&self) -> &[&'a [u8]] {
+        self.items.get(..self.len).unwrap_or_default()
     }
 }
 
@@ -214,6 +239,9 @@ impl Key {
     }
 
     fn value<T>(&self) -> *mut T {
+        if self.ptr.is_null() {
+            return std::ptr::null_mut();
+        }
         // SAFETY: the key is open; callers check the module type first.
         unsafe { api!(RedisModule_ModuleTypeGetValue)(self.ptr).cast::<T>() }
     }
@@ -240,6 +268,9 @@ impl Key {
 
     /// Stores a new lease (the key must be empty or a lock).
     pub fn set_lease(&self, lease: Lease) {
+        if self.ptr.is_null() {
+            return;
+        }
         let p = lease.into_raw().cast::<c_void>();
         // SAFETY: the key is open for writing; Redis frees the old value with its type's free.
         let status =
@@ -256,6 +287,9 @@ impl Key {
     }
 
     fn set_value<T>(&self, t: *mut raw::RedisModuleType, value: Box<T>) {
+        if self.ptr.is_null() {
+            return;
+        }
         // Stocks are boxed structs; leases have their own one-block layout (`set_lease`).
         let p = Box::into_raw(value).cast::<c_void>();
         // SAFETY: the key is open for writing; Redis frees the old value with its type's free.
@@ -268,6 +302,9 @@ impl Key {
 
     /// The bytes of a string key (for a string only).
     pub fn string(&self) -> &[u8] {
+        if self.ptr.is_null() {
+            return &[];
+        }
         let mut len = 0;
         // SAFETY: the key is open and holds a string.
         let p = unsafe {
@@ -283,6 +320,9 @@ impl Key {
     /// Overwrites a string key's bytes in place, keeping its TTL (`RedisModule_StringSet`
     /// would drop it).
     pub fn set_string(&self, bytes: &[u8]) {
+        if self.ptr.is_null() {
+            return;
+        }
         // SAFETY: the key is open for writing and holds a string.
         unsafe {
             api!(RedisModule_StringTruncate)(self.ptr, bytes.len());
@@ -297,6 +337,9 @@ impl Key {
 
     /// Milliseconds left before the key expires, or -1 without expiry.
     pub fn ttl_ms(&self) -> i64 {
+        if self.ptr.is_null() {
+            return -1;
+        }
         // SAFETY: the key is open.
         let t = unsafe { api!(RedisModule_GetExpire)(self.ptr) };
         if t < 0 {
@@ -308,12 +351,18 @@ impl Key {
 
     /// Sets the key to expire `ms` milliseconds from now.
     pub fn set_ttl_ms(&self, ms: i64) {
+        if self.ptr.is_null() {
+            return;
+        }
         // SAFETY: the key is open for writing and not empty.
         unsafe { api!(RedisModule_SetExpire)(self.ptr, ms) };
     }
 
     /// The absolute expiry in Unix milliseconds, or -1 without expiry.
     pub fn expire_at_ms(&self) -> i64 {
+        if self.ptr.is_null() {
+            return -1;
+        }
         // SAFETY: the key is open.
         let t = unsafe { api!(RedisModule_GetAbsExpire)(self.ptr) };
         if t < 0 {
@@ -325,12 +374,18 @@ impl Key {
 
     /// Sets the absolute expiry in Unix milliseconds.
     pub fn set_expire_at_ms(&self, at: i64) {
+        if self.ptr.is_null() {
+            return;
+        }
         // SAFETY: the key is open for writing and not empty.
         unsafe { api!(RedisModule_SetAbsExpire)(self.ptr, at) };
     }
 
     /// Deletes the key.
     pub fn delete(&self) {
+        if self.ptr.is_null() {
+            return;
+        }
         // SAFETY: the key is open for writing.
         unsafe { api!(RedisModule_DeleteKey)(self.ptr) };
     }

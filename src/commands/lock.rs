@@ -39,7 +39,7 @@ pub fn acquire(ctx: Ctx, args: &Args) -> CommandResult {
     }
     let owner = parse_name(args.bytes(2), Name::Owner, MAX_ID_LENGTH.get())?;
     let ttl = parse_ttl(args.bytes(3), MAX_TTL_MS.get())?;
-    let wait_ms = parse_acquire_options(&args.tail(4))?;
+    let wait_ms = parse_acquire_options(args.options(4).as_slice())?;
     let key = Key::write(ctx, args.raw(1));
     let id = wait::key_id(ctx, args.bytes(1));
     let waiting = wait::waiters(&id);

@@ -107,7 +107,7 @@ pub fn deduct(ctx: Ctx, args: &Args) -> CommandResult {
         return Err(FenceError::Arity("stock.deduct"));
     }
     let quantity = parse_quantity(args.bytes(2), 1)?;
-    let options = parse_deduct_options(&args.tail(3), MAX_ID_LENGTH.get())?;
+    let options = parse_deduct_options(args.options(3).as_slice(), MAX_ID_LENGTH.get())?;
     if options.fence.is_some_and(|t| is_from_future(t, now_us())) {
         return Err(FenceError::TokenFromFuture);
     }
