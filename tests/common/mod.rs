@@ -46,6 +46,8 @@ pub struct Server {
     port: u16,
     dir: PathBuf,
     extra: Vec<String>,
+    /// Killed or shut down on purpose by the test: Drop does not report it as a death.
+    stopped: bool,
 }
 
 /// Why a server did not come up: its exit status (None when it was still running but never
@@ -192,6 +194,7 @@ impl Server {
                 port,
                 dir,
                 extra,
+                stopped: false,
             }),
             Err(failure) => {
                 let _ = fs::remove_dir_all(&dir);
@@ -217,6 +220,7 @@ impl Server {
             Ok((child, port)) => {
                 self.child = child;
                 self.port = port;
+                self.stopped = false;
             }
             Err(failure) => {
                 // Nothing runs any more: Drop must not report a death on top of this.
@@ -296,11 +300,18 @@ impl Server {
                 });
             }
             if let Ok(mut con) = connect_url(&url, Duration::from_millis(200)) {
-                // Another process may have grabbed the port: make sure it is our child.
-                let info: RedisResult<String> = redis::cmd("INFO").arg("server").query(&mut con);
+                // Another process may have grabbed the port: make sure it is our child. It
+                // is ready once it has loaded its data (until then it answers LOADING).
+                let info: RedisResult<String> = redis::cmd("INFO")
+                    .arg("server")
+                    .arg("persistence")
+                    .query(&mut con);
                 if let Ok(info) = info {
                     let ours = format!("process_id:{}", child.id());
-                    if info.lines().any(|line| line.trim() == ours) {
+                    let mut lines = info.lines().map(str::trim);
+                    if lines.clone().any(|line| line == ours)
+                        && lines.any(|line| line == "loading:0")
+                    {
                         return Launch::Ready(child);
                     }
                 }
@@ -381,6 +392,21 @@ impl Server {
         }
     }
 
+    /// Kills the server with SIGKILL (a crash: nothing is saved or flushed on the way out) and
+    /// reaps it. `restart` brings it back on the same directory; until then Drop does not
+    /// report the death.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.stopped = true;
+    }
+
+    /// Marks the server as stopped on purpose (e.g. after `SHUTDOWN`), so Drop does not report
+    /// its death.
+    pub fn mark_stopped(&mut self) {
+        self.stopped = true;
+    }
+
     /// Waits up to `timeout` for the process to exit; its status, or None if still running.
     pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
         let deadline = Instant::now() + timeout;
@@ -399,7 +425,7 @@ impl Server {
 impl Drop for Server {
     fn drop(&mut self) {
         // A server that died during a test fails that test, even if every reply looked right.
-        let death = if thread::panicking() {
+        let death = if thread::panicking() || self.stopped {
             None
         } else {
             self.check_alive().err()
@@ -650,4 +676,209 @@ pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
 
 pub fn sleep_ms(ms: u64) {
     thread::sleep(Duration::from_millis(ms));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Persistence and replication helpers
+// ---------------------------------------------------------------------------------------------
+
+/// `INFO section` as text.
+#[track_caller]
+pub fn info(con: &mut Connection, section: &str) -> String {
+    match redis::cmd("INFO").arg(section).query::<String>(con) {
+        Ok(text) => text,
+        Err(e) => panic!("INFO {section} failed: {e}"),
+    }
+}
+
+/// One field of an `INFO` text, None when missing.
+pub fn info_value(info: &str, field: &str) -> Option<String> {
+    info.lines().find_map(|line| {
+        line.trim_end()
+            .strip_prefix(field)
+            .and_then(|rest| rest.strip_prefix(':'))
+            .map(str::to_string)
+    })
+}
+
+/// One integer field of `INFO section`; panics when missing or not an integer.
+#[track_caller]
+pub fn info_int(con: &mut Connection, section: &str, field: &str) -> i64 {
+    let text = info(con, section);
+    match info_value(&text, field).and_then(|v| v.parse().ok()) {
+        Some(n) => n,
+        None => panic!("INFO {section} has no integer {field}:\n{text}"),
+    }
+}
+
+/// What `LOCK.STATUS key` reports: owner, token and ttl; None when the lock is free.
+#[track_caller]
+pub fn lock_status(con: &mut Connection, key: &str) -> Option<(String, i64, i64)> {
+    let reply = call(con, &["LOCK.STATUS", key]);
+    let items = match reply {
+        Ok(Value::Nil) => return None,
+        Ok(Value::Array(items)) if items.len() == 8 => items,
+        other => panic!("LOCK.STATUS {key}: unexpected reply {}", describe(&other)),
+    };
+    let owner = text(&items[1]);
+    let (Value::Int(token), Value::Int(ttl)) = (&items[3], &items[5]) else {
+        panic!("LOCK.STATUS {key}: unexpected reply {items:?}");
+    };
+    Some((owner, *token, *ttl))
+}
+
+/// `PTTL` of every key, in one round trip.
+#[track_caller]
+pub fn pttls(con: &mut Connection, keys: &[&str]) -> Vec<i64> {
+    let mut pipe = redis::pipe();
+    for key in keys {
+        pipe.cmd("PTTL").arg(*key);
+    }
+    match pipe.query::<Vec<i64>>(con) {
+        Ok(v) => v,
+        Err(e) => panic!("PTTL pipeline failed: {e}"),
+    }
+}
+
+/// `DEBUG DIGEST` (needs `--enable-debug-command yes`).
+#[track_caller]
+pub fn debug_digest(con: &mut Connection) -> String {
+    text(&call(con, &["DEBUG", "DIGEST"]).expect("DEBUG DIGEST"))
+}
+
+/// `DEBUG DIGEST-VALUE key` (needs `--enable-debug-command yes`).
+#[track_caller]
+pub fn digest_value(con: &mut Connection, key: &str) -> String {
+    match call(con, &["DEBUG", "DIGEST-VALUE", key]) {
+        Ok(Value::Array(items)) if items.len() == 1 => text(&items[0]),
+        other => panic!("DEBUG DIGEST-VALUE {key}: {}", describe(&other)),
+    }
+}
+
+/// Every key name (`KEYS *`), sorted.
+#[track_caller]
+pub fn all_keys(con: &mut Connection) -> Vec<String> {
+    let mut keys: Vec<String> = redis::cmd("KEYS").arg("*").query(con).expect("KEYS *");
+    keys.sort();
+    keys
+}
+
+/// `DUMP key`'s payload (panics when the key is missing).
+#[track_caller]
+pub fn dump(con: &mut Connection, key: &str) -> Vec<u8> {
+    bulk(call(con, &["DUMP", key]))
+}
+
+/// `RESTORE key ttl payload [options...]`.
+pub fn restore(
+    con: &mut Connection,
+    key: &str,
+    ttl: i64,
+    payload: &[u8],
+    options: &[&str],
+) -> RedisResult<Value> {
+    redis::cmd("RESTORE")
+        .arg(key)
+        .arg(ttl)
+        .arg(payload)
+        .arg(options)
+        .query::<Value>(con)
+}
+
+/// Lines of a server log that show a command refused while it was applied from the master
+/// link (Redis logs "sending an error to its master"), mention a replication-only command
+/// (Redis names a command only when something went wrong with it), or a panic the module
+/// caught.
+pub fn replication_errors(log: &str) -> Vec<String> {
+    log.lines()
+        .filter(|line| {
+            let l = line.to_ascii_lowercase();
+            l.contains("sending an error to its master")
+                || l.contains("fence.lock")
+                || l.contains("fence.stock")
+                || l.contains("fence: caught a panic")
+        })
+        .map(str::to_string)
+        .collect()
+}
+
+/// Waits until `replica` is linked to its master and has processed everything the master has
+/// sent (its offset equals the master's `master_repl_offset`); panics after `timeout`.
+#[track_caller]
+pub fn wait_for_sync(master: &Server, replica: &Server, timeout: Duration) {
+    let mut mcon = master.conn();
+    let mut rcon = replica.conn();
+    let mut last = String::new();
+    let synced = wait_until(timeout, || {
+        let m = info(&mut mcon, "replication");
+        let r = info(&mut rcon, "replication");
+        let up = info_value(&r, "master_link_status").as_deref() == Some("up");
+        let m_off = info_value(&m, "master_repl_offset");
+        let r_off = info_value(&r, "master_repl_offset");
+        last = format!("link up: {up}, master offset {m_off:?}, replica offset {r_off:?}");
+        up && m_off.is_some() && m_off == r_off
+    });
+    assert!(
+        synced,
+        "the replica did not catch up with its master ({last})\n--- replica log (tail) ---\n{}",
+        tail(&replica.log())
+    );
+}
+
+/// Locks holding tokens far ahead of the clock, as DUMP payloads, made once per test binary.
+/// A client cannot obtain such a token; `RESTORE` of a payload teaches a server the token
+/// (the lock type's RDB load observes it), so a test can tell the token clock's memory from
+/// its wall-clock floor.
+pub struct FutureLocks {
+    /// Owners of the two locks.
+    pub owners: [&'static str; 2],
+    /// Their tokens: about one hour and two hours ahead of the clock when made.
+    pub tokens: [i64; 2],
+    /// `DUMP` payloads of the two locks (no expiry).
+    pub dumps: [Vec<u8>; 2],
+}
+
+/// The future locks of this test binary (a helper server makes them, from an AOF, once).
+pub fn future_locks() -> &'static FutureLocks {
+    static LOCKS: std::sync::OnceLock<FutureLocks> = std::sync::OnceLock::new();
+    LOCKS.get_or_init(|| {
+        let hour = 3_600 * 1_000_000;
+        let tokens = [now_us() + hour, now_us() + 2 * hour];
+        let owners = ["future-1", "future-2"];
+        let mut aof = resp_command(&["SELECT", "0"]);
+        for i in 0..2 {
+            let key = format!("future:{i}");
+            let token = tokens[i].to_string();
+            aof.push_str(&resp_command(&["FENCE.LOCK", &key, owners[i], &token, "0"]));
+        }
+        let server = Server::start_with_files(
+            &[("appendonly.aof", aof.as_bytes())],
+            &["--appendonly", "yes"],
+        );
+        let mut con = server.conn();
+        for i in 0..2 {
+            let key = format!("future:{i}");
+            let status = lock_status(&mut con, &key);
+            assert_eq!(
+                status,
+                Some((owners[i].to_string(), tokens[i], -1)),
+                "the helper server did not load {key} from its AOF"
+            );
+        }
+        let dumps = [dump(&mut con, "future:0"), dump(&mut con, "future:1")];
+        FutureLocks {
+            owners,
+            tokens,
+            dumps,
+        }
+    })
+}
+
+/// A command in RESP, as it appears in an AOF file.
+pub fn resp_command(args: &[&str]) -> String {
+    let mut out = format!("*{}\r\n", args.len());
+    for a in args {
+        out.push_str(&format!("${}\r\n{a}\r\n", a.len()));
+    }
+    out
 }
