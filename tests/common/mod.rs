@@ -809,6 +809,11 @@ pub fn wait_for_sync(master: &Server, replica: &Server, timeout: Duration) {
     let mut mcon = master.conn();
     let mut rcon = replica.conn();
     let mut last = String::new();
+    // Right after a diskless full sync, Redis 7.0 buffers the stream until the replica's first
+    // acknowledgement while both offsets already match; WAIT asks the replica to acknowledge
+    // everything written so far, so matching offsets afterwards mean a replica caught up.
+    let ms = i64::try_from(timeout.as_millis()).unwrap_or(i64::MAX);
+    let _ = redis::cmd("WAIT").arg(1).arg(ms).query::<i64>(&mut mcon);
     let synced = wait_until(timeout, || {
         let m = info(&mut mcon, "replication");
         let r = info(&mut rcon, "replication");

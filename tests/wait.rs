@@ -1,0 +1,1326 @@
+//! LOCK.ACQUIRE … WAIT: clients blocked inside Redis, granted in FIFO order, handed the lock
+//! by a release, an expiry or a key that goes away; precise timeouts; replication of the
+//! grants; a contention soak. The deadlines of the contract are asserted with a 10x margin
+//! and the measured figures are printed (`cargo test --test wait -- --nocapture`).
+
+mod common;
+
+use std::io::Write;
+use std::net::{Shutdown, TcpStream};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc;
+use std::sync::{Barrier, Mutex, MutexGuard};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use common::*;
+use redis::{Connection, RedisResult, Value};
+
+/// A waiter's reply and the moment it arrived.
+type Outcome = (RedisResult<Value>, Instant);
+
+/// How long a test waits for a state it expects soon (waiters to queue up, a reply).
+const SOON: Duration = Duration::from_secs(5);
+
+/// The tests that measure time run one at a time, so they do not disturb each other.
+fn timing() -> MutexGuard<'static, ()> {
+    static TIMING: Mutex<()> = Mutex::new(());
+    TIMING.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn acquire(con: &mut Connection, key: &str, owner: &str, ttl: u64) -> RedisResult<Value> {
+    call(con, &["LOCK.ACQUIRE", key, owner, &ttl.to_string()])
+}
+
+fn acquire_wait(
+    con: &mut Connection,
+    key: &str,
+    owner: &str,
+    ttl: u64,
+    timeout: u64,
+) -> RedisResult<Value> {
+    call(
+        con,
+        &[
+            "LOCK.ACQUIRE",
+            key,
+            owner,
+            &ttl.to_string(),
+            "WAIT",
+            &timeout.to_string(),
+        ],
+    )
+}
+
+#[track_caller]
+fn release(con: &mut Connection, key: &str, owner: &str) -> i64 {
+    int(call(con, &["LOCK.RELEASE", key, owner]))
+}
+
+/// LOCK.STATUS under RESP2: (owner, token, ttl, waiters), None when the lock is free.
+#[track_caller]
+fn status(con: &mut Connection, key: &str) -> Option<(String, i64, i64, i64)> {
+    match call(con, &["LOCK.STATUS", key]) {
+        Ok(Value::Nil) => None,
+        Ok(Value::Array(items)) => match items.as_slice() {
+            [Value::BulkString(f1), Value::BulkString(owner), Value::BulkString(f2), Value::Int(token), Value::BulkString(f3), Value::Int(ttl), Value::BulkString(f4), Value::Int(waiters)]
+                if f1 == b"owner" && f2 == b"token" && f3 == b"ttl" && f4 == b"waiters" =>
+            {
+                Some((
+                    String::from_utf8(owner.clone()).expect("utf-8 owner"),
+                    *token,
+                    *ttl,
+                    *waiters,
+                ))
+            }
+            _ => panic!("LOCK.STATUS {key}: unexpected reply {items:?}"),
+        },
+        other => panic!("LOCK.STATUS {key}: unexpected reply {other:?}"),
+    }
+}
+
+/// The `waiters` field of LOCK.STATUS (None when the lock is free).
+#[track_caller]
+fn waiters(con: &mut Connection, key: &str) -> Option<i64> {
+    status(con, key).map(|s| s.3)
+}
+
+/// Waits (polling quickly) until LOCK.STATUS reports `n` waiters; panics after SOON.
+#[track_caller]
+fn wait_waiters(con: &mut Connection, key: &str, n: i64) {
+    let deadline = Instant::now() + SOON;
+    loop {
+        let w = waiters(con, key);
+        if w == Some(n) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "LOCK.STATUS {key} still reports waiters {w:?}, expected {n}"
+        );
+        thread::sleep(Duration::from_micros(200));
+    }
+}
+
+/// Starts a client (its own connection, its own thread) that sends
+/// `LOCK.ACQUIRE key owner ttl WAIT timeout`; the thread returns the reply and when it came.
+fn spawn_waiter(
+    server: &Server,
+    key: &str,
+    owner: &str,
+    ttl: u64,
+    timeout: u64,
+) -> JoinHandle<Outcome> {
+    spawn_waiter_on(server.conn(), key, owner, ttl, timeout)
+}
+
+/// `spawn_waiter` on a connection made beforehand (when the wait must start quickly).
+fn spawn_waiter_on(
+    mut con: Connection,
+    key: &str,
+    owner: &str,
+    ttl: u64,
+    timeout: u64,
+) -> JoinHandle<Outcome> {
+    let (key, owner) = (key.to_string(), owner.to_string());
+    thread::spawn(move || {
+        let reply = acquire_wait(&mut con, &key, &owner, ttl, timeout);
+        (reply, Instant::now())
+    })
+}
+
+/// The waiter's outcome, or a panic if it has not answered within SOON.
+#[track_caller]
+fn join(waiter: JoinHandle<Outcome>) -> Outcome {
+    let deadline = Instant::now() + SOON;
+    while !waiter.is_finished() {
+        assert!(Instant::now() < deadline, "a waiter was never answered");
+        thread::sleep(Duration::from_millis(1));
+    }
+    match waiter.join() {
+        Ok(outcome) => outcome,
+        Err(panic) => std::panic::resume_unwind(panic),
+    }
+}
+
+/// A client that waits on a raw socket, so the test can drop its connection mid-wait.
+fn raw_waiter(server: &Server, key: &str, owner: &str, ttl: u64, timeout: u64) -> TcpStream {
+    let mut stream = TcpStream::connect(("127.0.0.1", server.port())).expect("connect");
+    let command = resp_command(&[
+        "LOCK.ACQUIRE",
+        key,
+        owner,
+        &ttl.to_string(),
+        "WAIT",
+        &timeout.to_string(),
+    ]);
+    stream.write_all(command.as_bytes()).expect("send");
+    stream
+}
+
+/// No client is left blocked inside Redis (`INFO clients`).
+#[track_caller]
+fn assert_none_blocked(con: &mut Connection) {
+    assert_eq!(
+        info_int(con, "clients", "blocked_clients"),
+        0,
+        "clients are still blocked inside Redis"
+    );
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+/// The `p`-th percentile (0..=100) of sorted values: the smallest value at or above which
+/// lie no more than (100 - p)% of them.
+fn percentile(sorted: &[Duration], p: usize) -> Duration {
+    let rank = (sorted.len() * p).div_ceil(100).max(1);
+    sorted[rank - 1]
+}
+
+// ---------------------------------------------------------------------------------------------
+// Arguments
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn wait_arguments_are_checked_and_a_bad_call_changes_nothing() {
+    let server = Server::start();
+    let mut con = server.conn();
+    let t = int(acquire(&mut con, "k", "holder", 60_000));
+    let bad: &[(&[&str], &str)] = &[
+        (
+            &["LOCK.ACQUIRE", "k", "o", "1000", "WAIT", "-1"],
+            "ERR timeout-ms must be an integer from 0 to",
+        ),
+        (
+            &["LOCK.ACQUIRE", "k", "o", "1000", "WAIT", "abc"],
+            "ERR timeout-ms must be an integer from 0 to",
+        ),
+        (
+            &["LOCK.ACQUIRE", "k", "o", "1000", "WAIT", "1.5"],
+            "ERR timeout-ms must be an integer from 0 to",
+        ),
+        (
+            &["LOCK.ACQUIRE", "k", "o", "1000", "WAIT", TWO_POW_63],
+            "ERR timeout-ms must be an integer from 0 to",
+        ),
+        (
+            &["LOCK.ACQUIRE", "k", "o", "1000", "WAIT", "10", "WAIT", "10"],
+            "ERR option 'WAIT' given more than once",
+        ),
+        (
+            &["LOCK.ACQUIRE", "k", "o", "1000", "WAIT"],
+            "ERR option 'WAIT' needs a value",
+        ),
+        (
+            &["LOCK.ACQUIRE", "k", "o", "1000", "NOWAIT", "10"],
+            "ERR unknown option",
+        ),
+        (
+            &["LOCK.ACQUIRE", "k", "o", "1000", "WAIT", "10", "X"],
+            "ERR unknown option",
+        ),
+    ];
+    for (args, prefix) in bad {
+        let started = Instant::now();
+        assert_err_ctx(call(&mut con, args), prefix, args.join(" "));
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "{args:?} blocked"
+        );
+    }
+    assert_eq!(
+        status(&mut con, "k").map(|s| (s.0, s.1, s.3)),
+        Some(("holder".into(), t, 0))
+    );
+    // The option is case-insensitive.
+    let mut wcon = server.conn();
+    let waiter = thread::spawn(move || {
+        let reply = call(&mut wcon, &["LOCK.ACQUIRE", "k", "w", "60000", "wAiT", "0"]);
+        (reply, Instant::now())
+    });
+    wait_waiters(&mut con, "k", 1);
+    assert_eq!(release(&mut con, "k", "holder"), 1);
+    let granted = int(join(waiter).0);
+    assert!(granted > t);
+}
+
+#[test]
+fn the_holder_reacquiring_with_wait_gets_its_token_at_once() {
+    let server = Server::start();
+    let mut con = server.conn();
+    let t = int(acquire(&mut con, "k", "holder", 60_000));
+    let waiter = spawn_waiter(&server, "k", "w", 60_000, 0);
+    wait_waiters(&mut con, "k", 1);
+    let started = Instant::now();
+    assert_eq!(int(acquire_wait(&mut con, "k", "holder", 30_000, 0)), t);
+    assert!(started.elapsed() < Duration::from_secs(1));
+    let s = status(&mut con, "k").expect("held");
+    assert_eq!((s.0.as_str(), s.1, s.3), ("holder", t, 1));
+    assert!(
+        s.2 <= 30_000,
+        "the re-acquire did not reset the TTL: {}",
+        s.2
+    );
+    assert!(!waiter.is_finished());
+    assert_eq!(release(&mut con, "k", "holder"), 1);
+    let granted = int(join(waiter).0);
+    assert!(granted > t);
+    let ttl = pttl(&mut con, "k");
+    assert!(
+        (59_000..=60_000).contains(&ttl),
+        "the waiter's lock has PTTL {ttl}, not its own ttl-ms"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Hand-off latency
+// ---------------------------------------------------------------------------------------------
+
+enum Job {
+    Wait,
+    Release,
+}
+
+enum Done {
+    Granted(i64, Instant),
+    Released(Instant),
+}
+
+#[test]
+fn hand_off_latency_release_to_waiter_reply() {
+    const HANDOFFS: usize = 1_000;
+    let _serial = timing();
+    let server = Server::start();
+    let mut monitor = server.conn();
+    let key = "handoff";
+    let owners = ["client-a", "client-b"];
+    let first = int(acquire(&mut monitor, key, owners[0], 60_000));
+    let mut latencies = Vec::with_capacity(HANDOFFS);
+    thread::scope(|s| {
+        let mut jobs = Vec::new();
+        let mut dones = Vec::new();
+        for owner in owners {
+            let (job_tx, job_rx) = mpsc::channel::<Job>();
+            let (done_tx, done_rx) = mpsc::channel::<Done>();
+            let mut con = server.conn();
+            s.spawn(move || {
+                for job in job_rx {
+                    let done = match job {
+                        Job::Wait => {
+                            let reply = acquire_wait(&mut con, key, owner, 60_000, 0);
+                            let at = Instant::now();
+                            Done::Granted(int(reply), at)
+                        }
+                        Job::Release => {
+                            let at = Instant::now();
+                            assert_eq!(release(&mut con, key, owner), 1, "{owner} release");
+                            Done::Released(at)
+                        }
+                    };
+                    if done_tx.send(done).is_err() {
+                        return;
+                    }
+                }
+            });
+            jobs.push(job_tx);
+            dones.push(done_rx);
+        }
+        let mut last = first;
+        for i in 0..HANDOFFS {
+            let (holder, waiter) = (i % 2, 1 - i % 2);
+            jobs[waiter].send(Job::Wait).expect("waiter thread");
+            wait_waiters(&mut monitor, key, 1);
+            jobs[holder].send(Job::Release).expect("holder thread");
+            let Ok(Done::Released(released)) = dones[holder].recv_timeout(SOON) else {
+                panic!("hand-off {i}: the release did not complete");
+            };
+            let Ok(Done::Granted(token, granted)) = dones[waiter].recv_timeout(SOON) else {
+                panic!("hand-off {i}: the waiter was not granted within {SOON:?}");
+            };
+            assert!(token > last, "hand-off {i}: token {token} not above {last}");
+            last = token;
+            latencies.push(granted.saturating_duration_since(released));
+        }
+        drop(jobs);
+    });
+    latencies.sort();
+    let (p50, p99, max) = (
+        percentile(&latencies, 50),
+        percentile(&latencies, 99),
+        latencies[latencies.len() - 1],
+    );
+    println!(
+        "hand-off latency over {HANDOFFS} hand-offs (release sent -> waiter's reply): \
+         p50 {:.3} ms, p99 {:.3} ms, max {:.3} ms (goal: p99 < 1 ms)",
+        ms(p50),
+        ms(p99),
+        ms(max)
+    );
+    assert!(
+        p99 < Duration::from_millis(10),
+        "hand-off p99 {:.3} ms (goal 1 ms, asserted 10 ms)",
+        ms(p99)
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// FIFO and the queue rule
+// ---------------------------------------------------------------------------------------------
+
+/// What a waiter saw in its critical section.
+#[derive(Debug)]
+struct Turn {
+    token: i64,
+    status: Option<(String, i64, i64, i64)>,
+    newcomer_after_release: Value,
+}
+
+#[test]
+fn waiters_are_granted_in_fifo_order_and_nobody_jumps_the_queue() {
+    const WAITERS: usize = 20;
+    let server = Server::start();
+    let mut con = server.conn();
+    let key = "fifo";
+    let first = int(acquire(&mut con, key, "holder", 60_000));
+    // The order of grants, recorded inside the critical sections.
+    let order = Mutex::new(Vec::new());
+    let mut turns: Vec<Option<Turn>> = (0..WAITERS).map(|_| None).collect();
+    thread::scope(|s| {
+        let mut handles = Vec::new();
+        for i in 0..WAITERS {
+            let mut wcon = server.conn();
+            let order = &order;
+            handles.push(s.spawn(move || {
+                let owner = format!("waiter-{i}");
+                let token = int(acquire_wait(&mut wcon, key, &owner, 60_000, 0));
+                order.lock().unwrap().push(i);
+                let status = status(&mut wcon, key);
+                // Release, and right behind it (same batch) try to take the lock without WAIT.
+                let (released, newcomer): (i64, Value) = redis::pipe()
+                    .cmd("LOCK.RELEASE")
+                    .arg(key)
+                    .arg(&owner)
+                    .cmd("LOCK.ACQUIRE")
+                    .arg(key)
+                    .arg("newcomer")
+                    .arg(1000)
+                    .query(&mut wcon)
+                    .expect("release + newcomer");
+                assert_eq!(released, 1, "{owner} could not release");
+                Turn {
+                    token,
+                    status,
+                    newcomer_after_release: newcomer,
+                }
+            }));
+            // Each waiter is queued before the next one starts.
+            wait_waiters(&mut con, key, i as i64 + 1);
+            nil(acquire(&mut con, key, "newcomer", 1000));
+        }
+        let s = status(&mut con, key).expect("held");
+        assert_eq!((s.0.as_str(), s.1, s.3), ("holder", first, WAITERS as i64));
+        // The holder leaves; a newcomer right behind the release gets nil.
+        let (released, newcomer): (i64, Value) = redis::pipe()
+            .cmd("LOCK.RELEASE")
+            .arg(key)
+            .arg("holder")
+            .cmd("LOCK.ACQUIRE")
+            .arg(key)
+            .arg("newcomer")
+            .arg(1000)
+            .query(&mut con)
+            .expect("release + newcomer");
+        assert_eq!(released, 1);
+        assert_eq!(newcomer, Value::Nil, "a newcomer jumped the queue");
+        for (i, h) in handles.into_iter().enumerate() {
+            match h.join() {
+                Ok(turn) => turns[i] = Some(turn),
+                Err(panic) => std::panic::resume_unwind(panic),
+            }
+        }
+    });
+    let order = order.into_inner().unwrap();
+    assert_eq!(
+        order,
+        (0..WAITERS).collect::<Vec<_>>(),
+        "waiters were not granted in the order they started"
+    );
+    let mut last = first;
+    for (k, turn) in turns.into_iter().enumerate() {
+        let turn = turn.expect("every waiter finished");
+        let owner = format!("waiter-{k}");
+        assert!(
+            turn.token > last,
+            "{owner}: token {} after {last}",
+            turn.token
+        );
+        last = turn.token;
+        let s = turn.status.expect("held in its critical section");
+        assert_eq!(
+            (s.0.as_str(), s.1, s.3),
+            (owner.as_str(), turn.token, (WAITERS - 1 - k) as i64),
+            "LOCK.STATUS in {owner}'s critical section (owner, token, waiters)"
+        );
+        if k + 1 < WAITERS {
+            assert_eq!(
+                turn.newcomer_after_release,
+                Value::Nil,
+                "a newcomer took the lock right after {owner} released it, with waiters queued"
+            );
+        } else {
+            assert!(
+                matches!(turn.newcomer_after_release, Value::Int(t) if t > last),
+                "with nobody waiting, the newcomer gets the lock: {:?}",
+                turn.newcomer_after_release
+            );
+        }
+    }
+    assert_eq!(
+        status(&mut con, key).map(|s| (s.0, s.3)),
+        Some(("newcomer".into(), 0))
+    );
+}
+
+#[test]
+fn a_free_lock_with_waiters_is_not_taken_by_a_newcomer() {
+    let server = Server::start_with(&["--enable-debug-command", "yes"]);
+    let mut con = server.conn();
+    let key = "jump";
+
+    // DEL frees the key; the hand-off runs from a timer, after this transaction.
+    int(acquire(&mut con, key, "holder", 60_000));
+    let waiter = spawn_waiter(&server, key, "w1", 60_000, 0);
+    wait_waiters(&mut con, key, 1);
+    let (deleted, newcomer, with_wait): (i64, Value, Value) = redis::pipe()
+        .atomic()
+        .cmd("DEL")
+        .arg(key)
+        .cmd("LOCK.ACQUIRE")
+        .arg(key)
+        .arg("newcomer")
+        .arg(1000)
+        .cmd("LOCK.ACQUIRE")
+        .arg(key)
+        .arg("newcomer")
+        .arg(1000)
+        .arg("WAIT")
+        .arg(0)
+        .query(&mut con)
+        .expect("MULTI DEL + acquire");
+    assert_eq!(deleted, 1);
+    assert_eq!(
+        newcomer,
+        Value::Nil,
+        "a newcomer took a just-deleted lock from its waiter"
+    );
+    assert_eq!(
+        with_wait,
+        Value::Nil,
+        "WAIT in MULTI acts as a plain acquire"
+    );
+    let t1 = int(join(waiter).0);
+    assert_eq!(
+        status(&mut con, key).map(|s| (s.0, s.1)),
+        Some(("w1".into(), t1))
+    );
+
+    // The holder's TTL runs out while the server sleeps; the very next command, before any
+    // timer can run, is a newcomer's acquire: it must not take the lock.
+    assert_eq!(int(call(&mut con, &["DEL", key])), 1);
+    let wcon = server.conn();
+    int(acquire(&mut con, key, "holder", 200));
+    let waiter = spawn_waiter_on(wcon, key, "w2", 60_000, 0);
+    wait_waiters(&mut con, key, 1);
+    let (slept, newcomer): (Value, Value) = redis::pipe()
+        .cmd("DEBUG")
+        .arg("SLEEP")
+        .arg("0.5")
+        .cmd("LOCK.ACQUIRE")
+        .arg(key)
+        .arg("newcomer")
+        .arg(1000)
+        .query(&mut con)
+        .expect("DEBUG SLEEP + acquire");
+    assert_eq!(slept, Value::Okay);
+    assert_eq!(
+        newcomer,
+        Value::Nil,
+        "a newcomer took an expired lock from its waiter"
+    );
+    let t2 = int(join(waiter).0);
+    assert!(t2 > t1);
+    assert_eq!(
+        status(&mut con, key).map(|s| (s.0, s.1)),
+        Some(("w2".into(), t2))
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Timeouts
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn a_wait_times_out_with_nil_on_time_on_an_idle_server() {
+    let _serial = timing();
+    let server = Server::start();
+    let mut con = server.conn();
+    let mut wcon = server.conn();
+    let key = "timeout";
+    let t = int(acquire(&mut con, key, "holder", 60_000));
+    let mut measured = Vec::new();
+    for _ in 0..5 {
+        // Idle: nothing else happens on the server while the waiter waits.
+        let started = Instant::now();
+        let reply = acquire_wait(&mut wcon, key, "w", 1000, 20);
+        let took = started.elapsed();
+        nil(reply);
+        measured.push(took);
+        assert!(
+            took >= Duration::from_millis(20),
+            "WAIT 20 answered after {:.3} ms, before its timeout",
+            ms(took)
+        );
+        assert!(
+            took < Duration::from_millis(200),
+            "WAIT 20 answered after {:.3} ms (goal: within 10 ms of 20 ms; asserted < 200 ms)",
+            ms(took)
+        );
+        assert_eq!(
+            status(&mut con, key).map(|s| (s.0, s.1, s.3)),
+            Some(("holder".into(), t, 0)),
+            "the timed-out waiter is still counted"
+        );
+        assert_none_blocked(&mut con);
+        sleep_ms(50);
+    }
+    let text: Vec<String> = measured.iter().map(|d| format!("{:.2}", ms(*d))).collect();
+    println!(
+        "WAIT 20 on a held lock, idle server (hz 10): nil after [{}] ms (goal: 20..30 ms)",
+        text.join(", ")
+    );
+}
+
+#[test]
+fn wait_0_waits_beyond_the_timeouts_of_others_until_granted() {
+    let server = Server::start();
+    let mut con = server.conn();
+    let key = "forever";
+    let t = int(acquire(&mut con, key, "holder", 60_000));
+    let started = Instant::now();
+    let patient = spawn_waiter(&server, key, "patient", 60_000, 0);
+    wait_waiters(&mut con, key, 1);
+    let mut wcon = server.conn();
+    nil(acquire_wait(&mut wcon, key, "hasty", 1000, 100));
+    wait_waiters(&mut con, key, 1);
+    let remaining = Duration::from_millis(300).saturating_sub(started.elapsed());
+    thread::sleep(remaining);
+    assert!(!patient.is_finished(), "WAIT 0 answered without a release");
+    assert_eq!(waiters(&mut con, key), Some(1));
+    assert_eq!(release(&mut con, key, "holder"), 1);
+    let granted = int(join(patient).0);
+    assert!(granted > t);
+    assert_eq!(
+        status(&mut con, key).map(|s| (s.0, s.1, s.3)),
+        Some(("patient".into(), granted, 0))
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Expiry
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn a_lock_that_expires_is_handed_to_the_first_waiter_at_its_deadline() {
+    const TTL: Duration = Duration::from_millis(200);
+    const ROUNDS: usize = 3;
+    let _serial = timing();
+    let server = Server::start();
+    let mut con = server.conn();
+    let ttl = TTL.as_millis() as u64;
+    let mut first_delays = Vec::new();
+    let mut second_delays = Vec::new();
+    for round in 0..ROUNDS {
+        let key = format!("expiry-{round}");
+        let key = key.as_str();
+        // The holder never releases, nor does the first waiter; nothing else touches the key.
+        let (c1, c2) = (server.conn(), server.conn());
+        let sent = Instant::now();
+        let t = int(acquire(&mut con, key, "holder", ttl));
+        let replied = Instant::now();
+        let first = spawn_waiter_on(c1, key, "first", ttl, 0);
+        wait_waiters(&mut con, key, 1);
+        let second = spawn_waiter_on(c2, key, "second", 60_000, 0);
+        wait_waiters(&mut con, key, 2);
+
+        let (reply, at) = join(first);
+        let t1 = int(reply);
+        assert!(t1 > t, "first waiter: token {t1} after {t}");
+        // The holder's deadline lies between (sent + TTL) and (replied + TTL).
+        let (earliest, latest) = (sent + TTL, replied + TTL);
+        assert!(
+            at + Duration::from_millis(1) >= earliest,
+            "the first waiter was granted {:.3} ms before the holder's TTL ran out",
+            ms(earliest.saturating_duration_since(at))
+        );
+        let delay = at.saturating_duration_since(earliest);
+        first_delays.push((at.saturating_duration_since(latest), delay));
+        assert!(
+            delay < Duration::from_millis(100),
+            "the first waiter was granted {:.3} ms after the holder's deadline \
+             (goal 10 ms, asserted 100 ms)",
+            ms(delay)
+        );
+
+        // The first waiter's own lock expires in turn: the second waiter is next.
+        let (reply, at2) = join(second);
+        let t2 = int(reply);
+        assert!(t2 > t1, "second waiter: token {t2} after {t1}");
+        assert!(
+            at2 + Duration::from_millis(1) >= earliest + TTL,
+            "the second waiter was granted before two TTLs had passed"
+        );
+        // The first waiter's grant happened before its reply arrived: its deadline is at
+        // most `at + TTL`, so this is a lower bound of the delay.
+        let delay2 = at2.saturating_duration_since(at + TTL);
+        second_delays.push(delay2);
+        assert!(
+            delay2 < Duration::from_millis(100),
+            "the second waiter was granted {:.3} ms after the first waiter's deadline",
+            ms(delay2)
+        );
+        assert_eq!(
+            status(&mut con, key).map(|s| (s.0, s.1, s.3)),
+            Some(("second".into(), t2, 0))
+        );
+    }
+    let first_text: Vec<String> = first_delays
+        .iter()
+        .map(|(lo, hi)| format!("{:.2}..{:.2}", ms(*lo), ms(*hi)))
+        .collect();
+    let second_text: Vec<String> = second_delays
+        .iter()
+        .map(|d| format!("{:.2}", ms(*d)))
+        .collect();
+    println!(
+        "expiry hand-off (TTL 200 ms, client-side from grant + TTL; goal < 10 ms): first \
+         waiter [{}] ms after the deadline; next waiter at its predecessor's deadline [{}] ms",
+        first_text.join(", "),
+        second_text.join(", ")
+    );
+}
+
+#[test]
+fn a_renewed_lock_is_not_handed_over_at_its_old_deadline() {
+    let server = Server::start();
+    let mut con = server.conn();
+    let key = "renewed";
+    let wcon = server.conn();
+    let t = int(acquire(&mut con, key, "holder", 300));
+    let waiter = spawn_waiter_on(wcon, key, "w", 60_000, 0);
+    wait_waiters(&mut con, key, 1);
+    let renewed_at = Instant::now();
+    assert_eq!(
+        int(call(&mut con, &["LOCK.RENEW", key, "holder", "800"])),
+        t
+    );
+    // Past the old deadline the holder still holds the lock.
+    sleep_ms(500);
+    assert!(
+        !waiter.is_finished(),
+        "the waiter was granted at the old deadline"
+    );
+    assert_eq!(
+        status(&mut con, key).map(|s| (s.0, s.1, s.3)),
+        Some(("holder".into(), t, 1))
+    );
+    let (reply, at) = join(waiter);
+    let granted = int(reply);
+    assert!(granted > t);
+    let after = at.saturating_duration_since(renewed_at);
+    assert!(
+        after >= Duration::from_millis(799) && after < Duration::from_millis(800 + 100),
+        "granted {:.3} ms after a renew of 800 ms",
+        ms(after)
+    );
+}
+
+#[test]
+fn client_unblock_ends_a_wait_and_the_queue_forgets_it() {
+    let server = Server::start();
+    let mut con = server.conn();
+    let key = "unblock";
+    let t = int(acquire(&mut con, key, "holder", 60_000));
+    let mut ids = Vec::new();
+    let mut handles = Vec::new();
+    for owner in ["w1", "w2", "w3"] {
+        let mut wcon = server.conn();
+        ids.push(int(call(&mut wcon, &["CLIENT", "ID"])).to_string());
+        handles.push(spawn_waiter_on(wcon, key, owner, 60_000, 0));
+        wait_waiters(&mut con, key, ids.len() as i64);
+    }
+    let mut handles = handles.into_iter();
+    let (w1, w2, w3) = (
+        handles.next().unwrap(),
+        handles.next().unwrap(),
+        handles.next().unwrap(),
+    );
+    // As a timeout: nil.
+    assert_eq!(int(call(&mut con, &["CLIENT", "UNBLOCK", &ids[0]])), 1);
+    nil(join(w1).0);
+    wait_waiters(&mut con, key, 2);
+    // As an error.
+    assert_eq!(
+        int(call(&mut con, &["CLIENT", "UNBLOCK", &ids[1], "ERROR"])),
+        1
+    );
+    assert_err(join(w2).0, "UNBLOCKED");
+    wait_waiters(&mut con, key, 1);
+    // The last waiter is next in line.
+    assert_eq!(release(&mut con, key, "holder"), 1);
+    let granted = int(join(w3).0);
+    assert!(granted > t);
+    assert_eq!(
+        status(&mut con, key).map(|s| (s.0, s.1, s.3)),
+        Some(("w3".into(), granted, 0))
+    );
+    assert_none_blocked(&mut con);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Keys that go away or change type
+// ---------------------------------------------------------------------------------------------
+
+/// A holder in `db` and one waiter; `free` runs on the holder's connection; the waiter must be
+/// granted within 100 ms. Returns (holder's token, waiter's token, the connection).
+fn granted_when(server: &Server, db: i64, what: &str, free: &[&[&str]]) -> (i64, i64, Connection) {
+    let mut con = server.conn();
+    okay(call(&mut con, &["SELECT", &db.to_string()]));
+    let key = "k";
+    let held = int(acquire(&mut con, key, "holder", 60_000));
+    let mut wcon = server.conn();
+    okay(call(&mut wcon, &["SELECT", &db.to_string()]));
+    let waiter = thread::spawn(move || {
+        let reply = acquire_wait(&mut wcon, "k", "waiter", 60_000, 10_000);
+        (reply, Instant::now())
+    });
+    wait_waiters(&mut con, key, 1);
+    let started = Instant::now();
+    for args in free {
+        call(&mut con, args).unwrap_or_else(|e| panic!("{args:?}: {e}"));
+    }
+    let (reply, at) = join(waiter);
+    let delay = at.saturating_duration_since(started);
+    let token = int(reply);
+    println!("{what}: the waiter was granted {:.3} ms later", ms(delay));
+    assert!(
+        delay < Duration::from_millis(100),
+        "{what}: the waiter was granted only after {:.3} ms",
+        ms(delay)
+    );
+    assert!(token > held, "{what}: token {token} after {held}");
+    assert_eq!(
+        status(&mut con, key).map(|s| (s.0, s.1, s.3)),
+        Some(("waiter".into(), token, 0)),
+        "{what}"
+    );
+    (held, token, con)
+}
+
+#[test]
+fn del_frees_the_key_for_its_waiter() {
+    let server = Server::start();
+    granted_when(&server, 0, "DEL", &[&["DEL", "k"]]);
+}
+
+#[test]
+fn unlink_frees_the_key_for_its_waiter_in_another_db() {
+    let server = Server::start();
+    granted_when(&server, 2, "UNLINK (db 2)", &[&["UNLINK", "k"]]);
+}
+
+#[test]
+fn flushall_frees_the_key_for_its_waiter() {
+    let server = Server::start();
+    granted_when(&server, 0, "FLUSHALL", &[&["FLUSHALL"]]);
+    let server = Server::start();
+    granted_when(
+        &server,
+        3,
+        "FLUSHALL ASYNC (db 3)",
+        &[&["FLUSHALL", "ASYNC"]],
+    );
+}
+
+#[test]
+fn flushdb_frees_the_key_for_its_waiter_and_only_in_its_db() {
+    let server = Server::start();
+    let mut con = server.conn();
+    int(acquire(&mut con, "k", "holder", 60_000));
+    let waiter = spawn_waiter(&server, "k", "w", 60_000, 0);
+    wait_waiters(&mut con, "k", 1);
+    okay(call(&mut con, &["SELECT", "5"]));
+    okay(call(&mut con, &["FLUSHDB"]));
+    okay(call(&mut con, &["SELECT", "0"]));
+    sleep_ms(150);
+    assert!(
+        !waiter.is_finished(),
+        "FLUSHDB of db 5 granted a waiter of db 0"
+    );
+    assert_eq!(
+        status(&mut con, "k").map(|s| (s.0, s.3)),
+        Some(("holder".into(), 1))
+    );
+    drop(con);
+    let started = Instant::now();
+    let mut con = server.conn();
+    okay(call(&mut con, &["FLUSHDB"]));
+    let (reply, at) = join(waiter);
+    int(reply);
+    let delay = at.saturating_duration_since(started);
+    println!("FLUSHDB: the waiter was granted {:.3} ms later", ms(delay));
+    assert!(
+        delay < Duration::from_millis(100),
+        "FLUSHDB: {:.3} ms",
+        ms(delay)
+    );
+    assert_eq!(
+        status(&mut con, "k").map(|s| (s.0, s.3)),
+        Some(("w".into(), 0))
+    );
+}
+
+#[test]
+fn flushdb_in_another_db_frees_the_key_there() {
+    let server = Server::start();
+    granted_when(&server, 4, "FLUSHDB (db 4)", &[&["FLUSHDB"]]);
+}
+
+#[test]
+fn rename_away_frees_the_key_for_its_waiter() {
+    let server = Server::start();
+    let (held, _, mut con) = granted_when(&server, 0, "RENAME away", &[&["RENAME", "k", "moved"]]);
+    assert_eq!(
+        status(&mut con, "moved").map(|s| (s.0, s.1)),
+        Some(("holder".into(), held)),
+        "the renamed lock keeps its owner and token"
+    );
+}
+
+#[test]
+fn move_to_another_db_frees_the_key_for_its_waiter() {
+    let server = Server::start();
+    let (held, _, mut con) = granted_when(&server, 0, "MOVE to db 1", &[&["MOVE", "k", "1"]]);
+    okay(call(&mut con, &["SELECT", "1"]));
+    assert_eq!(
+        status(&mut con, "k").map(|s| (s.0, s.1)),
+        Some(("holder".into(), held)),
+        "the moved lock keeps its owner and token"
+    );
+}
+
+#[test]
+fn set_over_a_waited_key_fails_every_waiter_with_wrongtype() {
+    let server = Server::start();
+    let mut con = server.conn();
+    int(acquire(&mut con, "k", "holder", 60_000));
+    let w1 = spawn_waiter(&server, "k", "w1", 60_000, 0);
+    wait_waiters(&mut con, "k", 1);
+    let w2 = spawn_waiter(&server, "k", "w2", 60_000, 10_000);
+    wait_waiters(&mut con, "k", 2);
+    let started = Instant::now();
+    okay(call(&mut con, &["SET", "k", "plain"]));
+    for (name, w) in [("w1", w1), ("w2", w2)] {
+        let (reply, at) = join(w);
+        assert_err_ctx(reply, WRONGTYPE, name);
+        let delay = at.saturating_duration_since(started);
+        assert!(
+            delay < Duration::from_millis(100),
+            "{name} got WRONGTYPE only after {:.3} ms",
+            ms(delay)
+        );
+    }
+    assert_eq!(get_string(&mut con, "k").as_deref(), Some("plain"));
+    assert_err(call(&mut con, &["LOCK.STATUS", "k"]), WRONGTYPE);
+    assert_none_blocked(&mut con);
+    // Nothing of the old queue is left behind.
+    okay(call(&mut con, &["SET", "k", "again"]));
+    int(call(&mut con, &["DEL", "k"]));
+    let t = int(acquire(&mut con, "k", "next", 60_000));
+    assert_eq!(
+        status(&mut con, "k").map(|s| (s.0, s.1, s.3)),
+        Some(("next".into(), t, 0))
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Disconnects
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn a_waiter_that_disconnects_is_skipped() {
+    let mut server = Server::start();
+    let mut con = server.conn();
+    let key = "dc";
+    let t = int(acquire(&mut con, key, "holder", 60_000));
+    // Waiter 1 (with a deadline timer) queues first, then waiter 2.
+    let w1_started = Instant::now();
+    let w1 = raw_waiter(&server, key, "w1", 60_000, 1000);
+    wait_waiters(&mut con, key, 1);
+    let w2 = spawn_waiter(&server, key, "w2", 60_000, 0);
+    wait_waiters(&mut con, key, 2);
+    w1.shutdown(Shutdown::Both).expect("shutdown");
+    drop(w1);
+    wait_waiters(&mut con, key, 1);
+    // Waiter 3 queues behind waiter 2 and goes away too.
+    let w3 = raw_waiter(&server, key, "w3", 60_000, 0);
+    wait_waiters(&mut con, key, 2);
+    drop(w3);
+    wait_waiters(&mut con, key, 1);
+    assert_eq!(release(&mut con, key, "holder"), 1);
+    let granted = int(join(w2).0);
+    assert!(granted > t);
+    assert_eq!(
+        status(&mut con, key).map(|s| (s.0, s.1, s.3)),
+        Some(("w2".into(), granted, 0))
+    );
+    // Waiter 1's deadline passes after it left: nothing happens.
+    thread::sleep(
+        (w1_started + Duration::from_millis(1100)).saturating_duration_since(Instant::now()),
+    );
+    server.assert_alive();
+    assert_eq!(
+        status(&mut con, key).map(|s| (s.0, s.1, s.3)),
+        Some(("w2".into(), granted, 0))
+    );
+    assert_none_blocked(&mut con);
+}
+
+// ---------------------------------------------------------------------------------------------
+// MULTI/EXEC and Lua
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn wait_inside_multi_and_lua_does_not_block() {
+    let server = Server::start();
+    let mut con = server.conn();
+    let mut other = server.conn();
+    other
+        .set_read_timeout(Some(Duration::from_secs(3)))
+        .expect("read timeout");
+    let t = int(acquire(&mut con, "k", "holder", 60_000));
+
+    let started = Instant::now();
+    let replies: Vec<Value> = redis::pipe()
+        .atomic()
+        .cmd("LOCK.ACQUIRE")
+        .arg("k")
+        .arg("o")
+        .arg(1000)
+        .arg("WAIT")
+        .arg(0)
+        .cmd("LOCK.ACQUIRE")
+        .arg("free")
+        .arg("o")
+        .arg(1000)
+        .arg("WAIT")
+        .arg(0)
+        .query(&mut other)
+        .expect("MULTI/EXEC");
+    assert!(started.elapsed() < Duration::from_secs(1), "EXEC blocked");
+    assert_eq!(replies.len(), 2);
+    assert_eq!(replies[0], Value::Nil, "WAIT in MULTI on a held lock");
+    assert!(
+        matches!(replies[1], Value::Int(n) if n > t),
+        "{:?}",
+        replies[1]
+    );
+
+    let script = "return redis.call('LOCK.ACQUIRE', KEYS[1], 'o', '1000', 'WAIT', '0')";
+    let started = Instant::now();
+    nil(call(&mut other, &["EVAL", script, "1", "k"]));
+    assert!(started.elapsed() < Duration::from_secs(1), "EVAL blocked");
+    let granted = int(call(&mut other, &["EVAL", script, "1", "free2"]));
+    assert!(granted > t);
+
+    assert_eq!(
+        status(&mut con, "k").map(|s| (s.0, s.1, s.3)),
+        Some(("holder".into(), t, 0))
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Replication and role changes
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn grants_to_waiters_reach_the_replica_with_the_same_token() {
+    let master = Server::start_with(&["--repl-diskless-sync-delay", "0"]);
+    let port = master.port().to_string();
+    let replica = Server::start_with(&["--replicaof", "127.0.0.1", &port]);
+    wait_for_sync(&master, &replica, Duration::from_secs(10));
+    let mut mcon = master.conn();
+    let mut rcon = replica.conn();
+    // After a diskless sync the master streams to the replica only once the replica has
+    // acknowledged (up to a second later): make sure the stream flows before timing anything.
+    okay(call(&mut mcon, &["SET", "warm-up", "1"]));
+    assert_eq!(int(call(&mut mcon, &["WAIT", "1", "5000"])), 1);
+    wait_for_sync(&master, &replica, Duration::from_secs(10));
+    let key = "repl";
+    let t0 = int(acquire(&mut mcon, key, "holder", 60_000));
+
+    // Granted by a release.
+    let w1 = spawn_waiter(&master, key, "w1", 1000, 0);
+    wait_waiters(&mut mcon, key, 1);
+    assert_eq!(release(&mut mcon, key, "holder"), 1);
+    let t1 = int(join(w1).0);
+    assert!(t1 > t0);
+    wait_for_sync(&master, &replica, Duration::from_secs(10));
+    let on_replica = status(&mut rcon, key).expect("the replica has the lock");
+    assert_eq!((on_replica.0.as_str(), on_replica.1), ("w1", t1));
+    assert!(on_replica.2 <= 1000, "replica ttl {}", on_replica.2);
+
+    // Granted by expiry: w1 never releases.
+    let w2 = spawn_waiter(&master, key, "w2", 60_000, 0);
+    wait_waiters(&mut mcon, key, 1);
+    let t2 = int(join(w2).0);
+    assert!(t2 > t1);
+    wait_for_sync(&master, &replica, Duration::from_secs(10));
+    let on_master = status(&mut mcon, key).expect("held");
+    let on_replica = status(&mut rcon, key).expect("the replica has the lock");
+    assert_eq!((on_master.0.as_str(), on_master.1), ("w2", t2));
+    assert_eq!((on_replica.0.as_str(), on_replica.1), ("w2", t2));
+    assert!(
+        (on_master.2 - on_replica.2).abs() < 1000,
+        "ttl on master {} and replica {}",
+        on_master.2,
+        on_replica.2
+    );
+    let errors = replication_errors(&replica.log());
+    assert!(errors.is_empty(), "replica log: {errors:?}");
+}
+
+#[test]
+fn a_waiter_is_unblocked_with_an_error_when_the_server_becomes_a_replica() {
+    let mut server = Server::start();
+    let new_master = Server::start_with(&["--repl-diskless-sync-delay", "0"]);
+    let mut con = server.conn();
+    let mut ncon = new_master.conn();
+    let key = "role";
+    int(acquire(&mut con, key, "holder", 60_000));
+    let waiter = spawn_waiter(&server, key, "w", 60_000, 0);
+    wait_waiters(&mut con, key, 1);
+    // The new master holds the same key, so the server will hold it too after the sync.
+    let t_new = int(acquire(&mut ncon, key, "other", 60_000));
+    let port = new_master.port().to_string();
+    okay(call(&mut con, &["REPLICAOF", "127.0.0.1", &port]));
+    let (reply, _) = join(waiter);
+    let text = assert_err(reply, "UNBLOCKED");
+    println!("a waiter when its server becomes a replica gets: {text}");
+    wait_for_sync(&new_master, &server, Duration::from_secs(10));
+    server.assert_alive();
+    assert_eq!(
+        status(&mut con, key).map(|s| (s.0, s.1, s.3)),
+        Some(("other".into(), t_new, 0)),
+        "the replica's copy of the lock, with no waiters left over"
+    );
+    // Back to master: waiting works again, with nothing stale in the queue.
+    okay(call(&mut con, &["REPLICAOF", "NO", "ONE"]));
+    let waiter = spawn_waiter(&server, key, "w-again", 60_000, 0);
+    wait_waiters(&mut con, key, 1);
+    assert_eq!(release(&mut con, key, "other"), 1);
+    let granted = int(join(waiter).0);
+    assert!(granted > t_new);
+    assert_eq!(
+        status(&mut con, key).map(|s| (s.0, s.1, s.3)),
+        Some(("w-again".into(), granted, 0))
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tokens
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn tokens_given_to_waiters_exceed_every_earlier_token() {
+    let server = Server::start();
+    let mut con = server.conn();
+    let key = "tok";
+    let mut highest = 0;
+    let check = |what: &str, token: i64, floor_us: i64, highest: &mut i64| {
+        assert!(
+            token > *highest,
+            "{what}: token {token} not above every earlier token ({highest})"
+        );
+        assert!(
+            token >= floor_us,
+            "{what}: token {token} below the clock {floor_us}"
+        );
+        *highest = token;
+    };
+    // Other keys take tokens in between; each waiter's must still be above all of them.
+    let before = now_us();
+    let t = int(acquire(&mut con, key, "holder", 60_000));
+    check("first holder", t, before, &mut highest);
+    for (round, how) in ["release", "expiry", "DEL", "UNLINK", "FLUSHALL"]
+        .into_iter()
+        .enumerate()
+    {
+        let owner = format!("w{round}");
+        if how == "expiry" {
+            // The current holder must expire: replace it with a short-lived one first.
+            let holder = status(&mut con, key).expect("held").0;
+            assert_eq!(release(&mut con, key, &holder), 1);
+            let before = now_us();
+            let t = int(acquire(&mut con, key, "short", 500));
+            check("short holder", t, before, &mut highest);
+        }
+        let other = format!("other-{round}");
+        let before = now_us();
+        let t = int(acquire(&mut con, &other, "x", 60_000));
+        check("another key", t, before, &mut highest);
+        // The waiter cannot be granted before it asks.
+        let asked = now_us();
+        let waiter = spawn_waiter(&server, key, &owner, 60_000, 0);
+        wait_waiters(&mut con, key, 1);
+        let holder = status(&mut con, key).expect("held").0;
+        match how {
+            "release" => assert_eq!(release(&mut con, key, &holder), 1),
+            "expiry" => {}
+            "DEL" | "UNLINK" => assert_eq!(int(call(&mut con, &[how, key])), 1),
+            _ => okay(call(&mut con, &[how])),
+        }
+        let granted = int(join(waiter).0);
+        check(
+            &format!("waiter granted by {how}"),
+            granted,
+            asked,
+            &mut highest,
+        );
+        assert_eq!(
+            status(&mut con, key).map(|s| (s.0, s.1)),
+            Some((owner, granted))
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Contention soak
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn contention_soak_every_acquire_succeeds_one_holder_at_a_time() {
+    const CLIENTS: usize = 50;
+    const ROUNDS: usize = 200;
+    let _serial = timing();
+    let mut server = Server::start();
+    let key = "soak";
+    let list = "soak:tokens";
+    let inside = AtomicUsize::new(0);
+    let barrier = Barrier::new(CLIENTS);
+    let started = Instant::now();
+    let waits: Vec<(usize, Duration, Duration, Duration)> = thread::scope(|s| {
+        let handles: Vec<_> = (0..CLIENTS)
+            .map(|c| {
+                let mut con = server.conn();
+                let (inside, barrier) = (&inside, &barrier);
+                s.spawn(move || {
+                    let owner = format!("client-{c}");
+                    let mut min = Duration::MAX;
+                    let mut max = Duration::ZERO;
+                    let mut total = Duration::ZERO;
+                    barrier.wait();
+                    for round in 0..ROUNDS {
+                        let asked = Instant::now();
+                        let reply = acquire_wait(&mut con, key, &owner, 10_000, 0);
+                        let waited = asked.elapsed();
+                        let token = match reply {
+                            Ok(Value::Int(t)) => t,
+                            other => panic!("{owner} round {round}: acquire replied {other:?}"),
+                        };
+                        let others = inside.fetch_add(1, Ordering::SeqCst);
+                        assert_eq!(others, 0, "{owner} round {round}: another holder inside");
+                        min = min.min(waited);
+                        max = max.max(waited);
+                        total += waited;
+                        let (_, st): (i64, Value) = redis::pipe()
+                            .cmd("RPUSH")
+                            .arg(list)
+                            .arg(token)
+                            .cmd("LOCK.STATUS")
+                            .arg(key)
+                            .query(&mut con)
+                            .expect("critical section");
+                        let items = match st {
+                            Value::Array(items) if items.len() == 8 => items,
+                            other => panic!("{owner} round {round}: LOCK.STATUS {other:?}"),
+                        };
+                        assert_eq!(
+                            (text(&items[1]), items[3].clone()),
+                            (owner.clone(), Value::Int(token)),
+                            "{owner} round {round}: LOCK.STATUS in the critical section"
+                        );
+                        inside.fetch_sub(1, Ordering::SeqCst);
+                        assert_eq!(
+                            release(&mut con, key, &owner),
+                            1,
+                            "{owner} round {round}: release"
+                        );
+                    }
+                    (c, min, max, total)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| match h.join() {
+                Ok(v) => v,
+                Err(panic) => std::panic::resume_unwind(panic),
+            })
+            .collect()
+    });
+    let elapsed = started.elapsed();
+    let mut con = server.conn();
+    let tokens: Vec<i64> = redis::cmd("LRANGE")
+        .arg(list)
+        .arg(0)
+        .arg(-1)
+        .query(&mut con)
+        .expect("LRANGE");
+    assert_eq!(tokens.len(), CLIENTS * ROUNDS, "acquisitions recorded");
+    if let Some(w) = tokens.windows(2).find(|w| w[0] >= w[1]) {
+        panic!("tokens not strictly increasing: {} then {}", w[0], w[1]);
+    }
+    let fastest = waits.iter().map(|w| w.1).min().unwrap_or_default();
+    let slowest = waits.iter().map(|w| w.2).max().unwrap_or_default();
+    let mean_max = waits.iter().map(|w| ms(w.2)).sum::<f64>() / CLIENTS as f64;
+    let totals: Vec<f64> = waits.iter().map(|w| ms(w.3)).collect();
+    let (tmin, tmax) = totals
+        .iter()
+        .fold((f64::MAX, 0f64), |(a, b), &t| (a.min(t), b.max(t)));
+    println!(
+        "contention soak: {CLIENTS} clients x {ROUNDS} acquisitions = {} in {:.2} s \
+         ({:.0} hand-offs/s); per-acquire wait: min {:.3} ms, max {:.3} ms (mean of per-client \
+         max {:.3} ms); total wait per client {:.0}..{:.0} ms",
+        tokens.len(),
+        elapsed.as_secs_f64(),
+        tokens.len() as f64 / elapsed.as_secs_f64(),
+        ms(fastest),
+        ms(slowest),
+        mean_max,
+        tmin,
+        tmax
+    );
+    assert_none_blocked(&mut con);
+    assert_eq!(status(&mut con, key), None, "the lock is free at the end");
+    server.assert_alive();
+    for (c, min, max, _) in &waits {
+        assert!(
+            *max < Duration::from_secs(10),
+            "client {c} waited {:.0} ms once (min {:.3} ms)",
+            ms(*max),
+            ms(*min)
+        );
+    }
+}
