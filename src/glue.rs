@@ -85,6 +85,10 @@ pub fn missing_apis() -> Option<&'static str> {
         RedisModule_FreeString,
         RedisModule_SubscribeToKeyspaceEvents,
         RedisModule_SubscribeToServerEvent,
+        RedisModule_RegisterInfoFunc,
+        RedisModule_InfoAddSection,
+        RedisModule_InfoAddFieldULongLong,
+        RedisModule_NotifyKeyspaceEvent,
     );
     None
 }
@@ -570,6 +574,19 @@ impl Ctx {
                 value.as_ptr().cast::<c_char>(),
                 value.len(),
                 c"KEEPTTL".as_ptr(),
+            )
+        };
+    }
+
+    /// Sends a module keyspace event (`notify-keyspace-events` class `d`) for `key`.
+    pub fn notify(self, event: &CStr, key: *mut raw::RedisModuleString) {
+        // SAFETY: ctx and key are live; event is a static C string.
+        unsafe {
+            api!(RedisModule_NotifyKeyspaceEvent)(
+                self.0,
+                raw::REDISMODULE_NOTIFY_MODULE as c_int,
+                event.as_ptr(),
+                key,
             )
         };
     }

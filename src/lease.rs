@@ -40,6 +40,7 @@ impl Lease {
             p.cast::<u64>().write(token);
             p.add(8).cast::<u32>().write(len);
             std::ptr::copy_nonoverlapping(owner.as_ptr(), p.add(HEADER), owner.len());
+            crate::stats::LOCKS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             Self { ptr }
         }
     }
@@ -98,6 +99,7 @@ impl Lease {
 impl Drop for Lease {
     fn drop(&mut self) {
         let layout = Self::layout(self.owner().len());
+        crate::stats::LOCKS.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
         // SAFETY: allocated in `new` with this very layout.
         unsafe { dealloc(self.ptr.as_ptr(), layout) };
     }

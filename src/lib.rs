@@ -9,7 +9,9 @@ mod commands;
 mod config;
 mod error;
 mod glue;
+mod info;
 mod lease;
+mod stats;
 mod stock;
 mod types;
 mod waitq;
@@ -54,6 +56,7 @@ fn setup(ctx: *mut raw::RedisModuleCtx, args: &[RedisString]) -> Result<(), Stri
     config::register(ctx)?;
     commands::register(ctx)?;
     commands::wait::subscribe(ctx)?;
+    info::register(ctx)?;
     // The commands signal modified keys themselves, only when they change something.
     // SAFETY: ctx is the load context.
     unsafe {

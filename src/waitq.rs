@@ -99,6 +99,11 @@ impl<H> WaitQueues<H> {
         self.queues.get(key).map_or(0, |q| q.waiters.len())
     }
 
+    /// How many clients wait, over every key.
+    pub fn total(&self) -> usize {
+        self.queues.values().map(|q| q.waiters.len()).sum()
+    }
+
     /// Whether anybody waits for any key.
     pub fn is_empty(&self) -> bool {
         self.queues.is_empty()

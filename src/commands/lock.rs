@@ -11,6 +11,7 @@ use crate::config::{MAX_ID_LENGTH, MAX_TTL_MS};
 use crate::error::{FenceError, Name};
 use crate::glue::{token_reply, Args, Ctx, Key, Reply};
 use crate::lease::{decide_acquire, decide_release, decide_renew, Acquire, Lease};
+use crate::stats;
 use crate::TOKENS;
 
 /// Grants the (empty) key `name` to `owner` for `ttl` ms with a new token, replicated as
@@ -28,6 +29,8 @@ pub fn grant(
     key.set_ttl_ms(ttl);
     ctx.replicate_lock(name, &lease, key.expire_at_ms());
     key.signal_modified();
+    ctx.notify(c"lock.acquire", name);
+    stats::GRANTS.incr();
     token
 }
 
@@ -52,6 +55,8 @@ pub fn acquire(ctx: Ctx, args: &Args) -> CommandResult {
                 ctx.replicate_lock(args.raw(1), &lease, expire_at);
             }
             key.signal_modified();
+            ctx.notify(c"lock.acquire", args.raw(1));
+            stats::REACQUIRES.incr();
             Ok(token_reply(token))
         }
         Acquire::Contended => match wait_ms {
@@ -64,7 +69,10 @@ pub fn acquire(ctx: Ctx, args: &Args) -> CommandResult {
                 wait::block(ctx, &id, owner, ttl, timeout, expire_at);
                 Ok(Reply::Sent)
             }
-            _ => Ok(Reply::Nil),
+            _ => {
+                stats::CONTENDED.incr();
+                Ok(Reply::Nil)
+            }
         },
     }
 }
@@ -78,6 +86,7 @@ pub fn renew(ctx: Ctx, args: &Args) -> CommandResult {
     let ttl = parse_ttl(args.bytes(3), MAX_TTL_MS.get())?;
     let key = Key::write(ctx, args.raw(1));
     let Some(token) = decide_renew(key.lease()?.as_deref(), owner) else {
+        stats::RENEWALS_REFUSED.incr();
         return Ok(Reply::Nil);
     };
     key.set_ttl_ms(ttl);
@@ -86,6 +95,7 @@ pub fn renew(ctx: Ctx, args: &Args) -> CommandResult {
         ctx.replicate_lock(args.raw(1), &lease, expire_at);
     }
     key.signal_modified();
+    stats::RENEWALS.incr();
     Ok(token_reply(token))
 }
 
@@ -98,11 +108,15 @@ pub fn release(ctx: Ctx, args: &Args) -> CommandResult {
     let owner = parse_name(args.bytes(2), Name::Owner, MAX_ID_LENGTH.get())?;
     let key = Key::write(ctx, args.raw(1));
     if !decide_release(key.lease()?.as_deref(), owner) {
+        stats::RELEASES_REFUSED.incr();
         return Ok(Reply::Int(0));
     }
     key.delete();
+    crate::info::lock_released();
     ctx.replicate_del(args.raw(1));
     key.signal_modified();
+    ctx.notify(c"lock.release", args.raw(1));
+    stats::RELEASES.incr();
     drop(key);
     wait::hand_off(ctx, &wait::key_id(ctx, args.bytes(1)), args.raw(1));
     Ok(Reply::Int(1))

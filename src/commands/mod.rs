@@ -1,6 +1,7 @@
 //! The command table and the FFI boundary: every command runs inside a panic guard, so a bug
 //! becomes an error reply instead of a dead server.
 
+pub mod docs;
 pub mod internal;
 pub mod lock;
 pub mod stock;
@@ -69,6 +70,7 @@ entry_points! {
     stock_deduct => stock::deduct,
     stock_refund => stock::refund,
     stock_request => stock::request,
+    stock_info => stock::info,
     fence_lock => internal::lock,
     fence_stock => internal::stock,
 }
@@ -88,6 +90,7 @@ const COMMANDS: &[(&CStr, EntryPoint, &CStr)] = &[
     (c"STOCK.DEDUCT", stock_deduct, c"write deny-oom fast"),
     (c"STOCK.REFUND", stock_refund, c"write fast"),
     (c"STOCK.REQUEST", stock_request, c"readonly fast"),
+    (c"STOCK.INFO", stock_info, c"readonly fast"),
     // Replication-only forms: refused unless they come from the master link or the AOF.
     (c"FENCE.LOCK", fence_lock, c"write"),
     (c"FENCE.STOCK", fence_stock, c"write"),
@@ -114,6 +117,14 @@ pub fn register(ctx: *mut raw::RedisModuleCtx) -> Result<(), String> {
                 name.to_string_lossy()
             ));
         }
+    }
+    // Documentation is a nicety: a server that cannot take it still runs every command.
+    if docs::register(ctx) < COMMANDS.len() {
+        crate::glue::log(
+            ctx,
+            "notice",
+            "fence: COMMAND DOCS not available on this server",
+        );
     }
     Ok(())
 }

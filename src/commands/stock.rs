@@ -9,6 +9,7 @@ use crate::clock::{is_from_future, now_us};
 use crate::config::{MAX_ID_LENGTH, MAX_LEDGER_ENTRIES};
 use crate::error::{FenceError, Name};
 use crate::glue::{Args, Ctx, Key, Kind, Reply};
+use crate::stats;
 use crate::stock::{plain_add, plain_deduct, Deduct, DeductRequest, Stock};
 
 /// Formats an integer the way Redis stores it, without allocating.
@@ -32,6 +33,16 @@ fn write_plain(ctx: Ctx, args: &Args, key: &Key, value: i64) {
     key.set_string(bytes);
     ctx.replicate_string(args.raw(1), bytes);
     key.signal_modified();
+}
+
+/// Counts a successful deduction and sends its events (`stock.soldout` when it emptied the
+/// stock).
+fn deducted(ctx: Ctx, args: &Args, remaining: i64) {
+    stats::DEDUCTIONS.incr();
+    ctx.notify(c"stock.deduct", args.raw(1));
+    if remaining == 0 {
+        ctx.notify(c"stock.soldout", args.raw(1));
+    }
 }
 
 /// `STOCK.SET key quantity` → OK: a new stock, or a new sale (ledger cleared, fence kept).
@@ -119,9 +130,13 @@ pub fn deduct(ctx: Ctx, args: &Args) -> CommandResult {
                 return Err(FenceError::NeedsStock);
             }
             match plain_deduct(plain_value(&key)?, quantity) {
-                None => Ok(Reply::Nil),
+                None => {
+                    stats::SOLD_OUT.incr();
+                    Ok(Reply::Nil)
+                }
                 Some(value) => {
                     write_plain(ctx, args, &key, value);
+                    deducted(ctx, args, value);
                     Ok(Reply::Int(value))
                 }
             }
@@ -135,13 +150,24 @@ pub fn deduct(ctx: Ctx, args: &Args) -> CommandResult {
                 id: options.id,
                 fence: options.fence,
             };
-            match stock.deduct(request, MAX_LEDGER_ENTRIES.get())? {
-                Deduct::SoldOut => Ok(Reply::Nil),
-                Deduct::Replayed(remaining) => Ok(Reply::Int(remaining)),
+            let outcome = stock.deduct(request, MAX_LEDGER_ENTRIES.get());
+            if matches!(outcome, Err(FenceError::Stale { .. })) {
+                stats::STALE.incr();
+            }
+            match outcome? {
+                Deduct::SoldOut => {
+                    stats::SOLD_OUT.incr();
+                    Ok(Reply::Nil)
+                }
+                Deduct::Replayed(remaining) => {
+                    stats::REPLAYS.incr();
+                    Ok(Reply::Int(remaining))
+                }
                 Deduct::Deducted(remaining) => {
                     let entry = options.id.map(|id| (id, quantity));
                     ctx.replicate_stock(args.raw(1), stock, false, entry);
                     key.signal_modified();
+                    deducted(ctx, args, remaining);
                     Ok(Reply::Int(remaining))
                 }
             }
@@ -168,8 +194,45 @@ pub fn refund(ctx: Ctx, args: &Args) -> CommandResult {
             if quantity > 0 {
                 ctx.replicate_stock(args.raw(1), stock, false, Some((id, 0)));
                 key.signal_modified();
+                ctx.notify(c"stock.refund", args.raw(1));
+                stats::REFUNDS.incr();
             }
             Ok(Reply::Int(quantity))
+        }
+        _ => Err(FenceError::WrongType),
+    }
+}
+
+/// `STOCK.INFO key` → available, deducted, requests, fence (available only for a plain
+/// integer string); nil when the key does not exist.
+pub fn info(ctx: Ctx, args: &Args) -> CommandResult {
+    if args.len() != 2 {
+        return Err(FenceError::Arity("stock.info"));
+    }
+    let mut key = Key::read(ctx, args.raw(1));
+    match key.kind() {
+        Kind::Empty => Ok(Reply::Nil),
+        Kind::String => {
+            let available = plain_value(&key)?;
+            ctx.reply_map(1);
+            ctx.reply_bulk(b"available");
+            ctx.reply_int(available);
+            Ok(Reply::Sent)
+        }
+        Kind::Stock => {
+            let Some(stock) = key.stock() else {
+                return Err(FenceError::WrongType);
+            };
+            ctx.reply_map(4);
+            ctx.reply_bulk(b"available");
+            ctx.reply_int(stock.available);
+            ctx.reply_bulk(b"deducted");
+            ctx.reply_int(stock.deducted);
+            ctx.reply_bulk(b"requests");
+            ctx.reply_int(i64::try_from(stock.ledger_len()).unwrap_or(i64::MAX));
+            ctx.reply_bulk(b"fence");
+            ctx.reply_int(i64::try_from(stock.fence).unwrap_or(i64::MAX));
+            Ok(Reply::Sent)
         }
         _ => Err(FenceError::WrongType),
     }

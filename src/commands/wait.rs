@@ -57,6 +57,11 @@ pub fn waiters(key: &KeyId) -> usize {
     with(|q| q.len(key)).unwrap_or(0)
 }
 
+/// How many clients wait, over every key.
+pub fn total_waiters() -> usize {
+    with(|q| q.total()).unwrap_or(0)
+}
+
 /// Whether the client may block here (not inside MULTI, Lua or another no-blocking context).
 pub fn may_block(ctx: Ctx) -> bool {
     // SAFETY: ctx is live.
@@ -104,6 +109,7 @@ pub fn block(
     }
     // SAFETY: bc was just created.
     unsafe { api!(RedisModule_SetDisconnectCallback)(bc, Some(disconnect_cb)) };
+    crate::stats::WAITS_STARTED.incr();
     let Some(id) = with(|q| q.push(key, owner, ttl_ms, Blocked(bc))) else {
         unblock(Blocked(bc), Outcome::TimedOut);
         return;
@@ -133,6 +139,7 @@ pub fn hand_off(ctx: Ctx, key: &KeyId, name: *mut raw::RedisModuleString) {
     match k.kind() {
         Kind::Empty => {
             let token = super::lock::grant(ctx, &k, name, &waiter.owner, waiter.ttl_ms);
+            crate::stats::WAITS_GRANTED.incr();
             let due = k.expire_at_ms();
             drop(k);
             stop_timer(ctx, waiter.timer);
@@ -269,6 +276,7 @@ extern "C" fn deadline_cb(ctx: *mut raw::RedisModuleCtx, data: *mut c_void) {
     let (key, id) = *unsafe { Box::from_raw(data.cast::<(KeyId, u64)>()) };
     guarded(ctx, "a wait deadline", || {
         if let Some(Some(w)) = with(|q| q.remove(&key, id)) {
+            crate::stats::WAITS_TIMED_OUT.incr();
             unblock(w.handle, Outcome::TimedOut);
         }
     });

@@ -28,7 +28,7 @@ pub static LOCK_TYPE: RedisType = RedisType::new(
         aux_save2: None,
         aux_save_triggers: raw::REDISMODULE_AUX_BEFORE_RDB as c_int,
         free_effort: None,
-        unlink: None,
+        unlink: Some(crate::info::lock_unlink),
         copy: Some(copy),
         defrag: None,
         copy2: None,

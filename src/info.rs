@@ -1,0 +1,105 @@
+//! `INFO fence`, lock-expiry accounting and the module's keyspace events (glue only).
+
+use std::cell::RefCell;
+use std::ffi::{c_char, c_int, c_void, CString};
+
+use redis_module::raw;
+
+use crate::glue::{api, string_bytes, Ctx};
+use crate::stats;
+use crate::TOKENS;
+
+thread_local! {
+    // The name of the last lock key Redis unlinked; an `expired` event for the same name that
+    // follows means a held lock expired.
+    static LAST_UNLINKED_LOCK: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Called by the lock type's `unlink` callback: remembers the key's name.
+pub fn lock_unlinked(key: *mut raw::RedisModuleString) {
+    let name = string_bytes(key);
+    LAST_UNLINKED_LOCK.with(|l| {
+        if let Ok(mut l) = l.try_borrow_mut() {
+            l.clear();
+            l.extend_from_slice(name);
+        }
+    });
+}
+
+/// Forgets the last unlinked lock (it was released, not expired).
+pub fn lock_released() {
+    LAST_UNLINKED_LOCK.with(|l| {
+        if let Ok(mut l) = l.try_borrow_mut() {
+            l.clear();
+        }
+    });
+}
+
+extern "C" fn on_expired(
+    ctx: *mut raw::RedisModuleCtx,
+    _type: c_int,
+    _event: *const c_char,
+    key: *mut raw::RedisModuleString,
+) -> c_int {
+    let name = string_bytes(key);
+    let was_lock = LAST_UNLINKED_LOCK.with(|l| {
+        l.try_borrow_mut().is_ok_and(|mut l| {
+            let hit = l.as_slice() == name;
+            l.clear();
+            hit
+        })
+    });
+    if was_lock {
+        stats::EXPIRATIONS.incr();
+        Ctx(ctx).notify(c"lock.expire", key);
+    }
+    raw::REDISMODULE_OK as c_int
+}
+
+unsafe extern "C" fn info(ctx: *mut raw::RedisModuleInfoCtx, _for_crash_report: c_int) {
+    if api!(RedisModule_InfoAddSection)(ctx, std::ptr::null()) != raw::REDISMODULE_OK as c_int {
+        return;
+    }
+    let add = |name: &str, value: u64| {
+        if let Ok(name) = CString::new(name) {
+            api!(RedisModule_InfoAddFieldULongLong)(ctx, name.as_ptr(), value);
+        }
+    };
+    for (name, value) in stats::counters() {
+        add(name, value);
+    }
+    add(
+        "locks_held",
+        u64::try_from(stats::LOCKS.load(std::sync::atomic::Ordering::Relaxed)).unwrap_or(0),
+    );
+    add(
+        "clients_waiting",
+        crate::commands::wait::total_waiters() as u64,
+    );
+    add("last_token", TOKENS.last());
+}
+
+/// Registers the `INFO` section and the expiry subscription.
+pub fn register(ctx: *mut raw::RedisModuleCtx) -> Result<(), String> {
+    // SAFETY: ctx is the load context; the callbacks live for the process.
+    unsafe {
+        if api!(RedisModule_RegisterInfoFunc)(ctx, Some(info)) != raw::REDISMODULE_OK as c_int {
+            return Err("cannot register the INFO section".into());
+        }
+        // Only expirations: no callback on ordinary writes.
+        if api!(RedisModule_SubscribeToKeyspaceEvents)(
+            ctx,
+            raw::REDISMODULE_NOTIFY_EXPIRED as c_int,
+            Some(on_expired),
+        ) != raw::REDISMODULE_OK as c_int
+        {
+            return Err("cannot subscribe to expirations".into());
+        }
+    }
+    Ok(())
+}
+
+/// The unlink callback of the lock type.
+pub unsafe extern "C" fn lock_unlink(key: *mut raw::RedisModuleString, _value: *const c_void) {
+    lock_unlinked(key);
+}

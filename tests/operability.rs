@@ -1,0 +1,355 @@
+//! INFO fence, COMMAND DOCS / COMMAND INFO, configuration, keyspace events and STOCK.INFO:
+//! the README's "Operations" section, on a real server.
+
+mod common;
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use common::*;
+use redis::{Connection, Value};
+
+fn fence_info(con: &mut Connection) -> HashMap<String, i64> {
+    let text = info(con, "fence");
+    assert!(
+        text.contains("# fence"),
+        "INFO fence has no section header:\n{text}"
+    );
+    text.lines()
+        .filter_map(|l| l.strip_prefix("fence_"))
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.to_string(), v.trim().parse().unwrap_or(-1)))
+        .collect()
+}
+
+#[test]
+fn info_counts_every_outcome() {
+    let server = Server::start_with(&["--enable-debug-command", "yes"]);
+    let mut con = server.conn();
+    let zero = fence_info(&mut con);
+    for field in [
+        "grants",
+        "reacquires",
+        "contended",
+        "releases",
+        "releases_refused",
+        "renewals",
+        "renewals_refused",
+        "expirations",
+        "waits_started",
+        "waits_granted",
+        "waits_timed_out",
+        "deductions",
+        "deductions_sold_out",
+        "replays",
+        "stale_refusals",
+        "refunds",
+        "locks_held",
+        "clients_waiting",
+        "last_token",
+    ] {
+        assert_eq!(
+            zero.get(field),
+            Some(&0),
+            "fence_{field} at start: {zero:?}"
+        );
+    }
+    let t = int(call(&mut con, &["LOCK.ACQUIRE", "l", "a", "60000"]));
+    int(call(&mut con, &["LOCK.ACQUIRE", "l", "a", "60000"]));
+    nil(call(&mut con, &["LOCK.ACQUIRE", "l", "b", "60000"]));
+    int(call(&mut con, &["LOCK.RENEW", "l", "a", "60000"]));
+    nil(call(&mut con, &["LOCK.RENEW", "l", "b", "60000"]));
+    let held = fence_info(&mut con);
+    assert_eq!(held["locks_held"], 1);
+    assert_eq!(held["last_token"], t);
+    // A waiter that times out, then one that is granted by the release.
+    nil(call(
+        &mut con,
+        &["LOCK.ACQUIRE", "l", "w1", "60000", "WAIT", "10"],
+    ));
+    let port = server.port();
+    let waiter = std::thread::spawn(move || {
+        let mut c = redis::Client::open(format!("redis://127.0.0.1:{port}/"))
+            .and_then(|c| c.get_connection())
+            .expect("connect");
+        redis::cmd("LOCK.ACQUIRE")
+            .arg("l")
+            .arg("w2")
+            .arg(60000)
+            .arg("WAIT")
+            .arg(0)
+            .query::<Option<i64>>(&mut c)
+    });
+    assert!(wait_until(Duration::from_secs(5), || fence_info(&mut con)
+        ["clients_waiting"]
+        == 1));
+    assert_eq!(int(call(&mut con, &["LOCK.RELEASE", "l", "a"])), 1);
+    assert!(waiter.join().expect("waiter").expect("reply").is_some());
+    assert_eq!(int(call(&mut con, &["LOCK.RELEASE", "l", "a"])), 0);
+    int(call(&mut con, &["LOCK.ACQUIRE", "short", "x", "20"]));
+    sleep_ms(60);
+    nil(call(&mut con, &["LOCK.STATUS", "short"]));
+    okay(call(&mut con, &["STOCK.SET", "s", "2"]));
+    int(call(
+        &mut con,
+        &["STOCK.DEDUCT", "s", "1", "ID", "o1", "FENCE", "5"],
+    ));
+    int(call(&mut con, &["STOCK.DEDUCT", "s", "1", "ID", "o1"]));
+    assert_err(
+        call(&mut con, &["STOCK.DEDUCT", "s", "1", "FENCE", "4"]),
+        "STALE",
+    );
+    int(call(&mut con, &["STOCK.DEDUCT", "s", "1"]));
+    nil(call(&mut con, &["STOCK.DEDUCT", "s", "1"]));
+    assert_eq!(int(call(&mut con, &["STOCK.REFUND", "s", "o1"])), 1);
+    assert_eq!(int(call(&mut con, &["STOCK.REFUND", "s", "o1"])), 0);
+    let n = fence_info(&mut con);
+    let want = [
+        ("grants", 3),
+        ("reacquires", 1),
+        ("contended", 1),
+        ("releases", 1),
+        ("releases_refused", 1),
+        ("renewals", 1),
+        ("renewals_refused", 1),
+        ("expirations", 1),
+        ("waits_started", 2),
+        ("waits_granted", 1),
+        ("waits_timed_out", 1),
+        ("deductions", 2),
+        ("deductions_sold_out", 1),
+        ("replays", 1),
+        ("stale_refusals", 1),
+        ("refunds", 1),
+        ("locks_held", 1),
+        ("clients_waiting", 0),
+    ];
+    for (field, value) in want {
+        assert_eq!(n[field], value, "fence_{field}: {n:?}");
+    }
+    assert!(n["last_token"] > t);
+    // The section is part of INFO modules (and INFO everything) too.
+    assert!(info(&mut con, "modules").contains("fence_grants:3"));
+}
+
+fn docs_map(v: &Value) -> HashMap<String, Value> {
+    let Value::Array(items) = v else {
+        panic!("not an array: {v:?}")
+    };
+    items
+        .chunks(2)
+        .map(|kv| (text(&kv[0]), kv[1].clone()))
+        .collect()
+}
+
+#[test]
+fn command_docs_and_info_describe_every_command() {
+    let server = Server::start();
+    let mut con = server.conn();
+    let commands = [
+        (
+            "LOCK.ACQUIRE",
+            -4,
+            vec!["key", "owner", "ttl-ms", "timeout-ms"],
+        ),
+        ("LOCK.RENEW", 4, vec!["key", "owner", "ttl-ms"]),
+        ("LOCK.RELEASE", 3, vec!["key", "owner"]),
+        ("LOCK.STATUS", 2, vec!["key"]),
+        ("STOCK.SET", 3, vec!["key", "quantity"]),
+        ("STOCK.ADD", 3, vec!["key", "quantity"]),
+        ("STOCK.GET", 2, vec!["key"]),
+        (
+            "STOCK.DEDUCT",
+            -3,
+            vec!["key", "quantity", "request-id", "token"],
+        ),
+        ("STOCK.REFUND", 3, vec!["key", "request-id"]),
+        ("STOCK.REQUEST", 3, vec!["key", "request-id"]),
+        ("STOCK.INFO", 2, vec!["key"]),
+    ];
+    for (name, arity, args) in commands {
+        let docs = call(&mut con, &["COMMAND", "DOCS", name]).expect("COMMAND DOCS");
+        let Value::Array(pair) = &docs else {
+            panic!("{docs:?}")
+        };
+        assert_eq!(pair.len(), 2, "COMMAND DOCS {name}: {docs:?}");
+        let doc = docs_map(&pair[1]);
+        assert!(!text(&doc["summary"]).is_empty(), "{name} has no summary");
+        assert!(
+            !text(&doc["complexity"]).is_empty(),
+            "{name} has no complexity"
+        );
+        assert_eq!(text(&doc["module"]), "fence");
+        let Value::Array(arg_list) = &doc["arguments"] else {
+            panic!("{name} arguments")
+        };
+        let names: Vec<String> = arg_list
+            .iter()
+            .map(|a| text(&docs_map(a)["name"]))
+            .collect();
+        assert_eq!(names, args, "{name} arguments");
+        let info = call(&mut con, &["COMMAND", "INFO", name]).expect("COMMAND INFO");
+        let Value::Array(outer) = &info else {
+            panic!("{info:?}")
+        };
+        let Value::Array(fields) = &outer[0] else {
+            panic!("{info:?}")
+        };
+        assert_eq!(fields[1], Value::Int(arity), "{name} arity");
+        assert_eq!(
+            (&fields[3], &fields[4], &fields[5]),
+            (&Value::Int(1), &Value::Int(1), &Value::Int(1)),
+            "{name} keys"
+        );
+        let getkeys = call(&mut con, &["COMMAND", "GETKEYS", name, "k", "1", "2"]);
+        if let Ok(Value::Array(keys)) = getkeys {
+            assert_eq!(keys.len(), 1, "{name}");
+            assert_eq!(text(&keys[0]), "k");
+        }
+    }
+    // The options show their tokens and are optional.
+    let docs = call(&mut con, &["COMMAND", "DOCS", "STOCK.DEDUCT"]).expect("docs");
+    let Value::Array(pair) = &docs else { panic!() };
+    let Value::Array(arg_list) = &docs_map(&pair[1])["arguments"] else {
+        panic!()
+    };
+    let id = docs_map(&arg_list[2]);
+    assert_eq!(text(&id["token"]), "ID");
+    assert!(format!("{:?}", id["flags"]).contains("optional"));
+}
+
+#[test]
+fn settings_are_listed_and_bounded() {
+    let server = Server::start();
+    let mut con = server.conn();
+    let all = config_get_all(&mut con, "fence.*");
+    assert_eq!(all.len(), 3, "{all:?}");
+    for (name, value, max) in [
+        ("fence.max-ttl-ms", "604800000", "315360000000"),
+        ("fence.max-id-length", "512", "536870912"),
+        ("fence.max-ledger-entries", "1000000", "9223372036854775807"),
+    ] {
+        assert_eq!(config_get(&mut con, name), value);
+        okay(call(&mut con, &["CONFIG", "SET", name, max]));
+        assert_eq!(config_get(&mut con, name), max);
+        let too_big = format!("{max}0");
+        assert_err(call(&mut con, &["CONFIG", "SET", name, &too_big]), "ERR");
+        assert_err(call(&mut con, &["CONFIG", "SET", name, "-1"]), "ERR");
+        assert_eq!(
+            config_get(&mut con, name),
+            max,
+            "a refused value changed {name}"
+        );
+    }
+}
+
+/// Reads keyevent messages until `want` arrived or time ran out.
+fn events(server: &Server, actions: impl FnOnce(&mut Connection)) -> Vec<(String, String)> {
+    let mut sub = server.conn();
+    sub.set_read_timeout(Some(Duration::from_millis(100)))
+        .expect("timeout");
+    let mut ps = sub.as_pubsub();
+    ps.psubscribe("__keyevent@0__:*").expect("psubscribe");
+    let mut con = server.conn();
+    actions(&mut con);
+    let mut seen = Vec::new();
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_millis(1500) {
+        if let Ok(msg) = ps.get_message() {
+            let channel = msg.get_channel_name().to_string();
+            let event = channel.rsplit(':').next().unwrap_or_default().to_string();
+            let key: String = msg.get_payload().unwrap_or_default();
+            seen.push((event, key));
+        }
+    }
+    seen
+}
+
+#[test]
+fn module_events_follow_notify_keyspace_events() {
+    let server = Server::start_with(&["--notify-keyspace-events", "Ed"]);
+    let seen = events(&server, |con| {
+        int(call(con, &["LOCK.ACQUIRE", "l", "a", "60000"]));
+        assert_eq!(int(call(con, &["LOCK.RELEASE", "l", "a"])), 1);
+        int(call(con, &["LOCK.ACQUIRE", "e", "a", "30"]));
+        okay(call(con, &["STOCK.SET", "s", "2"]));
+        int(call(con, &["STOCK.DEDUCT", "s", "1", "ID", "o1"]));
+        int(call(con, &["STOCK.DEDUCT", "s", "1", "ID", "o1"]));
+        int(call(con, &["STOCK.DEDUCT", "s", "1"]));
+        nil(call(con, &["STOCK.DEDUCT", "s", "1"]));
+        assert_eq!(int(call(con, &["STOCK.REFUND", "s", "o1"])), 1);
+        sleep_ms(300);
+        nil(call(con, &["LOCK.STATUS", "e"]));
+    });
+    let want: Vec<(String, String)> = [
+        ("lock.acquire", "l"),
+        ("lock.release", "l"),
+        ("lock.acquire", "e"),
+        ("stock.deduct", "s"),
+        ("stock.deduct", "s"),
+        ("stock.soldout", "s"),
+        ("stock.refund", "s"),
+        ("lock.expire", "e"),
+    ]
+    .iter()
+    .map(|(e, k)| (e.to_string(), k.to_string()))
+    .collect();
+    assert_eq!(seen, want);
+    // Without the `d` class nothing is published.
+    let quiet = Server::start();
+    let none = events(&quiet, |con| {
+        int(call(con, &["LOCK.ACQUIRE", "l", "a", "60000"]));
+        okay(call(con, &["STOCK.SET", "s", "1"]));
+        int(call(con, &["STOCK.DEDUCT", "s", "1"]));
+    });
+    assert!(none.is_empty(), "{none:?}");
+}
+
+#[test]
+fn stock_info_reports_the_ledger() {
+    let server = Server::start();
+    let mut con = server.conn();
+    nil(call(&mut con, &["STOCK.INFO", "s"]));
+    okay(call(&mut con, &["STOCK.SET", "s", "10"]));
+    int(call(
+        &mut con,
+        &["STOCK.DEDUCT", "s", "3", "ID", "a", "FENCE", "7"],
+    ));
+    int(call(&mut con, &["STOCK.DEDUCT", "s", "2", "ID", "b"]));
+    int(call(&mut con, &["STOCK.DEDUCT", "s", "1"]));
+    assert_eq!(int(call(&mut con, &["STOCK.REFUND", "s", "b"])), 2);
+    let v = call(&mut con, &["STOCK.INFO", "s"]).expect("STOCK.INFO");
+    let expect = Value::Array(vec![
+        Value::BulkString(b"available".to_vec()),
+        Value::Int(6),
+        Value::BulkString(b"deducted".to_vec()),
+        Value::Int(4),
+        Value::BulkString(b"requests".to_vec()),
+        Value::Int(2),
+        Value::BulkString(b"fence".to_vec()),
+        Value::Int(7),
+    ]);
+    assert_eq!(v, expect);
+    let mut r3 = server.conn_resp3();
+    let m = call(&mut r3, &["STOCK.INFO", "s"]).expect("STOCK.INFO resp3");
+    assert!(
+        matches!(m, Value::Map(ref pairs) if pairs.len() == 4),
+        "{m:?}"
+    );
+    okay(call(&mut con, &["SET", "p", "42"]));
+    assert_eq!(
+        call(&mut con, &["STOCK.INFO", "p"]).expect("plain"),
+        Value::Array(vec![
+            Value::BulkString(b"available".to_vec()),
+            Value::Int(42)
+        ])
+    );
+    okay(call(&mut con, &["SET", "bad", "x"]));
+    assert_err(call(&mut con, &["STOCK.INFO", "bad"]), NOT_INTEGER);
+    int(call(&mut con, &["LOCK.ACQUIRE", "l", "a", "60000"]));
+    assert_err(call(&mut con, &["STOCK.INFO", "l"]), WRONGTYPE);
+    assert_err(
+        call(&mut con, &["STOCK.INFO"]),
+        "ERR wrong number of arguments",
+    );
+}
