@@ -11,6 +11,8 @@ mod error;
 mod glue;
 mod info;
 mod lease;
+#[cfg(test)]
+mod properties;
 mod stats;
 mod stock;
 mod types;

@@ -103,3 +103,21 @@ fn try_start_reports_a_server_that_cannot_start() {
         failure.log
     );
 }
+
+/// A panic inside a command becomes an error reply; the server and the module keep working.
+#[test]
+fn a_panic_in_a_command_is_an_error_not_a_crash() {
+    let mut server = Server::start();
+    let mut con = server.conn();
+    assert_err(
+        call(&mut con, &["FENCE.DEBUG-PANIC"]),
+        "ERR internal error in the fence module",
+    );
+    assert_eq!(simple(call(&mut con, &["PING"])), "PONG");
+    assert!(int(call(&mut con, &["LOCK.ACQUIRE", "l", "o", "1000"])) > 0);
+    server.assert_alive();
+    assert!(
+        server.log().contains("caught a panic"),
+        "no log line for the panic"
+    );
+}

@@ -118,6 +118,7 @@ pub fn register(ctx: *mut raw::RedisModuleCtx) -> Result<(), String> {
             ));
         }
     }
+    register_debug(ctx)?;
     // Documentation is a nicety: a server that cannot take it still runs every command.
     if docs::register(ctx) < COMMANDS.len() {
         crate::glue::log(
@@ -126,5 +127,43 @@ pub fn register(ctx: *mut raw::RedisModuleCtx) -> Result<(), String> {
             "fence: COMMAND DOCS not available on this server",
         );
     }
+    Ok(())
+}
+
+/// `FENCE.DEBUG-PANIC`: panics on purpose, so the tests can show that the guard turns a panic
+/// into an error reply and the server keeps running. Debug builds only (the tests load the
+/// debug build); a release build has no such command.
+#[cfg(debug_assertions)]
+fn debug_panic(_ctx: Ctx, _args: &Args) -> CommandResult {
+    panic!("FENCE.DEBUG-PANIC was called: testing the panic guard")
+}
+
+#[cfg(debug_assertions)]
+entry_points! {
+    fence_debug_panic => debug_panic,
+}
+
+#[cfg(debug_assertions)]
+fn register_debug(ctx: *mut raw::RedisModuleCtx) -> Result<(), String> {
+    // SAFETY: ctx is the load context; static C strings.
+    let status = unsafe {
+        api!(RedisModule_CreateCommand)(
+            ctx,
+            c"FENCE.DEBUG-PANIC".as_ptr(),
+            Some(fence_debug_panic),
+            c"readonly".as_ptr(),
+            0,
+            0,
+            0,
+        )
+    };
+    if status != raw::REDISMODULE_OK as c_int {
+        return Err("cannot register FENCE.DEBUG-PANIC".into());
+    }
+    Ok(())
+}
+
+#[cfg(not(debug_assertions))]
+fn register_debug(_ctx: *mut raw::RedisModuleCtx) -> Result<(), String> {
     Ok(())
 }

@@ -1,0 +1,300 @@
+//! Property tests of the pure logic: random inputs and random operation sequences checked
+//! against simple reference models. `PROPTEST_CASES` scales them (`make fuzz` runs many more).
+
+use std::collections::{HashMap, VecDeque};
+
+use proptest::prelude::*;
+
+use crate::args::{parse_acquire_options, parse_deduct_options, parse_i64, MAX_WAIT_MS};
+use crate::clock::TokenClock;
+use crate::error::FenceError;
+use crate::lease::{decide_acquire, decide_release, decide_renew, Acquire, Lease};
+use crate::stock::{Deduct, DeductRequest, Stock};
+use crate::waitq::{KeyId, WaitQueues};
+
+/// Redis's integer syntax, written the slow and obvious way.
+fn reference_i64(s: &[u8]) -> Option<i64> {
+    let text = std::str::from_utf8(s).ok()?;
+    let digits = text.strip_prefix('-').unwrap_or(text);
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    if digits.len() > 1 && digits.starts_with('0') {
+        return None;
+    }
+    if text == "-0" {
+        return None;
+    }
+    text.parse::<i64>().ok()
+}
+
+fn word() -> impl Strategy<Value = Vec<u8>> {
+    prop_oneof![
+        proptest::collection::vec(any::<u8>(), 0..12),
+        "-?[0-9]{0,20}".prop_map(String::into_bytes),
+        prop_oneof![
+            Just("ID"),
+            Just("id"),
+            Just("FENCE"),
+            Just("fence"),
+            Just("WAIT"),
+            Just("0"),
+            Just("")
+        ]
+        .prop_map(|s| s.as_bytes().to_vec()),
+        any::<i64>().prop_map(|n| n.to_string().into_bytes()),
+    ]
+}
+
+proptest! {
+    #[test]
+    fn integers_parse_like_redis(s in word()) {
+        prop_assert_eq!(parse_i64(&s), reference_i64(&s));
+    }
+
+    #[test]
+    fn every_i64_round_trips(n in any::<i64>()) {
+        prop_assert_eq!(parse_i64(n.to_string().as_bytes()), Some(n));
+    }
+
+    #[test]
+    fn option_parsers_never_panic_and_accept_only_valid_input(words in proptest::collection::vec(word(), 0..9)) {
+        let refs: Vec<&[u8]> = words.iter().map(Vec::as_slice).collect();
+        if let Ok(o) = parse_deduct_options(&refs, 8) {
+            prop_assert!(refs.len() % 2 == 0 && refs.len() <= 4);
+            prop_assert!(o.id.is_none_or(|id| !id.is_empty() && id.len() <= 8));
+            prop_assert!(o.fence.is_none_or(|t| t > 0));
+        }
+        if let Ok(w) = parse_acquire_options(&refs) {
+            prop_assert!(refs.len() <= 2);
+            prop_assert!(w.is_none_or(|t| (0..=MAX_WAIT_MS).contains(&t)));
+        }
+        for e in [parse_deduct_options(&refs, 8).err(), parse_acquire_options(&refs).err()].into_iter().flatten() {
+            let m = e.message();
+            prop_assert!(m.starts_with("ERR "), "{}", m);
+            prop_assert!(!m.contains('\n') && !m.contains('\r') && !m.contains('\0'));
+        }
+    }
+
+    #[test]
+    fn tokens_rise_strictly_and_follow_the_clock(steps in proptest::collection::vec((0u64..3_000_000_000_000_000u64, any::<bool>()), 1..200)) {
+        let clock = TokenClock::new();
+        let mut last = 0u64;
+        for (now, observe) in steps {
+            if observe {
+                clock.observe(now);
+                prop_assert!(clock.last() >= now.max(last));
+                last = clock.last();
+            } else {
+                let t = clock.next(now);
+                prop_assert!(t > last || (last == u64::MAX && t == u64::MAX));
+                prop_assert!(t >= now);
+                last = t;
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+enum LockOp {
+    Acquire(u8),
+    Renew(u8),
+    Release(u8),
+    Expire,
+}
+
+fn lock_op() -> impl Strategy<Value = LockOp> {
+    prop_oneof![
+        (0u8..4).prop_map(LockOp::Acquire),
+        (0u8..4).prop_map(LockOp::Renew),
+        (0u8..4).prop_map(LockOp::Release),
+        Just(LockOp::Expire),
+    ]
+}
+
+proptest! {
+    /// The lock state machine against a model: at most one holder; re-acquire keeps the token;
+    /// renew and release succeed for the holder only; a new grant's token beats every earlier one.
+    #[test]
+    fn lock_state_machine_matches_the_model(ops in proptest::collection::vec(lock_op(), 1..200), waiters in 0usize..2) {
+        let clock = TokenClock::new();
+        let mut lease: Option<Lease> = None;
+        let mut model: Option<(u8, u64)> = None;
+        let mut highest = 0u64;
+        for (step, op) in ops.into_iter().enumerate() {
+            match op {
+                LockOp::Acquire(o) => {
+                    let owner = [o];
+                    match decide_acquire(lease.as_ref(), &owner, waiters) {
+                        Acquire::Grant => {
+                            prop_assert!(model.is_none() && waiters == 0);
+                            let t = clock.next(step as u64);
+                            prop_assert!(t > highest);
+                            highest = t;
+                            lease = Some(Lease::new(&owner, t));
+                            model = Some((o, t));
+                        }
+                        Acquire::Reacquire(t) => prop_assert_eq!(model, Some((o, t))),
+                        Acquire::Contended => prop_assert!(waiters > 0 || model.is_some_and(|(h, _)| h != o)),
+                    }
+                }
+                LockOp::Renew(o) => {
+                    let got = decide_renew(lease.as_ref(), &[o]);
+                    prop_assert_eq!(got, model.filter(|(h, _)| *h == o).map(|(_, t)| t));
+                }
+                LockOp::Release(o) => {
+                    let freed = decide_release(lease.as_ref(), &[o]);
+                    prop_assert_eq!(freed, model.is_some_and(|(h, _)| h == o));
+                    if freed {
+                        lease = None;
+                        model = None;
+                    }
+                }
+                LockOp::Expire => {
+                    lease = None;
+                    model = None;
+                }
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+enum StockOp {
+    Deduct {
+        qty: i64,
+        id: Option<u8>,
+        fence: Option<u64>,
+    },
+    Refund(u8),
+    Add(i64),
+    Reset(i64),
+}
+
+fn stock_op() -> impl Strategy<Value = StockOp> {
+    prop_oneof![
+        4 => (1i64..5, proptest::option::of(0u8..8), proptest::option::of(1u64..6))
+            .prop_map(|(qty, id, fence)| StockOp::Deduct { qty, id, fence }),
+        2 => (0u8..8).prop_map(StockOp::Refund),
+        1 => (1i64..5).prop_map(StockOp::Add),
+        1 => (0i64..10).prop_map(StockOp::Reset),
+    ]
+}
+
+/// The stock, the obvious way.
+#[derive(Default)]
+struct StockModel {
+    available: i64,
+    fence: u64,
+    ledger: HashMap<u8, i64>,
+}
+
+proptest! {
+    /// Stock arithmetic against the model; invariants: never negative, a request id deducts at
+    /// most once, and available + held == initial + added for each sale.
+    #[test]
+    fn stock_matches_the_model(initial in 0i64..10, ops in proptest::collection::vec(stock_op(), 1..200), max_ledger in 0i64..6) {
+        let mut s = Stock::new(initial);
+        let mut m = StockModel { available: initial, ..StockModel::default() };
+        let mut supplied = initial;
+        for op in ops {
+            match op {
+                StockOp::Deduct { qty, id, fence } => {
+                    let id_bytes = id.map(|i| [i]);
+                    let got = s.deduct(DeductRequest { quantity: qty, id: id_bytes.as_ref().map(|b| &b[..]), fence }, max_ledger);
+                    let want = if fence.is_some_and(|t| t < m.fence) {
+                        Err(FenceError::Stale { token: fence.unwrap_or(0), highest: m.fence })
+                    } else if id.is_some_and(|i| m.ledger.contains_key(&i)) {
+                        Ok(Deduct::Replayed(m.available))
+                    } else if id.is_some() && m.ledger.len() as i64 >= max_ledger {
+                        Err(FenceError::LedgerFull { max: max_ledger })
+                    } else if m.available < qty {
+                        Ok(Deduct::SoldOut)
+                    } else {
+                        m.available -= qty;
+                        if let Some(t) = fence { m.fence = t; }
+                        if let Some(i) = id { m.ledger.insert(i, qty); }
+                        Ok(Deduct::Deducted(m.available))
+                    };
+                    prop_assert_eq!(got, want);
+                }
+                StockOp::Refund(i) => {
+                    let want = match m.ledger.get_mut(&i) {
+                        Some(q) if *q > 0 => { let r = *q; *q = 0; m.available += r; r }
+                        _ => 0,
+                    };
+                    prop_assert_eq!(s.refund(&[i]), Ok(want));
+                }
+                StockOp::Add(q) => {
+                    m.available += q;
+                    supplied += q;
+                    prop_assert_eq!(s.add(q), Ok(m.available));
+                }
+                StockOp::Reset(q) => {
+                    s.reset(q);
+                    m.available = q;
+                    m.ledger.clear();
+                    supplied = q;
+                }
+            }
+            prop_assert!(s.available >= 0);
+            prop_assert_eq!(s.available, m.available);
+            prop_assert_eq!(s.fence, m.fence);
+            for i in 0u8..8 {
+                prop_assert_eq!(s.request(&[i]), m.ledger.get(&i).copied());
+            }
+            let held: i64 = m.ledger.values().sum();
+            // Deductions without an id are not in the ledger, so this is an upper bound.
+            prop_assert!(s.available + held <= supplied);
+            prop_assert_eq!(s.available + s.deducted, supplied);
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+enum QueueOp {
+    Push(u8),
+    Pop(u8),
+    Remove(u8, usize),
+}
+
+proptest! {
+    /// The wait queue against a VecDeque per key: FIFO, removals anywhere, counts.
+    #[test]
+    fn wait_queues_are_fifo(ops in proptest::collection::vec(prop_oneof![
+        (0u8..3).prop_map(QueueOp::Push),
+        (0u8..3).prop_map(QueueOp::Pop),
+        ((0u8..3), 0usize..8).prop_map(|(k, i)| QueueOp::Remove(k, i)),
+    ], 1..200)) {
+        let mut q: WaitQueues<u64> = WaitQueues::default();
+        let mut model: HashMap<u8, VecDeque<u64>> = HashMap::new();
+        let key = |k: u8| KeyId::new(0, &[k]);
+        let mut next = 0u64;
+        for op in ops {
+            match op {
+                QueueOp::Push(k) => {
+                    next += 1;
+                    let id = q.push(&key(k), b"o", 1, next);
+                    prop_assert!(id > 0);
+                    model.entry(k).or_default().push_back(next);
+                }
+                QueueOp::Pop(k) => {
+                    let got = q.pop_front(&key(k)).map(|w| w.handle);
+                    prop_assert_eq!(got, model.entry(k).or_default().pop_front());
+                }
+                QueueOp::Remove(k, i) => {
+                    let m = model.entry(k).or_default();
+                    if let Some(&h) = m.get(i) {
+                        m.remove(i);
+                        let got = q.remove_by(|x| *x == h).map(|(_, w)| w.handle);
+                        prop_assert_eq!(got, Some(h));
+                    }
+                }
+            }
+            for k in 0u8..3 {
+                prop_assert_eq!(q.len(&key(k)), model.get(&k).map_or(0, VecDeque::len));
+            }
+            prop_assert_eq!(q.total(), model.values().map(VecDeque::len).sum::<usize>());
+        }
+    }
+}
