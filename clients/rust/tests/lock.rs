@@ -1,0 +1,289 @@
+//! `Lock` and `LockGuard` against a real server (without the watchdog: see watchdog.rs).
+
+mod common;
+
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::{calls, ms, sleep_ms, Server};
+use redis_fence_client::{Lock, LockStatus};
+
+fn holder(con: &mut redis::Connection, key: &str) -> Option<(String, u64)> {
+    Lock::status(con, key)
+        .expect("LOCK.STATUS")
+        .map(|s| (s.owner, s.token))
+}
+
+#[test]
+fn acquire_then_release() {
+    let server = Server::start();
+    let mut con = server.conn();
+    let mut other = server.conn();
+
+    let guard = Lock::acquire(&mut con, "lock:a", "w1", ms(30_000))
+        .unwrap()
+        .expect("a free lock is granted");
+    assert!(guard.token() > 0);
+    assert_eq!(guard.key(), "lock:a");
+    assert_eq!(guard.owner(), "w1");
+    assert!(!guard.is_lost());
+    assert!(guard.expires_at() > Instant::now() + ms(25_000));
+
+    let status = Lock::status(&mut other, "lock:a").unwrap().expect("held");
+    assert_eq!(status.owner, "w1");
+    assert_eq!(status.token, guard.token());
+    assert!(
+        status.ttl > ms(25_000) && status.ttl <= ms(30_000),
+        "{status:?}"
+    );
+    assert_eq!(status.waiters, 0);
+
+    // Contended: another owner gets nothing.
+    assert!(Lock::acquire(&mut other, "lock:a", "w2", ms(30_000))
+        .unwrap()
+        .is_none());
+
+    assert!(
+        guard.release().unwrap(),
+        "the holder's release frees the lock"
+    );
+    assert_eq!(Lock::status(&mut other, "lock:a").unwrap(), None);
+}
+
+#[test]
+fn drop_releases() {
+    let server = Server::start();
+    let mut con = server.conn();
+    let mut admin = server.conn();
+    {
+        let guard = Lock::acquire(&mut con, "lock:d", "w1", ms(30_000))
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            holder(&mut admin, "lock:d"),
+            Some(("w1".into(), guard.token()))
+        );
+    }
+    assert_eq!(
+        holder(&mut admin, "lock:d"),
+        None,
+        "dropping the guard released"
+    );
+    assert_eq!(calls(&mut admin, "lock.release"), 1);
+    // The connection is usable again after the guard is gone.
+    let again = Lock::acquire(&mut con, "lock:d", "w2", ms(30_000)).unwrap();
+    assert!(again.is_some());
+}
+
+#[test]
+fn the_guard_lends_its_connection() {
+    let server = Server::start();
+    let mut con = server.conn();
+    let mut guard = Lock::acquire(&mut con, "lock:c", "w1", ms(30_000))
+        .unwrap()
+        .unwrap();
+    let token = guard.token();
+    let status = Lock::status(guard.conn(), "lock:c").unwrap().unwrap();
+    assert_eq!(status.token, token);
+}
+
+#[test]
+fn reacquire_keeps_the_token_and_a_new_grant_gets_a_larger_one() {
+    let server = Server::start();
+    let mut con1 = server.conn();
+    let mut con2 = server.conn();
+    let mut admin = server.conn();
+
+    let first = Lock::acquire(&mut con1, "lock:r", "w1", ms(30_000))
+        .unwrap()
+        .unwrap();
+    let t1 = first.token();
+    // The same owner again (a retry after a lost reply): the same grant, the same token.
+    let retry = Lock::acquire(&mut con2, "lock:r", "w1", ms(30_000))
+        .unwrap()
+        .expect("a re-acquire by the holder succeeds");
+    assert_eq!(retry.token(), t1);
+    assert!(retry.release().unwrap());
+    // Holds are not counted: the first guard's lease is gone too.
+    assert_eq!(holder(&mut admin, "lock:r"), None);
+    assert!(!first.release().unwrap(), "nothing left to release");
+
+    let next = Lock::acquire(&mut con1, "lock:r", "w1", ms(30_000))
+        .unwrap()
+        .unwrap();
+    assert!(next.token() > t1, "a new grant has a larger token");
+}
+
+#[test]
+fn renew_extends_a_held_lease() {
+    let server = Server::start();
+    let mut con = server.conn();
+    let mut admin = server.conn();
+    let mut guard = Lock::acquire(&mut con, "lock:n", "w1", ms(1_000))
+        .unwrap()
+        .unwrap();
+    assert_eq!(guard.ttl(), ms(1_000));
+    assert!(guard.renew(ms(60_000)).unwrap());
+    assert_eq!(guard.ttl(), ms(60_000));
+    let status = Lock::status(&mut admin, "lock:n").unwrap().unwrap();
+    assert!(status.ttl > ms(50_000), "{status:?}");
+    assert_eq!(status.token, guard.token());
+    assert!(!guard.is_lost());
+}
+
+#[test]
+fn renew_after_expiry_fails_and_does_not_resurrect() {
+    let server = Server::start();
+    let mut con = server.conn();
+    let mut admin = server.conn();
+    let mut guard = Lock::acquire(&mut con, "lock:x", "w1", ms(50))
+        .unwrap()
+        .unwrap();
+    sleep_ms(150);
+    assert!(
+        !guard.renew(ms(30_000)).unwrap(),
+        "an expired lease is not renewed"
+    );
+    assert!(guard.is_lost());
+    assert_eq!(
+        holder(&mut admin, "lock:x"),
+        None,
+        "the renew did not bring it back"
+    );
+    assert_eq!(calls(&mut admin, "lock.renew"), 1);
+    // A guard that knows its lease is lost does not even ask again.
+    assert!(!guard.renew(ms(30_000)).unwrap());
+    assert_eq!(calls(&mut admin, "lock.renew"), 1);
+    assert!(!guard.release().unwrap(), "nothing to release");
+    assert_eq!(holder(&mut admin, "lock:x"), None);
+}
+
+#[test]
+fn a_lost_lease_leaves_the_new_holder_alone() {
+    let server = Server::start();
+    let mut con = server.conn();
+    let mut con2 = server.conn();
+    let mut admin = server.conn();
+    let mut guard = Lock::acquire(&mut con, "lock:l", "w1", ms(50))
+        .unwrap()
+        .unwrap();
+    sleep_ms(150);
+    let newer = Lock::acquire(&mut con2, "lock:l", "w2", ms(30_000))
+        .unwrap()
+        .expect("the expired lock is free");
+    assert!(newer.token() > guard.token());
+    assert!(!guard.renew(ms(30_000)).unwrap());
+    assert!(guard.is_lost());
+    drop(guard); // LOCK.RELEASE as w1: refused, w2 keeps the lock
+    assert_eq!(
+        holder(&mut admin, "lock:l"),
+        Some(("w2".into(), newer.token()))
+    );
+}
+
+#[test]
+fn acquire_wait_is_granted_on_release() {
+    let server = Server::start();
+    let mut con = server.conn();
+    let guard = Lock::acquire(&mut con, "lock:w", "w1", ms(30_000))
+        .unwrap()
+        .unwrap();
+    let t1 = guard.token();
+    let url = server.url();
+    let waiter = thread::spawn(move || {
+        let mut con = redis::Client::open(url).unwrap().get_connection().unwrap();
+        let started = Instant::now();
+        let guard = Lock::acquire_wait(&mut con, "lock:w", "w2", ms(30_000), Some(ms(10_000)))
+            .unwrap()
+            .expect("granted when w1 releases");
+        (guard.token(), started.elapsed())
+    });
+    let mut admin = server.conn();
+    assert!(common::wait_until(Duration::from_secs(5), || {
+        Lock::status(&mut admin, "lock:w")
+            .unwrap()
+            .is_some_and(|s| s.waiters == 1)
+    }));
+    sleep_ms(100);
+    assert!(guard.release().unwrap());
+    let (t2, waited) = waiter.join().unwrap();
+    assert!(t2 > t1);
+    assert!(
+        waited >= ms(100),
+        "the waiter was blocked until the release"
+    );
+    // The waiter's guard was dropped at the end of its thread, which released the lock.
+    assert_eq!(holder(&mut admin, "lock:w"), None);
+}
+
+#[test]
+fn acquire_wait_times_out_with_none() {
+    let server = Server::start();
+    let mut con = server.conn();
+    let mut con2 = server.conn();
+    let _guard = Lock::acquire(&mut con, "lock:t", "w1", ms(30_000))
+        .unwrap()
+        .unwrap();
+    let started = Instant::now();
+    let got = Lock::acquire_wait(&mut con2, "lock:t", "w2", ms(1_000), Some(ms(150))).unwrap();
+    assert!(got.is_none());
+    drop(got);
+    assert!(
+        started.elapsed() >= ms(140),
+        "waited {:?}",
+        started.elapsed()
+    );
+    // A zero timeout does not wait (and is not WAIT 0, which would wait forever).
+    let started = Instant::now();
+    let got =
+        Lock::acquire_wait(&mut con2, "lock:t", "w2", ms(1_000), Some(Duration::ZERO)).unwrap();
+    assert!(got.is_none());
+    drop(got);
+    assert!(started.elapsed() < ms(1_000));
+    // On a free lock, a wait is granted at once.
+    let got = Lock::acquire_wait(&mut con2, "lock:free", "w2", ms(1_000), None).unwrap();
+    assert!(got.is_some());
+}
+
+#[test]
+fn bad_arguments_are_errors() {
+    let server = Server::start();
+    let mut con = server.conn();
+    let e = Lock::acquire(&mut con, "lock:e", "w1", Duration::ZERO).unwrap_err();
+    assert_eq!(e.code(), Some("ERR"), "{e}");
+    let e = Lock::acquire(&mut con, "lock:e", "", ms(1_000)).unwrap_err();
+    assert_eq!(e.code(), Some("ERR"), "{e}");
+    redis::cmd("SET")
+        .arg("plain")
+        .arg("x")
+        .query::<()>(&mut con)
+        .unwrap();
+    let e = Lock::acquire(&mut con, "plain", "w1", ms(1_000)).unwrap_err();
+    assert_eq!(e.code(), Some("WRONGTYPE"), "{e}");
+    // A sub-millisecond TTL is rounded up, not refused.
+    let guard = Lock::acquire(&mut con, "lock:e", "w1", Duration::from_micros(10)).unwrap();
+    assert!(guard.is_some());
+}
+
+#[test]
+fn status_reads_resp2_and_resp3() {
+    let server = Server::start();
+    let mut con = server.conn();
+    let guard = Lock::acquire(&mut con, "lock:s", "w1", ms(30_000))
+        .unwrap()
+        .unwrap();
+    let token = guard.token();
+    let mut resp2 = server.conn();
+    let mut resp3 = server.conn_resp3();
+    let a = Lock::status(&mut resp2, "lock:s").unwrap().unwrap();
+    let b = Lock::status(&mut resp3, "lock:s").unwrap().unwrap();
+    for s in [&a, &b] {
+        assert_eq!(
+            (s.owner.as_str(), s.token, s.waiters),
+            ("w1", token, 0),
+            "{s:?}"
+        );
+    }
+    let _: &LockStatus = &a;
+    assert_eq!(Lock::status(&mut resp3, "lock:none").unwrap(), None);
+}
