@@ -91,43 +91,121 @@ pub fn parse_acquire_options(args: &[&[u8]]) -> Result<Option<i64>, FenceError> 
     Ok(wait)
 }
 
+/// How an `EVENTS` stream is trimmed after the append: `MAXLEN [~|=] n`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MaxLen {
+    /// `~`: trim only whole nodes, like `XADD … MAXLEN ~`.
+    pub approx: bool,
+    pub len: i64,
+}
+
+/// `EVENTS stream-key [MAXLEN [~|=] n]`: where to publish the order events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Events {
+    /// Position of the stream key among the option words.
+    pub key_index: usize,
+    pub maxlen: Option<MaxLen>,
+}
+
 /// The options of `STOCK.DEDUCT`, validated.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct DeductOptions<'a> {
     pub id: Option<&'a [u8]>,
     pub fence: Option<u64>,
+    pub events: Option<Events>,
 }
 
-/// Parses `[ID request-id] [FENCE token]` in any order, case-insensitively, each at most once.
+/// Parses `EVENTS stream-key [MAXLEN [~|=] n]` starting at `words[at]` (the word after
+/// `EVENTS`); returns the option and how many words it took.
+fn parse_events(words: &[&[u8]], at: usize) -> Result<(Events, usize), FenceError> {
+    if words.get(at).is_none() {
+        return Err(FenceError::MissingValue("EVENTS"));
+    }
+    let mut used = 1;
+    let mut maxlen = None;
+    if words
+        .get(at + 1)
+        .is_some_and(|w| w.eq_ignore_ascii_case(b"MAXLEN"))
+    {
+        used += 1;
+        let mut approx = false;
+        if let Some(&w) = words.get(at + 2) {
+            if w == b"~" || w == b"=" {
+                approx = w == b"~";
+                used += 1;
+            }
+        }
+        let len = words
+            .get(at + used)
+            .and_then(|w| parse_i64(w))
+            .filter(|n| *n >= 0)
+            .ok_or(FenceError::MaxLen)?;
+        used += 1;
+        maxlen = Some(MaxLen { approx, len });
+    }
+    Ok((
+        Events {
+            key_index: at,
+            maxlen,
+        },
+        used,
+    ))
+}
+
+/// Parses `[ID request-id] [FENCE token] [EVENTS stream-key [MAXLEN [~|=] n]]` in any order,
+/// case-insensitively, each at most once.
 pub fn parse_deduct_options<'a>(
     args: &[&'a [u8]],
     max_id_length: i64,
 ) -> Result<DeductOptions<'a>, FenceError> {
     let mut options = DeductOptions::default();
-    let mut rest = args;
-    while let Some((&name, tail)) = rest.split_first() {
-        let (value, tail) = match tail.split_first() {
-            Some((&value, tail)) => (Some(value), tail),
-            None => (None, tail),
-        };
+    let mut i = 0;
+    while let Some(&name) = args.get(i) {
+        let value = args.get(i + 1).copied();
         if name.eq_ignore_ascii_case(b"ID") {
             let value = value.ok_or(FenceError::MissingValue("ID"))?;
             if options.id.is_some() {
                 return Err(FenceError::RepeatedOption("ID"));
             }
             options.id = Some(parse_name(value, Name::RequestId, max_id_length)?);
+            i += 2;
         } else if name.eq_ignore_ascii_case(b"FENCE") {
             let value = value.ok_or(FenceError::MissingValue("FENCE"))?;
             if options.fence.is_some() {
                 return Err(FenceError::RepeatedOption("FENCE"));
             }
             options.fence = Some(parse_token(value)?);
+            i += 2;
+        } else if name.eq_ignore_ascii_case(b"EVENTS") {
+            if options.events.is_some() {
+                return Err(FenceError::RepeatedOption("EVENTS"));
+            }
+            let (events, used) = parse_events(args, i + 1)?;
+            options.events = Some(events);
+            i += 1 + used;
         } else {
             return Err(FenceError::UnknownOption(printable(name)));
         }
-        rest = tail;
     }
     Ok(options)
+}
+
+/// Parses `STOCK.REFUND`'s options: `[EVENTS stream-key [MAXLEN [~|=] n]]`.
+pub fn parse_refund_options(args: &[&[u8]]) -> Result<Option<Events>, FenceError> {
+    match args.split_first() {
+        None => Ok(None),
+        Some((&name, _)) if name.eq_ignore_ascii_case(b"EVENTS") => {
+            let (events, used) = parse_events(args, 1)?;
+            match args.get(1 + used) {
+                None => Ok(Some(events)),
+                Some(&w) if w.eq_ignore_ascii_case(b"EVENTS") => {
+                    Err(FenceError::RepeatedOption("EVENTS"))
+                }
+                Some(&w) => Err(FenceError::UnknownOption(printable(w))),
+            }
+        }
+        Some((&name, _)) => Err(FenceError::UnknownOption(printable(name))),
+    }
 }
 
 #[cfg(test)]
@@ -246,10 +324,61 @@ mod tests {
             o,
             DeductOptions {
                 id: Some(b"order-1"),
-                fence: Some(9)
+                fence: Some(9),
+                events: None
             }
         );
         assert_eq!(parse_deduct_options(&[], 512), Ok(DeductOptions::default()));
+    }
+
+    #[test]
+    fn events_options() {
+        let args: Vec<&[u8]> = vec![b"ID", b"a", b"events", b"s", b"MAXLEN", b"~", b"100"];
+        let o = parse_deduct_options(&args, 512).unwrap_or_default();
+        assert_eq!(
+            o.events,
+            Some(Events {
+                key_index: 3,
+                maxlen: Some(MaxLen {
+                    approx: true,
+                    len: 100
+                })
+            })
+        );
+        let args: Vec<&[u8]> = vec![b"EVENTS", b"s", b"maxlen", b"5", b"FENCE", b"3"];
+        let o = parse_deduct_options(&args, 512).unwrap_or_default();
+        assert_eq!(
+            o.events.and_then(|e| e.maxlen),
+            Some(MaxLen {
+                approx: false,
+                len: 5
+            })
+        );
+        assert_eq!(o.fence, Some(3));
+        let args: Vec<&[u8]> = vec![b"EVENTS", b"s", b"ID", b"x"];
+        let o = parse_deduct_options(&args, 512).unwrap_or_default();
+        assert_eq!(o.events.map(|e| e.key_index), Some(1));
+        assert_eq!(o.id, Some(&b"x"[..]));
+        assert_eq!(
+            parse_refund_options(&[b"EVENTS", b"s"]).map(|e| e.map(|e| e.key_index)),
+            Ok(Some(1))
+        );
+        assert_eq!(parse_refund_options(&[]), Ok(None));
+        for bad in [
+            &[&b"EVENTS"[..]][..],
+            &[b"EVENTS", b"s", b"MAXLEN"],
+            &[b"EVENTS", b"s", b"MAXLEN", b"~"],
+            &[b"EVENTS", b"s", b"MAXLEN", b"-1"],
+            &[b"EVENTS", b"s", b"EVENTS", b"t"],
+            &[b"EVENTS", b"s", b"X"],
+            &[b"ID", b"a"],
+        ] {
+            assert!(parse_refund_options(bad).is_err(), "{bad:?}");
+        }
+        assert_eq!(
+            parse_deduct_options(&[b"EVENTS", b"s", b"EVENTS", b"t"], 512),
+            Err(FenceError::RepeatedOption("EVENTS"))
+        );
     }
 
     #[test]

@@ -56,6 +56,8 @@ pub enum FenceError {
     Timeout {
         max: i64,
     },
+    /// `MAXLEN` without a non-negative integer.
+    MaxLen,
     /// `quantity` outside min..=i64::MAX.
     Quantity {
         min: i64,
@@ -99,6 +101,7 @@ impl FenceError {
             FenceError::Timeout { max } => {
                 format!("ERR timeout-ms must be an integer from 0 to {max}").into()
             }
+            FenceError::MaxLen => "ERR MAXLEN needs an integer of 0 or more".into(),
             FenceError::Quantity { min } => {
                 format!("ERR quantity must be an integer from {min} to {}", i64::MAX).into()
             }
@@ -173,6 +176,7 @@ mod tests {
             FenceError::NotInteger,
             FenceError::Ttl { max: 5 },
             FenceError::Timeout { max: 5 },
+            FenceError::MaxLen,
             FenceError::Quantity { min: 1 },
             FenceError::EmptyName(Name::Owner),
             FenceError::NameTooLong {

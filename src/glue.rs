@@ -89,6 +89,11 @@ pub fn missing_apis() -> Option<&'static str> {
         RedisModule_InfoAddSection,
         RedisModule_InfoAddFieldULongLong,
         RedisModule_NotifyKeyspaceEvent,
+        RedisModule_StreamAdd,
+        RedisModule_StreamTrimByLength,
+        RedisModule_ValueLength,
+        RedisModule_IsKeysPositionRequest,
+        RedisModule_KeyAtPos,
     );
     None
 }
@@ -149,7 +154,7 @@ impl Args {
 }
 
 /// How many option words `Args::options` shows a parser.
-pub const MAX_OPTION_ARGS: usize = 8;
+pub const MAX_OPTION_ARGS: usize = 12;
 
 /// Option words on the stack.
 pub struct OptionArgs<'a> {
@@ -186,6 +191,7 @@ pub enum Kind {
     Lock,
     Stock,
     String,
+    Stream,
     Other,
 }
 
@@ -217,6 +223,11 @@ impl Key {
         }
     }
 
+    /// The raw key handle (null for a missing key opened for reading).
+    pub fn raw(&self) -> *mut raw::RedisModuleKey {
+        self.ptr
+    }
+
     /// What the key holds.
     pub fn kind(&self) -> Kind {
         if self.ptr.is_null() {
@@ -227,6 +238,7 @@ impl Key {
         match t {
             raw::REDISMODULE_KEYTYPE_EMPTY => Kind::Empty,
             raw::REDISMODULE_KEYTYPE_STRING => Kind::String,
+            raw::REDISMODULE_KEYTYPE_STREAM => Kind::Stream,
             raw::REDISMODULE_KEYTYPE_MODULE => {
                 // SAFETY: the key is open and holds a module value.
                 let mt = unsafe { api!(RedisModule_ModuleTypeGetType)(self.ptr) };

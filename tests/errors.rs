@@ -159,6 +159,42 @@ fn lock_acquire_option_errors() {
 }
 
 #[test]
+fn stock_refund_option_errors() {
+    let server = Server::start();
+    let mut con = server.conn();
+    fixture(&mut con);
+    let before = snapshot(&mut con);
+    for (args, want) in [
+        (vec!["sk", "a", "x"], "ERR unknown option 'x'"),
+        (
+            vec!["sk", "a", "EVENTS"],
+            "ERR option 'EVENTS' needs a value",
+        ),
+        (
+            vec!["sk", "a", "EVENTS", "s", "EVENTS", "t"],
+            "ERR option 'EVENTS' given more than once",
+        ),
+        (
+            vec!["sk", "a", "EVENTS", "s", "MAXLEN"],
+            "ERR MAXLEN needs an integer of 0 or more",
+        ),
+        (
+            vec!["sk", "a", "EVENTS", "s", "MAXLEN", "~", "-1"],
+            "ERR MAXLEN needs an integer of 0 or more",
+        ),
+        (
+            vec!["sk", "a", "EVENTS", "s", "ID", "x"],
+            "ERR unknown option 'ID'",
+        ),
+    ] {
+        let mut full = vec!["STOCK.REFUND"];
+        full.extend(args.iter().copied());
+        assert_err(call(&mut con, &full), want);
+        assert_eq!(snapshot(&mut con), before, "{full:?} changed the database");
+    }
+}
+
+#[test]
 fn wrong_arity_for_every_command() {
     let server = Server::start();
     let mut con = server.conn();
@@ -188,8 +224,9 @@ fn wrong_arity_for_every_command() {
         ("STOCK.GET", vec![vec![], vec!["sk", "x"]]),
         ("STOCK.DEDUCT", vec![vec![], vec!["sk"]]),
         (
+            // A fourth argument is an option (`EVENTS`): see `stock_refund_option_errors`.
             "STOCK.REFUND",
-            vec![vec![], vec!["sk"], vec!["sk", "a", "x"]],
+            vec![vec![], vec!["sk"]],
         ),
         (
             "STOCK.REQUEST",

@@ -161,9 +161,20 @@ fn command_docs_and_info_describe_every_command() {
         (
             "STOCK.DEDUCT",
             -3,
-            vec!["key", "quantity", "request-id", "token"],
+            vec![
+                "key",
+                "quantity",
+                "request-id",
+                "token",
+                "stream-key",
+                "count",
+            ],
         ),
-        ("STOCK.REFUND", 3, vec!["key", "request-id"]),
+        (
+            "STOCK.REFUND",
+            -3,
+            vec!["key", "request-id", "stream-key", "count"],
+        ),
         ("STOCK.REQUEST", 3, vec!["key", "request-id"]),
         ("STOCK.INFO", 2, vec!["key"]),
     ];

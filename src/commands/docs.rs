@@ -63,6 +63,8 @@ struct Doc {
     complexity: &'static CStr,
     arity: c_int,
     key_flags: u32,
+    /// Whether an optional `EVENTS stream-key` names a second key.
+    events_key: bool,
     args: &'static [Arg],
 }
 
@@ -77,6 +79,7 @@ const INT: raw::RedisModuleCommandArgType =
     raw::RedisModuleCommandArgType_REDISMODULE_ARG_TYPE_INTEGER;
 const STR: raw::RedisModuleCommandArgType =
     raw::RedisModuleCommandArgType_REDISMODULE_ARG_TYPE_STRING;
+const KEY: raw::RedisModuleCommandArgType = raw::RedisModuleCommandArgType_REDISMODULE_ARG_TYPE_KEY;
 
 const DOCS: &[Doc] = &[
     Doc {
@@ -85,6 +88,7 @@ const DOCS: &[Doc] = &[
         complexity: c"O(1)",
         arity: -4,
         key_flags: RW_INSERT,
+        events_key: false,
         args: &[key(), string(c"owner"), integer(c"ttl-ms"), option(c"timeout-ms", c"WAIT", INT)],
     },
     Doc {
@@ -93,6 +97,7 @@ const DOCS: &[Doc] = &[
         complexity: c"O(1)",
         arity: 4,
         key_flags: RW,
+        events_key: false,
         args: &[key(), string(c"owner"), integer(c"ttl-ms")],
     },
     Doc {
@@ -101,6 +106,7 @@ const DOCS: &[Doc] = &[
         complexity: c"O(1)",
         arity: 3,
         key_flags: RW_DELETE,
+        events_key: false,
         args: &[key(), string(c"owner")],
     },
     Doc {
@@ -109,6 +115,7 @@ const DOCS: &[Doc] = &[
         complexity: c"O(1)",
         arity: 2,
         key_flags: RO,
+        events_key: false,
         args: &[key()],
     },
     Doc {
@@ -117,6 +124,7 @@ const DOCS: &[Doc] = &[
         complexity: c"O(1), plus O(N) to free a ledger of N request ids",
         arity: 3,
         key_flags: RW_INSERT,
+        events_key: false,
         args: &[key(), integer(c"quantity")],
     },
     Doc {
@@ -125,6 +133,7 @@ const DOCS: &[Doc] = &[
         complexity: c"O(1)",
         arity: 3,
         key_flags: RW_INSERT,
+        events_key: false,
         args: &[key(), integer(c"quantity")],
     },
     Doc {
@@ -133,6 +142,7 @@ const DOCS: &[Doc] = &[
         complexity: c"O(1)",
         arity: 2,
         key_flags: RO,
+        events_key: false,
         args: &[key()],
     },
     Doc {
@@ -141,15 +151,24 @@ const DOCS: &[Doc] = &[
         complexity: c"O(1)",
         arity: -3,
         key_flags: RW,
-        args: &[key(), integer(c"quantity"), option(c"request-id", c"ID", STR), option(c"token", c"FENCE", INT)],
+        events_key: true,
+        args: &[
+            key(),
+            integer(c"quantity"),
+            option(c"request-id", c"ID", STR),
+            option(c"token", c"FENCE", INT),
+            option(c"stream-key", c"EVENTS", KEY),
+            option(c"count", c"MAXLEN", INT),
+        ],
     },
     Doc {
         name: c"STOCK.REFUND",
         summary: c"Returns what a request deducted, exactly once; 0 when there is nothing to return.",
         complexity: c"O(1)",
-        arity: 3,
+        arity: -3,
         key_flags: RW,
-        args: &[key(), string(c"request-id")],
+        events_key: true,
+        args: &[key(), string(c"request-id"), option(c"stream-key", c"EVENTS", KEY), option(c"count", c"MAXLEN", INT)],
     },
     Doc {
         name: c"STOCK.REQUEST",
@@ -157,6 +176,7 @@ const DOCS: &[Doc] = &[
         complexity: c"O(1)",
         arity: 3,
         key_flags: RO,
+        events_key: false,
         args: &[key(), string(c"request-id")],
     },
     Doc {
@@ -165,6 +185,7 @@ const DOCS: &[Doc] = &[
         complexity: c"O(1)",
         arity: 2,
         key_flags: RO,
+        events_key: false,
         args: &[key()],
     },
     Doc {
@@ -173,6 +194,7 @@ const DOCS: &[Doc] = &[
         complexity: c"O(1)",
         arity: 5,
         key_flags: RW_INSERT,
+        events_key: false,
         args: &[key(), string(c"owner"), integer(c"token"), integer(c"expire-at-ms")],
     },
     Doc {
@@ -181,6 +203,7 @@ const DOCS: &[Doc] = &[
         complexity: c"O(N) where N is the number of ledger entries given",
         arity: -6,
         key_flags: RW_INSERT,
+        events_key: false,
         args: &[key(), integer(c"available"), integer(c"fence"), integer(c"deducted"), string(c"mode")],
     },
 ];
@@ -208,7 +231,7 @@ pub fn register(ctx: *mut raw::RedisModuleCtx) -> usize {
             continue;
         }
         // SAFETY: all-zero is the documented terminator (and a valid value) for these structs.
-        let mut spec: [raw::RedisModuleCommandKeySpec; 2] = unsafe { std::mem::zeroed() };
+        let mut spec: [raw::RedisModuleCommandKeySpec; 3] = unsafe { std::mem::zeroed() };
         spec[0].flags = u64::from(doc.key_flags);
         spec[0].begin_search_type =
             raw::RedisModuleKeySpecBeginSearchType_REDISMODULE_KSPEC_BS_INDEX;
@@ -217,6 +240,23 @@ pub fn register(ctx: *mut raw::RedisModuleCtx) -> usize {
         spec[0].fk.range.lastkey = 0;
         spec[0].fk.range.keystep = 1;
         spec[0].fk.range.limit = 0;
+        if doc.events_key {
+            // The stream after `EVENTS`. Marked incomplete (an ID could itself be the word
+            // EVENTS), so Redis asks the command itself for exact positions (getkeys-api).
+            spec[1].flags = u64::from(
+                raw::REDISMODULE_CMD_KEY_RW
+                    | raw::REDISMODULE_CMD_KEY_INSERT
+                    | raw::REDISMODULE_CMD_KEY_INCOMPLETE,
+            );
+            spec[1].begin_search_type =
+                raw::RedisModuleKeySpecBeginSearchType_REDISMODULE_KSPEC_BS_KEYWORD;
+            spec[1].bs.keyword.keyword = c"EVENTS".as_ptr();
+            spec[1].bs.keyword.startfrom = 3;
+            spec[1].find_keys_type = raw::RedisModuleKeySpecFindKeysType_REDISMODULE_KSPEC_FK_RANGE;
+            spec[1].fk.range.lastkey = 0;
+            spec[1].fk.range.keystep = 1;
+            spec[1].fk.range.limit = 0;
+        }
         let mut args: Vec<raw::RedisModuleCommandArg> = doc
             .args
             .iter()
@@ -225,12 +265,12 @@ pub fn register(ctx: *mut raw::RedisModuleCtx) -> usize {
                 let mut arg: raw::RedisModuleCommandArg = unsafe { std::mem::zeroed() };
                 arg.name = a.name.as_ptr();
                 arg.type_ = a.kind;
-                arg.key_spec_index =
-                    if a.kind == raw::RedisModuleCommandArgType_REDISMODULE_ARG_TYPE_KEY {
-                        0
-                    } else {
-                        -1
-                    };
+                // The stock is key spec 0; a stream after EVENTS is key spec 1.
+                arg.key_spec_index = match (a.kind == KEY, a.token) {
+                    (true, None) => 0,
+                    (true, Some(_)) => 1,
+                    _ => -1,
+                };
                 arg.token = a.token.map_or(ptr::null(), CStr::as_ptr);
                 arg.flags = if a.optional {
                     raw::REDISMODULE_CMD_ARG_OPTIONAL as c_int

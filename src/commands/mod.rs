@@ -2,6 +2,7 @@
 //! becomes an error reply instead of a dead server.
 
 pub mod docs;
+pub mod events;
 pub mod internal;
 pub mod lock;
 pub mod stock;
@@ -87,8 +88,12 @@ const COMMANDS: &[(&CStr, EntryPoint, &CStr)] = &[
     (c"STOCK.SET", stock_set, c"write deny-oom"),
     (c"STOCK.ADD", stock_add, c"write deny-oom fast"),
     (c"STOCK.GET", stock_get, c"readonly fast"),
-    (c"STOCK.DEDUCT", stock_deduct, c"write deny-oom fast"),
-    (c"STOCK.REFUND", stock_refund, c"write fast"),
+    (
+        c"STOCK.DEDUCT",
+        stock_deduct,
+        c"write deny-oom fast getkeys-api",
+    ),
+    (c"STOCK.REFUND", stock_refund, c"write fast getkeys-api"),
     (c"STOCK.REQUEST", stock_request, c"readonly fast"),
     (c"STOCK.INFO", stock_info, c"readonly fast"),
     // Replication-only forms: refused unless they come from the master link or the AOF.

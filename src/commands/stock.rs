@@ -3,8 +3,12 @@
 
 use std::io::Write;
 
+use super::events::{self, Stream};
 use super::CommandResult;
-use crate::args::{parse_deduct_options, parse_i64, parse_name, parse_quantity};
+use crate::args::{
+    parse_deduct_options, parse_i64, parse_name, parse_quantity, parse_refund_options,
+    DeductOptions,
+};
 use crate::clock::{is_from_future, now_us};
 use crate::config::{MAX_ID_LENGTH, MAX_LEDGER_ENTRIES};
 use crate::error::{FenceError, Name};
@@ -112,16 +116,64 @@ pub fn get(ctx: Ctx, args: &Args) -> CommandResult {
     }
 }
 
-/// `STOCK.DEDUCT key quantity [ID request-id] [FENCE token]` → remaining, or nil.
+/// Formats an integer for an event field.
+fn field(n: i64, buf: &mut [u8; 20]) -> &[u8] {
+    decimal(n, buf)
+}
+
+/// Appends the `deduct` event (and `soldout` when the stock is empty now) to the stream.
+fn deduct_events(
+    ctx: Ctx,
+    stream: &Stream,
+    sku: &[u8],
+    quantity: i64,
+    remaining: i64,
+    options: &DeductOptions<'_>,
+) {
+    let (mut q, mut r, mut f) = ([0u8; 20], [0u8; 20], [0u8; 20]);
+    let mut fields: Vec<(&[u8], &[u8])> = vec![
+        (b"type", b"deduct"),
+        (b"sku", sku),
+        (b"quantity", field(quantity, &mut q)),
+        (b"remaining", field(remaining, &mut r)),
+    ];
+    if let Some(id) = options.id {
+        fields.push((b"id", id));
+    }
+    if let Some(token) = options.fence {
+        fields.push((
+            b"fence",
+            field(i64::try_from(token).unwrap_or(i64::MAX), &mut f),
+        ));
+    }
+    stream.append(ctx, &fields);
+    if remaining == 0 {
+        stream.append(ctx, &[(b"type", b"soldout"), (b"sku", sku)]);
+    }
+    stream.trim(ctx);
+}
+
+/// `STOCK.DEDUCT key quantity [ID request-id] [FENCE token] [EVENTS stream-key [MAXLEN [~|=] n]]`
+/// → remaining, or nil.
 pub fn deduct(ctx: Ctx, args: &Args) -> CommandResult {
+    let words = args.options(3);
+    let parsed = parse_deduct_options(words.as_slice(), MAX_ID_LENGTH.get());
+    let events_at = parsed.as_ref().ok().and_then(|o| o.events).map(|e| (3, e));
+    if events::report_keys(ctx, args, events_at) {
+        return Ok(Reply::Sent);
+    }
     if args.len() < 3 {
         return Err(FenceError::Arity("stock.deduct"));
     }
     let quantity = parse_quantity(args.bytes(2), 1)?;
-    let options = parse_deduct_options(args.options(3).as_slice(), MAX_ID_LENGTH.get())?;
+    let options = parsed?;
     if options.fence.is_some_and(|t| is_from_future(t, now_us())) {
         return Err(FenceError::TokenFromFuture);
     }
+    let stream = match options.events {
+        Some(e) => Some(Stream::open(ctx, args, 3, e)?),
+        None => None,
+    };
     let mut key = Key::write(ctx, args.raw(1));
     match key.kind() {
         Kind::Empty => Ok(Reply::Nil),
@@ -137,6 +189,9 @@ pub fn deduct(ctx: Ctx, args: &Args) -> CommandResult {
                 Some(value) => {
                     write_plain(ctx, args, &key, value);
                     deducted(ctx, args, value);
+                    if let Some(stream) = &stream {
+                        deduct_events(ctx, stream, args.bytes(1), quantity, value, &options);
+                    }
                     Ok(Reply::Int(value))
                 }
             }
@@ -168,6 +223,9 @@ pub fn deduct(ctx: Ctx, args: &Args) -> CommandResult {
                     ctx.replicate_stock(args.raw(1), stock, false, entry);
                     key.signal_modified();
                     deducted(ctx, args, remaining);
+                    if let Some(stream) = &stream {
+                        deduct_events(ctx, stream, args.bytes(1), quantity, remaining, &options);
+                    }
                     Ok(Reply::Int(remaining))
                 }
             }
@@ -176,12 +234,23 @@ pub fn deduct(ctx: Ctx, args: &Args) -> CommandResult {
     }
 }
 
-/// `STOCK.REFUND key request-id` → the quantity returned (0 when nothing was).
+/// `STOCK.REFUND key request-id [EVENTS stream-key [MAXLEN [~|=] n]]` → the quantity returned
+/// (0 when nothing was).
 pub fn refund(ctx: Ctx, args: &Args) -> CommandResult {
-    if args.len() != 3 {
+    let words = args.options(3);
+    let parsed = parse_refund_options(words.as_slice());
+    let events_at = parsed.as_ref().ok().copied().flatten().map(|e| (3, e));
+    if events::report_keys(ctx, args, events_at) {
+        return Ok(Reply::Sent);
+    }
+    if args.len() < 3 {
         return Err(FenceError::Arity("stock.refund"));
     }
     let id = parse_name(args.bytes(2), Name::RequestId, MAX_ID_LENGTH.get())?;
+    let stream = match parsed? {
+        Some(e) => Some(Stream::open(ctx, args, 3, e)?),
+        None => None,
+    };
     let mut key = Key::write(ctx, args.raw(1));
     match key.kind() {
         Kind::Empty => Ok(Reply::Int(0)),
@@ -193,9 +262,24 @@ pub fn refund(ctx: Ctx, args: &Args) -> CommandResult {
             let quantity = stock.refund(id)?;
             if quantity > 0 {
                 ctx.replicate_stock(args.raw(1), stock, false, Some((id, 0)));
+                let remaining = stock.available;
                 key.signal_modified();
                 ctx.notify(c"stock.refund", args.raw(1));
                 stats::REFUNDS.incr();
+                if let Some(stream) = &stream {
+                    let (mut q, mut r) = ([0u8; 20], [0u8; 20]);
+                    stream.append(
+                        ctx,
+                        &[
+                            (b"type", b"refund"),
+                            (b"sku", args.bytes(1)),
+                            (b"id", id),
+                            (b"quantity", field(quantity, &mut q)),
+                            (b"remaining", field(remaining, &mut r)),
+                        ],
+                    );
+                    stream.trim(ctx);
+                }
             }
             Ok(Reply::Int(quantity))
         }
