@@ -24,10 +24,12 @@ pub fn grant(
     ttl: i64,
 ) -> u64 {
     let token = TOKENS.next(now_us());
-    let lease = Lease::new(owner, token);
-    key.set_lease(lease.clone());
+    key.set_lease(Lease::new(owner, token));
     key.set_ttl_ms(ttl);
-    ctx.replicate_lock(name, &lease, key.expire_at_ms());
+    let expire_at = key.expire_at_ms();
+    if let Ok(Some(lease)) = key.lease() {
+        ctx.replicate_lock(name, &lease, expire_at);
+    }
     key.signal_modified();
     ctx.notify(c"lock.acquire", name);
     stats::GRANTS.incr();
@@ -44,8 +46,7 @@ pub fn acquire(ctx: Ctx, args: &Args) -> CommandResult {
     let ttl = parse_ttl(args.bytes(3), MAX_TTL_MS.get())?;
     let wait_ms = parse_acquire_options(args.options(4).as_slice())?;
     let key = Key::write(ctx, args.raw(1));
-    let id = wait::key_id(ctx, args.bytes(1));
-    let waiting = wait::waiters(&id);
+    let waiting = wait::waiters_for(ctx, args.bytes(1));
     match decide_acquire(key.lease()?.as_deref(), owner, waiting) {
         Acquire::Grant => Ok(token_reply(grant(ctx, &key, args.raw(1), owner, ttl))),
         Acquire::Reacquire(token) => {
@@ -66,6 +67,7 @@ pub fn acquire(ctx: Ctx, args: &Args) -> CommandResult {
                     None => -1,
                 };
                 drop(key);
+                let id = wait::key_id(ctx, args.bytes(1));
                 wait::block(ctx, &id, owner, ttl, timeout, expire_at);
                 Ok(Reply::Sent)
             }
@@ -118,7 +120,9 @@ pub fn release(ctx: Ctx, args: &Args) -> CommandResult {
     ctx.notify(c"lock.release", args.raw(1));
     stats::RELEASES.incr();
     drop(key);
-    wait::hand_off(ctx, &wait::key_id(ctx, args.bytes(1)), args.raw(1));
+    if wait::anybody_waits() {
+        wait::hand_off(ctx, &wait::key_id(ctx, args.bytes(1)), args.raw(1));
+    }
     Ok(Reply::Int(1))
 }
 
@@ -132,7 +136,7 @@ pub fn status(ctx: Ctx, args: &Args) -> CommandResult {
     let Some(lease) = key.lease()? else {
         return Ok(Reply::Nil);
     };
-    let waiting = wait::waiters(&wait::key_id(ctx, args.bytes(1)));
+    let waiting = wait::waiters_for(ctx, args.bytes(1));
     ctx.reply_map(4);
     ctx.reply_bulk(b"owner");
     ctx.reply_bulk(lease.owner());

@@ -52,6 +52,20 @@ pub fn key_id(ctx: Ctx, name: &[u8]) -> KeyId {
     KeyId::new(db, name)
 }
 
+/// Whether any client waits for any key: the fast path that spares commands the key copy
+/// and lookup when nobody uses `WAIT`.
+pub fn anybody_waits() -> bool {
+    with(|q| !q.is_empty()).unwrap_or(false)
+}
+
+/// How many clients wait for the key `name` in the context's database.
+pub fn waiters_for(ctx: Ctx, name: &[u8]) -> usize {
+    if !anybody_waits() {
+        return 0;
+    }
+    waiters(&key_id(ctx, name))
+}
+
 /// How many clients wait for `key`.
 pub fn waiters(key: &KeyId) -> usize {
     with(|q| q.len(key)).unwrap_or(0)
