@@ -364,3 +364,38 @@ fn stock_info_reports_the_ledger() {
         "ERR wrong number of arguments",
     );
 }
+
+/// On servers with module ACL categories (Redis 7.4+), every command is in `@fence`, so
+/// `+@fence` grants exactly the module's commands; older servers have no such category.
+#[test]
+fn acl_category_fence_where_the_server_supports_it() {
+    let server = Server::start();
+    let mut con = server.conn();
+    let version = info_value(&info(&mut con, "server"), "redis_version").unwrap_or_default();
+    let mut parts = version
+        .trim()
+        .split('.')
+        .map(|p| p.parse::<u32>().unwrap_or(0));
+    let (major, minor) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+    let cats = call(&mut con, &["ACL", "CAT"]).expect("ACL CAT");
+    let has_fence =
+        format!("{cats:?}").contains("\"fence\"") || format!("{cats:?}").contains("fence");
+    if (major, minor) < (7, 4) {
+        assert!(!has_fence, "Redis {version} has no module ACL categories");
+        return;
+    }
+    assert!(has_fence, "Redis {version}: no @fence category in {cats:?}");
+    let listed = call(&mut con, &["ACL", "CAT", "fence"]).expect("ACL CAT fence");
+    let text = format!("{listed:?}").to_ascii_uppercase();
+    for cmd in ["LOCK.ACQUIRE", "LOCK.RELEASE", "STOCK.DEDUCT", "STOCK.INFO"] {
+        assert!(text.contains(cmd), "{cmd} not in @fence: {listed:?}");
+    }
+    okay(call(
+        &mut con,
+        &["ACL", "SETUSER", "f", "on", ">pw", "~*", "+@fence"],
+    ));
+    let mut user = server.conn();
+    okay(call(&mut user, &["AUTH", "f", "pw"]));
+    assert!(int(call(&mut user, &["LOCK.ACQUIRE", "l", "o", "1000"])) > 0);
+    assert_err(call(&mut user, &["SET", "x", "1"]), "NOPERM");
+}

@@ -101,6 +101,50 @@ const COMMANDS: &[(&CStr, EntryPoint, &CStr)] = &[
     (c"FENCE.STOCK", fence_stock, c"write"),
 ];
 
+/// ACL categories of each command besides `@fence` (Redis 7.2+ has the API).
+fn categories(name: &CStr) -> &'static CStr {
+    match name.to_bytes() {
+        b"LOCK.STATUS" | b"STOCK.GET" | b"STOCK.REQUEST" | b"STOCK.INFO" => c"fence read fast",
+        b"STOCK.SET" | b"FENCE.LOCK" | b"FENCE.STOCK" => c"fence write",
+        _ => c"fence write fast",
+    }
+}
+
+/// Puts every command in the `@fence` ACL category (and `@read`/`@write`/`@fast` as fits),
+/// so `ACL SETUSER … +@fence` works, on servers that have the API (Redis 7.4+ can add a
+/// category); older servers keep the plain registration.
+fn acl_categories(ctx: *mut raw::RedisModuleCtx) {
+    // SAFETY: reading the API table Redis filled in at load time.
+    let apis = unsafe {
+        (
+            raw::RedisModule_AddACLCategory,
+            raw::RedisModule_SetCommandACLCategories,
+            raw::RedisModule_GetCommand,
+        )
+    };
+    let (Some(add), Some(set), Some(get)) = apis else {
+        return;
+    };
+    // SAFETY: ctx is the load context; static C strings.
+    if unsafe { add(ctx, c"fence".as_ptr()) } != raw::REDISMODULE_OK as c_int {
+        crate::glue::log(
+            ctx,
+            "notice",
+            "fence: could not add the @fence ACL category",
+        );
+        return;
+    }
+    for (name, _, _) in COMMANDS {
+        // SAFETY: as above; the command was registered.
+        unsafe {
+            let command = get(ctx, name.as_ptr());
+            if !command.is_null() {
+                set(command, categories(name).as_ptr());
+            }
+        }
+    }
+}
+
 /// Registers every command with Redis.
 pub fn register(ctx: *mut raw::RedisModuleCtx) -> Result<(), String> {
     for (name, entry, flags) in COMMANDS {
@@ -124,6 +168,7 @@ pub fn register(ctx: *mut raw::RedisModuleCtx) -> Result<(), String> {
         }
     }
     register_debug(ctx)?;
+    acl_categories(ctx);
     // Documentation is a nicety: a server that cannot take it still runs every command.
     if docs::register(ctx) < COMMANDS.len() {
         crate::glue::log(
