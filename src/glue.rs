@@ -94,6 +94,10 @@ pub fn missing_apis() -> Option<&'static str> {
         RedisModule_ValueLength,
         RedisModule_IsKeysPositionRequest,
         RedisModule_KeyAtPos,
+        RedisModule_Call,
+        RedisModule_CallReplyInteger,
+        RedisModule_CallReplyStringPtr,
+        RedisModule_FreeCallReply,
     );
     None
 }

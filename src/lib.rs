@@ -5,6 +5,7 @@
 
 mod args;
 mod clock;
+mod cluster;
 mod commands;
 mod config;
 mod error;

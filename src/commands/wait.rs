@@ -39,7 +39,13 @@ enum Outcome {
     Granted(u64),
     TimedOut,
     WrongType,
+    /// The key's slot left this node while the client waited.
+    Moved,
 }
+
+/// The reply to a waiter whose key's slot moved away: cluster clients retry on `TRYAGAIN`.
+const MOVED: &str =
+    "TRYAGAIN the lock's hash slot left this node while waiting; retry LOCK.ACQUIRE";
 
 fn now_ms() -> i64 {
     i64::try_from(now_us() / 1000).unwrap_or(i64::MAX)
@@ -85,6 +91,46 @@ pub fn may_block(ctx: Ctx) -> bool {
             | raw::REDISMODULE_CTX_FLAGS_LUA
             | raw::REDISMODULE_CTX_FLAGS_DENY_BLOCKING)
         == 0
+}
+
+/// On Redis Cluster, whether this node may create `key` now (it serves the key's slot and is
+/// not migrating it away). Outside a cluster: always.
+fn may_create_here(ctx: Ctx, key: &KeyId) -> bool {
+    // SAFETY: ctx is live.
+    let flags = unsafe { api!(RedisModule_GetContextFlags)(ctx.0) } as u32;
+    if flags & raw::REDISMODULE_CTX_FLAGS_CLUSTER == 0 {
+        return true;
+    }
+    // SAFETY: RM_Call with C-string and buffer arguments; replies are freed below.
+    unsafe {
+        let call = api!(RedisModule_Call);
+        let slot_reply = call(
+            ctx.0,
+            c"CLUSTER".as_ptr(),
+            c"cb".as_ptr(),
+            c"KEYSLOT".as_ptr(),
+            key.name.as_ptr().cast::<c_char>(),
+            key.name.len(),
+        );
+        if slot_reply.is_null() {
+            return false;
+        }
+        let slot = api!(RedisModule_CallReplyInteger)(slot_reply);
+        api!(RedisModule_FreeCallReply)(slot_reply);
+        let nodes_reply = call(ctx.0, c"CLUSTER".as_ptr(), c"c".as_ptr(), c"NODES".as_ptr());
+        if nodes_reply.is_null() {
+            return false;
+        }
+        let mut len = 0;
+        let p = api!(RedisModule_CallReplyStringPtr)(nodes_reply, &mut len);
+        let ok = !p.is_null()
+            && u16::try_from(slot).is_ok_and(|slot| {
+                let bytes = std::slice::from_raw_parts(p.cast::<u8>(), len);
+                crate::cluster::may_write_slot(&String::from_utf8_lossy(bytes), slot)
+            });
+        api!(RedisModule_FreeCallReply)(nodes_reply);
+        ok
+    }
 }
 
 fn is_master(ctx: Ctx) -> bool {
@@ -182,9 +228,14 @@ pub fn hand_off(ctx: Ctx, key: &KeyId, name: *mut raw::RedisModuleString) {
 
 /// Fails every waiter of `key` with `WRONGTYPE` (the key now holds another type).
 fn fail_all(ctx: Ctx, key: &KeyId) {
+    fail_all_with(ctx, key, || Outcome::WrongType);
+}
+
+/// Ends every wait on `key` with the outcome `make` gives.
+fn fail_all_with(ctx: Ctx, key: &KeyId, make: impl Fn() -> Outcome) {
     for w in with(|q| q.drain(key)).unwrap_or_default() {
         stop_timer(ctx, w.timer);
-        unblock(w.handle, Outcome::WrongType);
+        unblock(w.handle, make());
     }
 }
 
@@ -261,6 +312,12 @@ extern "C" fn recheck_cb(ctx: *mut raw::RedisModuleCtx, data: *mut c_void) {
         };
         let k = Key::write(ctx, name);
         match k.kind() {
+            Kind::Empty if !may_create_here(ctx, &key) => {
+                // The key left with its slot (MIGRATE, resharding): granting here would
+                // create a second lock where clients are now sent elsewhere. Waiters retry.
+                drop(k);
+                fail_all_with(ctx, &key, || Outcome::Moved);
+            }
             Kind::Empty => {
                 drop(k);
                 hand_off(ctx, &key, name);
@@ -308,6 +365,7 @@ extern "C" fn reply_cb(
     match unsafe { data.cast::<Outcome>().as_ref() } {
         Some(Outcome::Granted(token)) => c.reply_int(i64::try_from(*token).unwrap_or(i64::MAX)),
         Some(Outcome::WrongType) => c.reply_error(WRONGTYPE),
+        Some(Outcome::Moved) => c.reply_error(MOVED),
         Some(Outcome::TimedOut) | None => c.reply_null(),
     }
     raw::REDISMODULE_OK as c_int
