@@ -49,7 +49,7 @@ test-redis8: build
 		echo "test-redis8: SKIPPED: no Redis 8 server (see the warning above)" >&2; \
 	fi
 
-test: lint unit integration clients
+test: lint unit integration clients test-redis8
 
 # Throughput, CPU per call, scenarios and memory against native commands and Lua; writes
 # bench/results/results.md and bench/results/cpu-per-call.svg. About 5 minutes on 2 cores.

@@ -1,0 +1,1566 @@
+//! Redis Cluster: 3 masters and 3 replicas on 127.0.0.1, every node loading the module, driven
+//! through the `redis` crate's cluster client. Routing with no hash tags, slot migration of a
+//! held lock and of a stock, manual and automatic failover, a seckill across the cluster, and a
+//! lock with the stock it guards in one hash slot.
+//!
+//! `REDIS_SERVER` picks the server binary (as for every integration test); `REDIS_CLI` the
+//! `redis-cli` that creates the cluster (default `redis-cli` on `PATH`).
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::env;
+use std::net::TcpListener;
+use std::process::{Command, Stdio};
+use std::sync::{Barrier, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::*;
+use rand::RngExt;
+use redis::cluster::{ClusterClient, ClusterConnection};
+use redis::{Connection, ConnectionLike, RedisResult, Value};
+
+/// `cluster-node-timeout`: a master unreachable this long is marked failing; its replica then
+/// takes over within about two more timeouts.
+const NODE_TIMEOUT_MS: u64 = 1_000;
+/// The longest any cluster-wide wait may take (creation, agreement, failover).
+const CLUSTER_WAIT: Duration = Duration::from_secs(20);
+/// How long `redis-cli --cluster create` may run.
+const CREATE_TIMEOUT: Duration = Duration::from_secs(30);
+const SLOTS: usize = 16_384;
+
+// ---------------------------------------------------------------------------------------------
+// The cluster harness
+// ---------------------------------------------------------------------------------------------
+
+fn redis_cli() -> String {
+    match env::var("REDIS_CLI") {
+        Ok(bin) if !bin.is_empty() => bin,
+        _ => "redis-cli".to_string(),
+    }
+}
+
+fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    listener.local_addr().expect("local_addr").port()
+}
+
+/// One line of `CLUSTER NODES`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct NodeLine {
+    id: String,
+    port: u16,
+    flags: Vec<String>,
+    /// The master's id for a replica.
+    master_id: Option<String>,
+    /// Slot ranges served (masters only; importing/migrating markers left out).
+    slots: Vec<(usize, usize)>,
+}
+
+impl NodeLine {
+    fn has_flag(&self, flag: &str) -> bool {
+        self.flags.iter().any(|f| f == flag)
+    }
+    fn is_master(&self) -> bool {
+        self.has_flag("master")
+    }
+}
+
+fn parse_cluster_nodes(text: &str) -> Vec<NodeLine> {
+    text.lines()
+        .filter(|line| !line.trim().is_empty())
+        .map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            assert!(fields.len() >= 8, "odd CLUSTER NODES line {line:?}");
+            // ip:port@cport[,hostname]
+            let addr = fields[1].split('@').next().unwrap_or("");
+            let port = addr
+                .rsplit(':')
+                .next()
+                .and_then(|p| p.parse().ok())
+                .unwrap_or(0);
+            let flags = fields[2].split(',').map(str::to_string).collect();
+            let master_id = (fields[3] != "-").then(|| fields[3].to_string());
+            let slots = fields[8..]
+                .iter()
+                .filter(|s| !s.starts_with('['))
+                .map(|s| match s.split_once('-') {
+                    Some((a, b)) => (a.parse().expect("slot"), b.parse().expect("slot")),
+                    None => {
+                        let n = s.parse().expect("slot");
+                        (n, n)
+                    }
+                })
+                .collect();
+            NodeLine {
+                id: fields[0].to_string(),
+                port,
+                flags,
+                master_id,
+                slots,
+            }
+        })
+        .collect()
+}
+
+/// Who serves what, as every live node agrees: indices into `Cluster::nodes`.
+#[derive(Debug, Clone)]
+struct Topology {
+    masters: Vec<usize>,
+    /// (replica, its master).
+    replicas: Vec<(usize, usize)>,
+    /// The master serving each slot.
+    owner: Vec<usize>,
+}
+
+impl Topology {
+    fn replica_of(&self, master: usize) -> usize {
+        match self.replicas.iter().find(|(_, m)| *m == master) {
+            Some((r, _)) => *r,
+            None => panic!("master {master} has no replica: {self:?}"),
+        }
+    }
+}
+
+/// Six `redis-server` processes in cluster mode with the module loaded, killed on drop.
+struct Cluster {
+    nodes: Vec<Server>,
+    ids: Vec<String>,
+    dead: BTreeSet<usize>,
+}
+
+fn start_node() -> Server {
+    let bus = free_port().to_string();
+    let timeout = NODE_TIMEOUT_MS.to_string();
+    // The node's `--dir` is its own temp dir, so nodes.conf lands there.
+    Server::start_with(&[
+        "--cluster-enabled",
+        "yes",
+        "--cluster-config-file",
+        "nodes.conf",
+        "--cluster-node-timeout",
+        &timeout,
+        // Explicit: port + 10000 may not exist for a port of the ephemeral range.
+        "--cluster-port",
+        &bus,
+        "--enable-debug-command",
+        "yes",
+        // A replica's first full sync starts at once, not after the default 5 s wait for more
+        // replicas.
+        "--repl-diskless-sync-delay",
+        "0",
+    ])
+}
+
+impl Cluster {
+    /// Starts six nodes, joins them with `redis-cli --cluster create … --cluster-replicas 1`
+    /// and waits until every node agrees and every replica is in sync.
+    fn start() -> Cluster {
+        let started = Instant::now();
+        let nodes: Vec<Server> = (0..6).map(|_| start_node()).collect();
+        let ids = nodes
+            .iter()
+            .map(|n| text(&call(&mut n.conn(), &["CLUSTER", "MYID"]).expect("CLUSTER MYID")))
+            .collect();
+        let cluster = Cluster {
+            nodes,
+            ids,
+            dead: BTreeSet::new(),
+        };
+        cluster.create();
+        let topology = cluster.wait_stable(CLUSTER_WAIT);
+        assert_eq!(topology.masters.len(), 3, "{topology:?}");
+        assert_eq!(topology.replicas.len(), 3, "{topology:?}");
+        println!(
+            "cluster of 6 nodes up in {} ms",
+            started.elapsed().as_millis()
+        );
+        cluster
+    }
+
+    fn create(&self) {
+        let mut command = Command::new(redis_cli());
+        command.arg("--cluster").arg("create");
+        for node in &self.nodes {
+            command.arg(format!("127.0.0.1:{}", node.port()));
+        }
+        command
+            .args(["--cluster-replicas", "1", "--cluster-yes"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = match command.spawn() {
+            Ok(child) => child,
+            Err(e) => panic!("cannot run {} (set REDIS_CLI): {e}", redis_cli()),
+        };
+        let deadline = Instant::now() + CREATE_TIMEOUT;
+        let status = loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                break Some(status);
+            }
+            if Instant::now() >= deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                break None;
+            }
+            thread::sleep(Duration::from_millis(20));
+        };
+        let output = child.wait_with_output().expect("redis-cli output");
+        let out = String::from_utf8_lossy(&output.stdout);
+        let err = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            status.is_some_and(|s| s.success()) && out.contains("[OK] All 16384 slots covered"),
+            "redis-cli --cluster create failed (status {status:?}):\n{out}\n{err}\n{}",
+            self.logs()
+        );
+    }
+
+    /// The tails of every node's log, for failure messages.
+    fn logs(&self) -> String {
+        self.nodes
+            .iter()
+            .enumerate()
+            .map(|(i, n)| format!("--- node {i} (port {}) ---\n{}\n", n.port(), tail(&n.log())))
+            .collect()
+    }
+
+    fn live(&self) -> impl Iterator<Item = usize> + '_ {
+        (0..self.nodes.len()).filter(|i| !self.dead.contains(i))
+    }
+
+    fn index_of_id(&self, id: &str) -> usize {
+        match self.ids.iter().position(|x| x == id) {
+            Some(i) => i,
+            None => panic!("unknown node id {id}"),
+        }
+    }
+
+    fn addr(&self, i: usize) -> String {
+        format!("127.0.0.1:{}", self.nodes[i].port())
+    }
+
+    /// A plain (not cluster-aware) connection to one node.
+    fn node(&self, i: usize) -> Connection {
+        self.nodes[i].conn()
+    }
+
+    /// A cluster client seeded with every live node.
+    fn client(&self) -> ClusterClient {
+        let urls: Vec<String> = self.live().map(|i| self.nodes[i].url()).collect();
+        ClusterClient::builder(urls)
+            .connection_timeout(Duration::from_secs(2))
+            .response_timeout(Duration::from_secs(20))
+            .build()
+            .expect("cluster client")
+    }
+
+    fn conn(&self) -> ClusterConnection {
+        match self.client().get_connection() {
+            Ok(con) => con,
+            Err(e) => panic!("cannot connect to the cluster: {e}\n{}", self.logs()),
+        }
+    }
+
+    /// Node `i`'s view of the cluster.
+    fn view(&self, i: usize) -> RedisResult<Vec<NodeLine>> {
+        let mut con = self.nodes[i].conn();
+        let nodes: String = redis::cmd("CLUSTER").arg("NODES").query(&mut con)?;
+        Ok(parse_cluster_nodes(&nodes))
+    }
+
+    /// One attempt at reading an agreed, healthy topology: every live node says
+    /// `cluster_state:ok`, sees the same live nodes with the same roles and slots (no
+    /// handshake, no failure flag on a live node), and every live replica's link is up and
+    /// caught up with its master.
+    fn stable_topology(&self) -> Result<Topology, String> {
+        let live: BTreeSet<String> = self.live().map(|i| self.ids[i].clone()).collect();
+        let mut agreed: Option<Vec<NodeLine>> = None;
+        for i in self.live() {
+            let mut con = self.nodes[i].conn();
+            let info: String = redis::cmd("CLUSTER")
+                .arg("INFO")
+                .query(&mut con)
+                .map_err(|e| format!("node {i}: CLUSTER INFO: {e}"))?;
+            if info_value(&info, "cluster_state").as_deref() != Some("ok") {
+                return Err(format!("node {i}: cluster_state is not ok"));
+            }
+            let mut view: Vec<NodeLine> = self
+                .view(i)
+                .map_err(|e| format!("node {i}: {e}"))?
+                .into_iter()
+                .filter(|n| live.contains(&n.id))
+                .map(|mut n| {
+                    n.flags.retain(|f| f != "myself");
+                    n
+                })
+                .collect();
+            view.sort_by(|a, b| a.id.cmp(&b.id));
+            if view.len() != live.len() {
+                return Err(format!("node {i} knows {} of the live nodes", view.len()));
+            }
+            if let Some(bad) = view.iter().find(|n| {
+                n.flags
+                    .iter()
+                    .any(|f| f != "master" && f != "slave" && f != "nofailover")
+            }) {
+                return Err(format!("node {i} sees {} as {:?}", bad.port, bad.flags));
+            }
+            match &agreed {
+                None => agreed = Some(view),
+                Some(first) if *first == view => {}
+                Some(_) => return Err(format!("node {i} disagrees about the topology")),
+            }
+        }
+        let view = agreed.ok_or("no live node")?;
+        let mut owner = vec![usize::MAX; SLOTS];
+        let mut masters = Vec::new();
+        let mut replicas = Vec::new();
+        for n in &view {
+            let index = self.index_of_id(&n.id);
+            if n.is_master() {
+                masters.push(index);
+                for &(a, b) in &n.slots {
+                    for slot in owner.iter_mut().take(b + 1).skip(a) {
+                        *slot = index;
+                    }
+                }
+            } else {
+                let master = n.master_id.as_deref().ok_or("replica without master")?;
+                replicas.push((index, self.index_of_id(master)));
+            }
+        }
+        if owner.contains(&usize::MAX) {
+            return Err("some slots have no live master".into());
+        }
+        for &(replica, master) in &replicas {
+            if self.dead.contains(&master) {
+                return Err(format!("replica {replica} still follows dead {master}"));
+            }
+            let r = info(&mut self.nodes[replica].conn(), "replication");
+            let m = info(&mut self.nodes[master].conn(), "replication");
+            if info_value(&r, "master_link_status").as_deref() != Some("up") {
+                return Err(format!("replica {replica}: link to its master is not up"));
+            }
+            let (m_off, r_off) = (
+                info_value(&m, "master_repl_offset"),
+                info_value(&r, "master_repl_offset"),
+            );
+            if m_off != r_off {
+                return Err(format!(
+                    "replica {replica} at {r_off:?}, its master at {m_off:?}"
+                ));
+            }
+        }
+        masters.sort_unstable();
+        replicas.sort_unstable();
+        Ok(Topology {
+            masters,
+            replicas,
+            owner,
+        })
+    }
+
+    /// Waits until `stable_topology` succeeds; panics with the last reason after `timeout`.
+    fn wait_stable(&self, timeout: Duration) -> Topology {
+        let deadline = Instant::now() + timeout;
+        loop {
+            match self.stable_topology() {
+                Ok(topology) => return topology,
+                Err(reason) if Instant::now() >= deadline => panic!(
+                    "the cluster did not settle within {timeout:?}: {reason}\n{}",
+                    self.logs()
+                ),
+                Err(_) => thread::sleep(Duration::from_millis(20)),
+            }
+        }
+    }
+
+    /// SIGKILL node `i`.
+    fn kill(&mut self, i: usize) {
+        self.nodes[i].kill();
+        self.dead.insert(i);
+    }
+
+    /// The hash slot of a key, as the cluster computes it.
+    fn keyslot(&self, key: &str) -> usize {
+        let i = self.live().next().expect("a live node");
+        let slot = int(call(&mut self.node(i), &["CLUSTER", "KEYSLOT", key]));
+        usize::try_from(slot).expect("slot")
+    }
+
+    /// Moves `slot` from its master to `target` the way `redis-cli --cluster reshard` does:
+    /// IMPORTING on the target, MIGRATING on the source, `MIGRATE … KEYS` until the source
+    /// has none left, then `SETSLOT … NODE` on the target, the source and the other masters;
+    /// waits until every live node agrees. Returns the keys moved.
+    fn migrate_slot(&self, slot: usize, target: usize) -> Vec<String> {
+        let topology = self.wait_stable(CLUSTER_WAIT);
+        let source = topology.owner[slot];
+        assert_ne!(source, target, "slot {slot} is already on node {target}");
+        let slot_text = slot.to_string();
+        let (source_id, target_id) = (self.ids[source].as_str(), self.ids[target].as_str());
+        let mut src = self.node(source);
+        let mut dst = self.node(target);
+        let setslot = |con: &mut Connection, state: &str, id: &str| {
+            okay(call(con, &["CLUSTER", "SETSLOT", &slot_text, state, id]));
+        };
+        setslot(&mut dst, "IMPORTING", source_id);
+        setslot(&mut src, "MIGRATING", target_id);
+        let port = self.nodes[target].port().to_string();
+        let mut moved = Vec::new();
+        loop {
+            let keys: Vec<String> = redis::cmd("CLUSTER")
+                .arg("GETKEYSINSLOT")
+                .arg(slot)
+                .arg(100)
+                .query(&mut src)
+                .expect("CLUSTER GETKEYSINSLOT");
+            if keys.is_empty() {
+                break;
+            }
+            let reply = redis::cmd("MIGRATE")
+                .arg("127.0.0.1")
+                .arg(&port)
+                .arg("")
+                .arg(0)
+                .arg(5_000)
+                .arg("KEYS")
+                .arg(&keys)
+                .query::<Value>(&mut src);
+            okay(reply);
+            moved.extend(keys);
+        }
+        setslot(&mut dst, "NODE", target_id);
+        setslot(&mut src, "NODE", target_id);
+        for &m in &topology.masters {
+            if m != source && m != target {
+                setslot(&mut self.node(m), "NODE", target_id);
+            }
+        }
+        let deadline = Instant::now() + CLUSTER_WAIT;
+        loop {
+            if let Ok(t) = self.stable_topology() {
+                if t.owner[slot] == target {
+                    return moved;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the cluster did not agree that slot {slot} moved to node {target}\n{}",
+                self.logs()
+            );
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        // Each Server kills its process on drop, and fails a passing test when its node died
+        // (one killed on purpose is marked stopped by `kill`). A failing test gets the logs of
+        // the nodes that died, which are likely its cause.
+        if thread::panicking() {
+            for (i, node) in self.nodes.iter_mut().enumerate() {
+                if self.dead.contains(&i) {
+                    continue;
+                }
+                if let Err(reason) = node.check_alive() {
+                    eprintln!(
+                        "cluster node {i} (port {}) died: {reason}\n--- its log (tail) ---\n{}",
+                        node.port(),
+                        tail(&node.log())
+                    );
+                }
+            }
+        }
+        self.nodes.clear();
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Commands and replies, on any connection (a node's or the cluster client's)
+// ---------------------------------------------------------------------------------------------
+
+fn run(con: &mut impl ConnectionLike, args: &[&str]) -> RedisResult<Value> {
+    let (name, rest) = args.split_first().expect("a command name");
+    redis::cmd(name).arg(rest).query::<Value>(con)
+}
+
+/// `LOCK.STATUS key` as (owner, token, ttl); None when free. RESP2.
+#[track_caller]
+fn status(con: &mut impl ConnectionLike, key: &str) -> Option<(String, i64, i64)> {
+    match run(con, &["LOCK.STATUS", key]) {
+        Ok(Value::Nil) => None,
+        Ok(Value::Array(items)) if items.len() == 8 => {
+            assert_eq!(text(&items[0]), "owner");
+            assert_eq!(text(&items[2]), "token");
+            assert_eq!(text(&items[4]), "ttl");
+            let (Value::Int(token), Value::Int(ttl)) = (&items[3], &items[5]) else {
+                panic!("LOCK.STATUS {key}: {items:?}");
+            };
+            Some((text(&items[1]), *token, *ttl))
+        }
+        other => panic!("LOCK.STATUS {key}: unexpected reply {other:?}"),
+    }
+}
+
+/// `STOCK.REQUEST key id`: Some(quantity) or None when unknown.
+#[track_caller]
+fn request(con: &mut impl ConnectionLike, key: &str, id: &str) -> Option<i64> {
+    match run(con, &["STOCK.REQUEST", key, id]) {
+        Ok(Value::Nil) => None,
+        Ok(Value::Int(n)) => Some(n),
+        other => panic!("STOCK.REQUEST {key} {id}: unexpected reply {other:?}"),
+    }
+}
+
+/// Whether the module has a command (others add commands over time).
+fn has_command(con: &mut Connection, name: &str) -> bool {
+    matches!(
+        call(con, &["COMMAND", "INFO", name]),
+        Ok(Value::Array(items)) if items.first().is_some_and(|i| *i != Value::Nil)
+    )
+}
+
+/// `STOCK.INFO key`'s `requests` field (the ledger's size), when the module has STOCK.INFO.
+fn ledger_size(con: &mut Connection, key: &str) -> Option<i64> {
+    if !has_command(con, "STOCK.INFO") {
+        return None;
+    }
+    match call(con, &["STOCK.INFO", key]) {
+        Ok(Value::Array(items)) => items.chunks(2).find_map(|pair| match pair {
+            [name, Value::Int(n)] if text(name) == "requests" => Some(*n),
+            _ => None,
+        }),
+        other => panic!("STOCK.INFO {key}: unexpected reply {other:?}"),
+    }
+}
+
+/// `n` key names `prefix:0`, `prefix:1`, … (no hash tags) whose owners cover every master;
+/// more names are taken until each master owns at least `per_master`.
+fn spread_keys(
+    cluster: &Cluster,
+    topology: &Topology,
+    prefix: &str,
+    per_master: usize,
+) -> Vec<String> {
+    let mut count: BTreeMap<usize, usize> = topology.masters.iter().map(|&m| (m, 0)).collect();
+    let mut keys = Vec::new();
+    for i in 0..10_000 {
+        if count.values().all(|&c| c >= per_master) {
+            return keys;
+        }
+        let key = format!("{prefix}:{i}");
+        let owner = topology.owner[cluster.keyslot(&key)];
+        *count.get_mut(&owner).expect("a master") += 1;
+        keys.push(key);
+    }
+    panic!("no spread of {prefix} keys over the masters: {count:?}");
+}
+
+/// `n` key names `prefix:<i>` whose slot is served by `master`.
+fn keys_on(
+    cluster: &Cluster,
+    topology: &Topology,
+    master: usize,
+    prefix: &str,
+    n: usize,
+) -> Vec<String> {
+    let keys: Vec<String> = (0..10_000)
+        .map(|i| format!("{prefix}:{i}"))
+        .filter(|k| topology.owner[cluster.keyslot(k)] == master)
+        .take(n)
+        .collect();
+    assert_eq!(keys.len(), n, "not enough {prefix} keys on node {master}");
+    keys
+}
+
+// ---------------------------------------------------------------------------------------------
+// 1. Routing
+// ---------------------------------------------------------------------------------------------
+
+/// Every LOCK.* and STOCK.* call, with its key in position 1: (arguments, readonly).
+fn command_forms(lock: &str, stock: &str, token: &str) -> Vec<(Vec<String>, bool)> {
+    let forms: Vec<(Vec<&str>, bool)> = vec![
+        (vec!["LOCK.ACQUIRE", lock, "worker-1", "30000"], false),
+        (
+            vec!["LOCK.ACQUIRE", lock, "worker-1", "30000", "WAIT", "100"],
+            false,
+        ),
+        (vec!["LOCK.RENEW", lock, "worker-1", "30000"], false),
+        (vec!["LOCK.STATUS", lock], true),
+        (vec!["LOCK.RELEASE", lock, "worker-2"], false),
+        (vec!["STOCK.SET", stock, "100"], false),
+        (vec!["STOCK.ADD", stock, "10"], false),
+        (vec!["STOCK.GET", stock], true),
+        (
+            vec!["STOCK.DEDUCT", stock, "3", "ID", "order-1", "FENCE", token],
+            false,
+        ),
+        (vec!["STOCK.REQUEST", stock, "order-1"], true),
+        (vec!["STOCK.REFUND", stock, "order-2"], false),
+        (vec!["STOCK.INFO", stock], true),
+    ];
+    forms
+        .into_iter()
+        .map(|(args, ro)| (args.into_iter().map(str::to_string).collect(), ro))
+        .collect()
+}
+
+#[test]
+fn every_command_routes_to_the_master_that_owns_its_key_without_hash_tags() {
+    let cluster = Cluster::start();
+    let topology = cluster.wait_stable(CLUSTER_WAIT);
+    let mut cc = cluster.conn();
+    let mut direct: Vec<Connection> = (0..6).map(|i| cluster.node(i)).collect();
+    let has_info = has_command(&mut direct[0], "STOCK.INFO");
+
+    // Every command the module registers (but the replication-only FENCE.*) is covered here.
+    let listed: Vec<String> = redis::cmd("COMMAND")
+        .arg("LIST")
+        .arg("FILTERBY")
+        .arg("MODULE")
+        .arg("fence")
+        .query(&mut direct[0])
+        .expect("COMMAND LIST FILTERBY MODULE fence");
+    let forms = command_forms("l", "s", "1");
+    for name in &listed {
+        let upper = name.to_ascii_uppercase();
+        assert!(
+            upper.starts_with("FENCE.") || forms.iter().any(|(args, _)| args[0] == upper),
+            "{upper} is not covered by the cluster routing test: add it to command_forms"
+        );
+    }
+
+    // COMMAND GETKEYS names the key, and only it, for every form.
+    for (args, _) in &forms {
+        if args[0] == "STOCK.INFO" && !has_info {
+            continue;
+        }
+        let mut cmd = redis::cmd("COMMAND");
+        cmd.arg("GETKEYS").arg(args);
+        let keys: Vec<String> = cmd.query(&mut direct[0]).expect("COMMAND GETKEYS");
+        assert_eq!(keys, vec![args[1].clone()], "COMMAND GETKEYS {args:?}");
+    }
+
+    // Plain names spread over the three masters.
+    let locks = spread_keys(&cluster, &topology, "lock:order", 2);
+    let stocks: Vec<String> = locks
+        .iter()
+        .map(|l| l.replacen("lock:order", "sku", 1))
+        .collect();
+    let owners = |keys: &[String]| -> BTreeSet<usize> {
+        keys.iter()
+            .map(|k| topology.owner[cluster.keyslot(k)])
+            .collect()
+    };
+    assert_eq!(owners(&locks).len(), 3, "locks over the masters");
+    assert_eq!(owners(&stocks).len(), 3, "stocks over the masters");
+
+    let mut expected_keys: BTreeMap<usize, Vec<String>> = BTreeMap::new();
+    for (lock, stock) in locks.iter().zip(&stocks) {
+        let lock_slot = cluster.keyslot(lock);
+        let stock_slot = cluster.keyslot(stock);
+        let lock_owner = topology.owner[lock_slot];
+        let stock_owner = topology.owner[stock_slot];
+        expected_keys
+            .entry(lock_owner)
+            .or_default()
+            .push(lock.clone());
+        expected_keys
+            .entry(stock_owner)
+            .or_default()
+            .push(stock.clone());
+
+        // Through the cluster client: the whole contract, with no hash tag anywhere.
+        let token = int(run(&mut cc, &["LOCK.ACQUIRE", lock, "worker-1", "30000"]));
+        assert_eq!(
+            int(run(
+                &mut cc,
+                &["LOCK.ACQUIRE", lock, "worker-1", "30000", "WAIT", "100"]
+            )),
+            token
+        );
+        nil(run(&mut cc, &["LOCK.ACQUIRE", lock, "worker-2", "30000"]));
+        assert_eq!(
+            int(run(&mut cc, &["LOCK.RENEW", lock, "worker-1", "30000"])),
+            token
+        );
+        let (owner, t, _) = status(&mut cc, lock).expect("held");
+        assert_eq!((owner.as_str(), t), ("worker-1", token));
+        assert_eq!(int(run(&mut cc, &["LOCK.RELEASE", lock, "worker-2"])), 0);
+        okay(run(&mut cc, &["STOCK.SET", stock, "100"]));
+        assert_eq!(int(run(&mut cc, &["STOCK.ADD", stock, "10"])), 110);
+        let token_text = token.to_string();
+        assert_eq!(
+            int(run(
+                &mut cc,
+                &[
+                    "STOCK.DEDUCT",
+                    stock,
+                    "3",
+                    "ID",
+                    "order-1",
+                    "FENCE",
+                    &token_text
+                ]
+            )),
+            107
+        );
+        assert_eq!(
+            int(run(&mut cc, &["STOCK.DEDUCT", stock, "2", "ID", "order-2"])),
+            105
+        );
+        assert_eq!(request(&mut cc, stock, "order-1"), Some(3));
+        assert_eq!(int(run(&mut cc, &["STOCK.REFUND", stock, "order-2"])), 2);
+        assert_eq!(int(run(&mut cc, &["STOCK.GET", stock])), 107);
+        if has_info {
+            assert!(matches!(
+                run(&mut cc, &["STOCK.INFO", stock]),
+                Ok(Value::Array(_))
+            ));
+        }
+
+        // The keys live on the owning master, and only there.
+        assert_eq!(key_type(&mut direct[lock_owner], lock), "fence-lck");
+        assert_eq!(key_type(&mut direct[stock_owner], stock), "fence-stk");
+        assert_eq!(
+            status(&mut direct[lock_owner], lock).map(|s| s.1),
+            Some(token)
+        );
+        assert_eq!(stock_value(&mut direct[stock_owner], stock), 107);
+
+        // Every other master and every replica refuses each command with a redirection to
+        // the owner: Redis found the key where the module declared it.
+        for (args, readonly) in command_forms(lock, stock, &token_text) {
+            if args[0] == "STOCK.INFO" && !has_info {
+                continue;
+            }
+            let key_slot = if args[0].starts_with("LOCK.") {
+                lock_slot
+            } else {
+                stock_slot
+            };
+            let owner = topology.owner[key_slot];
+            let moved = format!("MOVED {key_slot} {}", cluster.addr(owner));
+            let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+            for (node, con) in direct.iter_mut().enumerate() {
+                if node == owner {
+                    continue;
+                }
+                let reply = call(con, &argv);
+                assert_eq!(err(reply), moved, "{args:?} sent to node {node}");
+            }
+            // A replica of the owner, in READONLY mode, serves the readonly commands only.
+            let replica = topology.replica_of(owner);
+            let mut ro = cluster.node(replica);
+            okay(call(&mut ro, &["READONLY"]));
+            let reply = call(&mut ro, &argv);
+            if readonly {
+                assert!(reply.is_ok(), "{args:?} on a READONLY replica: {reply:?}");
+            } else {
+                assert_eq!(err(reply), moved, "{args:?} on a READONLY replica");
+            }
+        }
+    }
+
+    // EVENTS names a second key, the order stream: COMMAND GETKEYS lists both, and Redis
+    // refuses a call whose two keys are in different slots, changing nothing.
+    for args in [
+        vec!["STOCK.DEDUCT", "s", "1", "ID", "o", "EVENTS", "ev"],
+        vec!["STOCK.REFUND", "s", "o", "EVENTS", "ev", "MAXLEN", "10"],
+    ] {
+        let mut cmd = redis::cmd("COMMAND");
+        cmd.arg("GETKEYS").arg(&args);
+        let keys: Vec<String> = cmd.query(&mut direct[0]).expect("COMMAND GETKEYS");
+        assert_eq!(keys, vec!["s", "ev"], "COMMAND GETKEYS {args:?}");
+    }
+    let stock = &stocks[0];
+    let events = (0..100)
+        .map(|i| format!("events:{i}"))
+        .find(|e| cluster.keyslot(e) != cluster.keyslot(stock))
+        .expect("a stream key in another slot");
+    assert_err(
+        run(
+            &mut cc,
+            &[
+                "STOCK.DEDUCT",
+                stock,
+                "1",
+                "ID",
+                "order-x",
+                "EVENTS",
+                &events,
+            ],
+        ),
+        "CROSSSLOT",
+    );
+    assert_eq!(stock_value(&mut cc, stock), 107);
+    assert_eq!(request(&mut cc, stock, "order-x"), None);
+
+    // Each master holds exactly the keys it owns.
+    for &m in &topology.masters {
+        let mut expected = expected_keys.remove(&m).unwrap_or_default();
+        expected.sort();
+        assert_eq!(all_keys(&mut direct[m]), expected, "keys on master {m}");
+    }
+    println!(
+        "routing: {} locks and {} stocks over masters {:?}: every command on its owner, MOVED elsewhere",
+        locks.len(),
+        stocks.len(),
+        topology.masters
+    );
+}
+
+#[track_caller]
+fn stock_value(con: &mut impl ConnectionLike, key: &str) -> i64 {
+    int(run(con, &["STOCK.GET", key]))
+}
+
+// ---------------------------------------------------------------------------------------------
+// 2. Slot migration
+// ---------------------------------------------------------------------------------------------
+
+/// A master other than `not`.
+fn other_master(topology: &Topology, not: usize) -> usize {
+    *topology
+        .masters
+        .iter()
+        .find(|&&m| m != not)
+        .expect("another master")
+}
+
+#[test]
+fn slot_migration_keeps_a_held_lock_and_a_stock_with_its_ledger_and_fence() {
+    let cluster = Cluster::start();
+    let topology = cluster.wait_stable(CLUSTER_WAIT);
+    let mut cc = cluster.conn();
+    let (lock, sku, future) = ("lock:migrate", "sku:migrate", "lock:future");
+
+    // A held lock, a stock with a ledger (some ids refunded) and a fence.
+    let token = int(run(&mut cc, &["LOCK.ACQUIRE", lock, "worker-1", "30000"]));
+    let token_text = token.to_string();
+    okay(run(&mut cc, &["STOCK.SET", sku, "1000"]));
+    let mut ledger: BTreeMap<String, i64> = BTreeMap::new();
+    for i in 0..40 {
+        let id = format!("order-{i}");
+        let quantity = (i % 3 + 1).to_string();
+        let mut args = vec!["STOCK.DEDUCT", sku, &quantity, "ID", &id];
+        if i % 2 == 0 {
+            args.extend(["FENCE", &token_text]);
+        }
+        int(run(&mut cc, &args));
+        ledger.insert(id, i % 3 + 1);
+    }
+    for id in ["order-7", "order-21"] {
+        assert!(int(run(&mut cc, &["STOCK.REFUND", sku, id])) > 0);
+        ledger.insert(id.to_string(), 0);
+    }
+    let available = stock_value(&mut cc, sku);
+    // A lock whose token is an hour ahead of the clock, released before the move: only the
+    // token clock's memory (carried by MIGRATE) can keep the next grant above it.
+    let far = future_locks();
+    let restored = restore_via(&mut cc, future, &far.dumps[0]);
+    okay(restored);
+    assert_eq!(
+        status(&mut cc, future).map(|s| s.1),
+        Some(far.tokens[0]),
+        "RESTOREd future lock"
+    );
+
+    // Remember every value exactly (DEBUG DIGEST-VALUE on the owner) and the lock's TTL.
+    let keys = [lock, sku, future];
+    let slots: Vec<usize> = keys.iter().map(|k| cluster.keyslot(k)).collect();
+    let digests: Vec<String> = keys
+        .iter()
+        .zip(&slots)
+        .map(|(k, &s)| digest_value(&mut cluster.node(topology.owner[s]), k))
+        .collect();
+    let (owner_before, token_before, ttl_before) = status(&mut cc, lock).expect("held");
+    let read_before = Instant::now();
+
+    // Move each key's slot to another master.
+    let started = Instant::now();
+    let mut targets = Vec::new();
+    for (key, &slot) in keys.iter().zip(&slots) {
+        let now = cluster.wait_stable(CLUSTER_WAIT);
+        let target = other_master(&now, now.owner[slot]);
+        let moved = cluster.migrate_slot(slot, target);
+        assert!(
+            moved.contains(&key.to_string()),
+            "{key} was not migrated: {moved:?}"
+        );
+        targets.push(target);
+    }
+    let migration_ms = started.elapsed().as_millis();
+
+    // Through the cluster client: the same lock, stock, ledger and fence, now on the target.
+    let (owner_after, token_after, ttl_after) = status(&mut cc, lock).expect("still held");
+    let elapsed = i64::try_from(read_before.elapsed().as_millis()).expect("ms");
+    assert_eq!(owner_after, owner_before);
+    assert_eq!(token_after, token_before);
+    let drift = ttl_after - (ttl_before - elapsed);
+    assert!(
+        drift.abs() <= 100,
+        "TTL before {ttl_before} ms, {elapsed} ms later {ttl_after} ms (drift {drift} ms)"
+    );
+    for ((key, &slot), (digest, &target)) in
+        keys.iter().zip(&slots).zip(digests.iter().zip(&targets))
+    {
+        let now = cluster.wait_stable(CLUSTER_WAIT);
+        assert_eq!(now.owner[slot], target);
+        let mut con = cluster.node(target);
+        assert_eq!(
+            &digest_value(&mut con, key),
+            digest,
+            "{key} changed in the move"
+        );
+        assert!(
+            err(call(
+                &mut cluster.node(topology.owner[slot]),
+                &["LOCK.STATUS", key]
+            ))
+            .starts_with("MOVED"),
+            "the old owner of {key} does not redirect"
+        );
+    }
+    assert_eq!(stock_value(&mut cc, sku), available);
+    for (id, quantity) in &ledger {
+        assert_eq!(
+            request(&mut cc, sku, id),
+            Some(*quantity),
+            "ledger entry {id}"
+        );
+    }
+    assert_eq!(request(&mut cc, sku, "order-never"), None);
+    // A replay deducts nothing; a refunded id stays spent.
+    assert_eq!(
+        int(run(&mut cc, &["STOCK.DEDUCT", sku, "5", "ID", "order-3"])),
+        available
+    );
+    assert_eq!(
+        int(run(&mut cc, &["STOCK.DEDUCT", sku, "5", "ID", "order-7"])),
+        available
+    );
+    // The fence moved with it: below refused, equal accepted.
+    let below = (token - 1).to_string();
+    assert_err(
+        run(&mut cc, &["STOCK.DEDUCT", sku, "1", "FENCE", &below]),
+        "STALE",
+    );
+    assert_eq!(
+        int(run(
+            &mut cc,
+            &["STOCK.DEDUCT", sku, "1", "FENCE", &token_text]
+        )),
+        available - 1
+    );
+    if let Some(n) = ledger_size(&mut cluster.node(targets[1]), sku) {
+        assert_eq!(n, 40, "STOCK.INFO requests after the move");
+    }
+
+    // The next grant of each key on its new master has a larger token.
+    assert_eq!(int(run(&mut cc, &["LOCK.RELEASE", lock, "worker-1"])), 1);
+    let next = int(run(&mut cc, &["LOCK.ACQUIRE", lock, "worker-2", "30000"]));
+    assert!(next > token, "token after the move {next} <= {token}");
+    assert_eq!(
+        int(run(&mut cc, &["LOCK.RELEASE", future, far.owners[0]])),
+        1
+    );
+    let next_future = int(run(&mut cc, &["LOCK.ACQUIRE", future, "worker-2", "30000"]));
+    assert!(
+        next_future > far.tokens[0],
+        "the new owner of {future} issued {next_future}, not above the migrated token {}",
+        far.tokens[0]
+    );
+    println!(
+        "slot migration: 3 slots moved in {migration_ms} ms; lock TTL {ttl_before} -> {ttl_after} ms \
+         after {elapsed} ms (drift {drift} ms); token {token} -> next grant {next}; \
+         future token {} -> next grant {next_future}",
+        far.tokens[0]
+    );
+}
+
+/// `RESTORE key 0 payload` through any connection.
+fn restore_via(con: &mut impl ConnectionLike, key: &str, payload: &[u8]) -> RedisResult<Value> {
+    redis::cmd("RESTORE")
+        .arg(key)
+        .arg(0)
+        .arg(payload)
+        .query(con)
+}
+
+// ---------------------------------------------------------------------------------------------
+// 3. Failover
+// ---------------------------------------------------------------------------------------------
+
+/// (request id, quantity held) of a stock.
+type Ledger = Vec<(String, i64)>;
+
+/// What a shard holds before a failover: locks (key, owner, token), stocks (key, available,
+/// ledger).
+struct ShardState {
+    locks: Vec<(String, String, i64)>,
+    stocks: Vec<(String, i64, Ledger)>,
+}
+
+/// Locks and stocks with ledgers on keys that `master` serves, written through the cluster
+/// client.
+fn fill_shard(
+    cluster: &Cluster,
+    topology: &Topology,
+    cc: &mut ClusterConnection,
+    master: usize,
+    tag: &str,
+) -> ShardState {
+    let mut state = ShardState {
+        locks: Vec::new(),
+        stocks: Vec::new(),
+    };
+    for (i, key) in keys_on(cluster, topology, master, &format!("lock:{tag}"), 5)
+        .into_iter()
+        .enumerate()
+    {
+        let owner = format!("worker-{i}");
+        let token = int(run(cc, &["LOCK.ACQUIRE", &key, &owner, "60000"]));
+        state.locks.push((key, owner, token));
+    }
+    for key in keys_on(cluster, topology, master, &format!("sku:{tag}"), 5) {
+        okay(run(cc, &["STOCK.SET", &key, "500"]));
+        let mut ledger = Vec::new();
+        for j in 0..20 {
+            let id = format!("order-{j}");
+            let quantity = j % 4 + 1;
+            int(run(
+                cc,
+                &["STOCK.DEDUCT", &key, &quantity.to_string(), "ID", &id],
+            ));
+            ledger.push((id, quantity));
+        }
+        assert_eq!(int(run(cc, &["STOCK.REFUND", &key, "order-5"])), 2);
+        ledger[5].1 = 0;
+        let available = stock_value(cc, &key);
+        state.stocks.push((key, available, ledger));
+    }
+    state
+}
+
+/// Everything in `state` is there, through the cluster connection `cc`; then each lock is
+/// released and granted again with a larger token. Returns (largest old, smallest new) token.
+fn check_shard(cc: &mut ClusterConnection, state: &ShardState, what: &str) -> (i64, i64) {
+    let (mut old_max, mut new_min) = (i64::MIN, i64::MAX);
+    for (key, owner, token) in &state.locks {
+        let got = status(cc, key);
+        assert_eq!(
+            got.as_ref().map(|s| (s.0.as_str(), s.1)),
+            Some((owner.as_str(), *token)),
+            "{what}: lock {key}"
+        );
+        assert!(got.is_some_and(|s| s.2 > 0 && s.2 <= 60_000));
+        assert_eq!(
+            int(run(cc, &["LOCK.RELEASE", key, owner])),
+            1,
+            "{what}: release {key}"
+        );
+        let next = int(run(cc, &["LOCK.ACQUIRE", key, "next-owner", "60000"]));
+        assert!(next > *token, "{what}: {key} granted {next} after {token}");
+        old_max = old_max.max(*token);
+        new_min = new_min.min(next);
+    }
+    for (key, available, ledger) in &state.stocks {
+        assert_eq!(stock_value(cc, key), *available, "{what}: stock {key}");
+        for (id, quantity) in ledger {
+            assert_eq!(request(cc, key, id), Some(*quantity), "{what}: {key} {id}");
+        }
+        // A replay after the failover deducts nothing.
+        assert_eq!(
+            int(run(cc, &["STOCK.DEDUCT", key, "1", "ID", "order-0"])),
+            *available
+        );
+    }
+    (old_max, new_min)
+}
+
+/// Waits until node `i` reports `role:master` and the cluster has settled; the topology.
+fn wait_promoted(cluster: &Cluster, i: usize) -> Topology {
+    let deadline = Instant::now() + CLUSTER_WAIT;
+    loop {
+        if let Ok(t) = cluster.stable_topology() {
+            if t.masters.contains(&i) {
+                return t;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "node {i} was not promoted within {CLUSTER_WAIT:?}\n{}",
+            cluster.logs()
+        );
+        thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn failover_manual_and_after_sigkill_keeps_what_reached_the_replica_and_tokens_rise() {
+    let mut cluster = Cluster::start();
+    let topology = cluster.wait_stable(CLUSTER_WAIT);
+    let mut cc = cluster.conn();
+    let far = future_locks();
+
+    // --- Manual failover: CLUSTER FAILOVER on a replica. ---
+    let a = topology.masters[0];
+    let a_replica = topology.replica_of(a);
+    let state_a = fill_shard(&cluster, &topology, &mut cc, a, "a");
+    // A token an hour ahead, taught to the shard and then released: after the failover only
+    // the replicated token clock can keep the next grant above it.
+    let future_a = &keys_on(&cluster, &topology, a, "lock:future-a", 1)[0];
+    okay(restore_via(&mut cc, future_a, &far.dumps[0]));
+    assert_eq!(
+        int(run(&mut cc, &["LOCK.RELEASE", future_a, far.owners[0]])),
+        1
+    );
+    // A client blocked in LOCK.ACQUIRE … WAIT on the old master.
+    let held_key = state_a.locks[0].0.clone();
+    let waiter = {
+        let mut con = cluster.node(a);
+        let key = held_key.clone();
+        thread::spawn(move || {
+            let reply = call(
+                &mut con,
+                &["LOCK.ACQUIRE", &key, "waiter", "60000", "WAIT", "15000"],
+            );
+            describe_reply(&reply)
+        })
+    };
+    assert!(
+        wait_until(Duration::from_secs(5), || status_waiters(
+            &mut cluster.node(a),
+            &held_key
+        ) == 1),
+        "the waiter did not block"
+    );
+    wait_for_sync(&cluster.nodes[a], &cluster.nodes[a_replica], CLUSTER_WAIT);
+
+    let started = Instant::now();
+    okay(call(&mut cluster.node(a_replica), &["CLUSTER", "FAILOVER"]));
+    let after = wait_promoted(&cluster, a_replica);
+    let manual_ms = started.elapsed().as_millis();
+    assert!(
+        !after.masters.contains(&a),
+        "the old master stayed a master"
+    );
+    let waiter_saw = waiter.join().expect("waiter thread");
+    assert!(
+        waiter_saw.starts_with("error UNBLOCKED") || waiter_saw.starts_with("error MOVED"),
+        "a client waiting on the old master saw {waiter_saw}"
+    );
+    let (old_a, new_a) = check_shard(&mut cc, &state_a, "manual failover");
+    // The waiter never got the lock: it is the holder's (now released and granted again).
+    assert_ne!(
+        status(&mut cc, &held_key).map(|s| s.0),
+        Some("waiter".to_string())
+    );
+    let next_future_a = int(run(
+        &mut cc,
+        &["LOCK.ACQUIRE", future_a, "next-owner", "60000"],
+    ));
+    assert!(
+        next_future_a > far.tokens[0],
+        "after the manual failover {future_a} was granted {next_future_a}, not above {}",
+        far.tokens[0]
+    );
+    println!(
+        "manual failover: {manual_ms} ms; tokens before up to {old_a}, after from {new_a}; \
+         released future token {} -> {next_future_a}; the blocked waiter saw {waiter_saw}",
+        far.tokens[0]
+    );
+
+    // --- Automatic failover: another master SIGKILLed. ---
+    let b = *after
+        .masters
+        .iter()
+        .find(|&&m| m != a_replica)
+        .expect("another master");
+    let b_replica = after.replica_of(b);
+    let state_b = fill_shard(&cluster, &after, &mut cc, b, "b");
+    wait_for_sync(&cluster.nodes[b], &cluster.nodes[b_replica], CLUSTER_WAIT);
+    // One grant that does not reach the replica: cut the replication link, grant, kill at
+    // once (the replica reconnects only at its next cron tick). Its token is near the wall
+    // clock, so only the wall-clock floor can keep the new master's next grant above it.
+    let lost_key = &keys_on(&cluster, &after, b, "lock:lost", 1)[0];
+    let mut con_b = cluster.node(b);
+    int(call(&mut con_b, &["CLIENT", "KILL", "TYPE", "replica"]));
+    let lost = int(call(
+        &mut con_b,
+        &["LOCK.ACQUIRE", lost_key, "lost-owner", "60000"],
+    ));
+    let started = Instant::now();
+    cluster.kill(b);
+    let after_kill = wait_promoted(&cluster, b_replica);
+    let auto_ms = started.elapsed().as_millis();
+    assert!(!after_kill.masters.contains(&b));
+
+    // The old cluster connection still knows the dead node; a new one, as an application
+    // would make after a connection error, finds the new master. The first grant on the new
+    // master is for the lost key.
+    let mut cc = cluster.conn();
+    let lost_status = status(&mut cc, lost_key);
+    let lost_reached = lost_status.is_some();
+    if lost_reached {
+        // The replica reconnected and got the grant before the kill: the lock survived.
+        assert_eq!(lost_status.map(|s| s.1), Some(lost));
+        assert_eq!(
+            int(run(&mut cc, &["LOCK.RELEASE", lost_key, "lost-owner"])),
+            1
+        );
+    }
+    let next_lost = int(run(
+        &mut cc,
+        &["LOCK.ACQUIRE", lost_key, "next-owner", "60000"],
+    ));
+    assert!(
+        next_lost > lost,
+        "the new master granted {next_lost}, not above the grant {lost} made before the kill"
+    );
+    let (old_b, new_b) = check_shard(&mut cc, &state_b, "automatic failover");
+
+    // The shard that never failed over works as before.
+    let c = *after_kill
+        .masters
+        .iter()
+        .find(|&&m| m != a_replica && m != b_replica)
+        .expect("a third master");
+    let state_c = fill_shard(&cluster, &after_kill, &mut cc, c, "c");
+    check_shard(&mut cc, &state_c, "untouched shard");
+    println!(
+        "automatic failover after SIGKILL: {auto_ms} ms (node timeout {NODE_TIMEOUT_MS} ms); \
+         tokens before up to {old_b}, after from {new_b}; grant cut from the replica {lost} \
+         ({}), first grant of that key on the new master {next_lost} (+{} us)",
+        if lost_reached {
+            "reached it after all"
+        } else {
+            "lost"
+        },
+        next_lost - lost
+    );
+}
+
+/// A reply as text: "int N", "nil", "error <text>", ….
+fn describe_reply(reply: &RedisResult<Value>) -> String {
+    match reply {
+        Ok(Value::Int(n)) => format!("int {n}"),
+        Ok(Value::Nil) => "nil".to_string(),
+        Ok(other) => format!("{other:?}"),
+        Err(e) if e.code().is_some() => format!("error {}", error_text(e)),
+        Err(e) => format!("connection error {e}"),
+    }
+}
+
+/// The `waiters` field of `LOCK.STATUS key` (0 when free).
+fn status_waiters(con: &mut Connection, key: &str) -> i64 {
+    match call(con, &["LOCK.STATUS", key]) {
+        Ok(Value::Array(items)) if items.len() == 8 => match items[7] {
+            Value::Int(n) => n,
+            _ => -1,
+        },
+        _ => 0,
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// 4. A seckill across the cluster
+// ---------------------------------------------------------------------------------------------
+
+const SKUS: usize = 20;
+const UNITS: i64 = 250;
+const BUYERS: usize = 200;
+const SALE_DEADLINE: Duration = Duration::from_secs(40);
+
+/// What one buyer saw: (sku index, request id, remaining) per sale, and the refused ids.
+#[derive(Default)]
+struct Purchases {
+    sold: Vec<(usize, String, i64)>,
+    refused: Vec<(usize, String)>,
+}
+
+#[test]
+fn a_seckill_over_three_masters_sells_every_unit_exactly_once() {
+    let cluster = Cluster::start();
+    let topology = cluster.wait_stable(CLUSTER_WAIT);
+    let skus: Vec<String> = (0..SKUS).map(|i| format!("seckill:sku:{i}")).collect();
+    let owners: Vec<usize> = skus
+        .iter()
+        .map(|k| topology.owner[cluster.keyslot(k)])
+        .collect();
+    let spread: BTreeSet<usize> = owners.iter().copied().collect();
+    assert_eq!(spread.len(), 3, "SKUs over the masters: {owners:?}");
+    let mut cc = cluster.conn();
+    for sku in &skus {
+        okay(run(&mut cc, &["STOCK.SET", sku, &UNITS.to_string()]));
+    }
+
+    // Every buyer has its own cluster connection, made before the sale opens.
+    let connections: Vec<ClusterConnection> = (0..BUYERS).map(|_| cluster.conn()).collect();
+    let barrier = Barrier::new(BUYERS + 1);
+    let results = Mutex::new(Vec::with_capacity(BUYERS));
+    // The scope joins every buyer before it returns the moment the sale opened.
+    let opened = thread::scope(|s| {
+        for (buyer, mut con) in connections.into_iter().enumerate() {
+            let (barrier, results, skus) = (&barrier, &results, &skus);
+            s.spawn(move || {
+                let mut mine = Purchases::default();
+                let mut open: Vec<usize> = (0..SKUS).collect();
+                let mut rng = rand::rng();
+                barrier.wait();
+                let deadline = Instant::now() + SALE_DEADLINE;
+                let mut n = 0;
+                while !open.is_empty() && Instant::now() < deadline {
+                    let pick = rng.random_range(0..open.len());
+                    let sku = open[pick];
+                    let id = format!("buyer-{buyer}-{n}");
+                    n += 1;
+                    match run(&mut con, &["STOCK.DEDUCT", &skus[sku], "1", "ID", &id]) {
+                        Ok(Value::Int(left)) => mine.sold.push((sku, id, left)),
+                        Ok(Value::Nil) => {
+                            mine.refused.push((sku, id));
+                            open.swap_remove(pick);
+                        }
+                        other => panic!("buyer {buyer}: {id} on {}: {other:?}", skus[sku]),
+                    }
+                }
+                assert!(
+                    open.is_empty(),
+                    "buyer {buyer} did not finish within {SALE_DEADLINE:?}"
+                );
+                results.lock().expect("results").push(mine);
+            });
+        }
+        barrier.wait();
+        Instant::now()
+    });
+    let sale_ms = opened.elapsed().as_millis();
+    let results = results.into_inner().expect("results");
+    assert_eq!(results.len(), BUYERS, "every buyer finished");
+
+    // Per SKU: exactly UNITS sales whose remaining quantities are UNITS-1 down to 0, each once.
+    let mut remaining: Vec<Vec<i64>> = vec![Vec::new(); SKUS];
+    let mut sold_ids: Vec<Vec<String>> = vec![Vec::new(); SKUS];
+    let mut refused_ids: Vec<Vec<String>> = vec![Vec::new(); SKUS];
+    for p in &results {
+        for (sku, id, left) in &p.sold {
+            remaining[*sku].push(*left);
+            sold_ids[*sku].push(id.clone());
+        }
+        for (sku, id) in &p.refused {
+            refused_ids[*sku].push(id.clone());
+        }
+    }
+    let total: usize = sold_ids.iter().map(Vec::len).sum();
+    let expected: Vec<i64> = (0..UNITS).collect();
+    for (i, sku) in skus.iter().enumerate() {
+        remaining[i].sort_unstable();
+        assert!(
+            remaining[i] == expected,
+            "{sku}: {} sales, remaining quantities not exactly {}..0",
+            remaining[i].len(),
+            UNITS - 1
+        );
+        // On the owning master: the stock is empty, the ledger holds every sold id with 1
+        // and none of the refused ones.
+        let mut con = cluster.node(owners[i]);
+        assert_eq!(stock_value(&mut con, sku), 0, "{sku}");
+        let mut pipe = redis::pipe();
+        for id in sold_ids[i].iter().chain(&refused_ids[i]) {
+            pipe.cmd("STOCK.REQUEST").arg(sku).arg(id);
+        }
+        let ledger: Vec<Option<i64>> = pipe.query(&mut con).expect("STOCK.REQUEST pipeline");
+        let (sold, refused) = ledger.split_at(sold_ids[i].len());
+        assert!(
+            sold.iter().all(|q| *q == Some(1)),
+            "{sku}: a sold id missing from the ledger"
+        );
+        assert!(
+            refused.iter().all(Option::is_none),
+            "{sku}: a refused id in the ledger"
+        );
+        if let Some(n) = ledger_size(&mut con, sku) {
+            assert_eq!(n, UNITS, "{sku}: ledger size");
+        }
+    }
+    assert_eq!(total as i64, UNITS * SKUS as i64, "total sold");
+    let refused: usize = refused_ids.iter().map(Vec::len).sum();
+    println!(
+        "seckill: {BUYERS} buyers, {SKUS} SKUs x {UNITS} over masters {spread:?}: sold {total} of {} \
+         in {sale_ms} ms ({:.0} deductions/s, {refused} refused), nothing oversold",
+        UNITS * SKUS as i64,
+        (total + refused) as f64 / (sale_ms.max(1) as f64 / 1000.0)
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// 5. A lock and the stock it guards in one slot
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn a_lock_fences_the_stock_it_guards_in_one_hash_slot() {
+    let cluster = Cluster::start();
+    let topology = cluster.wait_stable(CLUSTER_WAIT);
+    let mut cc = cluster.conn();
+    let (lock, sku) = ("{sku:42}:lock", "{sku:42}");
+    let slot = cluster.keyslot(sku);
+    assert_eq!(cluster.keyslot(lock), slot);
+    assert_eq!(slot, cluster.keyslot("sku:42"));
+    let owner = topology.owner[slot];
+
+    okay(run(&mut cc, &["STOCK.SET", sku, "100"]));
+    let first = int(run(&mut cc, &["LOCK.ACQUIRE", lock, "job-1", "10000"]));
+    let first_text = first.to_string();
+    assert_eq!(
+        int(run(
+            &mut cc,
+            &[
+                "STOCK.DEDUCT",
+                sku,
+                "5",
+                "ID",
+                "restock-1",
+                "FENCE",
+                &first_text
+            ]
+        )),
+        95
+    );
+    // The same holder deducts again with its token.
+    assert_eq!(
+        int(run(
+            &mut cc,
+            &["STOCK.DEDUCT", sku, "5", "FENCE", &first_text]
+        )),
+        90
+    );
+    // Another job takes over (the first one's lock expired while it was paused).
+    assert_eq!(int(run(&mut cc, &["LOCK.RELEASE", lock, "job-1"])), 1);
+    let second = int(run(&mut cc, &["LOCK.ACQUIRE", lock, "job-2", "10000"]));
+    assert!(second > first);
+    let second_text = second.to_string();
+    assert_eq!(
+        int(run(
+            &mut cc,
+            &["STOCK.DEDUCT", sku, "1", "FENCE", &second_text]
+        )),
+        89
+    );
+    // The first job wakes up: its write is refused, and nothing changes.
+    let stale = assert_err(
+        run(
+            &mut cc,
+            &[
+                "STOCK.DEDUCT",
+                sku,
+                "5",
+                "ID",
+                "restock-2",
+                "FENCE",
+                &first_text,
+            ],
+        ),
+        "STALE",
+    );
+    assert_eq!(
+        stale,
+        format!("STALE fencing token {first} is below the highest accepted token {second}")
+    );
+    assert_eq!(stock_value(&mut cc, sku), 89);
+    assert_eq!(request(&mut cc, sku, "restock-2"), None);
+    // The order stream shares the tag, so a deduction with EVENTS goes through as well.
+    let events = "{sku:42}:events";
+    assert_eq!(
+        int(run(
+            &mut cc,
+            &[
+                "STOCK.DEDUCT",
+                sku,
+                "1",
+                "ID",
+                "order-9",
+                "FENCE",
+                &second_text,
+                "EVENTS",
+                events
+            ],
+        )),
+        88
+    );
+    assert_eq!(int(run(&mut cc, &["XLEN", events])), 1);
+    // Both keys are on the master of their slot.
+    let mut con = cluster.node(owner);
+    assert_eq!(key_type(&mut con, lock), "fence-lck");
+    assert_eq!(key_type(&mut con, sku), "fence-stk");
+    assert_eq!(key_type(&mut con, events), "stream");
+    println!("hash tag: {lock} and {sku} in slot {slot} on node {owner}: tokens {first} -> {second}, stale write refused");
+}
+
+// ---------------------------------------------------------------------------------------------
+// 6. A client waiting for a lock whose slot migrates
+// ---------------------------------------------------------------------------------------------
+
+/// `MIGRATE` deletes the lock on the source node. The waiter there must not be granted a second
+/// lock on the source (two holders); it is told `TRYAGAIN` and retries where the slot went.
+#[test]
+fn a_waiter_whose_slot_migrates_is_told_to_retry_and_never_becomes_a_second_holder() {
+    let cluster = Cluster::start();
+    let topology = cluster.wait_stable(CLUSTER_WAIT);
+    let mut cc = cluster.conn();
+    let lock = "lock:waiting-migrate";
+    let token = int(run(&mut cc, &["LOCK.ACQUIRE", lock, "holder", "60000"]));
+    let slot = cluster.keyslot(lock);
+    let source = topology.owner[slot];
+    let target = other_master(&topology, source);
+    let mut waiter_con = cluster.node(source);
+    let waiter = thread::spawn(move || {
+        redis::cmd("LOCK.ACQUIRE")
+            .arg(lock)
+            .arg("waiter")
+            .arg(60000)
+            .arg("WAIT")
+            .arg(20000)
+            .query::<Value>(&mut waiter_con)
+    });
+    let mut src = cluster.node(source);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while status_waiters(&mut src, lock) != 1 {
+        assert!(Instant::now() < deadline, "the waiter never queued");
+        thread::sleep(Duration::from_millis(10));
+    }
+    let started = Instant::now();
+    let moved = cluster.migrate_slot(slot, target);
+    assert!(moved.iter().any(|k| k == lock), "{moved:?}");
+    let reply = waiter.join().expect("waiter thread");
+    let text = describe_reply(&reply);
+    assert!(
+        text.contains("TRYAGAIN"),
+        "the waiter on the old node got {text} instead of TRYAGAIN"
+    );
+    println!(
+        "waiter told to retry {:.0} ms after the migration began",
+        started.elapsed().as_secs_f64() * 1e3
+    );
+    // One holder only: the original, on the new node; nothing left behind on the old one.
+    let (owner, tok, _) = status(&mut cc, lock).expect("the lock moved with its holder");
+    assert_eq!((owner.as_str(), tok), ("holder", token));
+    let left = int(call(
+        &mut cluster.node(source),
+        &["CLUSTER", "COUNTKEYSINSLOT", &slot.to_string()],
+    ));
+    assert_eq!(
+        left, 0,
+        "the old node created a lock in a slot it gave away"
+    );
+    // The retry, routed to the new node, queues there and is granted on release.
+    assert_eq!(int(run(&mut cc, &["LOCK.RELEASE", lock, "holder"])), 1);
+    assert!(
+        int(run(
+            &mut cc,
+            &["LOCK.ACQUIRE", lock, "waiter", "60000", "WAIT", "1000"]
+        )) > token
+    );
+}
