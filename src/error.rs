@@ -22,6 +22,9 @@ pub const OVERFLOW: &str = "ERR stock would pass 9223372036854775807";
 /// A replication-only command sent by an ordinary client.
 pub const INTERNAL_ONLY: &str =
     "ERR this command is internal: accepted only from the master link or while loading the AOF";
+/// The `EVENTS` stream has used its last possible id (native XADD's own message).
+pub const STREAM_FULL: &str =
+    "ERR The stream has exhausted the last possible ID, unable to add more items";
 /// A panic caught at the FFI boundary (a bug; the server keeps running).
 pub const PANIC: &str = "ERR internal error in the fence module (see the server log)";
 
@@ -58,6 +61,8 @@ pub enum FenceError {
     },
     /// `MAXLEN` without a non-negative integer.
     MaxLen,
+    /// The `EVENTS` stream can take no more ids (as native XADD says).
+    StreamFull,
     /// `quantity` outside min..=i64::MAX.
     Quantity {
         min: i64,
@@ -102,6 +107,7 @@ impl FenceError {
                 format!("ERR timeout-ms must be an integer from 0 to {max}").into()
             }
             FenceError::MaxLen => "ERR MAXLEN needs an integer of 0 or more".into(),
+            FenceError::StreamFull => STREAM_FULL.into(),
             FenceError::Quantity { min } => {
                 format!("ERR quantity must be an integer from {min} to {}", i64::MAX).into()
             }
@@ -177,6 +183,7 @@ mod tests {
             FenceError::Ttl { max: 5 },
             FenceError::Timeout { max: 5 },
             FenceError::MaxLen,
+            FenceError::StreamFull,
             FenceError::Quantity { min: 1 },
             FenceError::EmptyName(Name::Owner),
             FenceError::NameTooLong {

@@ -90,6 +90,7 @@ pub fn missing_apis() -> Option<&'static str> {
         RedisModule_InfoAddFieldULongLong,
         RedisModule_NotifyKeyspaceEvent,
         RedisModule_StreamAdd,
+        RedisModule_StreamDelete,
         RedisModule_StreamTrimByLength,
         RedisModule_ValueLength,
         RedisModule_IsKeysPositionRequest,

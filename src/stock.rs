@@ -18,6 +18,14 @@ pub struct Stock {
     ledger: HashMap<Box<[u8]>, i64>,
 }
 
+/// A stock's scalar state at one moment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Snapshot {
+    available: i64,
+    fence: u64,
+    deducted: i64,
+}
+
 /// The result of a deduction that was not refused with an error.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Deduct {
@@ -98,6 +106,30 @@ impl Stock {
             self.ledger.insert(id.into(), req.quantity);
         }
         Ok(Deduct::Deducted(self.available))
+    }
+
+    /// The scalar state, to take a change back (a call that failed after deciding).
+    pub fn snapshot(&self) -> Snapshot {
+        Snapshot {
+            available: self.available,
+            fence: self.fence,
+            deducted: self.deducted,
+        }
+    }
+
+    /// Takes back a deduction or refund: the scalars as in `before`, and the ledger entry of
+    /// `id` as it was (`None`: it did not exist).
+    pub fn restore(&mut self, before: Snapshot, id: Option<(&[u8], Option<i64>)>) {
+        self.available = before.available;
+        self.fence = before.fence;
+        self.deducted = before.deducted;
+        match id {
+            Some((id, Some(quantity))) => self.put_entry(id, quantity),
+            Some((id, None)) => {
+                self.ledger.remove(id);
+            }
+            None => {}
+        }
     }
 
     /// Returns what request `id` took, once; 0 for an unknown or refunded id.
@@ -309,6 +341,27 @@ mod tests {
         }
         assert_eq!(a.entries_sorted(), b.entries_sorted());
         assert_eq!(a.entries_sorted()[0].0, b"a");
+    }
+
+    #[test]
+    fn restore_takes_a_deduction_and_a_refund_back() {
+        let mut s = Stock::new(10);
+        let before = s.snapshot();
+        assert_eq!(
+            s.deduct(req(3, Some(b"a"), Some(4)), 10),
+            Ok(Deduct::Deducted(7))
+        );
+        s.restore(before, Some((b"a", None)));
+        assert_eq!(s, Stock::new(10));
+        assert_eq!(
+            s.deduct(req(3, Some(b"a"), None), 10),
+            Ok(Deduct::Deducted(7))
+        );
+        let before = s.snapshot();
+        assert_eq!(s.refund(b"a"), Ok(3));
+        s.restore(before, Some((b"a", Some(3))));
+        assert_eq!(s.available, 7);
+        assert_eq!(s.request(b"a"), Some(3));
     }
 
     #[test]

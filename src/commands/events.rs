@@ -1,7 +1,9 @@
 //! `EVENTS stream-key [MAXLEN [~|=] n]`: the order events a deduction or refund appends to a
-//! Redis Stream in the same atomic step. The entry is replicated as `XADD` with its explicit
-//! id, and a trim as an exact `XTRIM … MAXLEN = <length>`, in the same MULTI/EXEC as the stock's
-//! own effect, so a replica or an AOF replay never has one without the other.
+//! Redis Stream in the same atomic step. Entries are added first and published (replicated as
+//! `XADD` with their explicit ids, announced as `xadd`) only once the whole call succeeds; a
+//! trim is replicated as an exact `XTRIM … MAXLEN = <length>`. All of it travels in the same
+//! MULTI/EXEC as the stock's own effect, so a replica or an AOF replay never has one without
+//! the other.
 
 use std::ffi::{c_char, c_int};
 
@@ -17,6 +19,18 @@ pub struct Stream {
     key: Key,
     name: *mut raw::RedisModuleString,
     events: Events,
+}
+
+/// An entry added to the stream but not yet published.
+pub struct Added {
+    id: raw::RedisModuleStreamID,
+    strings: Vec<*mut raw::RedisModuleString>,
+}
+
+/// The entries one call adds, published together or taken back together.
+#[derive(Default)]
+pub struct Batch {
+    added: Vec<Added>,
 }
 
 impl Stream {
@@ -36,12 +50,18 @@ impl Stream {
         Ok(Self { key, name, events })
     }
 
-    /// Appends one entry with `fields` (name, value), replicated as XADD with its id.
-    pub fn append(&self, ctx: Ctx, fields: &[(&[u8], &[u8])]) {
+    /// Adds one entry with `fields` (name, value) to `batch`. Fails only when the stream can
+    /// take no more ids; the caller then undoes the batch and its own change.
+    pub fn add(
+        &self,
+        ctx: Ctx,
+        batch: &mut Batch,
+        fields: &[(&[u8], &[u8])],
+    ) -> Result<(), FenceError> {
         let strings: Vec<*mut raw::RedisModuleString> = fields
             .iter()
             .flat_map(|(f, v)| [*f, *v])
-            // SAFETY: ctx is live; each string is freed below.
+            // SAFETY: ctx is live; each string is freed when the batch ends.
             .map(|b| unsafe {
                 api!(RedisModule_CreateString)(ctx.0, b.as_ptr().cast::<c_char>(), b.len())
             })
@@ -57,8 +77,30 @@ impl Stream {
                 fields.len() as i64,
             )
         };
-        if status == raw::REDISMODULE_OK as c_int {
-            let id_text = format!("{}-{}", id.ms, id.seq);
+        let added = Added { id, strings };
+        if status != raw::REDISMODULE_OK as c_int {
+            free_strings(ctx, added);
+            return Err(FenceError::StreamFull);
+        }
+        batch.added.push(added);
+        Ok(())
+    }
+
+    /// Takes back every entry of `batch` (the call failed).
+    pub fn undo(&self, ctx: Ctx, batch: Batch) {
+        for mut added in batch.added {
+            // SAFETY: the key is open for writing; the id was just added.
+            unsafe { api!(RedisModule_StreamDelete)(self.key.raw(), &mut added.id) };
+            free_strings(ctx, added);
+        }
+    }
+
+    /// Publishes `batch` (replicated as XADD with explicit ids, announced as `xadd`), then
+    /// applies `MAXLEN`.
+    pub fn publish(&self, ctx: Ctx, batch: Batch) {
+        let any = !batch.added.is_empty();
+        for added in batch.added {
+            let id_text = format!("{}-{}", added.id.ms, added.id.seq);
             // SAFETY: s=key, b=buffer+len, v=array+count of strings.
             unsafe {
                 api!(RedisModule_Replicate)(
@@ -68,22 +110,33 @@ impl Stream {
                     self.name,
                     id_text.as_ptr().cast::<c_char>(),
                     id_text.len(),
-                    strings.as_ptr(),
-                    strings.len(),
+                    added.strings.as_ptr(),
+                    added.strings.len(),
                 );
             }
-            self.key.signal_modified();
-        } else {
-            ctx.log_warning("fence: could not append an order event to its stream");
+            free_strings(ctx, added);
         }
-        for s in strings {
-            // SAFETY: created above, no longer used (Redis copied what it keeps).
-            unsafe { api!(RedisModule_FreeString)(ctx.0, s) };
+        if any {
+            self.key.signal_modified();
+            self.notify(ctx, c"xadd");
+            self.trim(ctx);
         }
     }
 
+    fn notify(&self, ctx: Ctx, event: &std::ffi::CStr) {
+        // SAFETY: ctx and the key name are live; the event is a static C string.
+        unsafe {
+            api!(RedisModule_NotifyKeyspaceEvent)(
+                ctx.0,
+                raw::REDISMODULE_NOTIFY_STREAM as c_int,
+                event.as_ptr(),
+                self.name,
+            )
+        };
+    }
+
     /// Applies `MAXLEN`, replicated as an exact trim to the length this server kept.
-    pub fn trim(&self, ctx: Ctx) {
+    fn trim(&self, ctx: Ctx) {
         let Some(maxlen) = self.events.maxlen else {
             return;
         };
@@ -99,8 +152,7 @@ impl Stream {
             return;
         }
         // SAFETY: the key is open.
-        let left = unsafe { api!(RedisModule_ValueLength)(self.key.raw()) };
-        let left = left.to_string();
+        let left = unsafe { api!(RedisModule_ValueLength)(self.key.raw()) }.to_string();
         // SAFETY: s=key, c=C strings, b=buffer+len.
         unsafe {
             api!(RedisModule_Replicate)(
@@ -114,6 +166,14 @@ impl Stream {
                 left.len(),
             );
         }
+        self.notify(ctx, c"xtrim");
+    }
+}
+
+fn free_strings(ctx: Ctx, added: Added) {
+    for s in added.strings {
+        // SAFETY: created in `add`, not used after this (Redis copied what it keeps).
+        unsafe { api!(RedisModule_FreeString)(ctx.0, s) };
     }
 }
 

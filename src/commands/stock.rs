@@ -3,7 +3,7 @@
 
 use std::io::Write;
 
-use super::events::{self, Stream};
+use super::events::{self, Batch, Stream};
 use super::CommandResult;
 use crate::args::{
     parse_deduct_options, parse_i64, parse_name, parse_quantity, parse_refund_options,
@@ -121,7 +121,7 @@ fn field(n: i64, buf: &mut [u8; 20]) -> &[u8] {
     decimal(n, buf)
 }
 
-/// Appends the `deduct` event (and `soldout` when the stock is empty now) to the stream.
+/// Adds the `deduct` event (and `soldout` when the stock is empty now) to a batch.
 fn deduct_events(
     ctx: Ctx,
     stream: &Stream,
@@ -129,7 +129,7 @@ fn deduct_events(
     quantity: i64,
     remaining: i64,
     options: &DeductOptions<'_>,
-) {
+) -> Result<Batch, FenceError> {
     let (mut q, mut r, mut f) = ([0u8; 20], [0u8; 20], [0u8; 20]);
     let mut fields: Vec<(&[u8], &[u8])> = vec![
         (b"type", b"deduct"),
@@ -146,11 +146,18 @@ fn deduct_events(
             field(i64::try_from(token).unwrap_or(i64::MAX), &mut f),
         ));
     }
-    stream.append(ctx, &fields);
-    if remaining == 0 {
-        stream.append(ctx, &[(b"type", b"soldout"), (b"sku", sku)]);
+    let mut batch = Batch::default();
+    let mut added = stream.add(ctx, &mut batch, &fields);
+    if added.is_ok() && remaining == 0 {
+        added = stream.add(ctx, &mut batch, &[(b"type", b"soldout"), (b"sku", sku)]);
     }
-    stream.trim(ctx);
+    match added {
+        Ok(()) => Ok(batch),
+        Err(e) => {
+            stream.undo(ctx, batch);
+            Err(e)
+        }
+    }
 }
 
 /// `STOCK.DEDUCT key quantity [ID request-id] [FENCE token] [EVENTS stream-key [MAXLEN [~|=] n]]`
@@ -181,20 +188,28 @@ pub fn deduct(ctx: Ctx, args: &Args) -> CommandResult {
             if options.id.is_some() || options.fence.is_some() {
                 return Err(FenceError::NeedsStock);
             }
-            match plain_deduct(plain_value(&key)?, quantity) {
-                None => {
-                    stats::SOLD_OUT.incr();
-                    Ok(Reply::Nil)
-                }
-                Some(value) => {
-                    write_plain(ctx, args, &key, value);
-                    deducted(ctx, args, value);
-                    if let Some(stream) = &stream {
-                        deduct_events(ctx, stream, args.bytes(1), quantity, value, &options);
-                    }
-                    Ok(Reply::Int(value))
-                }
+            let Some(value) = plain_deduct(plain_value(&key)?, quantity) else {
+                stats::SOLD_OUT.incr();
+                return Ok(Reply::Nil);
+            };
+            // The events first: if the stream cannot take them, nothing has changed yet.
+            let batch = match &stream {
+                Some(stream) => Some(deduct_events(
+                    ctx,
+                    stream,
+                    args.bytes(1),
+                    quantity,
+                    value,
+                    &options,
+                )?),
+                None => None,
+            };
+            write_plain(ctx, args, &key, value);
+            deducted(ctx, args, value);
+            if let (Some(stream), Some(batch)) = (&stream, batch) {
+                stream.publish(ctx, batch);
             }
+            Ok(Reply::Int(value))
         }
         Kind::Stock => {
             let Some(stock) = key.stock() else {
@@ -205,6 +220,7 @@ pub fn deduct(ctx: Ctx, args: &Args) -> CommandResult {
                 id: options.id,
                 fence: options.fence,
             };
+            let before = stock.snapshot();
             let outcome = stock.deduct(request, MAX_LEDGER_ENTRIES.get());
             if matches!(outcome, Err(FenceError::Stale { .. })) {
                 stats::STALE.incr();
@@ -219,12 +235,32 @@ pub fn deduct(ctx: Ctx, args: &Args) -> CommandResult {
                     Ok(Reply::Int(remaining))
                 }
                 Deduct::Deducted(remaining) => {
+                    let batch = match &stream {
+                        Some(stream) => {
+                            match deduct_events(
+                                ctx,
+                                stream,
+                                args.bytes(1),
+                                quantity,
+                                remaining,
+                                &options,
+                            ) {
+                                Ok(batch) => Some(batch),
+                                Err(e) => {
+                                    // Nothing half-applied: the deduction is taken back.
+                                    stock.restore(before, options.id.map(|id| (id, None)));
+                                    return Err(e);
+                                }
+                            }
+                        }
+                        None => None,
+                    };
                     let entry = options.id.map(|id| (id, quantity));
                     ctx.replicate_stock(args.raw(1), stock, false, entry);
                     key.signal_modified();
                     deducted(ctx, args, remaining);
-                    if let Some(stream) = &stream {
-                        deduct_events(ctx, stream, args.bytes(1), quantity, remaining, &options);
+                    if let (Some(stream), Some(batch)) = (&stream, batch) {
+                        stream.publish(ctx, batch);
                     }
                     Ok(Reply::Int(remaining))
                 }
@@ -259,27 +295,34 @@ pub fn refund(ctx: Ctx, args: &Args) -> CommandResult {
             let Some(stock) = key.stock() else {
                 return Err(FenceError::WrongType);
             };
+            let before = stock.snapshot();
             let quantity = stock.refund(id)?;
-            if quantity > 0 {
-                ctx.replicate_stock(args.raw(1), stock, false, Some((id, 0)));
-                let remaining = stock.available;
-                key.signal_modified();
-                ctx.notify(c"stock.refund", args.raw(1));
-                stats::REFUNDS.incr();
-                if let Some(stream) = &stream {
-                    let (mut q, mut r) = ([0u8; 20], [0u8; 20]);
-                    stream.append(
-                        ctx,
-                        &[
-                            (b"type", b"refund"),
-                            (b"sku", args.bytes(1)),
-                            (b"id", id),
-                            (b"quantity", field(quantity, &mut q)),
-                            (b"remaining", field(remaining, &mut r)),
-                        ],
-                    );
-                    stream.trim(ctx);
+            if quantity == 0 {
+                return Ok(Reply::Int(0));
+            }
+            let remaining = stock.available;
+            let mut batch = Batch::default();
+            if let Some(stream) = &stream {
+                let (mut q, mut r) = ([0u8; 20], [0u8; 20]);
+                let fields: [(&[u8], &[u8]); 5] = [
+                    (b"type", b"refund"),
+                    (b"sku", args.bytes(1)),
+                    (b"id", id),
+                    (b"quantity", field(quantity, &mut q)),
+                    (b"remaining", field(remaining, &mut r)),
+                ];
+                if let Err(e) = stream.add(ctx, &mut batch, &fields) {
+                    stream.undo(ctx, batch);
+                    stock.restore(before, Some((id, Some(quantity))));
+                    return Err(e);
                 }
+            }
+            ctx.replicate_stock(args.raw(1), stock, false, Some((id, 0)));
+            key.signal_modified();
+            ctx.notify(c"stock.refund", args.raw(1));
+            stats::REFUNDS.incr();
+            if let Some(stream) = &stream {
+                stream.publish(ctx, batch);
             }
             Ok(Reply::Int(quantity))
         }

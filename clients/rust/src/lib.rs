@@ -6,6 +6,9 @@
 //! - [`Stock`] wraps the `STOCK.*` commands with typed replies: [`Deduct`] tells a deduction
 //!   from a sold-out stock and from a stale fencing token, [`RequestState`] tells what the
 //!   ledger knows of one order.
+//! - [`orders`] turns the order events of `STOCK.DEDUCT … EVENTS stream` into orders: a
+//!   consumer-group consumer that creates each order exactly once across crashes and refunds
+//!   the ones it rejects.
 //!
 //! Every function works on any [`redis::ConnectionLike`] (such as a [`redis::Connection`]) and
 //! returns [`redis::RedisResult`]: error replies from the server that the
@@ -45,6 +48,7 @@
 #![warn(missing_docs)]
 
 mod lock;
+pub mod orders;
 mod stock;
 mod watchdog;
 
