@@ -51,6 +51,28 @@ test-redis8: build
 
 test: lint unit integration clients test-redis8
 
+.PHONY: fuzz leak
+
+# Long fuzzing: the property tests of the pure logic with PROPTEST_CASES cases each, then
+# the live barrage (tests/barrage.rs) with FUZZ_N random argument vectors per
+# seed, for FUZZ_SEEDS fresh random seeds (each printed; rerun one with FENCE_BARRAGE_SEED).
+FUZZ_N ?= 1000000
+FUZZ_SEEDS ?= 3
+PROPTEST_CASES ?= 200000
+fuzz: build
+	PROPTEST_CASES=$(PROPTEST_CASES) $(CARGO) test --release --lib properties
+	@for i in $$(seq 1 $(FUZZ_SEEDS)); do \
+		seed=$$(od -An -N8 -tu8 /dev/urandom | tr -d ' '); \
+		echo "fuzz: barrage $$i of $(FUZZ_SEEDS): $(FUZZ_N) vectors, seed $$seed"; \
+		FENCE_BARRAGE_N=$(FUZZ_N) FENCE_BARRAGE_SEED=$$seed FENCE_BARRAGE_SECS=0 \
+			$(CARGO) test --test barrage -- --nocapture || exit 1; \
+	done
+
+# Debian's redis-server under valgrind with the module and a mixed workload; fails on any
+# definitely-lost block or memory error whose stack passes through the module.
+leak: build
+	./scripts/valgrind.sh
+
 # Throughput, CPU per call, scenarios and memory against native commands and Lua; writes
 # bench/results/results.md and bench/results/cpu-per-call.svg. About 5 minutes on 2 cores.
 bench: deps

@@ -69,7 +69,18 @@ fn run() -> Res<()> {
         )
         .into());
     }
-    let cores = thread::available_parallelism().map_or(1, |n| n.get());
+    // All online cores, not just this process's affinity (`make bench` runs it on core 1).
+    let cores = Command::new("nproc")
+        .arg("--all")
+        .output()
+        .ok()
+        .and_then(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .trim()
+                .parse::<usize>()
+                .ok()
+        })
+        .unwrap_or_else(|| thread::available_parallelism().map_or(1, |n| n.get()));
     let pin = cores >= 2;
     let server = Server::start(&module, pin)?;
     let mut con = server.conn()?;
@@ -757,68 +768,106 @@ fn seckill_run(server: &Server, mode: Seckill) -> Res<SeckillResult> {
     })
 }
 
+/// Rounds of the Lua and module seckill, alternated; the client lock recipe runs once (it is
+/// capped at 30 s).
+const SCENARIO_ROUNDS: usize = 3;
+
+fn seckill_row(out: &mut String, name: &str, runs: &[SeckillResult]) -> Res<()> {
+    let med = |f: &dyn Fn(&SeckillResult) -> f64| median(runs.iter().map(f).collect());
+    let sold_out = runs.iter().all(|r| r.sell_out.is_some());
+    let time = med(&|r| r.sell_out.unwrap_or(r.elapsed).as_secs_f64());
+    let worst_oversold = runs
+        .iter()
+        .map(|r| (r.sold as i64 - 10_000).max(0) + (-r.final_stock).max(0))
+        .max()
+        .unwrap_or(0);
+    writeln!(
+        out,
+        "| {name} | {} | {:.0} | {:.2} | {:.2} | {:.2} | {} | {} | {} |",
+        if sold_out {
+            format!("{time:.3} s")
+        } else {
+            format!("not sold out in {time:.1} s")
+        },
+        med(&|r| r.sold as f64 / r.sell_out.unwrap_or(r.elapsed).as_secs_f64()),
+        med(&|r| percentile(&r.latencies_ms, 0.5)),
+        med(&|r| percentile(&r.latencies_ms, 0.99)),
+        med(&|r| percentile(&r.latencies_ms, 0.999)),
+        med(&|r| r.sold as f64),
+        med(&|r| r.final_stock as f64),
+        worst_oversold
+    )?;
+    Ok(())
+}
+
 fn seckill(server: &Server, out: &mut String) -> Res<()> {
     writeln!(
         out,
         "### Seckill: 10,000 items, 200 buyers, up to 50,000 purchase attempts\n"
+    )?;
+    writeln!(
+        out,
+        "Lua and STOCK.DEDUCT: {SCENARIO_ROUNDS} rounds each, alternated; medians. The client \
+         lock recipe: one run, capped at 30 s. Oversold: the worst round.\n"
     )?;
     writeln!(out, "| variant | time to sell out | orders/s | p50 ms | p99 ms | p99.9 ms | sold | final stock | oversold |")?;
     writeln!(
         out,
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
     )?;
-    let mut times = Vec::new();
-    let mut recipe_projection = None;
-    for mode in [Seckill::ClientLock, Seckill::Lua, Seckill::Module] {
-        let r = seckill_run(server, mode)?;
-        if mode == Seckill::ClientLock && r.sold > 0 {
-            recipe_projection = Some(r.elapsed.as_secs_f64() * 10_000.0 / r.sold as f64);
+    let recipe = seckill_run(server, Seckill::ClientLock)?;
+    eprintln!("bench: seckill recipe done ({} attempts)", recipe.attempts);
+    let (mut lua, mut module) = (Vec::new(), Vec::new());
+    for round in 0..SCENARIO_ROUNDS {
+        let order = if round % 2 == 0 {
+            [Seckill::Lua, Seckill::Module]
+        } else {
+            [Seckill::Module, Seckill::Lua]
+        };
+        for mode in order {
+            let r = seckill_run(server, mode)?;
+            if mode == Seckill::Lua {
+                lua.push(r);
+            } else {
+                module.push(r);
+            }
         }
-        let t = r.sell_out.unwrap_or(r.elapsed);
-        times.push((mode, r.sell_out));
-        let oversold = (r.sold as i64 - 10_000).max(0) + (-r.final_stock).max(0);
-        writeln!(
-            out,
-            "| {} | {} | {:.0} | {:.2} | {:.2} | {:.2} | {} | {} | {} |",
-            r.name,
-            r.sell_out.map_or(
-                format!("not sold out in {:.1} s", r.elapsed.as_secs_f64()),
-                |d| format!("{:.3} s", d.as_secs_f64())
-            ),
-            r.sold as f64 / t.as_secs_f64(),
-            percentile(&r.latencies_ms, 0.5),
-            percentile(&r.latencies_ms, 0.99),
-            percentile(&r.latencies_ms, 0.999),
-            r.sold,
-            r.final_stock,
-            oversold
-        )?;
-        eprintln!("bench: seckill {} done ({} attempts)", r.name, r.attempts);
+        eprintln!("bench: seckill round {round} done");
     }
-    let get = |m: Seckill| times.iter().find(|(k, _)| *k == m).and_then(|(_, t)| *t);
-    if let (Some(module), Some(lua)) = (get(Seckill::Module), get(Seckill::Lua)) {
-        writeln!(
+    seckill_row(out, recipe.name, std::slice::from_ref(&recipe))?;
+    seckill_row(out, "Lua seckill script", &lua)?;
+    seckill_row(out, "STOCK.DEDUCT … ID", &module)?;
+    let secs = |r: &SeckillResult| r.sell_out.unwrap_or(r.elapsed).as_secs_f64();
+    let per_round: Vec<f64> = lua
+        .iter()
+        .zip(&module)
+        .map(|(l, m)| secs(l) / secs(m))
+        .collect();
+    writeln!(
+        out,
+        "\nSTOCK.DEDUCT sells out {:.2}x as fast as the Lua script (median of the per-round ratios).",
+        median(per_round)
+    )?;
+    let module_time = median(module.iter().map(secs).collect());
+    match recipe.sell_out {
+        Some(t) => writeln!(
             out,
-            "\nSTOCK.DEDUCT sells out {:.2}x faster than the Lua script.",
-            lua.as_secs_f64() / module.as_secs_f64()
-        )?;
-    }
-    match (get(Seckill::Module), get(Seckill::ClientLock)) {
-        (Some(module), Some(recipe)) => writeln!(
-            out,
-            "STOCK.DEDUCT sells out {:.1}x faster than the client lock recipe.\n",
-            recipe.as_secs_f64() / module.as_secs_f64()
+            "STOCK.DEDUCT sells out {:.1}x as fast as the client lock recipe.\n",
+            t.as_secs_f64() / module_time
         )?,
-        (Some(module), None) => {
-            let projected = recipe_projection.unwrap_or(f64::NAN);
+        None => {
+            let projected = if recipe.sold > 0 {
+                recipe.elapsed.as_secs_f64() * 10_000.0 / recipe.sold as f64
+            } else {
+                f64::INFINITY
+            };
             writeln!(
                 out,
                 "The client lock recipe did not sell out within its 30 s limit; at the rate it \
                  reached it would need about {projected:.0} s, {:.0}x the time STOCK.DEDUCT took.\n",
-                projected / module.as_secs_f64()
+                projected / module_time
             )?
         }
-        _ => writeln!(out)?,
     }
     Ok(())
 }
@@ -829,7 +878,7 @@ enum Waiting {
     Poll(u64),
 }
 
-fn contended_run(server: &Server, mode: Waiting) -> Res<(Duration, Vec<f64>, f64)> {
+fn contended_run(server: &Server, mode: Waiting) -> Res<ContendedRun> {
     const CLIENTS: usize = 50;
     const EACH: usize = 20;
     let mut con = server.conn()?;
@@ -910,29 +959,44 @@ fn contended_run(server: &Server, mode: Waiting) -> Res<(Duration, Vec<f64>, f64
     Ok((elapsed, w, worst))
 }
 
+/// One contended-lock run: total time, every wait (ms), the worst client's total wait (ms).
+type ContendedRun = (Duration, Vec<f64>, f64);
+
 fn contended_lock(server: &Server, out: &mut String) -> Res<()> {
     writeln!(
         out,
         "### Contended lock: 50 clients, one key, 20 acquire / critical section / release each\n"
     )?;
+    writeln!(
+        out,
+        "{SCENARIO_ROUNDS} rounds, the three ways alternated; medians.\n"
+    )?;
     writeln!(out, "| waiting | total time | acquisitions/s | wait p50 ms | wait p99 ms | worst client's total wait ms |")?;
     writeln!(out, "| --- | ---: | ---: | ---: | ---: | ---: |")?;
-    for (name, mode) in [
+    let ways = [
         ("LOCK.ACQUIRE … WAIT 0", Waiting::Wait),
         ("SET NX PX, poll every 1 ms", Waiting::Poll(1)),
         ("SET NX PX, poll every 50 ms", Waiting::Poll(50)),
-    ] {
-        let (elapsed, waits, worst) = contended_run(server, mode)?;
+    ];
+    let mut runs: Vec<Vec<ContendedRun>> = vec![Vec::new(); ways.len()];
+    for round in 0..SCENARIO_ROUNDS {
+        for k in 0..ways.len() {
+            let i = (k + round) % ways.len();
+            runs[i].push(contended_run(server, ways[i].1)?);
+        }
+        eprintln!("bench: contended lock round {round} done");
+    }
+    for ((name, _), rs) in ways.iter().zip(&runs) {
+        let med = |f: &dyn Fn(&ContendedRun) -> f64| median(rs.iter().map(f).collect());
         writeln!(
             out,
             "| {name} | {:.3} s | {:.0} | {:.2} | {:.2} | {:.0} |",
-            elapsed.as_secs_f64(),
-            waits.len() as f64 / elapsed.as_secs_f64(),
-            percentile(&waits, 0.5),
-            percentile(&waits, 0.99),
-            worst
+            med(&|r| r.0.as_secs_f64()),
+            med(&|r| r.1.len() as f64 / r.0.as_secs_f64()),
+            med(&|r| percentile(&r.1, 0.5)),
+            med(&|r| percentile(&r.1, 0.99)),
+            med(&|r| r.2)
         )?;
-        eprintln!("bench: contended lock {name} done");
     }
     writeln!(out)?;
     Ok(())
