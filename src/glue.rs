@@ -96,6 +96,7 @@ pub fn missing_apis() -> Option<&'static str> {
         RedisModule_IsKeysPositionRequest,
         RedisModule_KeyAtPos,
         RedisModule_Call,
+        RedisModule_AvoidReplicaTraffic,
         RedisModule_CallReplyInteger,
         RedisModule_CallReplyStringPtr,
         RedisModule_FreeCallReply,

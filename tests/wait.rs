@@ -1324,3 +1324,45 @@ fn contention_soak_every_acquire_succeeds_one_holder_at_a_time() {
         );
     }
 }
+
+/// While writes are paused (CLIENT PAUSE WRITE, as FAILOVER and cluster manual failovers do),
+/// Redis neither deletes expired keys nor runs writes: a lock that expires then is not handed
+/// over (that would write, and over a key Redis only hides); the waiter is granted once the
+/// pause ends, and the server stays up.
+#[test]
+fn an_expiry_during_a_write_pause_is_handed_over_after_the_pause() {
+    let _t = timing();
+    let mut server = Server::start();
+    let mut con = server.conn();
+    int(acquire(&mut con, "l", "holder", 150));
+    let waiter = spawn_waiter(&server, "l", "waiter", 10_000, 0);
+    wait_waiters(&mut con, "l", 1);
+    okay(call(&mut con, &["CLIENT", "PAUSE", "800", "WRITE"]));
+    let paused = Instant::now();
+    thread::sleep(Duration::from_millis(400));
+    // Past the lock's deadline, still paused: nobody has been granted anything.
+    assert!(!waiter.is_finished(), "granted while writes were paused");
+    let (reply, at) = join(waiter);
+    let token = match reply {
+        Ok(Value::Int(t)) => t,
+        other => panic!("the waiter got {other:?}"),
+    };
+    let after = at.duration_since(paused);
+    println!(
+        "granted {} ms after an 800 ms pause began",
+        after.as_millis()
+    );
+    assert!(
+        after >= Duration::from_millis(790),
+        "granted before the pause ended: {after:?}"
+    );
+    assert!(
+        after < Duration::from_millis(1500),
+        "granted long after the pause: {after:?}"
+    );
+    assert_eq!(
+        status(&mut con, "l").map(|s| (s.0, s.1)),
+        Some(("waiter".to_string(), token))
+    );
+    server.assert_alive();
+}

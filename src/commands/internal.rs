@@ -81,6 +81,7 @@ pub fn stock(ctx: Ctx, args: &Args) -> CommandResult {
     }
     stock.available = available;
     stock.fence = fence;
+    TOKENS.observe(fence);
     stock.deducted = deducted;
     for (id, quantity) in entries {
         stock.put_entry(id, quantity);

@@ -255,6 +255,11 @@ pub fn deduct(ctx: Ctx, args: &Args) -> CommandResult {
                         }
                         None => None,
                     };
+                    if let Some(token) = options.fence {
+                        // A token a stock accepted is never issued again here, so a lock
+                        // guarding a stock that moved from another server is not refused.
+                        crate::TOKENS.observe(token);
+                    }
                     let entry = options.id.map(|id| (id, quantity));
                     ctx.replicate_stock(args.raw(1), stock, false, entry);
                     key.signal_modified();

@@ -133,6 +133,17 @@ fn may_create_here(ctx: Ctx, key: &KeyId) -> bool {
     }
 }
 
+/// How often a waited-for key is looked at while writes are paused.
+const PAUSE_RECHECK_MS: i64 = 10;
+
+/// Whether clients' writes are paused (`CLIENT PAUSE`, `FAILOVER`, a cluster manual
+/// failover). Redis then neither runs writes nor deletes expired keys, so the module must not
+/// grant from a timer either.
+fn writes_paused() -> bool {
+    // SAFETY: no arguments; checked at load.
+    unsafe { api!(RedisModule_AvoidReplicaTraffic)() != 0 }
+}
+
 fn is_master(ctx: Ctx) -> bool {
     // SAFETY: ctx is live.
     let flags = unsafe { api!(RedisModule_GetContextFlags)(ctx.0) } as u32;
@@ -300,6 +311,13 @@ extern "C" fn recheck_cb(ctx: *mut raw::RedisModuleCtx, data: *mut c_void) {
         if waiters(&key) == 0 || !is_master(ctx) {
             return;
         }
+        if writes_paused() {
+            // CLIENT PAUSE WRITE, FAILOVER or a cluster manual failover: no write may happen,
+            // and an expired lock is only hidden, not deleted (granting over it would break
+            // Redis's keyspace). Look again shortly; the waiters keep their places.
+            ensure_recheck(ctx, &key, now_ms().saturating_add(PAUSE_RECHECK_MS));
+            return;
+        }
         // SAFETY: ctx is the timer's context.
         unsafe { api!(RedisModule_SelectDb)(ctx.0, key.db) };
         // SAFETY: a new string we free below.
@@ -457,8 +475,14 @@ fn subscribe_keyspace(ctx: *mut raw::RedisModuleCtx) -> Result<(), &'static str>
     if SUBSCRIBED.load(Ordering::Relaxed) {
         return Ok(());
     }
+    // Every class that can delete or overwrite a key (SUNIONSTORE, SORT … STORE, … too).
     let types = raw::REDISMODULE_NOTIFY_GENERIC
         | raw::REDISMODULE_NOTIFY_STRING
+        | raw::REDISMODULE_NOTIFY_LIST
+        | raw::REDISMODULE_NOTIFY_SET
+        | raw::REDISMODULE_NOTIFY_HASH
+        | raw::REDISMODULE_NOTIFY_ZSET
+        | raw::REDISMODULE_NOTIFY_STREAM
         | raw::REDISMODULE_NOTIFY_EXPIRED
         | raw::REDISMODULE_NOTIFY_EVICTED;
     // SAFETY: ctx is live; the callback lives for the process.

@@ -43,6 +43,8 @@ unsafe extern "C" fn rdb_load(rdb: *mut raw::RedisModuleIO, encver: c_int) -> *m
     }
     let mut stock = Stock::new(api!(RedisModule_LoadSigned)(rdb));
     stock.fence = api!(RedisModule_LoadUnsigned)(rdb);
+    // A token a stock accepted is never issued again by this server.
+    crate::TOKENS.observe(stock.fence);
     stock.deducted = api!(RedisModule_LoadSigned)(rdb);
     let entries = api!(RedisModule_LoadUnsigned)(rdb);
     for _ in 0..entries {
