@@ -596,6 +596,27 @@ impl Ctx {
         };
     }
 
+    /// A string key's value read through `GET`, which (unlike `RedisModule_StringDMA`) leaves
+    /// the stored object as it is: read-only commands must not re-encode a user's string.
+    pub fn get_string(self, key: *mut raw::RedisModuleString) -> Vec<u8> {
+        // SAFETY: RM_Call with one string argument; the reply is freed below.
+        unsafe {
+            let reply = api!(RedisModule_Call)(self.0, c"GET".as_ptr(), c"s".as_ptr(), key);
+            if reply.is_null() {
+                return Vec::new();
+            }
+            let mut len = 0;
+            let p = api!(RedisModule_CallReplyStringPtr)(reply, &mut len);
+            let bytes = if p.is_null() {
+                Vec::new()
+            } else {
+                std::slice::from_raw_parts(p.cast::<u8>(), len).to_vec()
+            };
+            api!(RedisModule_FreeCallReply)(reply);
+            bytes
+        }
+    }
+
     /// Sends a module keyspace event (`notify-keyspace-events` class `d`) for `key`.
     pub fn notify(self, event: &CStr, key: *mut raw::RedisModuleString) {
         // SAFETY: ctx and key are live; event is a static C string.

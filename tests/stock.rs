@@ -898,3 +898,28 @@ fn a_negative_plain_string_cannot_be_deducted_but_can_be_restocked() {
     assert_eq!(int(call(&mut con, &["STOCK.ADD", "sku", "7"])), 2);
     assert_eq!(int(call(&mut con, &["STOCK.GET", "sku"])), 2);
 }
+
+/// Reading a plain integer-string stock leaves how Redis stores it alone (a read-only command
+/// must not re-encode a user's key).
+#[test]
+fn reading_a_plain_string_stock_does_not_re_encode_it() {
+    let server = Server::start();
+    let mut con = server.conn();
+    okay(call(&mut con, &["SET", "sku", "100"]));
+    let before = simple_or_bulk(call(&mut con, &["OBJECT", "ENCODING", "sku"]));
+    assert_eq!(before, "int");
+    assert_eq!(int(call(&mut con, &["STOCK.GET", "sku"])), 100);
+    call(&mut con, &["STOCK.INFO", "sku"]).expect("STOCK.INFO");
+    assert_eq!(
+        simple_or_bulk(call(&mut con, &["OBJECT", "ENCODING", "sku"])),
+        "int"
+    );
+}
+
+fn simple_or_bulk(r: redis::RedisResult<Value>) -> String {
+    match r {
+        Ok(Value::BulkString(b)) => String::from_utf8_lossy(&b).into_owned(),
+        Ok(Value::SimpleString(s)) => s,
+        other => panic!("{other:?}"),
+    }
+}

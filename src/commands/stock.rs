@@ -30,6 +30,12 @@ fn plain_value(key: &Key) -> Result<i64, FenceError> {
     parse_i64(key.string()).ok_or(FenceError::NotInteger)
 }
 
+/// The integer in a plain string stock, read without touching how Redis stores it (for the
+/// read-only commands).
+fn plain_value_read(ctx: Ctx, args: &Args) -> Result<i64, FenceError> {
+    parse_i64(&ctx.get_string(args.raw(1))).ok_or(FenceError::NotInteger)
+}
+
 /// Writes a plain string stock's new value in place (TTL kept) and replicates it.
 fn write_plain(ctx: Ctx, args: &Args, key: &Key, value: i64) {
     let mut buf = [0u8; 20];
@@ -111,7 +117,7 @@ pub fn get(ctx: Ctx, args: &Args) -> CommandResult {
     match key.kind() {
         Kind::Empty => Ok(Reply::Nil),
         Kind::Stock => Ok(key.stock().map_or(Reply::Nil, |s| Reply::Int(s.available))),
-        Kind::String => Ok(Reply::Int(plain_value(&key)?)),
+        Kind::String => Ok(Reply::Int(plain_value_read(ctx, args)?)),
         _ => Err(FenceError::WrongType),
     }
 }
@@ -345,7 +351,7 @@ pub fn info(ctx: Ctx, args: &Args) -> CommandResult {
     match key.kind() {
         Kind::Empty => Ok(Reply::Nil),
         Kind::String => {
-            let available = plain_value(&key)?;
+            let available = plain_value_read(ctx, args)?;
             ctx.reply_map(1);
             ctx.reply_bulk(b"available");
             ctx.reply_int(available);
