@@ -3,7 +3,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 REDIS_SERVER ?= redis-server
 
-.PHONY: all deps build release run test unit integration clients test-redis8 lint bench clean
+.PHONY: all deps build release run run-check test unit integration clients test-redis8 lint bench clean
 
 all: release
 
@@ -19,8 +19,11 @@ release: deps
 
 # Redis in the foreground with the module loaded, from redis.conf.
 run: release
-	@mkdir -p .redis-data
 	$(REDIS_SERVER) redis.conf
+
+# What `make run` starts, checked on a free port: redis.conf loads the release module.
+run-check: release
+	./scripts/run-check.sh
 
 lint: deps
 	$(CARGO) fmt --all -- --check
@@ -49,7 +52,7 @@ test-redis8: build
 		echo "test-redis8: SKIPPED: no Redis 8 server (see the warning above)" >&2; \
 	fi
 
-test: lint unit integration clients test-redis8
+test: lint unit integration clients run-check test-redis8
 
 .PHONY: fuzz leak
 

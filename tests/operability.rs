@@ -212,10 +212,15 @@ fn command_docs_and_info_describe_every_command() {
             (&Value::Int(1), &Value::Int(1), &Value::Int(1)),
             "{name} keys"
         );
-        let getkeys = call(&mut con, &["COMMAND", "GETKEYS", name, "k", "1", "2"]);
-        if let Ok(Value::Array(keys)) = getkeys {
-            assert_eq!(keys.len(), 1, "{name}");
-            assert_eq!(text(&keys[0]), "k");
+        // A call of the smallest valid arity: the key, then placeholder arguments.
+        let mut getkeys = vec!["COMMAND", "GETKEYS", name, "k"];
+        getkeys.extend(std::iter::repeat_n("1", arity.unsigned_abs() as usize - 2));
+        match call(&mut con, &getkeys) {
+            Ok(Value::Array(keys)) => {
+                assert_eq!(keys.len(), 1, "{name}");
+                assert_eq!(text(&keys[0]), "k");
+            }
+            other => panic!("COMMAND GETKEYS {name}: {other:?}"),
         }
     }
     // The options show their tokens and are optional.
@@ -378,8 +383,7 @@ fn acl_category_fence_where_the_server_supports_it() {
         .map(|p| p.parse::<u32>().unwrap_or(0));
     let (major, minor) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
     let cats = call(&mut con, &["ACL", "CAT"]).expect("ACL CAT");
-    let has_fence =
-        format!("{cats:?}").contains("\"fence\"") || format!("{cats:?}").contains("fence");
+    let has_fence = format!("{cats:?}").contains("\"fence\"");
     if (major, minor) < (7, 4) {
         assert!(!has_fence, "Redis {version} has no module ACL categories");
         return;
