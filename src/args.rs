@@ -2,6 +2,49 @@
 
 use crate::error::{printable, FenceError, Name};
 
+/// An integer's decimal digits, kept on the stack: what Redis would store for it.
+pub struct Decimal {
+    buf: [u8; 20],
+    start: usize,
+}
+
+impl Decimal {
+    /// Formats `n` (20 bytes hold every `i64`, sign included), two digits at a time.
+    pub fn new(n: i64) -> Self {
+        const PAIRS: &[u8; 200] = b"0001020304050607080910111213141516171819\
+                                    2021222324252627282930313233343536373839\
+                                    4041424344454647484950515253545556575859\
+                                    6061626364656667686970717273747576777879\
+                                    8081828384858687888990919293949596979899";
+        let mut buf = [b'0'; 20];
+        let mut start = buf.len();
+        let mut rest = n.unsigned_abs();
+        while rest >= 10 {
+            // Below 100, so both the cast and the indexing are in range.
+            let pair = (rest % 100) as usize * 2;
+            rest /= 100;
+            start -= 2;
+            buf[start] = PAIRS[pair];
+            buf[start + 1] = PAIRS[pair + 1];
+        }
+        if rest > 0 || start == buf.len() {
+            start -= 1;
+            // A single digit.
+            buf[start] = b'0' + rest as u8;
+        }
+        if n < 0 {
+            start -= 1;
+            buf[start] = b'-';
+        }
+        Self { buf, start }
+    }
+
+    /// The digits.
+    pub fn as_bytes(&self) -> &[u8] {
+        self.buf.get(self.start..).unwrap_or_default()
+    }
+}
+
 /// Parses an integer exactly as Redis's `string2ll` does (the syntax `INCRBY` accepts): an
 /// optional `-`, digits, no leading zeros, no spaces, no `+`, within `i64`.
 pub fn parse_i64(bytes: &[u8]) -> Option<i64> {
@@ -211,6 +254,14 @@ pub fn parse_refund_options(args: &[&[u8]]) -> Result<Option<Events>, FenceError
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn decimal_formats_every_i64_as_redis_does() {
+        for n in [0, 7, -7, 10, -10, 99, i64::MAX, i64::MIN, i64::MIN + 1] {
+            assert_eq!(Decimal::new(n).as_bytes(), n.to_string().as_bytes());
+            assert_eq!(parse_i64(Decimal::new(n).as_bytes()), Some(n));
+        }
+    }
 
     #[test]
     fn integers_follow_redis_syntax() {

@@ -60,9 +60,27 @@ pub fn now_us() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
 }
 
+/// The Unix-millisecond instant `ttl_ms` after `now_us`, as Redis stores an expiry
+/// (`mstime()` rounds down to the millisecond the same way).
+pub fn expire_at_ms(now_us: u64, ttl_ms: i64) -> i64 {
+    i64::try_from(now_us / 1000)
+        .unwrap_or(i64::MAX)
+        .saturating_add(ttl_ms)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn expiry_counts_from_the_current_millisecond() {
+        assert_eq!(
+            expire_at_ms(1_700_000_000_123_999, 10_000),
+            1_700_000_010_123
+        );
+        assert_eq!(expire_at_ms(0, 1), 1);
+        assert_eq!(expire_at_ms(u64::MAX, i64::MAX), i64::MAX);
+    }
 
     #[test]
     fn follows_the_wall_clock_when_it_is_ahead() {

@@ -1,12 +1,14 @@
 //! Thin, safe wrappers over the raw Redis module API: arguments, keys, replies, replication.
 //! Nothing here decides anything; it only translates between Redis and the plain-Rust logic.
 
-use std::ffi::{c_char, c_int, c_longlong, c_void, CStr};
+use std::cell::Cell;
+use std::ffi::{c_char, c_int, c_void, CStr};
 use std::mem::ManuallyDrop;
 use std::ptr;
 
 use redis_module::raw;
 
+use crate::args::Decimal;
 use crate::error::FenceError;
 use crate::lease::Lease;
 use crate::stock::Stock;
@@ -45,7 +47,6 @@ pub fn missing_apis() -> Option<&'static str> {
         RedisModule_StringDMA,
         RedisModule_StringTruncate,
         RedisModule_GetExpire,
-        RedisModule_SetExpire,
         RedisModule_GetAbsExpire,
         RedisModule_SetAbsExpire,
         RedisModule_DeleteKey,
@@ -206,6 +207,8 @@ pub struct Key {
     ctx: Ctx,
     name: *mut raw::RedisModuleString,
     ptr: *mut raw::RedisModuleKey,
+    /// What the key holds, asked of Redis once and kept until something may change it.
+    kind: Cell<Option<Kind>>,
 }
 
 impl Key {
@@ -226,16 +229,28 @@ impl Key {
             ctx,
             name,
             ptr: ptr.cast(),
+            kind: Cell::new(None),
         }
     }
 
-    /// The raw key handle (null for a missing key opened for reading).
+    /// The raw key handle (null for a missing key opened for reading). Whatever the caller
+    /// does with it may change the key's type, so the kept kind is dropped.
     pub fn raw(&self) -> *mut raw::RedisModuleKey {
+        self.kind.set(None);
         self.ptr
     }
 
     /// What the key holds.
     pub fn kind(&self) -> Kind {
+        if let Some(kind) = self.kind.get() {
+            return kind;
+        }
+        let kind = self.ask_kind();
+        self.kind.set(Some(kind));
+        kind
+    }
+
+    fn ask_kind(&self) -> Kind {
         if self.ptr.is_null() {
             return Kind::Empty;
         }
@@ -294,6 +309,7 @@ impl Key {
             return;
         }
         let p = lease.into_raw().cast::<c_void>();
+        self.kind.set(None);
         // SAFETY: the key is open for writing; Redis frees the old value with its type's free.
         let status =
             unsafe { api!(RedisModule_ModuleTypeSetValue)(self.ptr, types::lock_type(), p) };
@@ -314,6 +330,7 @@ impl Key {
         }
         // Stocks are boxed structs; leases have their own one-block layout (`set_lease`).
         let p = Box::into_raw(value).cast::<c_void>();
+        self.kind.set(None);
         // SAFETY: the key is open for writing; Redis frees the old value with its type's free.
         let status = unsafe { api!(RedisModule_ModuleTypeSetValue)(self.ptr, t, p) };
         if status != raw::REDISMODULE_OK as c_int {
@@ -371,15 +388,6 @@ impl Key {
         }
     }
 
-    /// Sets the key to expire `ms` milliseconds from now.
-    pub fn set_ttl_ms(&self, ms: i64) {
-        if self.ptr.is_null() {
-            return;
-        }
-        // SAFETY: the key is open for writing and not empty.
-        unsafe { api!(RedisModule_SetExpire)(self.ptr, ms) };
-    }
-
     /// The absolute expiry in Unix milliseconds, or -1 without expiry.
     pub fn expire_at_ms(&self) -> i64 {
         if self.ptr.is_null() {
@@ -408,6 +416,7 @@ impl Key {
         if self.ptr.is_null() {
             return;
         }
+        self.kind.set(Some(Kind::Empty));
         // SAFETY: the key is open for writing.
         unsafe { api!(RedisModule_DeleteKey)(self.ptr) };
     }
@@ -425,6 +434,24 @@ impl Drop for Key {
         if !self.ptr.is_null() {
             // SAFETY: opened by `open`, closed once.
             unsafe { api!(RedisModule_CloseKey)(self.ptr) };
+        }
+    }
+}
+
+/// A lock owner on its way to a replica: the client's own argument string (shared, not
+/// copied) or bytes kept by the module (a waiter's).
+#[derive(Clone, Copy)]
+pub enum Owner<'a> {
+    Arg(*mut raw::RedisModuleString),
+    Bytes(&'a [u8]),
+}
+
+impl Owner<'_> {
+    /// The owner's bytes.
+    pub fn bytes(&self) -> &[u8] {
+        match *self {
+            Owner::Arg(s) => string_bytes(s),
+            Owner::Bytes(b) => b,
         }
     }
 }
@@ -508,20 +535,46 @@ impl Ctx {
         flags & (raw::REDISMODULE_CTX_FLAGS_REPLICATED | raw::REDISMODULE_CTX_FLAGS_LOADING) != 0
     }
 
-    /// Replicates a lock's effect: `FENCE.LOCK key owner token expire-at-ms`.
-    pub fn replicate_lock(self, key: *mut raw::RedisModuleString, lease: &Lease, expire_at: i64) {
-        // SAFETY: the format matches the arguments: s=string, b=buffer+len, l=long long.
+    /// Replicates a lock's effect: `FENCE.LOCK key owner token expire-at-ms`. Numbers go
+    /// as buffers: Redis makes one embedded string of each, where `l` costs two allocations.
+    pub fn replicate_lock(
+        self,
+        key: *mut raw::RedisModuleString,
+        owner: Owner<'_>,
+        token: u64,
+        expire_at: i64,
+    ) {
+        let token = Decimal::new(i64::try_from(token).unwrap_or(i64::MAX));
+        let at = Decimal::new(expire_at);
+        let (token, at) = (token.as_bytes(), at.as_bytes());
+        let f = api!(RedisModule_Replicate);
+        // SAFETY: each format matches its arguments: s=string, b=buffer+len.
         unsafe {
-            api!(RedisModule_Replicate)(
-                self.0,
-                c"FENCE.LOCK".as_ptr(),
-                c"sbll".as_ptr(),
-                key,
-                lease.owner().as_ptr().cast::<c_char>(),
-                lease.owner().len(),
-                c_longlong::try_from(lease.token()).unwrap_or(c_longlong::MAX),
-                expire_at as c_longlong,
-            );
+            match owner {
+                Owner::Arg(s) => f(
+                    self.0,
+                    c"FENCE.LOCK".as_ptr(),
+                    c"ssbb".as_ptr(),
+                    key,
+                    s,
+                    token.as_ptr().cast::<c_char>(),
+                    token.len(),
+                    at.as_ptr().cast::<c_char>(),
+                    at.len(),
+                ),
+                Owner::Bytes(b) => f(
+                    self.0,
+                    c"FENCE.LOCK".as_ptr(),
+                    c"sbbb".as_ptr(),
+                    key,
+                    b.as_ptr().cast::<c_char>(),
+                    b.len(),
+                    token.as_ptr().cast::<c_char>(),
+                    token.len(),
+                    at.as_ptr().cast::<c_char>(),
+                    at.len(),
+                ),
+            };
         }
     }
 
@@ -547,51 +600,69 @@ impl Ctx {
         reset: bool,
         entry: Option<(&[u8], i64)>,
     ) {
-        let mode: &CStr = if reset { c"RESET" } else { c"KEEP" };
-        let fence = c_longlong::try_from(stock.fence).unwrap_or(c_longlong::MAX);
-        // SAFETY: each format matches its arguments.
+        let mode: &[u8] = if reset { b"RESET" } else { b"KEEP" };
+        let available = Decimal::new(stock.available);
+        let fence = Decimal::new(i64::try_from(stock.fence).unwrap_or(i64::MAX));
+        let deducted = Decimal::new(stock.deducted);
+        let (a, f, d) = (available.as_bytes(), fence.as_bytes(), deducted.as_bytes());
+        let r = api!(RedisModule_Replicate);
+        // SAFETY: each format matches its arguments: s=string, b=buffer+len.
         unsafe {
-            let f = api!(RedisModule_Replicate);
             match entry {
-                None => f(
+                None => r(
                     self.0,
                     c"FENCE.STOCK".as_ptr(),
-                    c"slllc".as_ptr(),
+                    c"sbbbb".as_ptr(),
                     key,
-                    stock.available as c_longlong,
-                    fence,
-                    stock.deducted as c_longlong,
-                    mode.as_ptr(),
+                    a.as_ptr().cast::<c_char>(),
+                    a.len(),
+                    f.as_ptr().cast::<c_char>(),
+                    f.len(),
+                    d.as_ptr().cast::<c_char>(),
+                    d.len(),
+                    mode.as_ptr().cast::<c_char>(),
+                    mode.len(),
                 ),
-                Some((id, qty)) => f(
-                    self.0,
-                    c"FENCE.STOCK".as_ptr(),
-                    c"slllcbl".as_ptr(),
-                    key,
-                    stock.available as c_longlong,
-                    fence,
-                    stock.deducted as c_longlong,
-                    mode.as_ptr(),
-                    id.as_ptr().cast::<c_char>(),
-                    id.len(),
-                    qty as c_longlong,
-                ),
+                Some((id, qty)) => {
+                    let qty = Decimal::new(qty);
+                    let q = qty.as_bytes();
+                    r(
+                        self.0,
+                        c"FENCE.STOCK".as_ptr(),
+                        c"sbbbbbb".as_ptr(),
+                        key,
+                        a.as_ptr().cast::<c_char>(),
+                        a.len(),
+                        f.as_ptr().cast::<c_char>(),
+                        f.len(),
+                        d.as_ptr().cast::<c_char>(),
+                        d.len(),
+                        mode.as_ptr().cast::<c_char>(),
+                        mode.len(),
+                        id.as_ptr().cast::<c_char>(),
+                        id.len(),
+                        q.as_ptr().cast::<c_char>(),
+                        q.len(),
+                    )
+                }
             };
         }
     }
 
     /// Replicates a plain string stock's new value: `SET key value KEEPTTL`.
     pub fn replicate_string(self, key: *mut raw::RedisModuleString, value: &[u8]) {
-        // SAFETY: s=string, b=buffer+len, c=C string.
+        let keepttl: &[u8] = b"KEEPTTL";
+        // SAFETY: s=string, b=buffer+len.
         unsafe {
             api!(RedisModule_Replicate)(
                 self.0,
                 c"SET".as_ptr(),
-                c"sbc".as_ptr(),
+                c"sbb".as_ptr(),
                 key,
                 value.as_ptr().cast::<c_char>(),
                 value.len(),
-                c"KEEPTTL".as_ptr(),
+                keepttl.as_ptr().cast::<c_char>(),
+                keepttl.len(),
             )
         };
     }

@@ -5,7 +5,7 @@ use std::collections::{HashMap, VecDeque};
 
 use proptest::prelude::*;
 
-use crate::args::{parse_acquire_options, parse_deduct_options, parse_i64, MAX_WAIT_MS};
+use crate::args::{parse_acquire_options, parse_deduct_options, parse_i64, Decimal, MAX_WAIT_MS};
 use crate::clock::TokenClock;
 use crate::error::FenceError;
 use crate::lease::{decide_acquire, decide_release, decide_renew, Acquire, Lease};
@@ -55,6 +55,10 @@ proptest! {
     #[test]
     fn every_i64_round_trips(n in any::<i64>()) {
         prop_assert_eq!(parse_i64(n.to_string().as_bytes()), Some(n));
+        // What the module writes for replicas and events is what Redis would write.
+        let written = Decimal::new(n);
+        let expected = n.to_string();
+        prop_assert_eq!(written.as_bytes(), expected.as_bytes());
     }
 
     #[test]

@@ -6,34 +6,49 @@ use redis_module::raw;
 use super::wait;
 use super::CommandResult;
 use crate::args::{parse_acquire_options, parse_name, parse_ttl};
-use crate::clock::now_us;
+use crate::clock::{expire_at_ms, now_us};
 use crate::config::{MAX_ID_LENGTH, MAX_TTL_MS};
 use crate::error::{FenceError, Name};
-use crate::glue::{token_reply, Args, Ctx, Key, Reply};
+use crate::glue::{token_reply, Args, Ctx, Key, Owner, Reply};
 use crate::lease::{decide_acquire, decide_release, decide_renew, Acquire, Lease};
 use crate::stats;
 use crate::TOKENS;
 
 /// Grants the (empty) key `name` to `owner` for `ttl` ms with a new token, replicated as
-/// its effect. Used by `LOCK.ACQUIRE` and by the hand-off to a waiter.
+/// its effect. Used by `LOCK.ACQUIRE` and by the hand-off to a waiter. Returns the token
+/// and the absolute expiry (Unix ms).
 pub fn grant(
     ctx: Ctx,
     key: &Key,
     name: *mut raw::RedisModuleString,
-    owner: &[u8],
+    owner: Owner<'_>,
     ttl: i64,
-) -> u64 {
-    let token = TOKENS.next(now_us());
-    key.set_lease(Lease::new(owner, token));
-    key.set_ttl_ms(ttl);
-    let expire_at = key.expire_at_ms();
-    if let Ok(Some(lease)) = key.lease() {
-        ctx.replicate_lock(name, &lease, expire_at);
-    }
+) -> (u64, i64) {
+    let now = now_us();
+    let token = TOKENS.next(now);
+    key.set_lease(Lease::new(owner.bytes(), token));
+    let expire_at = expire_at_ms(now, ttl);
+    key.set_expire_at_ms(expire_at);
+    ctx.replicate_lock(name, owner, token, expire_at);
     key.signal_modified();
     ctx.notify(c"lock.acquire", name);
     stats::GRANTS.incr();
-    token
+    (token, expire_at)
+}
+
+/// Gives the lock `owner` holds with `token` a new TTL of `ttl` ms, replicated as its effect.
+fn extend(
+    ctx: Ctx,
+    key: &Key,
+    name: *mut raw::RedisModuleString,
+    owner: Owner<'_>,
+    token: u64,
+    ttl: i64,
+) {
+    let expire_at = expire_at_ms(now_us(), ttl);
+    key.set_expire_at_ms(expire_at);
+    ctx.replicate_lock(name, owner, token, expire_at);
+    key.signal_modified();
 }
 
 /// `LOCK.ACQUIRE key owner ttl-ms [WAIT timeout-ms]` → token, or nil when another owner
@@ -48,14 +63,12 @@ pub fn acquire(ctx: Ctx, args: &Args) -> CommandResult {
     let key = Key::write(ctx, args.raw(1));
     let waiting = wait::waiters_for(ctx, args.bytes(1));
     match decide_acquire(key.lease()?.as_deref(), owner, waiting) {
-        Acquire::Grant => Ok(token_reply(grant(ctx, &key, args.raw(1), owner, ttl))),
+        Acquire::Grant => {
+            let (token, _) = grant(ctx, &key, args.raw(1), Owner::Arg(args.raw(2)), ttl);
+            Ok(token_reply(token))
+        }
         Acquire::Reacquire(token) => {
-            key.set_ttl_ms(ttl);
-            let expire_at = key.expire_at_ms();
-            if let Some(lease) = key.lease()? {
-                ctx.replicate_lock(args.raw(1), &lease, expire_at);
-            }
-            key.signal_modified();
+            extend(ctx, &key, args.raw(1), Owner::Arg(args.raw(2)), token, ttl);
             ctx.notify(c"lock.acquire", args.raw(1));
             stats::REACQUIRES.incr();
             Ok(token_reply(token))
@@ -91,12 +104,7 @@ pub fn renew(ctx: Ctx, args: &Args) -> CommandResult {
         stats::RENEWALS_REFUSED.incr();
         return Ok(Reply::Nil);
     };
-    key.set_ttl_ms(ttl);
-    let expire_at = key.expire_at_ms();
-    if let Some(lease) = key.lease()? {
-        ctx.replicate_lock(args.raw(1), &lease, expire_at);
-    }
-    key.signal_modified();
+    extend(ctx, &key, args.raw(1), Owner::Arg(args.raw(2)), token, ttl);
     stats::RENEWALS.incr();
     Ok(token_reply(token))
 }

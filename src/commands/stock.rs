@@ -1,12 +1,10 @@
 //! STOCK.SET, STOCK.ADD, STOCK.GET, STOCK.DEDUCT, STOCK.REFUND, STOCK.REQUEST: parse,
 //! decide (in `stock`), apply, replicate, reply.
 
-use std::io::Write;
-
 use super::events::{self, Batch, Stream};
 use super::CommandResult;
 use crate::args::{
-    parse_deduct_options, parse_i64, parse_name, parse_quantity, parse_refund_options,
+    parse_deduct_options, parse_i64, parse_name, parse_quantity, parse_refund_options, Decimal,
     DeductOptions,
 };
 use crate::clock::{is_from_future, now_us};
@@ -15,15 +13,6 @@ use crate::error::{FenceError, Name};
 use crate::glue::{Args, Ctx, Key, Kind, Reply};
 use crate::stats;
 use crate::stock::{plain_add, plain_deduct, Deduct, DeductRequest, Stock};
-
-/// Formats an integer the way Redis stores it, without allocating.
-fn decimal(n: i64, buf: &mut [u8; 20]) -> &[u8] {
-    let mut cursor = std::io::Cursor::new(&mut buf[..]);
-    // 20 bytes hold every i64.
-    let _ = write!(cursor, "{n}");
-    let len = usize::try_from(cursor.position()).unwrap_or(0);
-    buf.get(..len).unwrap_or_default()
-}
 
 /// The integer in a plain string stock, or Redis's own "not an integer" error.
 fn plain_value(key: &Key) -> Result<i64, FenceError> {
@@ -38,8 +27,8 @@ fn plain_value_read(ctx: Ctx, args: &Args) -> Result<i64, FenceError> {
 
 /// Writes a plain string stock's new value in place (TTL kept) and replicates it.
 fn write_plain(ctx: Ctx, args: &Args, key: &Key, value: i64) {
-    let mut buf = [0u8; 20];
-    let bytes = decimal(value, &mut buf);
+    let value = Decimal::new(value);
+    let bytes = value.as_bytes();
     key.set_string(bytes);
     ctx.replicate_string(args.raw(1), bytes);
     key.signal_modified();
@@ -122,11 +111,6 @@ pub fn get(ctx: Ctx, args: &Args) -> CommandResult {
     }
 }
 
-/// Formats an integer for an event field.
-fn field(n: i64, buf: &mut [u8; 20]) -> &[u8] {
-    decimal(n, buf)
-}
-
 /// Adds the `deduct` event (and `soldout` when the stock is empty now) to a batch.
 fn deduct_events(
     ctx: Ctx,
@@ -136,21 +120,23 @@ fn deduct_events(
     remaining: i64,
     options: &DeductOptions<'_>,
 ) -> Result<Batch, FenceError> {
-    let (mut q, mut r, mut f) = ([0u8; 20], [0u8; 20], [0u8; 20]);
+    let (q, r) = (Decimal::new(quantity), Decimal::new(remaining));
+    let f = Decimal::new(
+        options
+            .fence
+            .map_or(0, |t| i64::try_from(t).unwrap_or(i64::MAX)),
+    );
     let mut fields: Vec<(&[u8], &[u8])> = vec![
         (b"type", b"deduct"),
         (b"sku", sku),
-        (b"quantity", field(quantity, &mut q)),
-        (b"remaining", field(remaining, &mut r)),
+        (b"quantity", q.as_bytes()),
+        (b"remaining", r.as_bytes()),
     ];
     if let Some(id) = options.id {
         fields.push((b"id", id));
     }
-    if let Some(token) = options.fence {
-        fields.push((
-            b"fence",
-            field(i64::try_from(token).unwrap_or(i64::MAX), &mut f),
-        ));
+    if options.fence.is_some() {
+        fields.push((b"fence", f.as_bytes()));
     }
     let mut batch = Batch::default();
     let mut added = stream.add(ctx, &mut batch, &fields);
@@ -314,13 +300,13 @@ pub fn refund(ctx: Ctx, args: &Args) -> CommandResult {
             let remaining = stock.available;
             let mut batch = Batch::default();
             if let Some(stream) = &stream {
-                let (mut q, mut r) = ([0u8; 20], [0u8; 20]);
+                let (q, r) = (Decimal::new(quantity), Decimal::new(remaining));
                 let fields: [(&[u8], &[u8]); 5] = [
                     (b"type", b"refund"),
                     (b"sku", args.bytes(1)),
                     (b"id", id),
-                    (b"quantity", field(quantity, &mut q)),
-                    (b"remaining", field(remaining, &mut r)),
+                    (b"quantity", q.as_bytes()),
+                    (b"remaining", r.as_bytes()),
                 ];
                 if let Err(e) = stream.add(ctx, &mut batch, &fields) {
                     stream.undo(ctx, batch);
@@ -391,18 +377,5 @@ pub fn request(ctx: Ctx, args: &Args) -> CommandResult {
             .and_then(|s| s.request(id))
             .map_or(Reply::Nil, Reply::Int)),
         _ => Err(FenceError::WrongType),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::decimal;
-
-    #[test]
-    fn decimal_formats_every_i64() {
-        let mut buf = [0u8; 20];
-        for n in [0, 7, -7, i64::MAX, i64::MIN] {
-            assert_eq!(decimal(n, &mut buf), n.to_string().as_bytes());
-        }
     }
 }

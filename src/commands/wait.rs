@@ -209,9 +209,9 @@ pub fn hand_off(ctx: Ctx, key: &KeyId, name: *mut raw::RedisModuleString) {
     let k = Key::write(ctx, name);
     match k.kind() {
         Kind::Empty => {
-            let token = super::lock::grant(ctx, &k, name, &waiter.owner, waiter.ttl_ms);
+            let owner = crate::glue::Owner::Bytes(&waiter.owner);
+            let (token, due) = super::lock::grant(ctx, &k, name, owner, waiter.ttl_ms);
             crate::stats::WAITS_GRANTED.incr();
-            let due = k.expire_at_ms();
             drop(k);
             stop_timer(ctx, waiter.timer);
             unblock(waiter.handle, Outcome::Granted(token));
