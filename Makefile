@@ -74,11 +74,13 @@ fuzz: build
 # Debian's redis-server under valgrind with the module and a mixed workload; fails on any
 # definitely-lost block or memory error whose stack passes through the module.
 leak: build
+	./scripts/install-deps.sh valgrind
 	./scripts/valgrind.sh
 
 # Throughput, CPU per call, scenarios and memory against native commands and Lua; writes
 # bench/results/results.md and bench/results/cpu-per-call.svg. About 5 minutes on 2 cores.
 bench: deps
+	./scripts/install-deps.sh valgrind
 	$(CARGO) build --release --workspace
 	@if [ "$$(nproc)" -ge 2 ]; then taskset -c 1 ./target/release/fence-bench; else ./target/release/fence-bench; fi
 

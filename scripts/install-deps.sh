@@ -2,9 +2,14 @@
 # Installs what building and testing redis-fence needs, only when it is missing:
 # redis-server and redis-cli (Debian's redis-server and redis-tools) and libclang-dev
 # (bindgen, used by the redis-module crate). Debian and Ubuntu only.
+# Extra tools named as arguments (`valgrind` for `make bench` and `make leak`) are installed
+# too, when missing: each is a command of the Debian package of the same name.
 set -euo pipefail
 
 missing=()
+for tool in "$@"; do
+    command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
+done
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 command -v redis-cli >/dev/null 2>&1 || missing+=(redis-tools)
 command -v redis-benchmark >/dev/null 2>&1 || missing+=(redis-tools)

@@ -19,6 +19,8 @@ type Res<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
 
 /// A 36-byte owner, as a UUID string would be.
 const OWNER: &str = "3f2b8c1e-9a4d-4e7b-8c2f-5d6a7b8c9d0e";
+/// The same length, with redis-benchmark's 12-digit random number in it.
+const ANY_OWNER: &str = "3f2b8c1e-9a4d-4e7b-8c2f-__rand_int__";
 const KEYSPACE: usize = 100_000;
 
 const LUA_FENCED_ACQUIRE: &str =
@@ -40,6 +42,7 @@ struct Options {
     rounds: usize,
     calls_p1: usize,
     calls_p16: usize,
+    calls_instructions: usize,
     memory_keys: usize,
     out: PathBuf,
 }
@@ -52,12 +55,14 @@ fn main() {
 }
 
 fn run() -> Res<()> {
+    let began = Instant::now();
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let quick = std::env::args().any(|a| a == "--quick");
     let opts = Options {
         rounds: if quick { 2 } else { 5 },
         calls_p1: if quick { 10_000 } else { 40_000 },
         calls_p16: if quick { 40_000 } else { 200_000 },
+        calls_instructions: if quick { 10_000 } else { 40_000 },
         memory_keys: if quick { 100_000 } else { 1_000_000 },
         out: root.join("bench/results"),
     };
@@ -114,6 +119,8 @@ fn run() -> Res<()> {
         }
     }
 
+    instructions(&module, pin, opts.calls_instructions, &mut report)?;
+
     writeln!(report, "## Scenarios\n")?;
     seckill(&server, &mut report)?;
     contended_lock(&server, &mut report)?;
@@ -125,7 +132,11 @@ fn run() -> Res<()> {
     fs::write(opts.out.join("results.md"), &report)?;
     fs::write(opts.out.join("cpu-per-call.svg"), svg_chart(&chart))?;
     println!("{report}");
-    eprintln!("bench: wrote {}", opts.out.join("results.md").display());
+    eprintln!(
+        "bench: wrote {} after {:.0} s",
+        opts.out.join("results.md").display(),
+        began.elapsed().as_secs_f64()
+    );
     Ok(())
 }
 
@@ -141,16 +152,32 @@ struct Server {
 
 impl Server {
     fn start(module: &Path, pin: bool) -> Res<Server> {
+        Self::start_with(module, pin, false)
+    }
+
+    /// A server running under callgrind, which counts the instructions it executes.
+    fn start_under_callgrind(module: &Path, pin: bool) -> Res<Server> {
+        Self::start_with(module, pin, true)
+    }
+
+    fn start_with(module: &Path, pin: bool, callgrind: bool) -> Res<Server> {
         let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
         let dir = std::env::temp_dir().join(format!("fence-bench-{}-{port}", std::process::id()));
         fs::create_dir_all(&dir)?;
-        let mut cmd = if pin {
-            let mut c = Command::new("taskset");
-            c.args(["-c", "0", "redis-server"]);
-            c
-        } else {
-            Command::new("redis-server")
-        };
+        let mut prefix: Vec<String> = Vec::new();
+        if pin {
+            prefix.extend(["taskset", "-c", "0"].map(String::from));
+        }
+        if callgrind {
+            prefix.extend(["valgrind", "--tool=callgrind"].map(String::from));
+            prefix.push(format!(
+                "--callgrind-out-file={}",
+                dir.join("callgrind.%p").display()
+            ));
+        }
+        prefix.push("redis-server".into());
+        let mut cmd = Command::new(&prefix[0]);
+        cmd.args(&prefix[1..]);
         cmd.args([
             "--port",
             &port.to_string(),
@@ -167,7 +194,8 @@ impl Server {
         .stderr(Stdio::null());
         let child = cmd.spawn()?;
         let server = Server { child, port, dir };
-        for _ in 0..200 {
+        // Under valgrind the server takes seconds to start.
+        for _ in 0..if callgrind { 3000 } else { 200 } {
             if let Ok(mut c) = server.conn() {
                 if redis::cmd("PING").query::<String>(&mut c).is_ok() {
                     return Ok(server);
@@ -236,6 +264,8 @@ struct Contender {
 
 struct Group {
     name: &'static str,
+    /// What the reader needs to know about the workload, printed under the heading.
+    note: &'static str,
     /// Ratios are given against this contender (the native command).
     baseline: usize,
     contenders: Vec<Contender>,
@@ -251,30 +281,43 @@ fn c(name: &'static str, preload: Preload, args: &str) -> Contender {
 
 fn groups() -> Vec<Group> {
     let o = OWNER;
+    // A 36-byte owner that differs from call to call, as the clients of a real lock do.
+    let r = ANY_OWNER;
     vec![
         Group {
             name: "Acquire",
+            note: "Every call names its own owner (36 bytes, random), so a call that finds \
+                   the key held is refused by all three contenders, as it would be between \
+                   real clients. The last row has one owner for every call: a call that \
+                   finds its own lock held extends it (re-entrant acquire), which SET NX PX \
+                   does not do.",
             baseline: 0,
             contenders: vec![
                 c(
                     "SET NX PX",
                     Preload::Nothing,
-                    &format!("SET lock:__rand_int__ {o} NX PX 10000"),
+                    &format!("SET lock:__rand_int__ {r} NX PX 10000"),
                 ),
                 c(
                     "LOCK.ACQUIRE",
                     Preload::Nothing,
-                    &format!("LOCK.ACQUIRE lock:__rand_int__ {o} 10000"),
+                    &format!("LOCK.ACQUIRE lock:__rand_int__ {r} 10000"),
                 ),
                 c(
                     "Lua SET NX PX + INCR",
                     Preload::Nothing,
-                    &format!("EVALSHA {{sha:acquire}} 1 lock:__rand_int__ {o} 10000"),
+                    &format!("EVALSHA {{sha:acquire}} 1 lock:__rand_int__ {r} 10000"),
+                ),
+                c(
+                    "LOCK.ACQUIRE, one owner",
+                    Preload::Nothing,
+                    &format!("LOCK.ACQUIRE lock:__rand_int__ {o} 10000"),
                 ),
             ],
         },
         Group {
             name: "Release",
+            note: "Every key starts held by the owner that releases it.",
             baseline: 0,
             contenders: vec![
                 c("DEL", Preload::Strings(OWNER), "DEL lock:__rand_int__"),
@@ -292,6 +335,7 @@ fn groups() -> Vec<Group> {
         },
         Group {
             name: "Renew",
+            note: "Every key starts held by the owner that renews it.",
             baseline: 0,
             contenders: vec![
                 c(
@@ -313,6 +357,7 @@ fn groups() -> Vec<Group> {
         },
         Group {
             name: "Deduct",
+            note: "Every key starts with 10^12 items; request ids are drawn from 100,000.",
             baseline: 0,
             contenders: vec![
                 c(
@@ -360,7 +405,7 @@ fn load_scripts(con: &mut redis::Connection) -> Res<Vec<(&'static str, String)>>
     Ok(out)
 }
 
-fn preload(con: &mut redis::Connection, what: Preload) -> Res<()> {
+fn preload(con: &mut redis::Connection, what: Preload, keys: usize) -> Res<()> {
     redis::cmd("FLUSHALL").query::<()>(con)?;
     let prefix_and_cmd = match what {
         Preload::Nothing => return Ok(()),
@@ -368,7 +413,7 @@ fn preload(con: &mut redis::Connection, what: Preload) -> Res<()> {
         Preload::Locks => (OWNER, 1),
         Preload::Stocks => ("1000000000000", 2),
     };
-    for chunk in (0..KEYSPACE).collect::<Vec<_>>().chunks(10_000) {
+    for chunk in (0..keys).collect::<Vec<_>>().chunks(10_000) {
         let mut pipe = redis::pipe();
         for i in chunk {
             let lock_key = format!("lock:{i:012}");
@@ -402,6 +447,7 @@ fn preload(con: &mut redis::Connection, what: Preload) -> Res<()> {
 /// Runs redis-benchmark once; returns requests per second.
 fn redis_benchmark(
     port: u16,
+    keys: usize,
     pipeline: usize,
     calls: usize,
     args: &[String],
@@ -417,7 +463,7 @@ fn redis_benchmark(
     let out = cmd
         .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-c", "50"])
         .args(["-P", &pipeline.to_string(), "-n", &calls.to_string()])
-        .args(["-r", &KEYSPACE.to_string(), "--csv"])
+        .args(["-r", &keys.to_string(), "--csv"])
         .args(args)
         .output()?;
     let text = String::from_utf8_lossy(&out.stdout);
@@ -442,6 +488,7 @@ fn redis_benchmark(
 
 struct GroupResult {
     name: &'static str,
+    note: &'static str,
     pipeline: usize,
     names: Vec<&'static str>,
     baseline: usize,
@@ -488,6 +535,7 @@ impl GroupResult {
 
     fn write(&self, out: &mut String, pipeline: usize) -> Res<()> {
         writeln!(out, "## {} (pipeline {pipeline})\n", self.name)?;
+        writeln!(out, "{}\n", self.note)?;
         writeln!(
             out,
             "| contender | ops/s | server CPU µs/call | throughput vs {} | CPU/call vs {} |",
@@ -553,19 +601,10 @@ fn measure_group(
             // Alternate: each round starts with a different contender.
             let i = (k + round) % n;
             let contender = &group.contenders[i];
-            preload(con, contender.preload)?;
-            let shas = load_scripts(con)?;
-            let args: Vec<String> = contender
-                .args
-                .iter()
-                .map(|a| {
-                    shas.iter()
-                        .find(|(name, _)| *a == format!("{{sha:{name}}}"))
-                        .map_or_else(|| a.clone(), |(_, sha)| sha.clone())
-                })
-                .collect();
+            preload(con, contender.preload, KEYSPACE)?;
+            let args = with_shas(&contender.args, &load_scripts(con)?);
             let before = cpu_seconds(con)?;
-            let r = redis_benchmark(server.port, pipeline, calls, &args, pin)?;
+            let r = redis_benchmark(server.port, KEYSPACE, pipeline, calls, &args, pin)?;
             let after = cpu_seconds(con)?;
             rps[i].push(r);
             cpu_us[i].push((after - before) * 1e6 / calls as f64);
@@ -574,12 +613,129 @@ fn measure_group(
     eprintln!("bench: {} pipeline {pipeline} done", group.name);
     Ok(GroupResult {
         name: group.name,
+        note: group.note,
         pipeline,
         names: group.contenders.iter().map(|c| c.name).collect(),
         baseline: group.baseline,
         rps,
         cpu_us,
     })
+}
+
+// ------------------------------------------------------------------------------------------
+// Instructions per call, under callgrind
+// ------------------------------------------------------------------------------------------
+
+/// The instructions the server executes per call of each contender (pipeline 16), counted by
+/// callgrind: the same every run, so it shows what a code change does where CPU time on a
+/// shared machine swings by more than the change. Skipped when valgrind is not installed.
+fn instructions(module: &Path, pin: bool, calls: usize, report: &mut String) -> Res<()> {
+    // A smaller keyspace than above (loading 100,000 keys under callgrind takes 15 s a
+    // contender), with the same proportion of calls to keys as the pipeline-16 runs, so the
+    // same share of calls find their key taken.
+    let keys = calls / 2;
+    writeln!(report, "## Instructions per call (callgrind)\n")?;
+    let has_valgrind = Command::new("valgrind")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !has_valgrind {
+        writeln!(report, "Skipped: valgrind is not installed.\n")?;
+        eprintln!("bench: valgrind not found; instruction counts skipped");
+        return Ok(());
+    }
+    writeln!(
+        report,
+        "The server's own user-space instructions per call (all of Redis: parsing, the command, \
+         the reply), counted by callgrind over {calls} calls at pipeline 16 on a server of its \
+         own. The workloads are those above over {keys} keys, twice as many calls as keys as \
+         in the pipeline-16 runs. Unlike CPU time, this count repeats from run to run to within \
+         a fraction of a percent, but it does not see cache misses or system calls.\n"
+    )?;
+    let server = Server::start_under_callgrind(module, pin)?;
+    let mut con = server.conn()?;
+    let pid = info_field(&mut con, "server", "process_id")?;
+    for group in groups() {
+        let mut counts = Vec::new();
+        for contender in &group.contenders {
+            preload(&mut con, contender.preload, keys)?;
+            let args = with_shas(&contender.args, &load_scripts(&mut con)?);
+            callgrind_control(&["-z", &pid])?;
+            redis_benchmark(server.port, keys, 16, calls, &args, pin)?;
+            let dumped = callgrind_dump(&server.dir, &pid)?;
+            counts.push(dumped as f64 / calls as f64);
+        }
+        writeln!(report, "### {}\n", group.name)?;
+        let base = group.contenders[group.baseline].name;
+        writeln!(report, "| contender | instructions/call | vs {base} |")?;
+        writeln!(report, "| --- | ---: | ---: |")?;
+        for (contender, n) in group.contenders.iter().zip(&counts) {
+            writeln!(
+                report,
+                "| {} | {n:.0} | {:.2}x |",
+                contender.name,
+                n / counts[group.baseline]
+            )?;
+        }
+        writeln!(report)?;
+        eprintln!("bench: {} instructions done", group.name);
+    }
+    Ok(())
+}
+
+fn callgrind_control(args: &[&str]) -> Res<()> {
+    let out = Command::new("callgrind_control").args(args).output()?;
+    if !out.status.success() {
+        return Err(format!(
+            "callgrind_control {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+        .into());
+    }
+    Ok(())
+}
+
+/// Dumps the counts since the last zeroing and returns the instructions in the dump.
+fn callgrind_dump(dir: &Path, pid: &str) -> Res<u64> {
+    let dumps = |dir: &Path| -> Res<Vec<PathBuf>> {
+        Ok(fs::read_dir(dir)?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| {
+                p.file_name().is_some_and(|n| {
+                    n.to_string_lossy()
+                        .starts_with(&format!("callgrind.{pid}."))
+                })
+            })
+            .collect())
+    };
+    for old in dumps(dir)? {
+        fs::remove_file(old)?;
+    }
+    callgrind_control(&["-d", pid])?;
+    let dump = dumps(dir)?
+        .into_iter()
+        .next()
+        .ok_or("callgrind wrote no dump")?;
+    let text = fs::read_to_string(&dump)?;
+    text.lines()
+        .find_map(|l| {
+            l.strip_prefix("summary:")
+                .or_else(|| l.strip_prefix("totals:"))
+        })
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| format!("no instruction total in {}", dump.display()).into())
+}
+
+/// A contender's arguments with `{sha:NAME}` replaced by the loaded script's SHA.
+fn with_shas(args: &[String], shas: &[(&'static str, String)]) -> Vec<String> {
+    args.iter()
+        .map(|a| {
+            shas.iter()
+                .find(|(name, _)| *a == format!("{{sha:{name}}}"))
+                .map_or_else(|| a.clone(), |(_, sha)| sha.clone())
+        })
+        .collect()
 }
 
 // ------------------------------------------------------------------------------------------
