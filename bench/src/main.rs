@@ -15,6 +15,20 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
+/// When the run began, for the progress lines.
+static BEGAN: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+
+/// A progress line on stderr, with the seconds since the run began.
+macro_rules! progress {
+    ($($arg:tt)*) => {
+        eprintln!(
+            "bench [{:>5.1} s]: {}",
+            BEGAN.get_or_init(Instant::now).elapsed().as_secs_f64(),
+            format!($($arg)*)
+        )
+    };
+}
+
 type Res<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
 
 /// A 36-byte owner, as a UUID string would be.
@@ -55,14 +69,14 @@ fn main() {
 }
 
 fn run() -> Res<()> {
-    let began = Instant::now();
+    let began = *BEGAN.get_or_init(Instant::now);
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let quick = std::env::args().any(|a| a == "--quick");
     let opts = Options {
         rounds: if quick { 2 } else { 5 },
         calls_p1: if quick { 10_000 } else { 40_000 },
         calls_p16: if quick { 40_000 } else { 200_000 },
-        calls_instructions: if quick { 10_000 } else { 40_000 },
+        calls_instructions: if quick { 10_000 } else { 20_000 },
         memory_keys: if quick { 100_000 } else { 1_000_000 },
         out: root.join("bench/results"),
     };
@@ -90,7 +104,7 @@ fn run() -> Res<()> {
     let server = Server::start(&module, pin)?;
     let mut con = server.conn()?;
     let version = info_field(&mut con, "server", "redis_version")?;
-    eprintln!("bench: redis {version}, {cores} cores, pinning: {pin}");
+    progress!("redis {version}, {cores} cores, pinning: {pin}");
 
     let mut report = String::new();
     writeln!(report, "# redis-fence benchmark results\n")?;
@@ -127,6 +141,7 @@ fn run() -> Res<()> {
 
     writeln!(report, "## Memory\n")?;
     memory(&server, &mut con, opts.memory_keys, &mut report)?;
+    progress!("memory done");
 
     fs::create_dir_all(&opts.out)?;
     fs::write(opts.out.join("results.md"), &report)?;
@@ -610,7 +625,7 @@ fn measure_group(
             cpu_us[i].push((after - before) * 1e6 / calls as f64);
         }
     }
-    eprintln!("bench: {} pipeline {pipeline} done", group.name);
+    progress!("{} pipeline {pipeline} done", group.name);
     Ok(GroupResult {
         name: group.name,
         note: group.note,
@@ -641,7 +656,7 @@ fn instructions(module: &Path, pin: bool, calls: usize, report: &mut String) -> 
         .is_ok_and(|o| o.status.success());
     if !has_valgrind {
         writeln!(report, "Skipped: valgrind is not installed.\n")?;
-        eprintln!("bench: valgrind not found; instruction counts skipped");
+        progress!("valgrind not found; instruction counts skipped");
         return Ok(());
     }
     writeln!(
@@ -678,7 +693,7 @@ fn instructions(module: &Path, pin: bool, calls: usize, report: &mut String) -> 
             )?;
         }
         writeln!(report)?;
-        eprintln!("bench: {} instructions done", group.name);
+        progress!("{} instructions done", group.name);
     }
     Ok(())
 }
@@ -972,7 +987,7 @@ fn seckill(server: &Server, out: &mut String) -> Res<()> {
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
     )?;
     let recipe = seckill_run(server, Seckill::ClientLock)?;
-    eprintln!("bench: seckill recipe done ({} attempts)", recipe.attempts);
+    progress!("seckill recipe done ({} attempts)", recipe.attempts);
     let (mut lua, mut module) = (Vec::new(), Vec::new());
     for round in 0..SCENARIO_ROUNDS {
         let order = if round % 2 == 0 {
@@ -988,7 +1003,7 @@ fn seckill(server: &Server, out: &mut String) -> Res<()> {
                 module.push(r);
             }
         }
-        eprintln!("bench: seckill round {round} done");
+        progress!("seckill round {round} done");
     }
     seckill_row(out, recipe.name, std::slice::from_ref(&recipe))?;
     seckill_row(out, "Lua seckill script", &lua)?;
@@ -1140,7 +1155,7 @@ fn contended_lock(server: &Server, out: &mut String) -> Res<()> {
             let i = (k + round) % ways.len();
             runs[i].push(contended_run(server, ways[i].1)?);
         }
-        eprintln!("bench: contended lock round {round} done");
+        progress!("contended lock round {round} done");
     }
     for ((name, _), rs) in ways.iter().zip(&runs) {
         let med = |f: &dyn Fn(&ContendedRun) -> f64| median(rs.iter().map(f).collect());
