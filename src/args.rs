@@ -19,22 +19,30 @@ impl Decimal {
         let mut buf = [b'0'; 20];
         let mut start = buf.len();
         let mut rest = n.unsigned_abs();
+        // At most 19 digits and a sign: every slice below is inside `buf`; checked access
+        // all the same, so no integer can panic inside Redis.
         while rest >= 10 {
-            // Below 100, so both the cast and the indexing are in range.
             let pair = (rest % 100) as usize * 2;
             rest /= 100;
-            start -= 2;
-            buf[start] = PAIRS[pair];
-            buf[start + 1] = PAIRS[pair + 1];
+            start = start.saturating_sub(2);
+            if let (Some(to), Some(from)) =
+                (buf.get_mut(start..start + 2), PAIRS.get(pair..pair + 2))
+            {
+                to.copy_from_slice(from);
+            }
         }
         if rest > 0 || start == buf.len() {
-            start -= 1;
-            // A single digit.
-            buf[start] = b'0' + rest as u8;
+            start = start.saturating_sub(1);
+            if let Some(digit) = buf.get_mut(start) {
+                // A single digit, below 10.
+                *digit = b'0' + rest as u8;
+            }
         }
         if n < 0 {
-            start -= 1;
-            buf[start] = b'-';
+            start = start.saturating_sub(1);
+            if let Some(sign) = buf.get_mut(start) {
+                *sign = b'-';
+            }
         }
         Self { buf, start }
     }
