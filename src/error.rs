@@ -25,6 +25,10 @@ pub const INTERNAL_ONLY: &str =
 /// The `EVENTS` stream has used its last possible id (native XADD's own message).
 pub const STREAM_FULL: &str =
     "ERR The stream has exhausted the last possible ID, unable to add more items";
+/// A grant that would need a token past the clock's ceiling (a far-ahead token was loaded).
+pub const CLOCK_EXHAUSTED: &str = "ERR the fencing-token clock is at its ceiling: a token far \
+     ahead of this server's clock was loaded or replicated (see fence_clock_ahead_ms in INFO \
+     fence); no token can be issued without repeating one";
 /// A panic caught at the FFI boundary (a bug; the server keeps running).
 pub const PANIC: &str = "ERR internal error in the fence module (see the server log)";
 
@@ -89,6 +93,8 @@ pub enum FenceError {
     InternalOnly,
     /// A malformed replication-only command (never sent by a healthy master).
     BadInternal(&'static str),
+    /// The token clock is at its ceiling: no new token can be issued.
+    ClockExhausted,
 }
 
 impl FenceError {
@@ -141,6 +147,7 @@ impl FenceError {
             FenceError::BadInternal(what) => {
                 format!("ERR malformed replication command: {what}").into()
             }
+            FenceError::ClockExhausted => CLOCK_EXHAUSTED.into(),
         }
     }
 }
@@ -204,6 +211,7 @@ mod tests {
             FenceError::NeedsStock,
             FenceError::InternalOnly,
             FenceError::BadInternal("x"),
+            FenceError::ClockExhausted,
         ];
         for e in all {
             let m = e.message();

@@ -44,8 +44,6 @@ pub fn missing_apis() -> Option<&'static str> {
         RedisModule_ModuleTypeGetType,
         RedisModule_ModuleTypeGetValue,
         RedisModule_ModuleTypeSetValue,
-        RedisModule_StringDMA,
-        RedisModule_StringTruncate,
         RedisModule_GetExpire,
         RedisModule_GetAbsExpire,
         RedisModule_SetAbsExpire,
@@ -67,6 +65,8 @@ pub fn missing_apis() -> Option<&'static str> {
         RedisModule_LoadUnsigned,
         RedisModule_LoadSigned,
         RedisModule_LoadStringBuffer,
+        RedisModule_IsIOError,
+        RedisModule_GetContextFromIO,
         RedisModule_EmitAOF,
         RedisModule_DigestAddStringBuffer,
         RedisModule_DigestAddLongLong,
@@ -79,6 +79,7 @@ pub fn missing_apis() -> Option<&'static str> {
         RedisModule_GetBlockedClientPrivateData,
         RedisModule_GetBlockedClientHandle,
         RedisModule_CreateTimer,
+        RedisModule_GetDetachedThreadSafeContext,
         RedisModule_StopTimer,
         RedisModule_GetSelectedDb,
         RedisModule_SelectDb,
@@ -100,6 +101,8 @@ pub fn missing_apis() -> Option<&'static str> {
         RedisModule_AvoidReplicaTraffic,
         RedisModule_CallReplyInteger,
         RedisModule_CallReplyStringPtr,
+        RedisModule_CallReplyLength,
+        RedisModule_CallReplyArrayElement,
         RedisModule_FreeCallReply,
     );
     None
@@ -336,41 +339,6 @@ impl Key {
         if status != raw::REDISMODULE_OK as c_int {
             // SAFETY: Redis did not take ownership, so the box is still ours.
             drop(unsafe { Box::from_raw(p.cast::<T>()) });
-        }
-    }
-
-    /// The bytes of a string key (for a string only).
-    pub fn string(&self) -> &[u8] {
-        if self.ptr.is_null() {
-            return &[];
-        }
-        let mut len = 0;
-        // SAFETY: the key is open and holds a string.
-        let p = unsafe {
-            api!(RedisModule_StringDMA)(self.ptr, &mut len, raw::REDISMODULE_READ as c_int)
-        };
-        if p.is_null() {
-            return &[];
-        }
-        // SAFETY: Redis returns `len` readable bytes.
-        unsafe { std::slice::from_raw_parts(p.cast::<u8>(), len) }
-    }
-
-    /// Overwrites a string key's bytes in place, keeping its TTL (`RedisModule_StringSet`
-    /// would drop it).
-    pub fn set_string(&self, bytes: &[u8]) {
-        if self.ptr.is_null() {
-            return;
-        }
-        // SAFETY: the key is open for writing and holds a string.
-        unsafe {
-            api!(RedisModule_StringTruncate)(self.ptr, bytes.len());
-            let mut len = 0;
-            let p =
-                api!(RedisModule_StringDMA)(self.ptr, &mut len, raw::REDISMODULE_WRITE as c_int);
-            if !p.is_null() && len == bytes.len() {
-                ptr::copy_nonoverlapping(bytes.as_ptr(), p.cast::<u8>(), len);
-            }
         }
     }
 
@@ -685,6 +653,69 @@ impl Ctx {
             };
             api!(RedisModule_FreeCallReply)(reply);
             bytes
+        }
+    }
+
+    /// The last id a stream generated (`XINFO STREAM`'s `last-generated-id`), which may lie past
+    /// its last entry; `None` when the key holds no stream.
+    pub fn stream_last_id(self, key: *mut raw::RedisModuleString) -> Option<(u64, u64)> {
+        // SAFETY: RM_Call with one C string and one string argument; the reply is freed below
+        // and its elements are read only while it lives.
+        unsafe {
+            let reply = api!(RedisModule_Call)(
+                self.0,
+                c"XINFO".as_ptr(),
+                c"cs".as_ptr(),
+                c"STREAM".as_ptr(),
+                key,
+            );
+            if reply.is_null() {
+                return None;
+            }
+            let text = |r: *mut raw::RedisModuleCallReply| -> &[u8] {
+                let mut len = 0;
+                let p = api!(RedisModule_CallReplyStringPtr)(r, &mut len);
+                if p.is_null() {
+                    &[]
+                } else {
+                    std::slice::from_raw_parts(p.cast::<u8>(), len)
+                }
+            };
+            let mut found = None;
+            let n = api!(RedisModule_CallReplyLength)(reply);
+            let mut i = 0;
+            while i + 1 < n {
+                let name = api!(RedisModule_CallReplyArrayElement)(reply, i);
+                if !name.is_null() && text(name) == b"last-generated-id" {
+                    let value = api!(RedisModule_CallReplyArrayElement)(reply, i + 1);
+                    if !value.is_null() {
+                        found = crate::args::parse_stream_id(text(value));
+                    }
+                    break;
+                }
+                i += 2;
+            }
+            api!(RedisModule_FreeCallReply)(reply);
+            found
+        }
+    }
+
+    /// Sets a string key through `SET key value KEEPTTL` (not replicated here).
+    pub fn set_string_keepttl(self, key: *mut raw::RedisModuleString, value: &[u8]) {
+        // SAFETY: RM_Call with s=string, b=buffer+len, c=C string; the reply is freed.
+        unsafe {
+            let reply = api!(RedisModule_Call)(
+                self.0,
+                c"SET".as_ptr(),
+                c"sbc".as_ptr(),
+                key,
+                value.as_ptr().cast::<c_char>(),
+                value.len(),
+                c"KEEPTTL".as_ptr(),
+            );
+            if !reply.is_null() {
+                api!(RedisModule_FreeCallReply)(reply);
+            }
         }
     }
 
