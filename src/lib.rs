@@ -9,6 +9,7 @@ mod cluster;
 mod commands;
 mod config;
 mod error;
+mod eviction;
 mod glue;
 mod info;
 mod lease;
@@ -57,6 +58,7 @@ fn setup(ctx: *mut raw::RedisModuleCtx, args: &[RedisString]) -> Result<(), Stri
     let args: Vec<&[u8]> = args.iter().map(RedisString::as_slice).collect();
     config::apply_module_args(&args)?;
     config::register(ctx)?;
+    commands::eviction::register(ctx)?;
     commands::register(ctx)?;
     commands::wait::subscribe(ctx)?;
     info::register(ctx)?;
