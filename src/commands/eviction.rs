@@ -10,7 +10,7 @@ use redis_module::raw;
 use crate::config::ALLOW_EVICTION;
 use crate::error::FenceError;
 use crate::eviction::{describe, may_refuse, refuses, Target, POLICY};
-use crate::glue::{api, log, Ctx, Key};
+use crate::glue::{api, log, Ctx, Key, Kind};
 
 /// Refuses a write that would create or grow `target` while the eviction policy may evict it
 /// and `fence.allow-eviction` is `no`; only ordinary clients' commands on a master. `target`
@@ -33,10 +33,12 @@ pub fn check_lock(ctx: Ctx) -> Result<(), FenceError> {
     check(ctx, || Target::Lock)
 }
 
-/// The check for a write that creates or grows the module stock (or empty key) `key`.
+/// The check for a write that creates or grows the module stock (or empty key) `key`. An
+/// empty key has no TTL, and is not asked for one (Redis 8 crashes on `RedisModule_GetExpire`
+/// of an empty key opened for writing).
 pub fn check_stock(ctx: Ctx, key: &Key) -> Result<(), FenceError> {
     check(ctx, || Target::Stock {
-        has_ttl: key.ttl_ms() >= 0,
+        has_ttl: key.kind() == Kind::Stock && key.ttl_ms() >= 0,
     })
 }
 
