@@ -687,6 +687,41 @@ fn an_evicted_lock_is_handed_to_its_waiter_allkeys_lru() {
 }
 
 #[test]
+fn a_waiter_queued_before_the_policy_changed_is_still_granted() {
+    let server = start(MB100, "noeviction", &[]);
+    let mut con = server.conn();
+    let held = int(call(&mut con, &["LOCK.ACQUIRE", "lk", "holder", "600000"]));
+    let mut waiter = server.conn();
+    let handle = thread::spawn(move || {
+        call(
+            &mut waiter,
+            &["LOCK.ACQUIRE", "lk", "waiter", "600000", "WAIT", "0"],
+        )
+    });
+    assert!(
+        wait_until(Duration::from_secs(5), || info_int(
+            &mut con,
+            "fence",
+            "fence_clients_waiting"
+        ) == 1),
+        "the waiter did not queue"
+    );
+    set_config(&mut con, "maxmemory-policy", "allkeys-lru");
+    assert_eq!(
+        err(call(&mut con, &["LOCK.ACQUIRE", "other", "a", "1000"])),
+        refusal("allkeys-lru")
+    );
+    // Releasing is never refused, and the hand-off completes the call the rule accepted.
+    assert_eq!(int(call(&mut con, &["LOCK.RELEASE", "lk", "holder"])), 1);
+    let token = int(handle.join().expect("waiter thread"));
+    assert!(token > held);
+    assert_eq!(
+        lock_status(&mut con, "lk").map(|(o, t, _)| (o, t)),
+        Some(("waiter".to_string(), token))
+    );
+}
+
+#[test]
 fn a_replica_with_an_evicting_policy_applies_what_its_master_sends() {
     let master = start(
         MB100,
