@@ -91,6 +91,11 @@ pub enum FenceError {
     },
     NeedsStock,
     InternalOnly,
+    /// A write that would create or grow a key the eviction policy (named) may evict, while
+    /// `fence.allow-eviction` is `no`.
+    EvictionRisk {
+        policy: String,
+    },
     /// A malformed replication-only command (never sent by a healthy master).
     BadInternal(&'static str),
     /// The token clock is at its ceiling: no new token can be issued.
@@ -144,6 +149,12 @@ impl FenceError {
             .into(),
             FenceError::NeedsStock => NEEDS_STOCK.into(),
             FenceError::InternalOnly => INTERNAL_ONLY.into(),
+            FenceError::EvictionRisk { policy } => format!(
+                "ERR maxmemory-policy {} can evict this key; set fence.allow-eviction yes to \
+                 accept that",
+                printable(policy.as_bytes())
+            )
+            .into(),
             FenceError::BadInternal(what) => {
                 format!("ERR malformed replication command: {what}").into()
             }
@@ -210,6 +221,9 @@ mod tests {
             FenceError::LedgerFull { max: 1 },
             FenceError::NeedsStock,
             FenceError::InternalOnly,
+            FenceError::EvictionRisk {
+                policy: "allkeys-lru".into(),
+            },
             FenceError::BadInternal("x"),
             FenceError::ClockExhausted,
         ];
@@ -236,6 +250,19 @@ mod tests {
         assert_eq!(
             m,
             "STALE fencing token 5 is below the highest accepted token 7"
+        );
+    }
+
+    #[test]
+    fn eviction_risk_names_the_policy() {
+        let m = FenceError::EvictionRisk {
+            policy: "volatile-ttl".into(),
+        }
+        .message();
+        assert_eq!(
+            m,
+            "ERR maxmemory-policy volatile-ttl can evict this key; set fence.allow-eviction \
+             yes to accept that"
         );
     }
 

@@ -104,6 +104,7 @@ pub fn missing_apis() -> Option<&'static str> {
         RedisModule_CallReplyLength,
         RedisModule_CallReplyArrayElement,
         RedisModule_FreeCallReply,
+        RedisModule_InfoAddFieldCString,
     );
     None
 }
@@ -501,6 +502,46 @@ impl Ctx {
         // SAFETY: ctx is live.
         let flags = unsafe { api!(RedisModule_GetContextFlags)(self.0) } as u32;
         flags & (raw::REDISMODULE_CTX_FLAGS_REPLICATED | raw::REDISMODULE_CTX_FLAGS_LOADING) != 0
+    }
+
+    /// Whether the command comes from an ordinary client of a master: not over the master
+    /// link, not from the AOF, and not on a replica.
+    pub fn is_client_on_master(self) -> bool {
+        // SAFETY: ctx is live.
+        let flags = unsafe { api!(RedisModule_GetContextFlags)(self.0) } as u32;
+        flags & raw::REDISMODULE_CTX_FLAGS_MASTER != 0
+            && flags & (raw::REDISMODULE_CTX_FLAGS_REPLICATED | raw::REDISMODULE_CTX_FLAGS_LOADING)
+                == 0
+    }
+
+    /// A server setting's value (`CONFIG GET name`), None when it cannot be read.
+    pub fn config_get(self, name: &CStr) -> Option<Vec<u8>> {
+        // SAFETY: RM_Call with two C strings; the reply (and the element borrowed from it) is
+        // freed below.
+        unsafe {
+            let reply = api!(RedisModule_Call)(
+                self.0,
+                c"CONFIG".as_ptr(),
+                c"cc".as_ptr(),
+                c"GET".as_ptr(),
+                name.as_ptr(),
+            );
+            if reply.is_null() {
+                return None;
+            }
+            // A flat name, value array (RESP2).
+            let value = api!(RedisModule_CallReplyArrayElement)(reply, 1);
+            let mut bytes = None;
+            if !value.is_null() {
+                let mut len = 0;
+                let p = api!(RedisModule_CallReplyStringPtr)(value, &mut len);
+                if !p.is_null() {
+                    bytes = Some(std::slice::from_raw_parts(p.cast::<u8>(), len).to_vec());
+                }
+            }
+            api!(RedisModule_FreeCallReply)(reply);
+            bytes
+        }
     }
 
     /// Replicates a lock's effect: `FENCE.LOCK key owner token expire-at-ms`. Numbers go

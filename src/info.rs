@@ -1,11 +1,13 @@
 //! `INFO fence`, lock-expiry accounting and the module's keyspace events (glue only).
 
 use std::cell::{Cell, RefCell};
-use std::ffi::{c_char, c_int, c_void, CString};
+use std::ffi::{c_char, c_int, c_void, CStr, CString};
 use std::sync::atomic::{AtomicPtr, Ordering};
 
 use redis_module::raw;
 
+use crate::config::ALLOW_EVICTION;
+use crate::eviction::POLICY;
 use crate::glue::{api, string_bytes, Ctx};
 use crate::stats;
 use crate::TOKENS;
@@ -111,6 +113,14 @@ unsafe extern "C" fn info(ctx: *mut raw::RedisModuleInfoCtx, _for_crash_report: 
     crate::types::settle();
     add("last_token", TOKENS.last());
     add("clock_ahead_ms", TOKENS.ahead_ms(crate::clock::now_us()));
+    let add_text = |name: &CStr, value: &str| {
+        if let Ok(value) = CString::new(value) {
+            api!(RedisModule_InfoAddFieldCString)(ctx, name.as_ptr(), value.as_ptr());
+        }
+    };
+    add_text(c"maxmemory_policy", &POLICY.name());
+    add_text(c"eviction_risk", POLICY.risk().name());
+    add("allow_eviction", u64::from(ALLOW_EVICTION.get()));
 }
 
 /// Registers the `INFO` section and the expiry subscription.

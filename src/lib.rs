@@ -10,6 +10,7 @@ mod commands;
 mod config;
 mod encoding;
 mod error;
+mod eviction;
 mod glue;
 mod info;
 mod lease;
@@ -58,6 +59,7 @@ fn setup(ctx: *mut raw::RedisModuleCtx, args: &[RedisString]) -> Result<(), Stri
     let args: Vec<&[u8]> = args.iter().map(RedisString::as_slice).collect();
     config::apply_module_args(&args)?;
     config::register(ctx)?;
+    commands::eviction::register(ctx)?;
     commands::register(ctx)?;
     commands::wait::subscribe(ctx)?;
     info::register(ctx)?;

@@ -74,12 +74,28 @@ impl Stock {
     /// Deducts in the contract's order of checks: fence, request id, quantity.
     /// `max_ledger` bounds the number of ids the ledger may hold and `max_id_length` the length
     /// of a new request id; a replay of an id already in the ledger answers whatever its
-    /// length (limits apply to new state only).
+    /// length (limits apply to new state only). (The command admits new ids through
+    /// `deduct_admitting`; the tests use this.)
+    #[cfg(test)]
     pub fn deduct(
         &mut self,
         req: DeductRequest<'_>,
         max_ledger: i64,
         max_id_length: i64,
+    ) -> Result<Deduct, FenceError> {
+        self.deduct_admitting(req, max_ledger, max_id_length, || Ok(()))
+    }
+
+    /// `deduct`, where a request id the ledger does not hold must also pass `admit_new_id`
+    /// (called in the id step, after a replay is recognised and the id's length checked, and
+    /// before the ledger bound), so a replay is still answered and a deduction without an id is
+    /// never asked.
+    pub fn deduct_admitting(
+        &mut self,
+        req: DeductRequest<'_>,
+        max_ledger: i64,
+        max_id_length: i64,
+        admit_new_id: impl FnOnce() -> Result<(), FenceError>,
     ) -> Result<Deduct, FenceError> {
         if let Some(token) = req.fence {
             if token < self.fence {
@@ -99,6 +115,7 @@ impl Stock {
                     max: max_id_length,
                 });
             }
+            admit_new_id()?;
             if i64::try_from(self.ledger.len()).map_or(true, |len| len >= max_ledger) {
                 return Err(FenceError::LedgerFull { max: max_ledger });
             }
@@ -378,6 +395,62 @@ mod tests {
             Ok(Deduct::Deducted(8))
         );
         assert_eq!(s.refund(b"long-id"), Ok(1));
+    }
+
+    #[test]
+    fn admission_is_asked_of_new_ids_only() {
+        let refused = || {
+            Err(FenceError::EvictionRisk {
+                policy: "allkeys-lru".into(),
+            })
+        };
+        let evicting = FenceError::EvictionRisk {
+            policy: "allkeys-lru".into(),
+        };
+        let mut s = Stock::new(10);
+        assert_eq!(
+            s.deduct(req(1, Some(b"a"), Some(5)), 10, i64::MAX),
+            Ok(Deduct::Deducted(9))
+        );
+        let before = s.clone();
+        // A new id is refused and nothing changes, even when the stock is short (the id step
+        // comes before the quantity) or the ledger is full.
+        for (quantity, max_ledger) in [(1, 10), (100, 10), (1, 1)] {
+            assert_eq!(
+                s.deduct_admitting(
+                    req(quantity, Some(b"b"), None),
+                    max_ledger,
+                    i64::MAX,
+                    refused
+                ),
+                Err(evicting.clone())
+            );
+            assert_eq!(s, before);
+        }
+        // A stale fence is still refused first.
+        assert_eq!(
+            s.deduct_admitting(req(1, Some(b"b"), Some(4)), 10, i64::MAX, refused),
+            Err(FenceError::Stale {
+                token: 4,
+                highest: 5
+            })
+        );
+        // A replay is answered and a deduction without an id runs; neither asks.
+        let never = || -> Result<(), FenceError> { panic!("asked") };
+        assert_eq!(
+            s.deduct_admitting(req(1, Some(b"a"), None), 10, i64::MAX, never),
+            Ok(Deduct::Replayed(9))
+        );
+        assert_eq!(
+            s.deduct_admitting(req(2, None, None), 10, i64::MAX, never),
+            Ok(Deduct::Deducted(7))
+        );
+        // Admitted: as `deduct`.
+        assert_eq!(
+            s.deduct_admitting(req(1, Some(b"b"), None), 10, i64::MAX, || Ok(())),
+            Ok(Deduct::Deducted(6))
+        );
+        assert_eq!(s.request(b"b"), Some(1));
     }
 
     #[test]

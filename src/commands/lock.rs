@@ -3,8 +3,8 @@
 
 use redis_module::raw;
 
-use super::wait;
 use super::CommandResult;
+use super::{eviction, wait};
 use crate::args::{parse_acquire_options, parse_name, parse_ttl};
 use crate::clock::{expire_at_ms, now_us};
 use crate::config::{MAX_ID_LENGTH, MAX_TTL_MS};
@@ -67,6 +67,7 @@ pub fn acquire(ctx: Ctx, args: &Args) -> CommandResult {
     let owner = parse_name(args.bytes(2), Name::Owner, i64::MAX)?;
     let ttl = parse_ttl(args.bytes(3), MAX_TTL_MS.get())?;
     let wait_ms = parse_acquire_options(args.options(4).as_slice())?;
+    eviction::check_lock(ctx)?;
     let key = Key::write(ctx, args.raw(1));
     let waiting = wait::waiters_for(ctx, args.bytes(1));
     let decision = decide_acquire(key.lease()?.as_deref(), owner, waiting);

@@ -2,7 +2,7 @@
 //! decide (in `stock`), apply, replicate, reply.
 
 use super::events::{self, Batch, Stream};
-use super::CommandResult;
+use super::{eviction, CommandResult};
 use crate::args::{
     parse_deduct_options, parse_i64, parse_name, parse_quantity, parse_refund_options, Decimal,
     DeductOptions,
@@ -48,6 +48,9 @@ pub fn set(ctx: Ctx, args: &Args) -> CommandResult {
     }
     let quantity = parse_quantity(args.bytes(2), 0)?;
     let mut key = Key::write(ctx, args.raw(1));
+    if matches!(key.kind(), Kind::Empty | Kind::Stock) {
+        eviction::check_stock(ctx, &key)?;
+    }
     match key.kind() {
         Kind::Empty => key.set_stock(Stock::new(quantity)),
         Kind::Stock => {
@@ -71,6 +74,9 @@ pub fn add(ctx: Ctx, args: &Args) -> CommandResult {
     }
     let quantity = parse_quantity(args.bytes(2), 1)?;
     let mut key = Key::write(ctx, args.raw(1));
+    if matches!(key.kind(), Kind::Empty | Kind::Stock) {
+        eviction::check_stock(ctx, &key)?;
+    }
     let available = match key.kind() {
         Kind::Empty => {
             key.set_stock(Stock::new(quantity));
@@ -206,6 +212,11 @@ pub fn deduct(ctx: Ctx, args: &Args) -> CommandResult {
             Ok(Reply::Int(value))
         }
         Kind::Stock => {
+            // Asked of a new request id only; prepared before the stock is borrowed.
+            let admission = match options.id {
+                Some(_) => eviction::check_stock(ctx, &key),
+                None => Ok(()),
+            };
             let Some(stock) = key.stock() else {
                 return Err(FenceError::WrongType);
             };
@@ -215,7 +226,12 @@ pub fn deduct(ctx: Ctx, args: &Args) -> CommandResult {
                 fence: options.fence,
             };
             let before = stock.snapshot();
-            let outcome = stock.deduct(request, MAX_LEDGER_ENTRIES.get(), MAX_ID_LENGTH.get());
+            let outcome = stock.deduct_admitting(
+                request,
+                MAX_LEDGER_ENTRIES.get(),
+                MAX_ID_LENGTH.get(),
+                || admission,
+            );
             if matches!(outcome, Err(FenceError::Stale { .. })) {
                 stats::STALE.incr();
             }
