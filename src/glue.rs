@@ -343,9 +343,10 @@ impl Key {
         }
     }
 
-    /// Milliseconds left before the key expires, or -1 without expiry.
+    /// Milliseconds left before the key expires, or -1 without expiry (or without a value:
+    /// Redis 8 must not be asked about an empty key opened for writing).
     pub fn ttl_ms(&self) -> i64 {
-        if self.ptr.is_null() {
+        if self.ptr.is_null() || self.kind() == Kind::Empty {
             return -1;
         }
         // SAFETY: the key is open.
@@ -357,9 +358,9 @@ impl Key {
         }
     }
 
-    /// The absolute expiry in Unix milliseconds, or -1 without expiry.
+    /// The absolute expiry in Unix milliseconds, or -1 without expiry (or without a value).
     pub fn expire_at_ms(&self) -> i64 {
-        if self.ptr.is_null() {
+        if self.ptr.is_null() || self.kind() == Kind::Empty {
             return -1;
         }
         // SAFETY: the key is open.
