@@ -75,10 +75,14 @@ soak-tests: deps
 
 # Long fuzzing: the property tests of the pure logic with PROPTEST_CASES cases each, then
 # the live barrage (tests/barrage.rs) with FUZZ_N random argument vectors per
-# seed, for FUZZ_SEEDS fresh random seeds (each printed; rerun one with FENCE_BARRAGE_SEED).
+# seed and FUZZ_PAYLOAD_FLIPS damaged RESTORE payloads per seed (tests/payloads.rs), for
+# FUZZ_SEEDS fresh random seeds (each printed; rerun one with FENCE_BARRAGE_SEED or
+# FENCE_PAYLOAD_SEED).
 FUZZ_N ?= 1000000
 FUZZ_SEEDS ?= 3
 PROPTEST_CASES ?= 200000
+# Damaged RESTORE payloads (tests/payloads.rs): random byte flips per seed, CRC fixed up.
+FUZZ_PAYLOAD_FLIPS ?= 300000
 fuzz: build
 	PROPTEST_CASES=$(PROPTEST_CASES) $(CARGO) test --release --lib properties
 	@for i in $$(seq 1 $(FUZZ_SEEDS)); do \
@@ -86,6 +90,9 @@ fuzz: build
 		echo "fuzz: barrage $$i of $(FUZZ_SEEDS): $(FUZZ_N) vectors, seed $$seed"; \
 		FENCE_BARRAGE_N=$(FUZZ_N) FENCE_BARRAGE_SEED=$$seed \
 			$(CARGO) test --test barrage -- --nocapture || exit 1; \
+		echo "fuzz: payloads $$i of $(FUZZ_SEEDS): $(FUZZ_PAYLOAD_FLIPS) flipped payloads, seed $$seed"; \
+		FENCE_PAYLOAD_FLIPS=$(FUZZ_PAYLOAD_FLIPS) FENCE_PAYLOAD_SEED=$$seed \
+			$(CARGO) test --test payloads truncated_and_flipped -- --nocapture || exit 1; \
 	done
 
 # Debian's redis-server under valgrind with the module and a mixed workload; fails on any

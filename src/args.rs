@@ -117,6 +117,26 @@ pub fn parse_name(bytes: &[u8], name: Name, max: i64) -> Result<&[u8], FenceErro
     Ok(bytes)
 }
 
+/// Parses a stream id `ms-seq` as Redis prints it.
+pub fn parse_stream_id(bytes: &[u8]) -> Option<(u64, u64)> {
+    let dash = bytes.iter().position(|&b| b == b'-')?;
+    let (ms, seq) = (bytes.get(..dash)?, bytes.get(dash + 1..)?);
+    let digits = |b: &[u8]| {
+        if b.is_empty() || b.len() > 20 || !b.iter().all(u8::is_ascii_digit) {
+            return None;
+        }
+        std::str::from_utf8(b).ok()?.parse::<u64>().ok()
+    };
+    Some((digits(ms)?, digits(seq)?))
+}
+
+/// Whether a stream whose last generated id is `last` can take `n` more automatic ids.
+pub fn stream_has_room(last: (u64, u64), n: u64) -> bool {
+    let (ms, seq) = last;
+    // Ids run (ms, seq) -> (ms, seq + 1), and (ms, MAX) -> (ms + 1, 0); only (MAX, MAX) ends.
+    ms < u64::MAX || seq <= u64::MAX - n
+}
+
 /// The longest `WAIT` a client may ask for: 10 years, in milliseconds.
 pub const MAX_WAIT_MS: i64 = 315_360_000_000;
 
@@ -205,10 +225,7 @@ fn parse_events(words: &[&[u8]], at: usize) -> Result<(Events, usize), FenceErro
 
 /// Parses `[ID request-id] [FENCE token] [EVENTS stream-key [MAXLEN [~|=] n]]` in any order,
 /// case-insensitively, each at most once.
-pub fn parse_deduct_options<'a>(
-    args: &[&'a [u8]],
-    max_id_length: i64,
-) -> Result<DeductOptions<'a>, FenceError> {
+pub fn parse_deduct_options<'a>(args: &[&'a [u8]]) -> Result<DeductOptions<'a>, FenceError> {
     let mut options = DeductOptions::default();
     let mut i = 0;
     while let Some(&name) = args.get(i) {
@@ -218,7 +235,9 @@ pub fn parse_deduct_options<'a>(
             if options.id.is_some() {
                 return Err(FenceError::RepeatedOption("ID"));
             }
-            options.id = Some(parse_name(value, Name::RequestId, max_id_length)?);
+            // `fence.max-id-length` bounds new ids only (checked where a new entry is made), so
+            // an id taken before the limit was lowered still replays.
+            options.id = Some(parse_name(value, Name::RequestId, i64::MAX)?);
             i += 2;
         } else if name.eq_ignore_ascii_case(b"FENCE") {
             let value = value.ok_or(FenceError::MissingValue("FENCE"))?;
@@ -262,6 +281,31 @@ pub fn parse_refund_options(args: &[&[u8]]) -> Result<Option<Events>, FenceError
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stream_ids_and_room() {
+        assert_eq!(parse_stream_id(b"1-2"), Some((1, 2)));
+        assert_eq!(
+            parse_stream_id(b"18446744073709551615-18446744073709551615"),
+            Some((u64::MAX, u64::MAX))
+        );
+        for bad in [
+            &b""[..],
+            b"1",
+            b"-1",
+            b"1-",
+            b"a-1",
+            b"1-2-3",
+            b"18446744073709551616-0",
+        ] {
+            assert_eq!(parse_stream_id(bad), None, "{bad:?}");
+        }
+        assert!(stream_has_room((5, u64::MAX), 2));
+        assert!(stream_has_room((u64::MAX, u64::MAX - 2), 2));
+        assert!(!stream_has_room((u64::MAX, u64::MAX - 1), 2));
+        assert!(stream_has_room((u64::MAX, u64::MAX - 1), 1));
+        assert!(!stream_has_room((u64::MAX, u64::MAX), 1));
+    }
 
     #[test]
     fn decimal_formats_every_i64_as_redis_does() {
@@ -378,7 +422,7 @@ mod tests {
     #[test]
     fn deduct_options_any_order_any_case() {
         let args: Vec<&[u8]> = vec![b"fence", b"9", b"Id", b"order-1"];
-        let o = parse_deduct_options(&args, 512).unwrap_or_default();
+        let o = parse_deduct_options(&args).unwrap_or_default();
         assert_eq!(
             o,
             DeductOptions {
@@ -387,13 +431,13 @@ mod tests {
                 events: None
             }
         );
-        assert_eq!(parse_deduct_options(&[], 512), Ok(DeductOptions::default()));
+        assert_eq!(parse_deduct_options(&[]), Ok(DeductOptions::default()));
     }
 
     #[test]
     fn events_options() {
         let args: Vec<&[u8]> = vec![b"ID", b"a", b"events", b"s", b"MAXLEN", b"~", b"100"];
-        let o = parse_deduct_options(&args, 512).unwrap_or_default();
+        let o = parse_deduct_options(&args).unwrap_or_default();
         assert_eq!(
             o.events,
             Some(Events {
@@ -405,7 +449,7 @@ mod tests {
             })
         );
         let args: Vec<&[u8]> = vec![b"EVENTS", b"s", b"maxlen", b"5", b"FENCE", b"3"];
-        let o = parse_deduct_options(&args, 512).unwrap_or_default();
+        let o = parse_deduct_options(&args).unwrap_or_default();
         assert_eq!(
             o.events.and_then(|e| e.maxlen),
             Some(MaxLen {
@@ -415,7 +459,7 @@ mod tests {
         );
         assert_eq!(o.fence, Some(3));
         let args: Vec<&[u8]> = vec![b"EVENTS", b"s", b"ID", b"x"];
-        let o = parse_deduct_options(&args, 512).unwrap_or_default();
+        let o = parse_deduct_options(&args).unwrap_or_default();
         assert_eq!(o.events.map(|e| e.key_index), Some(1));
         assert_eq!(o.id, Some(&b"x"[..]));
         assert_eq!(
@@ -435,7 +479,7 @@ mod tests {
             assert!(parse_refund_options(bad).is_err(), "{bad:?}");
         }
         assert_eq!(
-            parse_deduct_options(&[b"EVENTS", b"s", b"EVENTS", b"t"], 512),
+            parse_deduct_options(&[b"EVENTS", b"s", b"EVENTS", b"t"]),
             Err(FenceError::RepeatedOption("EVENTS"))
         );
     }
@@ -458,7 +502,7 @@ mod tests {
             (&[b"ID", b""], FenceError::EmptyName(Name::RequestId)),
         ];
         for (args, want) in cases {
-            assert_eq!(parse_deduct_options(args, 512).as_ref(), Err(want));
+            assert_eq!(parse_deduct_options(args).as_ref(), Err(want));
         }
     }
 }

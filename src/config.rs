@@ -2,7 +2,7 @@
 //! `CONFIG SET/GET fence.*` at run time.
 
 use std::ffi::{c_char, c_int, c_longlong, c_void, CString};
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 
 use redis_module::raw;
 
@@ -49,6 +49,55 @@ pub static MAX_LEDGER_ENTRIES: Setting = Setting::new("max-ledger-entries", 1_00
 /// Every setting.
 pub static SETTINGS: [&Setting; 3] = [&MAX_TTL_MS, &MAX_ID_LENGTH, &MAX_LEDGER_ENTRIES];
 
+/// One yes/no setting.
+pub struct Flag {
+    /// The name after `fence.`.
+    pub name: &'static str,
+    value: AtomicBool,
+}
+
+impl Flag {
+    const fn new(name: &'static str, default: bool) -> Self {
+        Self {
+            name,
+            value: AtomicBool::new(default),
+        }
+    }
+
+    /// The current value.
+    pub fn get(&self) -> bool {
+        self.value.load(Ordering::Relaxed)
+    }
+
+    fn set(&self, v: bool) {
+        self.value.store(v, Ordering::Relaxed);
+    }
+}
+
+/// Whether locks and stocks may be written where `maxmemory-policy` can evict them (see
+/// `eviction`); `no` refuses those writes.
+pub static ALLOW_EVICTION: Flag = Flag::new("allow-eviction", false);
+
+/// Every yes/no setting.
+pub static FLAGS: [&Flag; 1] = [&ALLOW_EVICTION];
+
+/// A module argument's value, checked and waiting to be applied.
+enum Pending {
+    Number(&'static Setting, i64),
+    Flag(&'static Flag, bool),
+}
+
+/// `yes` or `no`, in any case (as Redis reads its own yes/no settings).
+fn parse_yes_no(value: &[u8]) -> Option<bool> {
+    if value.eq_ignore_ascii_case(b"yes") {
+        Some(true)
+    } else if value.eq_ignore_ascii_case(b"no") {
+        Some(false)
+    } else {
+        None
+    }
+}
+
 /// Applies module arguments (`name value` pairs; `fence.` prefix optional). Pure, so the
 /// rules are unit-tested; an error names the offending argument.
 pub fn apply_module_args(args: &[&[u8]]) -> Result<(), String> {
@@ -59,25 +108,39 @@ pub fn apply_module_args(args: &[&[u8]]) -> Result<(), String> {
         let bare = name.strip_prefix(b"fence.").unwrap_or(name);
         let setting = SETTINGS
             .iter()
-            .find(|s| s.name.as_bytes().eq_ignore_ascii_case(bare))
-            .ok_or_else(|| format!("unknown module argument '{shown}'"))?;
+            .find(|s| s.name.as_bytes().eq_ignore_ascii_case(bare));
+        let flag = FLAGS
+            .iter()
+            .find(|f| f.name.as_bytes().eq_ignore_ascii_case(bare));
+        if setting.is_none() && flag.is_none() {
+            return Err(format!("unknown module argument '{shown}'"));
+        }
         let (&value, tail) = tail
             .split_first()
             .ok_or_else(|| format!("module argument '{shown}' needs a value"))?;
-        let v = parse_i64(value)
-            .filter(|v| (setting.min..=setting.max).contains(v))
-            .ok_or_else(|| {
-                format!(
-                    "module argument '{shown}' must be an integer from {} to {}",
-                    setting.min, setting.max
-                )
-            })?;
-        pending.push((*setting, v));
+        if let Some(&setting) = setting {
+            let v = parse_i64(value)
+                .filter(|v| (setting.min..=setting.max).contains(v))
+                .ok_or_else(|| {
+                    format!(
+                        "module argument '{shown}' must be an integer from {} to {}",
+                        setting.min, setting.max
+                    )
+                })?;
+            pending.push(Pending::Number(setting, v));
+        } else if let Some(&flag) = flag {
+            let v = parse_yes_no(value)
+                .ok_or_else(|| format!("module argument '{shown}' must be yes or no"))?;
+            pending.push(Pending::Flag(flag, v));
+        }
         rest = tail;
     }
     // All or nothing.
-    for (setting, v) in pending {
-        setting.set(v);
+    for p in pending {
+        match p {
+            Pending::Number(setting, v) => setting.set(v),
+            Pending::Flag(flag, v) => flag.set(v),
+        }
     }
     Ok(())
 }
@@ -101,6 +164,25 @@ extern "C" fn set_numeric(
     raw::REDISMODULE_OK as c_int
 }
 
+extern "C" fn get_flag(_name: *const c_char, privdata: *mut c_void) -> c_int {
+    // SAFETY: privdata is one of the `FLAGS` statics.
+    c_int::from(unsafe { privdata.cast::<Flag>().as_ref() }.is_some_and(Flag::get))
+}
+
+extern "C" fn set_flag(
+    _name: *const c_char,
+    val: c_int,
+    privdata: *mut c_void,
+    _err: *mut *mut raw::RedisModuleString,
+) -> c_int {
+    // Redis has parsed `yes`/`no` already.
+    // SAFETY: privdata is one of the `FLAGS` statics.
+    if let Some(f) = unsafe { privdata.cast::<Flag>().as_ref() } {
+        f.set(val != 0);
+    }
+    raw::REDISMODULE_OK as c_int
+}
+
 /// Registers every setting as `fence.<name>` (Redis 7.0+), with the value from the module
 /// arguments as its default, then loads `fence.*` lines from `redis.conf`.
 pub fn register(ctx: *mut raw::RedisModuleCtx) -> Result<(), String> {
@@ -108,10 +190,11 @@ pub fn register(ctx: *mut raw::RedisModuleCtx) -> Result<(), String> {
     let apis = unsafe {
         (
             raw::RedisModule_RegisterNumericConfig,
+            raw::RedisModule_RegisterBoolConfig,
             raw::RedisModule_LoadConfigs,
         )
     };
-    let (Some(register), Some(load)) = apis else {
+    let (Some(register), Some(register_bool), Some(load)) = apis else {
         // Older servers: module arguments only.
         return Ok(());
     };
@@ -134,6 +217,25 @@ pub fn register(ctx: *mut raw::RedisModuleCtx) -> Result<(), String> {
         };
         if status != raw::REDISMODULE_OK as c_int {
             return Err(format!("cannot register config fence.{}", setting.name));
+        }
+    }
+    for flag in FLAGS {
+        let name = CString::new(flag.name).map_err(|e| e.to_string())?;
+        // SAFETY: the statics live for the whole process.
+        let status = unsafe {
+            register_bool(
+                ctx,
+                name.as_ptr(),
+                c_int::from(flag.get()),
+                raw::REDISMODULE_CONFIG_DEFAULT,
+                Some(get_flag),
+                Some(set_flag),
+                None,
+                std::ptr::from_ref::<Flag>(flag).cast_mut().cast(),
+            )
+        };
+        if status != raw::REDISMODULE_OK as c_int {
+            return Err(format!("cannot register config fence.{}", flag.name));
         }
     }
     // SAFETY: ctx is the load context.
@@ -164,5 +266,21 @@ mod tests {
         // A bad pair leaves the good ones before it unapplied.
         assert!(apply_module_args(&[b"max-id-length", b"20", b"max-ttl-ms", b"x"]).is_err());
         assert_eq!(MAX_ID_LENGTH.get(), 10);
+        // The yes/no setting: off by default, `fence.` optional, any case, nothing else.
+        assert!(!ALLOW_EVICTION.get());
+        assert_eq!(apply_module_args(&[b"allow-eviction", b"YES"]), Ok(()));
+        assert!(ALLOW_EVICTION.get());
+        assert_eq!(apply_module_args(&[b"fence.allow-eviction", b"no"]), Ok(()));
+        assert!(!ALLOW_EVICTION.get());
+        for bad in [&b"1"[..], b"true", b"", b"yess"] {
+            assert_eq!(
+                apply_module_args(&[b"allow-eviction", bad]),
+                Err("module argument 'allow-eviction' must be yes or no".into())
+            );
+        }
+        assert!(apply_module_args(&[b"allow-eviction"]).is_err());
+        assert!(apply_module_args(&[b"allow-eviction", b"yes", b"max-ttl-ms", b"0"]).is_err());
+        assert!(!ALLOW_EVICTION.get());
+        assert_eq!(MAX_TTL_MS.get(), 1000);
     }
 }

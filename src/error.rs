@@ -25,6 +25,10 @@ pub const INTERNAL_ONLY: &str =
 /// The `EVENTS` stream has used its last possible id (native XADD's own message).
 pub const STREAM_FULL: &str =
     "ERR The stream has exhausted the last possible ID, unable to add more items";
+/// A grant that would need a token past the clock's ceiling (a far-ahead token was loaded).
+pub const CLOCK_EXHAUSTED: &str = "ERR the fencing-token clock is at its ceiling: a token far \
+     ahead of this server's clock was loaded or replicated (see fence_clock_ahead_ms in INFO \
+     fence); no token can be issued without repeating one";
 /// A panic caught at the FFI boundary (a bug; the server keeps running).
 pub const PANIC: &str = "ERR internal error in the fence module (see the server log)";
 
@@ -87,8 +91,15 @@ pub enum FenceError {
     },
     NeedsStock,
     InternalOnly,
+    /// A write that would create or grow a key the eviction policy (named) may evict, while
+    /// `fence.allow-eviction` is `no`.
+    EvictionRisk {
+        policy: String,
+    },
     /// A malformed replication-only command (never sent by a healthy master).
     BadInternal(&'static str),
+    /// The token clock is at its ceiling: no new token can be issued.
+    ClockExhausted,
 }
 
 impl FenceError {
@@ -138,9 +149,16 @@ impl FenceError {
             .into(),
             FenceError::NeedsStock => NEEDS_STOCK.into(),
             FenceError::InternalOnly => INTERNAL_ONLY.into(),
+            FenceError::EvictionRisk { policy } => format!(
+                "ERR maxmemory-policy {} can evict this key; set fence.allow-eviction yes to \
+                 accept that",
+                printable(policy.as_bytes())
+            )
+            .into(),
             FenceError::BadInternal(what) => {
                 format!("ERR malformed replication command: {what}").into()
             }
+            FenceError::ClockExhausted => CLOCK_EXHAUSTED.into(),
         }
     }
 }
@@ -203,7 +221,11 @@ mod tests {
             FenceError::LedgerFull { max: 1 },
             FenceError::NeedsStock,
             FenceError::InternalOnly,
+            FenceError::EvictionRisk {
+                policy: "allkeys-lru".into(),
+            },
             FenceError::BadInternal("x"),
+            FenceError::ClockExhausted,
         ];
         for e in all {
             let m = e.message();
@@ -228,6 +250,19 @@ mod tests {
         assert_eq!(
             m,
             "STALE fencing token 5 is below the highest accepted token 7"
+        );
+    }
+
+    #[test]
+    fn eviction_risk_names_the_policy() {
+        let m = FenceError::EvictionRisk {
+            policy: "volatile-ttl".into(),
+        }
+        .message();
+        assert_eq!(
+            m,
+            "ERR maxmemory-policy volatile-ttl can evict this key; set fence.allow-eviction \
+             yes to accept that"
         );
     }
 

@@ -44,8 +44,6 @@ pub fn missing_apis() -> Option<&'static str> {
         RedisModule_ModuleTypeGetType,
         RedisModule_ModuleTypeGetValue,
         RedisModule_ModuleTypeSetValue,
-        RedisModule_StringDMA,
-        RedisModule_StringTruncate,
         RedisModule_GetExpire,
         RedisModule_GetAbsExpire,
         RedisModule_SetAbsExpire,
@@ -67,6 +65,8 @@ pub fn missing_apis() -> Option<&'static str> {
         RedisModule_LoadUnsigned,
         RedisModule_LoadSigned,
         RedisModule_LoadStringBuffer,
+        RedisModule_IsIOError,
+        RedisModule_GetContextFromIO,
         RedisModule_EmitAOF,
         RedisModule_DigestAddStringBuffer,
         RedisModule_DigestAddLongLong,
@@ -79,6 +79,7 @@ pub fn missing_apis() -> Option<&'static str> {
         RedisModule_GetBlockedClientPrivateData,
         RedisModule_GetBlockedClientHandle,
         RedisModule_CreateTimer,
+        RedisModule_GetDetachedThreadSafeContext,
         RedisModule_StopTimer,
         RedisModule_GetSelectedDb,
         RedisModule_SelectDb,
@@ -100,7 +101,10 @@ pub fn missing_apis() -> Option<&'static str> {
         RedisModule_AvoidReplicaTraffic,
         RedisModule_CallReplyInteger,
         RedisModule_CallReplyStringPtr,
+        RedisModule_CallReplyLength,
+        RedisModule_CallReplyArrayElement,
         RedisModule_FreeCallReply,
+        RedisModule_InfoAddFieldCString,
     );
     None
 }
@@ -339,44 +343,10 @@ impl Key {
         }
     }
 
-    /// The bytes of a string key (for a string only).
-    pub fn string(&self) -> &[u8] {
-        if self.ptr.is_null() {
-            return &[];
-        }
-        let mut len = 0;
-        // SAFETY: the key is open and holds a string.
-        let p = unsafe {
-            api!(RedisModule_StringDMA)(self.ptr, &mut len, raw::REDISMODULE_READ as c_int)
-        };
-        if p.is_null() {
-            return &[];
-        }
-        // SAFETY: Redis returns `len` readable bytes.
-        unsafe { std::slice::from_raw_parts(p.cast::<u8>(), len) }
-    }
-
-    /// Overwrites a string key's bytes in place, keeping its TTL (`RedisModule_StringSet`
-    /// would drop it).
-    pub fn set_string(&self, bytes: &[u8]) {
-        if self.ptr.is_null() {
-            return;
-        }
-        // SAFETY: the key is open for writing and holds a string.
-        unsafe {
-            api!(RedisModule_StringTruncate)(self.ptr, bytes.len());
-            let mut len = 0;
-            let p =
-                api!(RedisModule_StringDMA)(self.ptr, &mut len, raw::REDISMODULE_WRITE as c_int);
-            if !p.is_null() && len == bytes.len() {
-                ptr::copy_nonoverlapping(bytes.as_ptr(), p.cast::<u8>(), len);
-            }
-        }
-    }
-
-    /// Milliseconds left before the key expires, or -1 without expiry.
+    /// Milliseconds left before the key expires, or -1 without expiry (or without a value:
+    /// Redis 8 must not be asked about an empty key opened for writing).
     pub fn ttl_ms(&self) -> i64 {
-        if self.ptr.is_null() {
+        if self.ptr.is_null() || self.kind() == Kind::Empty {
             return -1;
         }
         // SAFETY: the key is open.
@@ -388,9 +358,9 @@ impl Key {
         }
     }
 
-    /// The absolute expiry in Unix milliseconds, or -1 without expiry.
+    /// The absolute expiry in Unix milliseconds, or -1 without expiry (or without a value).
     pub fn expire_at_ms(&self) -> i64 {
-        if self.ptr.is_null() {
+        if self.ptr.is_null() || self.kind() == Kind::Empty {
             return -1;
         }
         // SAFETY: the key is open.
@@ -533,6 +503,46 @@ impl Ctx {
         // SAFETY: ctx is live.
         let flags = unsafe { api!(RedisModule_GetContextFlags)(self.0) } as u32;
         flags & (raw::REDISMODULE_CTX_FLAGS_REPLICATED | raw::REDISMODULE_CTX_FLAGS_LOADING) != 0
+    }
+
+    /// Whether the command comes from an ordinary client of a master: not over the master
+    /// link, not from the AOF, and not on a replica.
+    pub fn is_client_on_master(self) -> bool {
+        // SAFETY: ctx is live.
+        let flags = unsafe { api!(RedisModule_GetContextFlags)(self.0) } as u32;
+        flags & raw::REDISMODULE_CTX_FLAGS_MASTER != 0
+            && flags & (raw::REDISMODULE_CTX_FLAGS_REPLICATED | raw::REDISMODULE_CTX_FLAGS_LOADING)
+                == 0
+    }
+
+    /// A server setting's value (`CONFIG GET name`), None when it cannot be read.
+    pub fn config_get(self, name: &CStr) -> Option<Vec<u8>> {
+        // SAFETY: RM_Call with two C strings; the reply (and the element borrowed from it) is
+        // freed below.
+        unsafe {
+            let reply = api!(RedisModule_Call)(
+                self.0,
+                c"CONFIG".as_ptr(),
+                c"cc".as_ptr(),
+                c"GET".as_ptr(),
+                name.as_ptr(),
+            );
+            if reply.is_null() {
+                return None;
+            }
+            // A flat name, value array (RESP2).
+            let value = api!(RedisModule_CallReplyArrayElement)(reply, 1);
+            let mut bytes = None;
+            if !value.is_null() {
+                let mut len = 0;
+                let p = api!(RedisModule_CallReplyStringPtr)(value, &mut len);
+                if !p.is_null() {
+                    bytes = Some(std::slice::from_raw_parts(p.cast::<u8>(), len).to_vec());
+                }
+            }
+            api!(RedisModule_FreeCallReply)(reply);
+            bytes
+        }
     }
 
     /// Replicates a lock's effect: `FENCE.LOCK key owner token expire-at-ms`. Numbers go
@@ -685,6 +695,69 @@ impl Ctx {
             };
             api!(RedisModule_FreeCallReply)(reply);
             bytes
+        }
+    }
+
+    /// The last id a stream generated (`XINFO STREAM`'s `last-generated-id`), which may lie past
+    /// its last entry; `None` when the key holds no stream.
+    pub fn stream_last_id(self, key: *mut raw::RedisModuleString) -> Option<(u64, u64)> {
+        // SAFETY: RM_Call with one C string and one string argument; the reply is freed below
+        // and its elements are read only while it lives.
+        unsafe {
+            let reply = api!(RedisModule_Call)(
+                self.0,
+                c"XINFO".as_ptr(),
+                c"cs".as_ptr(),
+                c"STREAM".as_ptr(),
+                key,
+            );
+            if reply.is_null() {
+                return None;
+            }
+            let text = |r: *mut raw::RedisModuleCallReply| -> &[u8] {
+                let mut len = 0;
+                let p = api!(RedisModule_CallReplyStringPtr)(r, &mut len);
+                if p.is_null() {
+                    &[]
+                } else {
+                    std::slice::from_raw_parts(p.cast::<u8>(), len)
+                }
+            };
+            let mut found = None;
+            let n = api!(RedisModule_CallReplyLength)(reply);
+            let mut i = 0;
+            while i + 1 < n {
+                let name = api!(RedisModule_CallReplyArrayElement)(reply, i);
+                if !name.is_null() && text(name) == b"last-generated-id" {
+                    let value = api!(RedisModule_CallReplyArrayElement)(reply, i + 1);
+                    if !value.is_null() {
+                        found = crate::args::parse_stream_id(text(value));
+                    }
+                    break;
+                }
+                i += 2;
+            }
+            api!(RedisModule_FreeCallReply)(reply);
+            found
+        }
+    }
+
+    /// Sets a string key through `SET key value KEEPTTL` (not replicated here).
+    pub fn set_string_keepttl(self, key: *mut raw::RedisModuleString, value: &[u8]) {
+        // SAFETY: RM_Call with s=string, b=buffer+len, c=C string; the reply is freed.
+        unsafe {
+            let reply = api!(RedisModule_Call)(
+                self.0,
+                c"SET".as_ptr(),
+                c"sbc".as_ptr(),
+                key,
+                value.as_ptr().cast::<c_char>(),
+                value.len(),
+                c"KEEPTTL".as_ptr(),
+            );
+            if !reply.is_null() {
+                api!(RedisModule_FreeCallReply)(reply);
+            }
         }
     }
 

@@ -1,22 +1,39 @@
 //! `INFO fence`, lock-expiry accounting and the module's keyspace events (glue only).
 
-use std::cell::RefCell;
-use std::ffi::{c_char, c_int, c_void, CString};
+use std::cell::{Cell, RefCell};
+use std::ffi::{c_char, c_int, c_void, CStr, CString};
+use std::sync::atomic::{AtomicPtr, Ordering};
 
 use redis_module::raw;
 
+use crate::config::ALLOW_EVICTION;
+use crate::eviction::POLICY;
 use crate::glue::{api, string_bytes, Ctx};
 use crate::stats;
 use crate::TOKENS;
 
 thread_local! {
     // The name of the last lock key Redis unlinked; an `expired` event for the same name that
-    // follows means a held lock expired.
+    // follows (Redis sends it right after the unlink, in the same step) means a held lock
+    // expired. Any other removal (DEL, overwrite, RENAME, ...) sends no `expired`, so the name
+    // is forgotten at the end of the event-loop round by a zero-delay timer: a plain string
+    // created later under the same name and expiring is not taken for a lock.
     static LAST_UNLINKED_LOCK: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+    // Set while LOCK.RELEASE deletes its key: that unlink is a release, not an expiry.
+    static RELEASING: Cell<bool> = const { Cell::new(false) };
+    // Whether the forgetting timer is pending.
+    static FORGET_PENDING: Cell<bool> = const { Cell::new(false) };
 }
 
-/// Called by the lock type's `unlink` callback: remembers the key's name.
+/// A context of the module's own, for the forgetting timer (the unlink callback has none).
+static TIMER_CTX: AtomicPtr<raw::RedisModuleCtx> = AtomicPtr::new(std::ptr::null_mut());
+
+/// Called by the lock type's `unlink` callback: remembers the key's name until the end of the
+/// event-loop round.
 pub fn lock_unlinked(key: *mut raw::RedisModuleString) {
+    if RELEASING.with(|r| r.replace(false)) {
+        return;
+    }
     let name = string_bytes(key);
     LAST_UNLINKED_LOCK.with(|l| {
         if let Ok(mut l) = l.try_borrow_mut() {
@@ -24,15 +41,32 @@ pub fn lock_unlinked(key: *mut raw::RedisModuleString) {
             l.extend_from_slice(name);
         }
     });
+    if !FORGET_PENDING.with(Cell::get) {
+        let ctx = TIMER_CTX.load(Ordering::Relaxed);
+        if !ctx.is_null() {
+            // SAFETY: the module's detached context lives for the process; the callback is ours.
+            unsafe {
+                api!(RedisModule_CreateTimer)(ctx, 0, Some(forget_unlinked), std::ptr::null_mut())
+            };
+            FORGET_PENDING.with(|f| f.set(true));
+        }
+    }
 }
 
-/// Forgets the last unlinked lock (it was released, not expired).
-pub fn lock_released() {
+extern "C" fn forget_unlinked(_ctx: *mut raw::RedisModuleCtx, _data: *mut c_void) {
+    FORGET_PENDING.with(|f| f.set(false));
     LAST_UNLINKED_LOCK.with(|l| {
         if let Ok(mut l) = l.try_borrow_mut() {
             l.clear();
         }
     });
+}
+
+/// Runs `delete`, the release of a lock by its holder: not an expiry.
+pub fn releasing(delete: impl FnOnce()) {
+    RELEASING.with(|r| r.set(true));
+    delete();
+    RELEASING.with(|r| r.set(false));
 }
 
 extern "C" fn on_expired(
@@ -76,13 +110,28 @@ unsafe extern "C" fn info(ctx: *mut raw::RedisModuleInfoCtx, _for_crash_report: 
         "clients_waiting",
         crate::commands::wait::total_waiters() as u64,
     );
+    crate::types::settle();
     add("last_token", TOKENS.last());
+    add("clock_ahead_ms", TOKENS.ahead_ms(crate::clock::now_us()));
+    let add_text = |name: &CStr, value: &str| {
+        if let Ok(value) = CString::new(value) {
+            api!(RedisModule_InfoAddFieldCString)(ctx, name.as_ptr(), value.as_ptr());
+        }
+    };
+    add_text(c"maxmemory_policy", &POLICY.name());
+    add_text(c"eviction_risk", POLICY.risk().name());
+    add("allow_eviction", u64::from(ALLOW_EVICTION.get()));
 }
 
 /// Registers the `INFO` section and the expiry subscription.
 pub fn register(ctx: *mut raw::RedisModuleCtx) -> Result<(), String> {
     // SAFETY: ctx is the load context; the callbacks live for the process.
     unsafe {
+        let detached = api!(RedisModule_GetDetachedThreadSafeContext)(ctx);
+        if detached.is_null() {
+            return Err("cannot create the module's own context".into());
+        }
+        TIMER_CTX.store(detached, Ordering::Relaxed);
         if api!(RedisModule_RegisterInfoFunc)(ctx, Some(info)) != raw::REDISMODULE_OK as c_int {
             return Err("cannot register the INFO section".into());
         }
@@ -97,9 +146,4 @@ pub fn register(ctx: *mut raw::RedisModuleCtx) -> Result<(), String> {
         }
     }
     Ok(())
-}
-
-/// The unlink callback of the lock type.
-pub unsafe extern "C" fn lock_unlink(key: *mut raw::RedisModuleString, _value: *const c_void) {
-    lock_unlinked(key);
 }

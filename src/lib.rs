@@ -8,7 +8,9 @@ mod clock;
 mod cluster;
 mod commands;
 mod config;
+mod encoding;
 mod error;
+mod eviction;
 mod glue;
 mod info;
 mod lease;
@@ -57,15 +59,23 @@ fn setup(ctx: *mut raw::RedisModuleCtx, args: &[RedisString]) -> Result<(), Stri
     let args: Vec<&[u8]> = args.iter().map(RedisString::as_slice).collect();
     config::apply_module_args(&args)?;
     config::register(ctx)?;
+    commands::eviction::register(ctx)?;
     commands::register(ctx)?;
     commands::wait::subscribe(ctx)?;
     info::register(ctx)?;
-    // The commands signal modified keys themselves, only when they change something.
+    // The commands signal modified keys themselves, only when they change something. Both
+    // types' loaders check every read for a stream error, so a truncated or corrupt payload is
+    // refused instead of killing the server; and a full sync loaded beside the old data
+    // (`repl-diskless-load swapdb`) is handled: its tokens count as loaded, and the waiters
+    // are looked at again once it replaces the old data. Together these let a replica load a
+    // full sync straight from the socket.
     // SAFETY: ctx is the load context.
     unsafe {
         glue::api!(RedisModule_SetModuleOptions)(
             ctx,
-            raw::REDISMODULE_OPTION_NO_IMPLICIT_SIGNAL_MODIFIED as i32,
+            (raw::REDISMODULE_OPTION_NO_IMPLICIT_SIGNAL_MODIFIED
+                | raw::REDISMODULE_OPTIONS_HANDLE_IO_ERRORS
+                | raw::REDISMODULE_OPTIONS_HANDLE_REPL_ASYNC_LOAD) as i32,
         )
     };
     Ok(())

@@ -72,11 +72,30 @@ impl Stock {
     }
 
     /// Deducts in the contract's order of checks: fence, request id, quantity.
-    /// `max_ledger` bounds the number of ids the ledger may hold.
+    /// `max_ledger` bounds the number of ids the ledger may hold and `max_id_length` the length
+    /// of a new request id; a replay of an id already in the ledger answers whatever its
+    /// length (limits apply to new state only). (The command admits new ids through
+    /// `deduct_admitting`; the tests use this.)
+    #[cfg(test)]
     pub fn deduct(
         &mut self,
         req: DeductRequest<'_>,
         max_ledger: i64,
+        max_id_length: i64,
+    ) -> Result<Deduct, FenceError> {
+        self.deduct_admitting(req, max_ledger, max_id_length, || Ok(()))
+    }
+
+    /// `deduct`, where a request id the ledger does not hold must also pass `admit_new_id`
+    /// (called in the id step, after a replay is recognised and the id's length checked, and
+    /// before the ledger bound), so a replay is still answered and a deduction without an id is
+    /// never asked.
+    pub fn deduct_admitting(
+        &mut self,
+        req: DeductRequest<'_>,
+        max_ledger: i64,
+        max_id_length: i64,
+        admit_new_id: impl FnOnce() -> Result<(), FenceError>,
     ) -> Result<Deduct, FenceError> {
         if let Some(token) = req.fence {
             if token < self.fence {
@@ -90,6 +109,13 @@ impl Stock {
             if self.ledger.contains_key(id) {
                 return Ok(Deduct::Replayed(self.available));
             }
+            if i64::try_from(id.len()).map_or(true, |len| len > max_id_length) {
+                return Err(FenceError::NameTooLong {
+                    name: crate::error::Name::RequestId,
+                    max: max_id_length,
+                });
+            }
+            admit_new_id()?;
             if i64::try_from(self.ledger.len()).map_or(true, |len| len >= max_ledger) {
                 return Err(FenceError::LedgerFull { max: max_ledger });
             }
@@ -161,6 +187,17 @@ impl Stock {
         self.ledger.len()
     }
 
+    /// Adds a loaded ledger entry; false (and nothing changed) when the id is there already.
+    pub fn insert_entry(&mut self, id: Box<[u8]>, quantity: i64) -> bool {
+        match self.ledger.entry(id) {
+            std::collections::hash_map::Entry::Occupied(_) => false,
+            std::collections::hash_map::Entry::Vacant(v) => {
+                v.insert(quantity);
+                true
+            }
+        }
+    }
+
     /// Sets one ledger entry as replicated or loaded; no checks.
     pub fn put_entry(&mut self, id: &[u8], quantity: i64) {
         self.ledger.insert(id.into(), quantity);
@@ -212,10 +249,22 @@ mod tests {
     #[test]
     fn deducts_until_sold_out() {
         let mut s = Stock::new(3);
-        assert_eq!(s.deduct(req(2, None, None), 10), Ok(Deduct::Deducted(1)));
-        assert_eq!(s.deduct(req(2, None, None), 10), Ok(Deduct::SoldOut));
-        assert_eq!(s.deduct(req(1, None, None), 10), Ok(Deduct::Deducted(0)));
-        assert_eq!(s.deduct(req(1, None, None), 10), Ok(Deduct::SoldOut));
+        assert_eq!(
+            s.deduct(req(2, None, None), 10, i64::MAX),
+            Ok(Deduct::Deducted(1))
+        );
+        assert_eq!(
+            s.deduct(req(2, None, None), 10, i64::MAX),
+            Ok(Deduct::SoldOut)
+        );
+        assert_eq!(
+            s.deduct(req(1, None, None), 10, i64::MAX),
+            Ok(Deduct::Deducted(0))
+        );
+        assert_eq!(
+            s.deduct(req(1, None, None), 10, i64::MAX),
+            Ok(Deduct::SoldOut)
+        );
         assert_eq!(s.available, 0);
         assert_eq!(s.deducted, 3);
     }
@@ -224,11 +273,11 @@ mod tests {
     fn request_ids_deduct_once_even_after_refund() {
         let mut s = Stock::new(10);
         assert_eq!(
-            s.deduct(req(4, Some(b"o1"), None), 10),
+            s.deduct(req(4, Some(b"o1"), None), 10, i64::MAX),
             Ok(Deduct::Deducted(6))
         );
         assert_eq!(
-            s.deduct(req(1, Some(b"o1"), None), 10),
+            s.deduct(req(1, Some(b"o1"), None), 10, i64::MAX),
             Ok(Deduct::Replayed(6))
         );
         assert_eq!(s.request(b"o1"), Some(4));
@@ -237,7 +286,7 @@ mod tests {
         assert_eq!(s.refund(b"o1"), Ok(0));
         assert_eq!(s.request(b"o1"), Some(0));
         assert_eq!(
-            s.deduct(req(4, Some(b"o1"), None), 10),
+            s.deduct(req(4, Some(b"o1"), None), 10, i64::MAX),
             Ok(Deduct::Replayed(10))
         );
         assert_eq!(s.refund(b"unknown"), Ok(0));
@@ -247,11 +296,14 @@ mod tests {
     #[test]
     fn refused_ids_stay_out_of_the_ledger() {
         let mut s = Stock::new(1);
-        assert_eq!(s.deduct(req(2, Some(b"o1"), None), 10), Ok(Deduct::SoldOut));
+        assert_eq!(
+            s.deduct(req(2, Some(b"o1"), None), 10, i64::MAX),
+            Ok(Deduct::SoldOut)
+        );
         assert_eq!(s.request(b"o1"), None);
         assert_eq!(s.add(5), Ok(6));
         assert_eq!(
-            s.deduct(req(2, Some(b"o1"), None), 10),
+            s.deduct(req(2, Some(b"o1"), None), 10, i64::MAX),
             Ok(Deduct::Deducted(4))
         );
     }
@@ -260,23 +312,26 @@ mod tests {
     fn fence_checked_first_and_raised_only_on_success() {
         let mut s = Stock::new(1);
         assert_eq!(
-            s.deduct(req(1, Some(b"a"), Some(5)), 10),
+            s.deduct(req(1, Some(b"a"), Some(5)), 10, i64::MAX),
             Ok(Deduct::Deducted(0))
         );
         assert_eq!(s.fence, 5);
         // Stale beats a replay.
         assert_eq!(
-            s.deduct(req(1, Some(b"a"), Some(4)), 10),
+            s.deduct(req(1, Some(b"a"), Some(4)), 10, i64::MAX),
             Err(FenceError::Stale {
                 token: 4,
                 highest: 5
             })
         );
         // Equal is accepted; sold out leaves the fence alone.
-        assert_eq!(s.deduct(req(1, None, Some(9)), 10), Ok(Deduct::SoldOut));
+        assert_eq!(
+            s.deduct(req(1, None, Some(9)), 10, i64::MAX),
+            Ok(Deduct::SoldOut)
+        );
         assert_eq!(s.fence, 5);
         assert_eq!(
-            s.deduct(req(1, Some(b"a"), Some(5)), 10),
+            s.deduct(req(1, Some(b"a"), Some(5)), 10, i64::MAX),
             Ok(Deduct::Replayed(0))
         );
     }
@@ -285,7 +340,7 @@ mod tests {
     fn reset_keeps_the_fence() {
         let mut s = Stock::new(5);
         assert_eq!(
-            s.deduct(req(1, Some(b"a"), Some(8)), 10),
+            s.deduct(req(1, Some(b"a"), Some(8)), 10, i64::MAX),
             Ok(Deduct::Deducted(4))
         );
         s.reset(100);
@@ -299,19 +354,103 @@ mod tests {
     fn ledger_bound_refuses_new_ids_only() {
         let mut s = Stock::new(10);
         assert_eq!(
-            s.deduct(req(1, Some(b"a"), None), 1),
+            s.deduct(req(1, Some(b"a"), None), 1, i64::MAX),
             Ok(Deduct::Deducted(9))
         );
         assert_eq!(
-            s.deduct(req(1, Some(b"b"), None), 1),
+            s.deduct(req(1, Some(b"b"), None), 1, i64::MAX),
             Err(FenceError::LedgerFull { max: 1 })
         );
         assert_eq!(
-            s.deduct(req(1, Some(b"a"), None), 1),
+            s.deduct(req(1, Some(b"a"), None), 1, i64::MAX),
             Ok(Deduct::Replayed(9))
         );
-        assert_eq!(s.deduct(req(1, None, None), 1), Ok(Deduct::Deducted(8)));
+        assert_eq!(
+            s.deduct(req(1, None, None), 1, i64::MAX),
+            Ok(Deduct::Deducted(8))
+        );
         assert_eq!(s.available, 8);
+    }
+
+    #[test]
+    fn a_lowered_id_limit_refuses_new_ids_and_replays_old_ones() {
+        let mut s = Stock::new(10);
+        assert_eq!(
+            s.deduct(req(1, Some(b"long-id"), None), 10, 512),
+            Ok(Deduct::Deducted(9))
+        );
+        assert_eq!(
+            s.deduct(req(1, Some(b"long-id"), None), 10, 3),
+            Ok(Deduct::Replayed(9))
+        );
+        assert_eq!(
+            s.deduct(req(1, Some(b"new-id"), None), 10, 3),
+            Err(FenceError::NameTooLong {
+                name: crate::error::Name::RequestId,
+                max: 3
+            })
+        );
+        assert_eq!(
+            s.deduct(req(1, Some(b"new"), None), 10, 3),
+            Ok(Deduct::Deducted(8))
+        );
+        assert_eq!(s.refund(b"long-id"), Ok(1));
+    }
+
+    #[test]
+    fn admission_is_asked_of_new_ids_only() {
+        let refused = || {
+            Err(FenceError::EvictionRisk {
+                policy: "allkeys-lru".into(),
+            })
+        };
+        let evicting = FenceError::EvictionRisk {
+            policy: "allkeys-lru".into(),
+        };
+        let mut s = Stock::new(10);
+        assert_eq!(
+            s.deduct(req(1, Some(b"a"), Some(5)), 10, i64::MAX),
+            Ok(Deduct::Deducted(9))
+        );
+        let before = s.clone();
+        // A new id is refused and nothing changes, even when the stock is short (the id step
+        // comes before the quantity) or the ledger is full.
+        for (quantity, max_ledger) in [(1, 10), (100, 10), (1, 1)] {
+            assert_eq!(
+                s.deduct_admitting(
+                    req(quantity, Some(b"b"), None),
+                    max_ledger,
+                    i64::MAX,
+                    refused
+                ),
+                Err(evicting.clone())
+            );
+            assert_eq!(s, before);
+        }
+        // A stale fence is still refused first.
+        assert_eq!(
+            s.deduct_admitting(req(1, Some(b"b"), Some(4)), 10, i64::MAX, refused),
+            Err(FenceError::Stale {
+                token: 4,
+                highest: 5
+            })
+        );
+        // A replay is answered and a deduction without an id runs; neither asks.
+        let never = || -> Result<(), FenceError> { panic!("asked") };
+        assert_eq!(
+            s.deduct_admitting(req(1, Some(b"a"), None), 10, i64::MAX, never),
+            Ok(Deduct::Replayed(9))
+        );
+        assert_eq!(
+            s.deduct_admitting(req(2, None, None), 10, i64::MAX, never),
+            Ok(Deduct::Deducted(7))
+        );
+        // Admitted: as `deduct`.
+        assert_eq!(
+            s.deduct_admitting(req(1, Some(b"b"), None), 10, i64::MAX, || Ok(())),
+            Ok(Deduct::Deducted(6))
+        );
+        assert_eq!(s.request(b"b"), Some(1));
     }
 
     #[test]
@@ -321,7 +460,7 @@ mod tests {
         assert_eq!(s.available, i64::MAX);
         let mut s = Stock::new(1);
         assert_eq!(
-            s.deduct(req(1, Some(b"a"), None), 10),
+            s.deduct(req(1, Some(b"a"), None), 10, i64::MAX),
             Ok(Deduct::Deducted(0))
         );
         assert_eq!(s.add(i64::MAX), Ok(i64::MAX));
@@ -348,13 +487,13 @@ mod tests {
         let mut s = Stock::new(10);
         let before = s.snapshot();
         assert_eq!(
-            s.deduct(req(3, Some(b"a"), Some(4)), 10),
+            s.deduct(req(3, Some(b"a"), Some(4)), 10, i64::MAX),
             Ok(Deduct::Deducted(7))
         );
         s.restore(before, Some((b"a", None)));
         assert_eq!(s, Stock::new(10));
         assert_eq!(
-            s.deduct(req(3, Some(b"a"), None), 10),
+            s.deduct(req(3, Some(b"a"), None), 10, i64::MAX),
             Ok(Deduct::Deducted(7))
         );
         let before = s.snapshot();

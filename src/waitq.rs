@@ -165,6 +165,19 @@ impl<H> WaitQueues<H> {
         out
     }
 
+    /// Takes, in queue order, every waiter of `key` whose owner is `owner` (the holder's own
+    /// queued calls, answered as re-acquires once it holds the lock).
+    pub fn drain_owner(&mut self, key: &KeyId, owner: &[u8]) -> Vec<Waiter<H>> {
+        let Some(queue) = self.queues.get_mut(key) else {
+            return Vec::new();
+        };
+        let (same, rest): (VecDeque<_>, VecDeque<_>) =
+            queue.waiters.drain(..).partition(|w| &*w.owner == owner);
+        queue.waiters = rest;
+        self.drop_if_idle(key);
+        same.into()
+    }
+
     /// The keys with waiters in database `db` (every database when `db` is None).
     pub fn keys(&self, db: Option<i32>) -> Vec<KeyId> {
         self.queues
@@ -235,6 +248,25 @@ mod tests {
         assert_eq!(q.pop_front(&k("l")).map(|w| w.handle), Some('a'));
         assert_eq!(q.pop_front(&k("l")).map(|w| w.handle), Some('b'));
         assert!(q.pop_front(&k("l")).is_none());
+        assert!(q.is_empty());
+    }
+
+    #[test]
+    fn the_same_owners_calls_leave_together_in_order() {
+        let mut q = WaitQueues::default();
+        q.push(&k("l"), b"b", 10, 'x');
+        q.push(&k("l"), b"a", 10, 'y');
+        q.push(&k("l"), b"b", 20, 'z');
+        let same: Vec<_> = q
+            .drain_owner(&k("l"), b"b")
+            .into_iter()
+            .map(|w| (w.handle, w.ttl_ms))
+            .collect();
+        assert_eq!(same, vec![('x', 10), ('z', 20)]);
+        assert_eq!(q.len(&k("l")), 1);
+        assert!(q.drain_owner(&k("l"), b"b").is_empty());
+        assert!(q.drain_owner(&k("other"), b"b").is_empty());
+        assert_eq!(q.drain_owner(&k("l"), b"a").len(), 1);
         assert!(q.is_empty());
     }
 

@@ -239,7 +239,7 @@ fn settings_are_listed_and_bounded() {
     let server = Server::start();
     let mut con = server.conn();
     let all = config_get_all(&mut con, "fence.*");
-    assert_eq!(all.len(), 3, "{all:?}");
+    assert_eq!(all.len(), 4, "{all:?}");
     for (name, value, max) in [
         ("fence.max-ttl-ms", "604800000", "315360000000"),
         ("fence.max-id-length", "512", "536870912"),

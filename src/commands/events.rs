@@ -50,6 +50,18 @@ impl Stream {
         Ok(Self { key, name, events })
     }
 
+    /// Whether the stream can take `n` more entries. A call that adds more than one entry asks
+    /// first: a second entry refused after the first was added would leave the stream's last
+    /// id and its entries-added count moved on this server only, even once the first is
+    /// taken back.
+    pub fn has_room(&self, ctx: Ctx, n: u64) -> bool {
+        if self.key.kind() != Kind::Stream {
+            return true;
+        }
+        ctx.stream_last_id(self.name)
+            .is_none_or(|last| crate::args::stream_has_room(last, n))
+    }
+
     /// Adds one entry with `fields` (name, value) to `batch`. Fails only when the stream can
     /// take no more ids; the caller then undoes the batch and its own change.
     pub fn add(

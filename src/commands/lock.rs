@@ -3,8 +3,8 @@
 
 use redis_module::raw;
 
-use super::wait;
 use super::CommandResult;
+use super::{eviction, wait};
 use crate::args::{parse_acquire_options, parse_name, parse_ttl};
 use crate::clock::{expire_at_ms, now_us};
 use crate::config::{MAX_ID_LENGTH, MAX_TTL_MS};
@@ -16,16 +16,19 @@ use crate::TOKENS;
 
 /// Grants the (empty) key `name` to `owner` for `ttl` ms with a new token, replicated as
 /// its effect. Used by `LOCK.ACQUIRE` and by the hand-off to a waiter. Returns the token
-/// and the absolute expiry (Unix ms).
+/// and the absolute expiry (Unix ms); refused, with nothing changed, when the token clock is
+/// at its ceiling.
 pub fn grant(
     ctx: Ctx,
     key: &Key,
     name: *mut raw::RedisModuleString,
     owner: Owner<'_>,
     ttl: i64,
-) -> (u64, i64) {
+) -> Result<(u64, i64), FenceError> {
+    // A token restored a moment ago is above every token issued from now on.
+    crate::types::settle();
     let now = now_us();
-    let token = TOKENS.next(now);
+    let token = TOKENS.next(now).ok_or(FenceError::ClockExhausted)?;
     key.set_lease(Lease::new(owner.bytes(), token));
     let expire_at = expire_at_ms(now, ttl);
     key.set_expire_at_ms(expire_at);
@@ -33,22 +36,24 @@ pub fn grant(
     key.signal_modified();
     ctx.notify(c"lock.acquire", name);
     stats::GRANTS.incr();
-    (token, expire_at)
+    Ok((token, expire_at))
 }
 
 /// Gives the lock `owner` holds with `token` a new TTL of `ttl` ms, replicated as its effect.
-fn extend(
+/// Returns the new absolute expiry (Unix ms).
+pub fn extend(
     ctx: Ctx,
     key: &Key,
     name: *mut raw::RedisModuleString,
     owner: Owner<'_>,
     token: u64,
     ttl: i64,
-) {
+) -> i64 {
     let expire_at = expire_at_ms(now_us(), ttl);
     key.set_expire_at_ms(expire_at);
     ctx.replicate_lock(name, owner, token, expire_at);
     key.signal_modified();
+    expire_at
 }
 
 /// `LOCK.ACQUIRE key owner ttl-ms [WAIT timeout-ms]` → token, or nil when another owner
@@ -57,14 +62,27 @@ pub fn acquire(ctx: Ctx, args: &Args) -> CommandResult {
     if args.len() < 4 {
         return Err(FenceError::Arity("lock.acquire"));
     }
-    let owner = parse_name(args.bytes(2), Name::Owner, MAX_ID_LENGTH.get())?;
+    // `fence.max-id-length` bounds a new holder only: the holder of a lock taken before the
+    // limit was lowered still re-acquires it.
+    let owner = parse_name(args.bytes(2), Name::Owner, i64::MAX)?;
     let ttl = parse_ttl(args.bytes(3), MAX_TTL_MS.get())?;
     let wait_ms = parse_acquire_options(args.options(4).as_slice())?;
+    eviction::check_lock(ctx)?;
     let key = Key::write(ctx, args.raw(1));
     let waiting = wait::waiters_for(ctx, args.bytes(1));
-    match decide_acquire(key.lease()?.as_deref(), owner, waiting) {
+    let decision = decide_acquire(key.lease()?.as_deref(), owner, waiting);
+    let max_owner = MAX_ID_LENGTH.get();
+    if !matches!(decision, Acquire::Reacquire(_))
+        && i64::try_from(owner.len()).map_or(true, |len| len > max_owner)
+    {
+        return Err(FenceError::NameTooLong {
+            name: Name::Owner,
+            max: max_owner,
+        });
+    }
+    match decision {
         Acquire::Grant => {
-            let (token, _) = grant(ctx, &key, args.raw(1), Owner::Arg(args.raw(2)), ttl);
+            let (token, _) = grant(ctx, &key, args.raw(1), Owner::Arg(args.raw(2)), ttl)?;
             Ok(token_reply(token))
         }
         Acquire::Reacquire(token) => {
@@ -97,7 +115,8 @@ pub fn renew(ctx: Ctx, args: &Args) -> CommandResult {
     if args.len() != 4 {
         return Err(FenceError::Arity("lock.renew"));
     }
-    let owner = parse_name(args.bytes(2), Name::Owner, MAX_ID_LENGTH.get())?;
+    // Any length: a holder is never stranded by a lowered fence.max-id-length.
+    let owner = parse_name(args.bytes(2), Name::Owner, i64::MAX)?;
     let ttl = parse_ttl(args.bytes(3), MAX_TTL_MS.get())?;
     let key = Key::write(ctx, args.raw(1));
     let Some(token) = decide_renew(key.lease()?.as_deref(), owner) else {
@@ -115,14 +134,14 @@ pub fn release(ctx: Ctx, args: &Args) -> CommandResult {
     if args.len() != 3 {
         return Err(FenceError::Arity("lock.release"));
     }
-    let owner = parse_name(args.bytes(2), Name::Owner, MAX_ID_LENGTH.get())?;
+    // Any length: a holder is never stranded by a lowered fence.max-id-length.
+    let owner = parse_name(args.bytes(2), Name::Owner, i64::MAX)?;
     let key = Key::write(ctx, args.raw(1));
     if !decide_release(key.lease()?.as_deref(), owner) {
         stats::RELEASES_REFUSED.incr();
         return Ok(Reply::Int(0));
     }
-    key.delete();
-    crate::info::lock_released();
+    crate::info::releasing(|| key.delete());
     ctx.replicate_del(args.raw(1));
     key.signal_modified();
     ctx.notify(c"lock.release", args.raw(1));

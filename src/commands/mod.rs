@@ -3,6 +3,7 @@
 
 pub mod docs;
 pub mod events;
+pub mod eviction;
 pub mod internal;
 pub mod lock;
 pub mod stock;

@@ -2,7 +2,7 @@
 //! decide (in `stock`), apply, replicate, reply.
 
 use super::events::{self, Batch, Stream};
-use super::CommandResult;
+use super::{eviction, CommandResult};
 use crate::args::{
     parse_deduct_options, parse_i64, parse_name, parse_quantity, parse_refund_options, Decimal,
     DeductOptions,
@@ -14,24 +14,21 @@ use crate::glue::{Args, Ctx, Key, Kind, Reply};
 use crate::stats;
 use crate::stock::{plain_add, plain_deduct, Deduct, DeductRequest, Stock};
 
-/// The integer in a plain string stock, or Redis's own "not an integer" error.
-fn plain_value(key: &Key) -> Result<i64, FenceError> {
-    parse_i64(key.string()).ok_or(FenceError::NotInteger)
-}
-
-/// The integer in a plain string stock, read without touching how Redis stores it (for the
-/// read-only commands).
+/// The integer in a plain string stock, read through `GET`, which leaves the stored object as
+/// it is (a direct read would re-encode an integer string as raw bytes). The stock's key must
+/// not be open.
 fn plain_value_read(ctx: Ctx, args: &Args) -> Result<i64, FenceError> {
     parse_i64(&ctx.get_string(args.raw(1))).ok_or(FenceError::NotInteger)
 }
 
-/// Writes a plain string stock's new value in place (TTL kept) and replicates it.
-fn write_plain(ctx: Ctx, args: &Args, key: &Key, value: i64) {
+/// Writes a plain string stock's new value (TTL kept) through `SET … KEEPTTL`, and replicates
+/// that same command, so the master and its replicas store it alike (an integer-encoded
+/// string on both). The stock's key must not be open.
+fn write_plain(ctx: Ctx, args: &Args, value: i64) {
     let value = Decimal::new(value);
     let bytes = value.as_bytes();
-    key.set_string(bytes);
+    ctx.set_string_keepttl(args.raw(1), bytes);
     ctx.replicate_string(args.raw(1), bytes);
-    key.signal_modified();
 }
 
 /// Counts a successful deduction and sends its events (`stock.soldout` when it emptied the
@@ -51,6 +48,9 @@ pub fn set(ctx: Ctx, args: &Args) -> CommandResult {
     }
     let quantity = parse_quantity(args.bytes(2), 0)?;
     let mut key = Key::write(ctx, args.raw(1));
+    if matches!(key.kind(), Kind::Empty | Kind::Stock) {
+        eviction::check_stock(ctx, &key)?;
+    }
     match key.kind() {
         Kind::Empty => key.set_stock(Stock::new(quantity)),
         Kind::Stock => {
@@ -74,6 +74,9 @@ pub fn add(ctx: Ctx, args: &Args) -> CommandResult {
     }
     let quantity = parse_quantity(args.bytes(2), 1)?;
     let mut key = Key::write(ctx, args.raw(1));
+    if matches!(key.kind(), Kind::Empty | Kind::Stock) {
+        eviction::check_stock(ctx, &key)?;
+    }
     let available = match key.kind() {
         Kind::Empty => {
             key.set_stock(Stock::new(quantity));
@@ -84,8 +87,9 @@ pub fn add(ctx: Ctx, args: &Args) -> CommandResult {
             None => return Err(FenceError::WrongType),
         },
         Kind::String => {
-            let value = plain_add(plain_value(&key)?, quantity)?;
-            write_plain(ctx, args, &key, value);
+            drop(key);
+            let value = plain_add(plain_value_read(ctx, args)?, quantity)?;
+            write_plain(ctx, args, value);
             return Ok(Reply::Int(value));
         }
         _ => return Err(FenceError::WrongType),
@@ -139,6 +143,9 @@ fn deduct_events(
         fields.push((b"fence", f.as_bytes()));
     }
     let mut batch = Batch::default();
+    if remaining == 0 && !stream.has_room(ctx, 2) {
+        return Err(FenceError::StreamFull);
+    }
     let mut added = stream.add(ctx, &mut batch, &fields);
     if added.is_ok() && remaining == 0 {
         added = stream.add(ctx, &mut batch, &[(b"type", b"soldout"), (b"sku", sku)]);
@@ -156,7 +163,7 @@ fn deduct_events(
 /// → remaining, or nil.
 pub fn deduct(ctx: Ctx, args: &Args) -> CommandResult {
     let words = args.options(3);
-    let parsed = parse_deduct_options(words.as_slice(), MAX_ID_LENGTH.get());
+    let parsed = parse_deduct_options(words.as_slice());
     let events_at = parsed.as_ref().ok().and_then(|o| o.events).map(|e| (3, e));
     if events::report_keys(ctx, args, events_at) {
         return Ok(Reply::Sent);
@@ -180,7 +187,8 @@ pub fn deduct(ctx: Ctx, args: &Args) -> CommandResult {
             if options.id.is_some() || options.fence.is_some() {
                 return Err(FenceError::NeedsStock);
             }
-            let Some(value) = plain_deduct(plain_value(&key)?, quantity) else {
+            drop(key);
+            let Some(value) = plain_deduct(plain_value_read(ctx, args)?, quantity) else {
                 stats::SOLD_OUT.incr();
                 return Ok(Reply::Nil);
             };
@@ -196,7 +204,7 @@ pub fn deduct(ctx: Ctx, args: &Args) -> CommandResult {
                 )?),
                 None => None,
             };
-            write_plain(ctx, args, &key, value);
+            write_plain(ctx, args, value);
             deducted(ctx, args, value);
             if let (Some(stream), Some(batch)) = (&stream, batch) {
                 stream.publish(ctx, batch);
@@ -204,6 +212,11 @@ pub fn deduct(ctx: Ctx, args: &Args) -> CommandResult {
             Ok(Reply::Int(value))
         }
         Kind::Stock => {
+            // Asked of a new request id only; prepared before the stock is borrowed.
+            let admission = match options.id {
+                Some(_) => eviction::check_stock(ctx, &key),
+                None => Ok(()),
+            };
             let Some(stock) = key.stock() else {
                 return Err(FenceError::WrongType);
             };
@@ -213,7 +226,12 @@ pub fn deduct(ctx: Ctx, args: &Args) -> CommandResult {
                 fence: options.fence,
             };
             let before = stock.snapshot();
-            let outcome = stock.deduct(request, MAX_LEDGER_ENTRIES.get());
+            let outcome = stock.deduct_admitting(
+                request,
+                MAX_LEDGER_ENTRIES.get(),
+                MAX_ID_LENGTH.get(),
+                || admission,
+            );
             if matches!(outcome, Err(FenceError::Stale { .. })) {
                 stats::STALE.incr();
             }
@@ -279,7 +297,8 @@ pub fn refund(ctx: Ctx, args: &Args) -> CommandResult {
     if args.len() < 3 {
         return Err(FenceError::Arity("stock.refund"));
     }
-    let id = parse_name(args.bytes(2), Name::RequestId, MAX_ID_LENGTH.get())?;
+    // Any length: what exists can be refunded and read back whatever the limit is now.
+    let id = parse_name(args.bytes(2), Name::RequestId, i64::MAX)?;
     let stream = match parsed? {
         Some(e) => Some(Stream::open(ctx, args, 3, e)?),
         None => None,
@@ -367,7 +386,8 @@ pub fn request(ctx: Ctx, args: &Args) -> CommandResult {
     if args.len() != 3 {
         return Err(FenceError::Arity("stock.request"));
     }
-    let id = parse_name(args.bytes(2), Name::RequestId, MAX_ID_LENGTH.get())?;
+    // Any length: what exists can be refunded and read back whatever the limit is now.
+    let id = parse_name(args.bytes(2), Name::RequestId, i64::MAX)?;
     let mut key = Key::read(ctx, args.raw(1));
     match key.kind() {
         Kind::Empty => Ok(Reply::Nil),

@@ -14,8 +14,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use redis_module::raw;
 
 use crate::clock::now_us;
-use crate::error::WRONGTYPE;
-use crate::glue::{api, string_bytes, Ctx, Key, Kind};
+use crate::config::MAX_TTL_MS;
+use crate::error::{FenceError, WRONGTYPE};
+use crate::glue::{api, string_bytes, Ctx, Key, Kind, Owner};
 use crate::waitq::{KeyId, Recheck, WaitQueues};
 
 /// A blocked client's handle.
@@ -41,6 +42,8 @@ enum Outcome {
     WrongType,
     /// The key's slot left this node while the client waited.
     Moved,
+    /// Refused at grant time (a lowered `fence.max-ttl-ms`, an exhausted token clock).
+    Refused(FenceError),
 }
 
 /// The reply to a waiter whose key's slot moved away: cluster clients retry on `TRYAGAIN`.
@@ -202,37 +205,83 @@ pub fn block(
 
 /// Hands `key` to its first waiter, if the key is free; `name` is the key's name.
 /// Runs inside the releasing command or a timer, so the grant replicates like any other.
+/// A waiter whose TTL a lowered `fence.max-ttl-ms` no longer allows gets the TTL error and the
+/// next one is served; the new holder's own other queued calls are answered as re-acquires.
 pub fn hand_off(ctx: Ctx, key: &KeyId, name: *mut raw::RedisModuleString) {
-    let Some(Some(waiter)) = with(|q| q.pop_front(key)) else {
-        return;
-    };
-    let k = Key::write(ctx, name);
-    match k.kind() {
-        Kind::Empty => {
-            let owner = crate::glue::Owner::Bytes(&waiter.owner);
-            let (token, due) = super::lock::grant(ctx, &k, name, owner, waiter.ttl_ms);
-            crate::stats::WAITS_GRANTED.incr();
-            drop(k);
-            stop_timer(ctx, waiter.timer);
-            unblock(waiter.handle, Outcome::Granted(token));
-            if due >= 0 {
-                ensure_recheck(ctx, key, due.saturating_add(1));
+    loop {
+        let Some(Some(waiter)) = with(|q| q.pop_front(key)) else {
+            return;
+        };
+        let k = Key::write(ctx, name);
+        match k.kind() {
+            Kind::Empty => {
+                let max_ttl = MAX_TTL_MS.get();
+                if waiter.ttl_ms > max_ttl {
+                    drop(k);
+                    stop_timer(ctx, waiter.timer);
+                    unblock(
+                        waiter.handle,
+                        Outcome::Refused(FenceError::Ttl { max: max_ttl }),
+                    );
+                    continue;
+                }
+                let owner = Owner::Bytes(&waiter.owner);
+                match super::lock::grant(ctx, &k, name, owner, waiter.ttl_ms) {
+                    Ok((token, mut due)) => {
+                        crate::stats::WAITS_GRANTED.incr();
+                        stop_timer(ctx, waiter.timer);
+                        unblock(waiter.handle, Outcome::Granted(token));
+                        // The holder's own other calls, queued before it held the lock: each
+                        // is the retry-safe re-acquire it would have been had it come now.
+                        let same = with(|q| q.drain_owner(key, &waiter.owner)).unwrap_or_default();
+                        for w in same {
+                            stop_timer(ctx, w.timer);
+                            if w.ttl_ms > max_ttl {
+                                unblock(
+                                    w.handle,
+                                    Outcome::Refused(FenceError::Ttl { max: max_ttl }),
+                                );
+                                continue;
+                            }
+                            due = super::lock::extend(ctx, &k, name, owner, token, w.ttl_ms);
+                            ctx.notify(c"lock.acquire", name);
+                            crate::stats::REACQUIRES.incr();
+                            crate::stats::WAITS_GRANTED.incr();
+                            unblock(w.handle, Outcome::Granted(token));
+                        }
+                        drop(k);
+                        if due >= 0 {
+                            ensure_recheck(ctx, key, due.saturating_add(1));
+                        }
+                    }
+                    Err(e) => {
+                        // No token can be issued (the clock is at its ceiling): nobody can be
+                        // served, so every waiter of the key is told why.
+                        drop(k);
+                        stop_timer(ctx, waiter.timer);
+                        unblock(waiter.handle, Outcome::Refused(e.clone()));
+                        fail_all_with(ctx, key, || Outcome::Refused(e.clone()));
+                    }
+                }
+                return;
             }
-        }
-        Kind::Lock => {
-            // Taken meanwhile (never by a newcomer: they queue); wait for its expiry.
-            let due = k.expire_at_ms();
-            drop(k);
-            with(|q| q.push_front(key, waiter));
-            if due >= 0 {
-                ensure_recheck(ctx, key, due.saturating_add(1));
+            Kind::Lock => {
+                // Taken meanwhile (never by a newcomer: they queue); wait for its expiry.
+                let due = k.expire_at_ms();
+                drop(k);
+                with(|q| q.push_front(key, waiter));
+                if due >= 0 {
+                    ensure_recheck(ctx, key, due.saturating_add(1));
+                }
+                return;
             }
-        }
-        _ => {
-            drop(k);
-            stop_timer(ctx, waiter.timer);
-            unblock(waiter.handle, Outcome::WrongType);
-            fail_all(ctx, key);
+            _ => {
+                drop(k);
+                stop_timer(ctx, waiter.timer);
+                unblock(waiter.handle, Outcome::WrongType);
+                fail_all(ctx, key);
+                return;
+            }
         }
     }
 }
@@ -384,6 +433,7 @@ extern "C" fn reply_cb(
         Some(Outcome::Granted(token)) => c.reply_int(i64::try_from(*token).unwrap_or(i64::MAX)),
         Some(Outcome::WrongType) => c.reply_error(WRONGTYPE),
         Some(Outcome::Moved) => c.reply_error(MOVED),
+        Some(Outcome::Refused(e)) => c.reply_error(&e.message()),
         Some(Outcome::TimedOut) | None => c.reply_null(),
     }
     raw::REDISMODULE_OK as c_int
@@ -453,6 +503,11 @@ extern "C" fn on_flush(
     subevent: u64,
     data: *mut c_void,
 ) {
+    if subevent == raw::REDISMODULE_SUBEVENT_FLUSHDB_START {
+        // The values are freed without an unlink: their restored tokens count first.
+        crate::types::settle();
+        return;
+    }
     if subevent != raw::REDISMODULE_SUBEVENT_FLUSHDB_END {
         return;
     }
@@ -462,6 +517,43 @@ extern "C" fn on_flush(
             unsafe { data.cast::<raw::RedisModuleFlushInfo>().as_ref() }.map_or(-1, |i| i.dbnum);
         let keys = with(|q| q.keys((db >= 0).then_some(db))).unwrap_or_default();
         for key in keys {
+            ensure_recheck(Ctx(ctx), &key, now_ms());
+        }
+    });
+}
+
+/// SWAPDB: every waited-for key of both databases may now hold something else.
+extern "C" fn on_swapdb(
+    ctx: *mut raw::RedisModuleCtx,
+    _eid: raw::RedisModuleEvent,
+    _subevent: u64,
+    data: *mut c_void,
+) {
+    guarded(ctx, "a swapdb event", || {
+        // SAFETY: Redis passes a RedisModuleSwapDbInfo with this event.
+        let Some(info) = (unsafe { data.cast::<raw::RedisModuleSwapDbInfo>().as_ref() }) else {
+            return;
+        };
+        for db in [info.dbnum_first, info.dbnum_second] {
+            for key in with(|q| q.keys(Some(db))).unwrap_or_default() {
+                ensure_recheck(Ctx(ctx), &key, now_ms());
+            }
+        }
+    });
+}
+
+/// A full sync loaded beside the old data replaced it: every waited-for key may have changed.
+extern "C" fn on_async_load(
+    ctx: *mut raw::RedisModuleCtx,
+    _eid: raw::RedisModuleEvent,
+    subevent: u64,
+    _data: *mut c_void,
+) {
+    if subevent != raw::REDISMODULE_SUBEVENT_REPL_ASYNC_LOAD_COMPLETED {
+        return;
+    }
+    guarded(ctx, "an async load event", || {
+        for key in with(|q| q.keys(None)).unwrap_or_default() {
             ensure_recheck(Ctx(ctx), &key, now_ms());
         }
     });
@@ -496,9 +588,10 @@ fn subscribe_keyspace(ctx: *mut raw::RedisModuleCtx) -> Result<(), &'static str>
     Ok(())
 }
 
-/// Subscribes to flushes, which free every waited-for key of a database at once.
+/// Subscribes to flushes, SWAPDB and the end of a full sync loaded beside the old data, which
+/// free or replace every waited-for key of a database at once.
 pub fn subscribe(ctx: *mut raw::RedisModuleCtx) -> Result<(), String> {
-    // SAFETY: ctx is the load context; the callback lives for the process.
+    // SAFETY: ctx is the load context; the callbacks live for the process.
     unsafe {
         let flush = raw::RedisModuleEvent {
             id: raw::REDISMODULE_EVENT_FLUSHDB,
@@ -508,6 +601,24 @@ pub fn subscribe(ctx: *mut raw::RedisModuleCtx) -> Result<(), String> {
             != raw::REDISMODULE_OK as c_int
         {
             return Err("cannot subscribe to flush events".into());
+        }
+        let swapdb = raw::RedisModuleEvent {
+            id: raw::REDISMODULE_EVENT_SWAPDB,
+            dataver: 1,
+        };
+        if api!(RedisModule_SubscribeToServerEvent)(ctx, swapdb, Some(on_swapdb))
+            != raw::REDISMODULE_OK as c_int
+        {
+            return Err("cannot subscribe to swapdb events".into());
+        }
+        let async_load = raw::RedisModuleEvent {
+            id: raw::REDISMODULE_EVENT_REPL_ASYNC_LOAD,
+            dataver: 1,
+        };
+        if api!(RedisModule_SubscribeToServerEvent)(ctx, async_load, Some(on_async_load))
+            != raw::REDISMODULE_OK as c_int
+        {
+            return Err("cannot subscribe to async load events".into());
         }
     }
     Ok(())

@@ -6,7 +6,8 @@ use std::ffi::{c_char, c_int, c_void};
 use redis_module::native_types::RedisType;
 use redis_module::raw;
 
-use super::ENCODING_VERSION;
+use super::{save_bytes, warn, Origin, Rdb, ENCODING_VERSION};
+use crate::encoding::{load_lock, Source};
 use crate::glue::api;
 use crate::lease::Lease;
 use crate::TOKENS;
@@ -28,7 +29,7 @@ pub static LOCK_TYPE: RedisType = RedisType::new(
         aux_save2: None,
         aux_save_triggers: raw::REDISMODULE_AUX_BEFORE_RDB as c_int,
         free_effort: None,
-        unlink: Some(crate::info::lock_unlink),
+        unlink: Some(unlink),
         copy: Some(copy),
         defrag: None,
         copy2: None,
@@ -38,37 +39,27 @@ pub static LOCK_TYPE: RedisType = RedisType::new(
     },
 );
 
-/// Reads a string buffer from the RDB into an owned box, freeing Redis's copy.
-pub(super) fn load_bytes(rdb: *mut raw::RedisModuleIO) -> Box<[u8]> {
-    let mut len = 0;
-    // SAFETY: rdb is the live loading stream.
-    let p = unsafe { api!(RedisModule_LoadStringBuffer)(rdb, &mut len) };
-    if p.is_null() {
-        return Box::default();
-    }
-    // SAFETY: Redis allocated `len` bytes at `p`; we copy them, then free them.
-    let bytes: Box<[u8]> = unsafe { std::slice::from_raw_parts(p.cast::<u8>(), len) }.into();
-    unsafe { api!(RedisModule_Free)(p.cast()) };
-    bytes
-}
-
-/// Writes bytes as one RDB string.
-pub(super) fn save_bytes(rdb: *mut raw::RedisModuleIO, bytes: &[u8]) {
-    // SAFETY: rdb is the live saving stream.
-    unsafe {
-        api!(RedisModule_SaveStringBuffer)(rdb, bytes.as_ptr().cast::<c_char>(), bytes.len())
-    };
-}
-
 unsafe extern "C" fn rdb_load(rdb: *mut raw::RedisModuleIO, encver: c_int) -> *mut c_void {
-    if !(1..=ENCODING_VERSION).contains(&encver) {
+    let origin = Origin::of(rdb);
+    let lock = match load_lock(&mut Rdb(rdb), encver) {
+        Ok(lock) => lock,
+        Err(e) => {
+            warn(&format!("fence: refused to load a lock: {e}"));
+            return std::ptr::null_mut();
+        }
+    };
+    if !origin.admits(lock.token) {
+        warn(&format!(
+            "fence: refused to restore a lock whose token {} is more than 24 hours ahead of \
+             this server's clock",
+            lock.token
+        ));
         return std::ptr::null_mut();
     }
-    let token = api!(RedisModule_LoadUnsigned)(rdb);
-    let owner = load_bytes(rdb);
+    let value = Lease::new(&lock.owner, lock.token).into_raw();
     // A loaded grant is never issued again.
-    TOKENS.observe(token);
-    Lease::new(&owner, token).into_raw().cast()
+    super::loaded(origin, value, lock.token);
+    value.cast()
 }
 
 unsafe extern "C" fn rdb_save(rdb: *mut raw::RedisModuleIO, value: *mut c_void) {
@@ -118,6 +109,7 @@ unsafe extern "C" fn digest(md: *mut raw::RedisModuleDigest, value: *mut c_void)
 }
 
 unsafe extern "C" fn free(value: *mut c_void) {
+    super::forget(value.cast_const().cast());
     drop(Lease::from_raw(value.cast()));
 }
 
@@ -126,6 +118,7 @@ unsafe extern "C" fn copy(
     _to: *mut raw::RedisModuleString,
     value: *const c_void,
 ) -> *mut c_void {
+    super::settle();
     match Lease::borrow_raw(value.cast_mut().cast()) {
         Some(lease) => Lease::clone(&lease).into_raw().cast(),
         None => std::ptr::null_mut(),
@@ -133,13 +126,30 @@ unsafe extern "C" fn copy(
 }
 
 unsafe extern "C" fn aux_save(rdb: *mut raw::RedisModuleIO, _when: c_int) {
+    super::settle();
     api!(RedisModule_SaveUnsigned)(rdb, TOKENS.last());
 }
 
+/// The highest token of the server that wrote the RDB (raising the clock at most to its
+/// ceiling). Redis ignores a stream error when the callback reports success, so it is checked.
 unsafe extern "C" fn aux_load(rdb: *mut raw::RedisModuleIO, encver: c_int, _when: c_int) -> c_int {
     if !(1..=ENCODING_VERSION).contains(&encver) {
+        warn(&format!(
+            "fence: unknown encoding version {encver} of the token high-water mark"
+        ));
         return raw::REDISMODULE_ERR as c_int;
     }
-    TOKENS.observe(api!(RedisModule_LoadUnsigned)(rdb));
+    let Some(last) = Rdb(rdb).unsigned() else {
+        warn("fence: cannot read the token high-water mark");
+        return raw::REDISMODULE_ERR as c_int;
+    };
+    super::observe(last);
     raw::REDISMODULE_OK as c_int
+}
+
+/// A lock leaves the keyspace: it was in it, so a pending restored token is observed; and
+/// `INFO`'s expiry accounting learns its name.
+unsafe extern "C" fn unlink(key: *mut raw::RedisModuleString, _value: *const c_void) {
+    super::settle();
+    crate::info::lock_unlinked(key);
 }

@@ -5,8 +5,8 @@ use std::ffi::{c_char, c_int, c_void};
 use redis_module::native_types::RedisType;
 use redis_module::raw;
 
-use super::lock::{load_bytes, save_bytes};
-use super::ENCODING_VERSION;
+use super::{save_bytes, warn, Origin, Rdb, ENCODING_VERSION};
+use crate::encoding::load_stock;
 use crate::glue::api;
 use crate::stock::Stock;
 
@@ -27,7 +27,7 @@ pub static STOCK_TYPE: RedisType = RedisType::new(
         aux_save2: None,
         aux_save_triggers: 0,
         free_effort: Some(free_effort),
-        unlink: None,
+        unlink: Some(unlink),
         copy: Some(copy),
         defrag: None,
         copy2: None,
@@ -38,21 +38,27 @@ pub static STOCK_TYPE: RedisType = RedisType::new(
 );
 
 unsafe extern "C" fn rdb_load(rdb: *mut raw::RedisModuleIO, encver: c_int) -> *mut c_void {
-    if !(1..=ENCODING_VERSION).contains(&encver) {
+    let origin = Origin::of(rdb);
+    let stock = match load_stock(&mut Rdb(rdb), encver) {
+        Ok(stock) => stock,
+        Err(e) => {
+            warn(&format!("fence: refused to load a stock: {e}"));
+            return std::ptr::null_mut();
+        }
+    };
+    if !origin.admits(stock.fence) {
+        warn(&format!(
+            "fence: refused to restore a stock whose fence {} is more than 24 hours ahead of \
+             this server's clock",
+            stock.fence
+        ));
         return std::ptr::null_mut();
     }
-    let mut stock = Stock::new(api!(RedisModule_LoadSigned)(rdb));
-    stock.fence = api!(RedisModule_LoadUnsigned)(rdb);
+    let fence = stock.fence;
+    let value = Box::into_raw(Box::new(stock));
     // A token a stock accepted is never issued again by this server.
-    crate::TOKENS.observe(stock.fence);
-    stock.deducted = api!(RedisModule_LoadSigned)(rdb);
-    let entries = api!(RedisModule_LoadUnsigned)(rdb);
-    for _ in 0..entries {
-        let id = load_bytes(rdb);
-        let quantity = api!(RedisModule_LoadSigned)(rdb);
-        stock.put_entry(&id, quantity);
-    }
-    Box::into_raw(Box::new(stock)).cast()
+    super::loaded(origin, value.cast_const().cast(), fence);
+    value.cast()
 }
 
 unsafe extern "C" fn rdb_save(rdb: *mut raw::RedisModuleIO, value: *mut c_void) {
@@ -126,6 +132,7 @@ unsafe extern "C" fn digest(md: *mut raw::RedisModuleDigest, value: *mut c_void)
 }
 
 unsafe extern "C" fn free(value: *mut c_void) {
+    super::forget(value.cast_const().cast());
     if !value.is_null() {
         drop(Box::from_raw(value.cast::<Stock>()));
     }
@@ -144,8 +151,14 @@ unsafe extern "C" fn copy(
     _to: *mut raw::RedisModuleString,
     value: *const c_void,
 ) -> *mut c_void {
+    super::settle();
     match value.cast::<Stock>().as_ref() {
         Some(stock) => Box::into_raw(Box::new(stock.clone())).cast(),
         None => std::ptr::null_mut(),
     }
+}
+
+/// A stock leaves the keyspace: it was in it, so a pending restored fence is observed.
+unsafe extern "C" fn unlink(_key: *mut raw::RedisModuleString, _value: *const c_void) {
+    super::settle();
 }

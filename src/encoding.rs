@@ -1,0 +1,277 @@
+//! What a loaded lock or stock may hold: RDB files, full syncs, `RESTORE` and `MIGRATE`
+//! payloads are read here, value by value, and refused whole when a read fails or a value
+//! breaks an invariant that every value this module writes keeps. Plain Rust over a `Source`,
+//! so every rule is unit-tested without Redis.
+//!
+//! Settings (`fence.max-id-length`, `fence.max-ledger-entries`, ...) never apply here: a
+//! server whose operator lowered a limit must still load what it wrote before.
+
+use std::fmt;
+
+use crate::stock::Stock;
+
+/// The encoding version every type writes; loaders accept every version up to it.
+pub const ENCODING_VERSION: i32 = 1;
+
+/// The values a type's loader reads, in order; `None` when the stream failed (short read,
+/// wrong opcode).
+pub trait Source {
+    fn unsigned(&mut self) -> Option<u64>;
+    fn signed(&mut self) -> Option<i64>;
+    fn bytes(&mut self) -> Option<Box<[u8]>>;
+}
+
+/// Why a value was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LoadError {
+    /// An encoding version this build does not know.
+    Version(i32),
+    /// The stream ended early or held something else than the value expected.
+    Read(&'static str),
+    /// A field outside its range.
+    Range {
+        field: &'static str,
+        value: i128,
+    },
+    EmptyOwner,
+    EmptyRequestId,
+    DuplicateRequestId,
+}
+
+impl fmt::Display for LoadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LoadError::Version(v) => write!(f, "unknown encoding version {v}"),
+            LoadError::Read(what) => write!(f, "cannot read the {what}"),
+            LoadError::Range { field, value } => write!(f, "{field} {value} is out of range"),
+            LoadError::EmptyOwner => f.write_str("the owner is empty"),
+            LoadError::EmptyRequestId => f.write_str("a request id is empty"),
+            LoadError::DuplicateRequestId => f.write_str("a request id appears twice"),
+        }
+    }
+}
+
+fn version(encver: i32) -> Result<(), LoadError> {
+    if (1..=ENCODING_VERSION).contains(&encver) {
+        Ok(())
+    } else {
+        Err(LoadError::Version(encver))
+    }
+}
+
+/// A token or fence: 0 (a stock's "none yet") to `i64::MAX`, so it is always a Redis integer.
+fn token(field: &'static str, value: u64, min: u64) -> Result<u64, LoadError> {
+    if value < min || i64::try_from(value).is_err() {
+        return Err(LoadError::Range {
+            field,
+            value: i128::from(value),
+        });
+    }
+    Ok(value)
+}
+
+/// A quantity: 0 to `i64::MAX`.
+fn quantity(field: &'static str, value: i64) -> Result<i64, LoadError> {
+    if value < 0 {
+        return Err(LoadError::Range {
+            field,
+            value: i128::from(value),
+        });
+    }
+    Ok(value)
+}
+
+/// A lock as stored: the token of its grant and its owner.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoadedLock {
+    pub token: u64,
+    pub owner: Box<[u8]>,
+}
+
+/// Reads a lock (`fence-lck`): token (1..=i64::MAX), owner (not empty, at most 4 GiB).
+pub fn load_lock(src: &mut impl Source, encver: i32) -> Result<LoadedLock, LoadError> {
+    version(encver)?;
+    let raw = src.unsigned().ok_or(LoadError::Read("token"))?;
+    let token = token("token", raw, 1)?;
+    let owner = src.bytes().ok_or(LoadError::Read("owner"))?;
+    if owner.is_empty() {
+        return Err(LoadError::EmptyOwner);
+    }
+    if u32::try_from(owner.len()).is_err() {
+        return Err(LoadError::Range {
+            field: "owner length",
+            value: owner.len() as i128,
+        });
+    }
+    Ok(LoadedLock { token, owner })
+}
+
+/// Reads a stock (`fence-stk`): available, fence, deducted, the number of ledger entries, then
+/// each entry's request id and quantity. Quantities are 0..=i64::MAX, the fence
+/// 0..=i64::MAX, ids not empty and unique.
+pub fn load_stock(src: &mut impl Source, encver: i32) -> Result<Stock, LoadError> {
+    version(encver)?;
+    let available = quantity(
+        "available",
+        src.signed().ok_or(LoadError::Read("available"))?,
+    )?;
+    let fence = token("fence", src.unsigned().ok_or(LoadError::Read("fence"))?, 0)?;
+    let deducted = quantity("deducted", src.signed().ok_or(LoadError::Read("deducted"))?)?;
+    let entries = src.unsigned().ok_or(LoadError::Read("ledger size"))?;
+    let mut stock = Stock::new(available);
+    stock.fence = fence;
+    stock.deducted = deducted;
+    // The count is not trusted for an allocation: each entry is read before it is stored, so
+    // a huge count in a short payload ends in a read error.
+    for _ in 0..entries {
+        let id = src.bytes().ok_or(LoadError::Read("request id"))?;
+        let held = quantity(
+            "ledger quantity",
+            src.signed().ok_or(LoadError::Read("ledger quantity"))?,
+        )?;
+        if id.is_empty() {
+            return Err(LoadError::EmptyRequestId);
+        }
+        if !stock.insert_entry(id, held) {
+            return Err(LoadError::DuplicateRequestId);
+        }
+    }
+    Ok(stock)
+}
+
+#[cfg(test)]
+pub mod tests {
+    use super::*;
+
+    /// A stream of values, as an RDB would hand them over; `None` where a read fails.
+    #[derive(Default)]
+    pub struct Values(pub std::collections::VecDeque<Value>);
+
+    #[derive(Debug, Clone)]
+    pub enum Value {
+        U(u64),
+        S(i64),
+        B(&'static [u8]),
+    }
+
+    impl Source for Values {
+        fn unsigned(&mut self) -> Option<u64> {
+            match self.0.pop_front()? {
+                Value::U(v) => Some(v),
+                _ => None,
+            }
+        }
+        fn signed(&mut self) -> Option<i64> {
+            match self.0.pop_front()? {
+                Value::S(v) => Some(v),
+                _ => None,
+            }
+        }
+        fn bytes(&mut self) -> Option<Box<[u8]>> {
+            match self.0.pop_front()? {
+                Value::B(v) => Some(v.into()),
+                _ => None,
+            }
+        }
+    }
+
+    fn values(v: &[Value]) -> Values {
+        Values(v.iter().cloned().collect())
+    }
+
+    use Value::*;
+
+    #[test]
+    fn a_lock_loads_with_a_positive_token_and_an_owner() {
+        assert_eq!(
+            load_lock(&mut values(&[U(7), B(b"w")]), 1),
+            Ok(LoadedLock {
+                token: 7,
+                owner: (*b"w").into()
+            })
+        );
+        let max = i64::MAX as u64;
+        assert!(load_lock(&mut values(&[U(max), B(b"w")]), 1).is_ok());
+    }
+
+    #[test]
+    fn a_lock_breaking_an_invariant_is_refused() {
+        let refused = [
+            (vec![U(0), B(b"w")], "token 0"),
+            (vec![U(1 << 63), B(b"w")], "token 2^63"),
+            (vec![U(u64::MAX), B(b"w")], "token 2^64-1"),
+            (vec![U(5), B(b"")], "empty owner"),
+            (vec![U(5)], "no owner"),
+            (vec![], "nothing"),
+            (vec![S(5), B(b"w")], "a signed token"),
+            (vec![U(5), U(5)], "a number for the owner"),
+        ];
+        for (v, what) in refused {
+            assert!(load_lock(&mut values(&v), 1).is_err(), "{what}");
+        }
+        assert_eq!(
+            load_lock(&mut values(&[U(1), B(b"w")]), 2),
+            Err(LoadError::Version(2))
+        );
+        assert_eq!(
+            load_lock(&mut values(&[U(1), B(b"w")]), 0),
+            Err(LoadError::Version(0))
+        );
+    }
+
+    #[test]
+    fn a_stock_loads_with_its_ledger() {
+        let s = load_stock(
+            &mut values(&[S(5), U(9), S(3), U(2), B(b"a"), S(2), B(b"b"), S(0)]),
+            1,
+        )
+        .unwrap();
+        assert_eq!((s.available, s.fence, s.deducted), (5, 9, 3));
+        assert_eq!(s.request(b"a"), Some(2));
+        assert_eq!(s.request(b"b"), Some(0));
+        assert_eq!(s.ledger_len(), 2);
+        let s = load_stock(&mut values(&[S(i64::MAX), U(0), S(0), U(0)]), 1).unwrap();
+        assert_eq!(s.available, i64::MAX);
+    }
+
+    #[test]
+    fn a_stock_breaking_an_invariant_is_refused() {
+        let refused = [
+            (vec![S(-1), U(0), S(0), U(0)], "negative available"),
+            (vec![S(1), U(1 << 63), S(0), U(0)], "fence past i64::MAX"),
+            (vec![S(1), U(0), S(-3), U(0)], "negative deducted"),
+            (
+                vec![S(1), U(0), S(0), U(1), B(b"a"), S(-50)],
+                "negative entry",
+            ),
+            (vec![S(1), U(0), S(0), U(1), B(b""), S(1)], "empty id"),
+            (
+                vec![S(1), U(0), S(0), U(2), B(b"a"), S(1), B(b"a"), S(1)],
+                "duplicate id",
+            ),
+            (vec![S(1), U(0), S(0), U(2), B(b"a"), S(1)], "fewer entries"),
+            (vec![S(1), U(0), S(0), U(u64::MAX)], "a huge count"),
+            (vec![S(1), U(0), S(0)], "no count"),
+            (vec![U(1), U(0), S(0), U(0)], "unsigned available"),
+        ];
+        for (v, what) in refused {
+            assert!(load_stock(&mut values(&v), 1).is_err(), "{what}");
+        }
+    }
+
+    #[test]
+    fn errors_name_what_is_wrong() {
+        assert_eq!(
+            LoadError::Range {
+                field: "available",
+                value: -1
+            }
+            .to_string(),
+            "available -1 is out of range"
+        );
+        assert_eq!(
+            LoadError::Read("owner").to_string(),
+            "cannot read the owner"
+        );
+    }
+}

@@ -1,0 +1,676 @@
+//! Hostile `RESTORE` and `MIGRATE` payloads: a DUMP payload reaches the module's loaders
+//! whenever its CRC is right, and anybody can compute a CRC. Every truncation and thousands of
+//! random byte flips of valid payloads of both types (CRC fixed up), and hand-made payloads
+//! that break each invariant, must leave the server running, and every refusal must leave the
+//! keyspace and the token clock as they were.
+//!
+//! - `FENCE_PAYLOAD_FLIPS`: random flipped payloads per run (default 3000; `make fuzz` runs
+//!   more).
+//! - `FENCE_PAYLOAD_SEED`: the seed of the flips (printed by every run).
+
+mod common;
+
+use common::*;
+use rand::rngs::StdRng;
+use rand::{RngExt, SeedableRng};
+use redis::{Connection, Value};
+
+/// CRC-64 with the Jones polynomial, reflected, as Redis seals a DUMP payload.
+fn crc64(data: &[u8]) -> u64 {
+    const POLY: u64 = 0x95ac_9329_ac4b_c9b5; // 0xad93d23594c935a9, bit-reversed
+    let mut crc = 0u64;
+    for &b in data {
+        crc ^= u64::from(b);
+        for _ in 0..8 {
+            crc = if crc & 1 == 1 {
+                (crc >> 1) ^ POLY
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    crc
+}
+
+/// A DUMP payload taken apart: the serialized value and the 2-byte RDB version after it.
+#[derive(Clone)]
+struct Payload {
+    body: Vec<u8>,
+    version: [u8; 2],
+}
+
+impl Payload {
+    /// Splits a payload from DUMP, checking its CRC (and so this file's CRC code).
+    fn parse(dump: &[u8]) -> Payload {
+        assert!(dump.len() > 10, "a DUMP payload is longer than its footer");
+        let (rest, crc) = dump.split_at(dump.len() - 8);
+        assert_eq!(
+            crc64(rest).to_le_bytes(),
+            crc,
+            "the CRC of a real DUMP payload"
+        );
+        let (body, version) = rest.split_at(rest.len() - 2);
+        Payload {
+            body: body.to_vec(),
+            version: [version[0], version[1]],
+        }
+    }
+
+    /// The payload with a correct footer, so that Redis hands the body to the module.
+    fn seal(&self) -> Vec<u8> {
+        let mut out = self.body.clone();
+        out.extend_from_slice(&self.version);
+        let crc = crc64(&out);
+        out.extend_from_slice(&crc.to_le_bytes());
+        out
+    }
+
+    fn with_body(&self, body: Vec<u8>) -> Payload {
+        Payload {
+            body,
+            version: self.version,
+        }
+    }
+}
+
+/// Module values as an RDB holds them: the type byte and module id of a real payload, then
+/// the module's own opcodes.
+struct Encoder {
+    prefix: Vec<u8>,
+    out: Vec<u8>,
+}
+
+impl Encoder {
+    /// Starts a value of the type whose real payload is `of` (type byte + 9-byte module id).
+    fn new(of: &Payload) -> Encoder {
+        let prefix = of.body[..10].to_vec();
+        assert_eq!(prefix[0], 7, "a module value (RDB_TYPE_MODULE_2)");
+        assert_eq!(prefix[1], 0x81, "a 64-bit module id");
+        Encoder {
+            out: prefix.clone(),
+            prefix,
+        }
+    }
+
+    fn len(&mut self, v: u64) -> &mut Self {
+        if v < 64 {
+            self.out.push(v as u8);
+        } else if v < 16384 {
+            self.out.push(0x40 | (v >> 8) as u8);
+            self.out.push(v as u8);
+        } else if v <= u64::from(u32::MAX) {
+            self.out.push(0x80);
+            self.out.extend_from_slice(&(v as u32).to_be_bytes());
+        } else {
+            self.out.push(0x81);
+            self.out.extend_from_slice(&v.to_be_bytes());
+        }
+        self
+    }
+
+    fn unsigned(&mut self, v: u64) -> &mut Self {
+        self.out.push(2);
+        self.len(v)
+    }
+
+    /// `RedisModule_SaveSigned` writes the bits of the integer as an unsigned value.
+    fn signed(&mut self, v: i64) -> &mut Self {
+        self.unsigned(v as u64)
+    }
+
+    /// The RDB's signed-integer opcode, which the module never writes (a wrong opcode).
+    fn sint_opcode(&mut self, v: u64) -> &mut Self {
+        self.out.push(1);
+        self.len(v)
+    }
+
+    fn string(&mut self, b: &[u8]) -> &mut Self {
+        self.out.push(5);
+        self.len(b.len() as u64);
+        self.out.extend_from_slice(b);
+        self
+    }
+
+    /// The value, closed with the module EOF opcode.
+    fn done(&mut self) -> Vec<u8> {
+        let mut out = std::mem::replace(&mut self.out, self.prefix.clone());
+        out.push(0);
+        out
+    }
+}
+
+/// A lock value: token, owner.
+fn lock_body(of: &Payload, token: u64, owner: &[u8]) -> Vec<u8> {
+    Encoder::new(of).unsigned(token).string(owner).done()
+}
+
+/// A stock value: available, fence, deducted, then `count` and the entries.
+fn stock_body(
+    of: &Payload,
+    available: i64,
+    fence: u64,
+    deducted: i64,
+    count: u64,
+    entries: &[(&[u8], i64)],
+) -> Vec<u8> {
+    let mut e = Encoder::new(of);
+    e.signed(available)
+        .unsigned(fence)
+        .signed(deducted)
+        .unsigned(count);
+    for (id, q) in entries {
+        e.string(id).signed(*q);
+    }
+    e.done()
+}
+
+fn last_token(con: &mut Connection) -> i64 {
+    info_int(con, "fence", "fence_last_token")
+}
+
+/// The server under attack, with a few keys that must never change, and the real payloads.
+struct Target {
+    server: Server,
+    con: Connection,
+    lock: Payload,
+    stock: Payload,
+    ledger: Payload,
+    digest: String,
+}
+
+impl Target {
+    fn start() -> Target {
+        let server = Server::start_with(&["--enable-debug-command", "yes"]);
+        let mut con = server.conn();
+        let t = int(call(
+            &mut con,
+            &["LOCK.ACQUIRE", "keep:lock", "worker-1", "600000"],
+        ));
+        okay(call(&mut con, &["STOCK.SET", "keep:stock", "100"]));
+        int(call(&mut con, &["STOCK.DEDUCT", "keep:stock", "3"]));
+        okay(call(&mut con, &["STOCK.SET", "keep:ledger", "1000"]));
+        let fence = t.to_string();
+        for (i, id) in ["order-1", "order-2", "order-3"].iter().enumerate() {
+            let q = (i + 1).to_string();
+            int(call(
+                &mut con,
+                &["STOCK.DEDUCT", "keep:ledger", &q, "ID", id, "FENCE", &fence],
+            ));
+        }
+        int(call(&mut con, &["STOCK.REFUND", "keep:ledger", "order-2"]));
+        let lock = Payload::parse(&dump(&mut con, "keep:lock"));
+        let stock = Payload::parse(&dump(&mut con, "keep:stock"));
+        let ledger = Payload::parse(&dump(&mut con, "keep:ledger"));
+        let digest = debug_digest(&mut con);
+        Target {
+            server,
+            con,
+            lock,
+            stock,
+            ledger,
+            digest,
+        }
+    }
+
+    /// Restores `payload` as key `fuzz` and checks the outcome: refused with the keyspace and
+    /// the token clock unchanged, or accepted holding a value the contract allows (then
+    /// deleted). Returns whether it was accepted.
+    #[track_caller]
+    fn attempt(&mut self, payload: &[u8], what: &str) -> bool {
+        let clock = last_token(&mut self.con);
+        let reply = restore(&mut self.con, "fuzz", 0, payload, &[]);
+        match reply {
+            Err(e) if e.code().is_some() => {
+                assert_eq!(
+                    exists(&mut self.con, "fuzz"),
+                    0,
+                    "{what}: refused, yet stored"
+                );
+                assert_eq!(
+                    last_token(&mut self.con),
+                    clock,
+                    "{what}: a refused payload moved the token clock"
+                );
+                assert_eq!(
+                    debug_digest(&mut self.con),
+                    self.digest,
+                    "{what}: a refused payload changed the keyspace"
+                );
+                false
+            }
+            Err(e) => {
+                self.server.assert_alive();
+                panic!("{what}: RESTORE failed without a reply: {e}");
+            }
+            Ok(_) => {
+                self.check_accepted(what, clock);
+                true
+            }
+        }
+    }
+
+    #[track_caller]
+    fn check_accepted(&mut self, what: &str, clock_before: i64) {
+        let con = &mut self.con;
+        let limit = now_us() + 24 * 3600 * 1_000_000;
+        match key_type(con, "fuzz").as_str() {
+            "fence-lck" => {
+                let Ok(Value::Array(items)) = call(con, &["LOCK.STATUS", "fuzz"]) else {
+                    panic!("{what}: an accepted lock is not a lock");
+                };
+                let (Value::BulkString(owner), Value::Int(token)) = (&items[1], &items[3]) else {
+                    panic!("{what}: LOCK.STATUS {items:?}");
+                };
+                let token = *token;
+                assert!(!owner.is_empty(), "{what}: empty owner accepted");
+                assert!(token >= 1, "{what}: token {token} accepted");
+                assert!(
+                    token <= limit,
+                    "{what}: a token {token} from the future accepted"
+                );
+                // The value's other callbacks work on it.
+                let _ = digest_value(con, "fuzz");
+                let _ = dump(con, "fuzz");
+            }
+            "fence-stk" => {
+                let Ok(Value::Array(items)) = call(con, &["STOCK.INFO", "fuzz"]) else {
+                    panic!("{what}: STOCK.INFO of an accepted stock");
+                };
+                for pair in items.chunks(2) {
+                    let Value::Int(n) = pair[1] else {
+                        panic!("{what}: STOCK.INFO {items:?}");
+                    };
+                    assert!(n >= 0, "{what}: {} {n} accepted", text(&pair[0]));
+                    if text(&pair[0]) == "fence" {
+                        assert!(n <= limit, "{what}: a fence {n} from the future accepted");
+                    }
+                }
+                let _ = digest_value(con, "fuzz");
+                let _ = dump(con, "fuzz");
+                // A refund of some id never drives the stock below zero.
+                let _ = call(con, &["STOCK.REFUND", "fuzz", "order-1"]);
+                let _ = call(con, &["STOCK.REFUND", "fuzz", "order-3"]);
+                assert!(stock(con, "fuzz") >= 0, "{what}: a refund went negative");
+            }
+            // A flip of the type byte makes another Redis type: not the module's business.
+            _ => {}
+        }
+        okay_or_int(call(con, &["DEL", "fuzz"]));
+        let after = last_token(con);
+        assert!(
+            after >= clock_before && after <= limit.max(clock_before),
+            "{what}: the clock went from {clock_before} to {after}"
+        );
+        self.digest = debug_digest(con);
+    }
+}
+
+fn okay_or_int(r: redis::RedisResult<Value>) {
+    match r {
+        Ok(Value::Int(_)) | Ok(Value::Okay) => {}
+        other => panic!("DEL: {other:?}"),
+    }
+}
+
+#[test]
+fn the_crc_code_is_redis_s() {
+    // The check value of CRC-64/Jones as Redis's crc64 test gives it.
+    assert_eq!(crc64(b"123456789"), 0xe9c6_d914_c4b8_d9ca);
+}
+
+#[test]
+fn the_encoder_writes_what_redis_writes() {
+    let mut t = Target::start();
+    let (_, token, _) = lock_status(&mut t.con, "keep:lock").expect("the lock");
+    assert_eq!(
+        lock_body(&t.lock, token as u64, b"worker-1"),
+        t.lock.body,
+        "a lock encoded here differs from DUMP's"
+    );
+    assert_eq!(
+        stock_body(&t.stock, 97, 0, 3, 0, &[]),
+        t.stock.body,
+        "a stock encoded here differs from DUMP's"
+    );
+}
+
+/// The 23 bytes of the report: a lock whose owner is missing (an EOF opcode where a string
+/// belongs), with a valid CRC, killed Redis 7.0.15 and 8.2.3.
+const REPORTED: &str = "07817de9dc7be95c90010205000a00f5cf5822a4496ba9";
+
+fn hex(s: &str) -> Vec<u8> {
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).expect("hex"))
+        .collect()
+}
+
+#[test]
+fn crafted_payloads_are_refused_and_change_nothing() {
+    let mut t = Target::start();
+    let (lock, stock) = (t.lock.clone(), t.stock.clone());
+    let now = now_us() as u64;
+    let day = 24 * 3600 * 1_000_000u64;
+    let mut cases: Vec<(String, Vec<u8>)> = vec![("the reported 23 bytes".into(), hex(REPORTED))];
+    let mut add = |what: &str, p: &Payload, body: Vec<u8>| {
+        cases.push((what.to_string(), p.with_body(body).seal()));
+    };
+    add("lock token 0", &lock, lock_body(&lock, 0, b"w"));
+    add("lock token 2^63", &lock, lock_body(&lock, 1 << 63, b"w"));
+    add("lock token 2^64-1", &lock, lock_body(&lock, u64::MAX, b"w"));
+    add(
+        "lock token 2^63-1 (far ahead)",
+        &lock,
+        lock_body(&lock, i64::MAX as u64, b"w"),
+    );
+    add(
+        "lock token a year ahead",
+        &lock,
+        lock_body(&lock, now + 366 * day, b"w"),
+    );
+    add(
+        "lock token 25 hours ahead",
+        &lock,
+        lock_body(&lock, now + day + day / 24, b"w"),
+    );
+    add(
+        "lock with an empty owner",
+        &lock,
+        lock_body(&lock, now, b""),
+    );
+    add(
+        "lock with another opcode for its token",
+        &lock,
+        Encoder::new(&lock).sint_opcode(5).string(b"w").done(),
+    );
+    add(
+        "lock with an owner that is a number",
+        &lock,
+        Encoder::new(&lock).unsigned(5).unsigned(5).done(),
+    );
+    add(
+        "lock without its EOF marker",
+        &lock,
+        lock_body(&lock, now, b"w")[..]
+            .split_last()
+            .map(|(_, b)| b.to_vec())
+            .unwrap_or_default(),
+    );
+    add(
+        "lock with trailing data before EOF (token ahead of the clock)",
+        &lock,
+        Encoder::new(&lock)
+            .unsigned(now + 3_600_000_000)
+            .string(b"w")
+            .unsigned(1)
+            .done(),
+    );
+    add(
+        "stock with available -1",
+        &stock,
+        stock_body(&stock, -1, 0, 0, 0, &[]),
+    );
+    add(
+        "stock with deducted -3",
+        &stock,
+        stock_body(&stock, 1, 0, -3, 0, &[]),
+    );
+    add(
+        "stock with a fence past i64::MAX",
+        &stock,
+        stock_body(&stock, 1, 1 << 63, 0, 0, &[]),
+    );
+    add(
+        "stock with a fence a year ahead",
+        &stock,
+        stock_body(&stock, 1, now + 366 * day, 0, 0, &[]),
+    );
+    add(
+        "ledger quantity -50",
+        &stock,
+        stock_body(&stock, 100, 0, 50, 1, &[(b"o", -50)]),
+    );
+    add(
+        "empty request id",
+        &stock,
+        stock_body(&stock, 100, 0, 1, 1, &[(b"", 1)]),
+    );
+    add(
+        "duplicate request id",
+        &stock,
+        stock_body(&stock, 100, 0, 2, 2, &[(b"o", 1), (b"o", 1)]),
+    );
+    add(
+        "ledger count 3 with 2 entries",
+        &stock,
+        stock_body(&stock, 100, 0, 2, 3, &[(b"a", 1), (b"b", 1)]),
+    );
+    add(
+        "ledger count 2^64-1",
+        &stock,
+        stock_body(&stock, 100, 0, 2, u64::MAX, &[(b"a", 1)]),
+    );
+    add(
+        "ledger count 1 with 2 entries (trailing data)",
+        &stock,
+        stock_body(
+            &stock,
+            100,
+            now + 3_600_000_000,
+            2,
+            1,
+            &[(b"a", 1), (b"b", 1)],
+        ),
+    );
+    for sanitize in ["no", "yes"] {
+        okay(call(
+            &mut t.con,
+            &["CONFIG", "SET", "sanitize-dump-payload", sanitize],
+        ));
+        for (what, payload) in &cases {
+            let what = format!("{what} (sanitize-dump-payload {sanitize})");
+            assert!(!t.attempt(payload, &what), "{what}: accepted");
+        }
+    }
+    t.server.assert_alive();
+    assert!(
+        t.server.log().contains("fence: refused to"),
+        "refusals are logged"
+    );
+}
+
+#[test]
+fn payloads_within_the_contract_are_accepted() {
+    let mut t = Target::start();
+    let (lock, stock) = (t.lock.clone(), t.stock.clone());
+    let now = now_us() as u64;
+    let hours_23 = 23 * 3600 * 1_000_000u64;
+    let before = last_token(&mut t.con) as u64;
+
+    // A token 23 hours ahead is a token FENCE would accept: restored, and never issued again.
+    let ahead = now + hours_23;
+    okay(restore(
+        &mut t.con,
+        "ahead",
+        0,
+        &lock.with_body(lock_body(&lock, ahead, b"w")).seal(),
+        &[],
+    ));
+    assert_eq!(
+        lock_status(&mut t.con, "ahead").map(|s| s.1),
+        Some(ahead as i64)
+    );
+    let next = int(call(&mut t.con, &["LOCK.ACQUIRE", "next", "w", "1000"]));
+    assert!(next as u64 > ahead && before < ahead);
+
+    // A refused payload whose token is ahead of the clock leaves it there: the lock loader
+    // accepts the value, then Redis refuses the missing EOF marker and frees it.
+    let clock = last_token(&mut t.con) as u64;
+    t.digest = debug_digest(&mut t.con);
+    let mut body = lock_body(&lock, clock + 1_000_000, b"w");
+    *body.last_mut().expect("EOF") = 7;
+    assert!(!t.attempt(
+        &lock.with_body(body).seal(),
+        "a bad EOF marker after a future token"
+    ));
+    assert_eq!(last_token(&mut t.con) as u64, clock);
+
+    // The largest ledger quantity is a quantity: accepted; refunding it cannot overflow the
+    // stock, and refunding it into an empty stock gives i64::MAX back.
+    let max = i64::MAX;
+    okay(restore(
+        &mut t.con,
+        "big",
+        0,
+        &stock
+            .with_body(stock_body(&stock, 1, 0, max, 1, &[(b"o", max)]))
+            .seal(),
+        &[],
+    ));
+    assert_err(
+        call(&mut t.con, &["STOCK.REFUND", "big", "o"]),
+        "ERR stock would pass",
+    );
+    assert_eq!(common::stock(&mut t.con, "big"), 1);
+    assert_eq!(int(call(&mut t.con, &["STOCK.REQUEST", "big", "o"])), max);
+    okay(restore(
+        &mut t.con,
+        "big0",
+        0,
+        &stock
+            .with_body(stock_body(&stock, 0, 0, max, 1, &[(b"o", max)]))
+            .seal(),
+        &[],
+    ));
+    assert_eq!(int(call(&mut t.con, &["STOCK.REFUND", "big0", "o"])), max);
+    assert_eq!(common::stock(&mut t.con, "big0"), max);
+}
+
+/// Every truncation of every real payload, then random flips, CRC fixed up each time.
+#[test]
+fn truncated_and_flipped_payloads_never_hurt_the_server() {
+    let mut t = Target::start();
+    let bases = [
+        ("lock", t.lock.clone()),
+        ("stock", t.stock.clone()),
+        ("stock with a ledger", t.ledger.clone()),
+    ];
+    let mut accepted = 0;
+    let mut refused = 0;
+    for (name, base) in &bases {
+        for len in 0..base.body.len() {
+            let what = format!("{name} truncated to {len} of {} bytes", base.body.len());
+            if t.attempt(&base.with_body(base.body[..len].to_vec()).seal(), &what) {
+                accepted += 1;
+            } else {
+                refused += 1;
+            }
+        }
+    }
+    let truncations = accepted + refused;
+
+    let flips: usize = std::env::var("FENCE_PAYLOAD_FLIPS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3000);
+    let seed: u64 = std::env::var("FENCE_PAYLOAD_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| rand::rng().random());
+    println!("payload flips: {flips}, seed {seed} (FENCE_PAYLOAD_SEED)");
+    let mut rng = StdRng::seed_from_u64(seed);
+    for i in 0..flips {
+        if i == flips / 2 {
+            okay(call(
+                &mut t.con,
+                &["CONFIG", "SET", "sanitize-dump-payload", "yes"],
+            ));
+        }
+        let (name, base) = &bases[rng.random_range(0..bases.len())];
+        let mut body = base.body.clone();
+        let n = rng.random_range(1..=3);
+        let mut changed = Vec::new();
+        for _ in 0..n {
+            // The type byte stays a module value's most of the time.
+            let at = rng.random_range(1..body.len());
+            let bit: u8 = 1 << rng.random_range(0..8);
+            let x = if rng.random_bool(0.5) {
+                bit
+            } else {
+                rng.random_range(1..=255)
+            };
+            body[at] ^= x;
+            changed.push(at);
+        }
+        let what = format!("{name} with bytes {changed:?} changed (case {i}, seed {seed})");
+        if t.attempt(&base.with_body(body).seal(), &what) {
+            accepted += 1;
+        } else {
+            refused += 1;
+        }
+    }
+    t.server.assert_alive();
+    println!(
+        "payloads: {truncations} truncations and {flips} flipped payloads: {accepted} accepted \
+         (each within the contract), {refused} refused (nothing changed); the server is up"
+    );
+    assert!(
+        refused > truncations / 2,
+        "most damaged payloads are refused"
+    );
+}
+
+/// MIGRATE sends a DUMP payload to the target's RESTORE: a token the target would refuse from
+/// a client is refused there too, and the key stays where it was.
+#[test]
+fn migrate_refuses_a_token_from_the_future_and_moves_the_rest() {
+    let day = 24 * 3600 * 1_000_000i64;
+    let far = now_us() + 2 * day;
+    let far_text = far.to_string();
+    // A server that loaded tokens two days ahead (an operator's file: loading always applies).
+    let aof = resp_command(&["SELECT", "0"])
+        + &resp_command(&["FENCE.LOCK", "far", "worker", &far_text, "0"])
+        + &resp_command(&["FENCE.STOCK", "far-stock", "5", &far_text, "0", "RESET"]);
+    let ahead = Server::start_with_files(
+        &[("appendonly.aof", aof.as_bytes())],
+        &["--appendonly", "yes"],
+    );
+    let normal = Server::start();
+    let target = Server::start();
+    let (mut a, mut n, mut d) = (ahead.conn(), normal.conn(), target.conn());
+    let port = target.port().to_string();
+
+    int(call(&mut n, &["LOCK.ACQUIRE", "near", "worker", "60000"]));
+    okay(call(&mut n, &["STOCK.SET", "near-stock", "5"]));
+    for key in ["near", "near-stock"] {
+        okay(call(
+            &mut n,
+            &["MIGRATE", "127.0.0.1", &port, key, "0", "5000"],
+        ));
+        assert_eq!(exists(&mut d, key), 1, "{key} moved");
+    }
+    // A stock that never accepted a fence moves from the server that is ahead, too.
+    okay(call(&mut a, &["STOCK.SET", "plain-stock", "5"]));
+    okay(call(
+        &mut a,
+        &["MIGRATE", "127.0.0.1", &port, "plain-stock", "0", "5000"],
+    ));
+    assert_eq!(exists(&mut d, "plain-stock"), 1);
+
+    let before = info_int(&mut d, "fence", "fence_last_token");
+    for key in ["far", "far-stock"] {
+        let e = err(call(
+            &mut a,
+            &["MIGRATE", "127.0.0.1", &port, key, "0", "5000"],
+        ));
+        assert!(e.contains("Bad data format"), "{key}: {e}");
+        assert_eq!(exists(&mut a, key), 1, "{key} stays on the source");
+        assert_eq!(exists(&mut d, key), 0, "{key} is not on the target");
+    }
+    assert_eq!(info_int(&mut d, "fence", "fence_last_token"), before);
+    assert!(int(call(&mut d, &["LOCK.ACQUIRE", "x", "w", "1000"])) < far);
+    assert!(
+        target.log().contains("more than 24 hours ahead"),
+        "the refusal is in the target's log"
+    );
+}
