@@ -800,6 +800,48 @@ fn a_lock_that_expires_is_handed_to_the_first_waiter_at_its_deadline() {
     );
 }
 
+/// A holder that shortens its lock while a client waits (`LOCK.RENEW` or a re-acquire with a
+/// shorter TTL) moves the hand-off earlier: the waiter is granted at the new deadline, by the
+/// module's timer, not when Redis's tick gets round to expiring the key (`hz 1`: up to a
+/// second later).
+#[test]
+fn a_lock_shortened_while_a_client_waits_is_handed_over_at_its_new_deadline() {
+    let _serial = timing();
+    let server = Server::start_with(HZ1);
+    let mut con = server.conn();
+    for (round, how) in ["LOCK.RENEW", "LOCK.ACQUIRE"].into_iter().enumerate() {
+        let key = format!("shortened-{round}");
+        let key = key.as_str();
+        let t = int(acquire(&mut con, key, "holder", 600_000));
+        let waiter = spawn_waiter(&server, key, "w", 60_000, 0);
+        wait_waiters(&mut con, key, 1);
+        let sent = Instant::now();
+        assert_eq!(
+            int(call(&mut con, &[how, key, "holder", "300"])),
+            t,
+            "{how}"
+        );
+        let (reply, at) = join(waiter);
+        assert!(int(reply) > t);
+        let after = at.saturating_duration_since(sent);
+        println!(
+            "{how} 300 with a waiter: granted {:.1} ms after it was sent",
+            ms(after)
+        );
+        assert!(
+            after >= Duration::from_millis(299),
+            "{how}: granted {:.3} ms after a TTL of 300 ms was set",
+            ms(after)
+        );
+        assert!(
+            after < Duration::from_millis(300) + PROMPT,
+            "{how}: granted {:.3} ms after a TTL of 300 ms was set: the module's timer still \
+             waited for the old deadline",
+            ms(after)
+        );
+    }
+}
+
 /// A lock renewed while a client waits is handed over at its new deadline, not its old one.
 /// The grant's time proves it either way (never before the new deadline, and within `PROMPT`
 /// after it on a server with `hz 1`); LOCK.STATUS between the two deadlines is checked only
