@@ -2,12 +2,16 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 REDIS_SERVER ?= redis-server
+# Extra redis-server arguments for `make run`, e.g. REDIS_ARGS="--port 6380".
+REDIS_ARGS ?=
 
-.PHONY: all deps build release run run-check test unit integration clients test-redis8 lint bench clean
+.PHONY: all deps build release run run-check test unit integration clients test-redis8 lint bench clean \
+	fresh-check soak-tests
 
 all: release
 
-# System packages: redis-server, redis-tools, libclang-dev (only when missing).
+# System packages: redis-server, redis-tools, libclang-dev (only when missing, asked of dpkg),
+# then a check that they work (redis-server runs, bindgen can load libclang).
 deps:
 	@./scripts/install-deps.sh
 
@@ -19,7 +23,7 @@ release: deps
 
 # Redis in the foreground with the module loaded, from redis.conf.
 run: release
-	$(REDIS_SERVER) redis.conf
+	$(REDIS_SERVER) redis.conf $(REDIS_ARGS)
 
 # What `make run` starts, checked on a free port: redis.conf loads the release module.
 run-check: release
@@ -52,7 +56,20 @@ test-redis8: build
 		echo "test-redis8: SKIPPED: no Redis 8 server (see the warning above)" >&2; \
 	fi
 
-test: lint unit integration clients run-check test-redis8
+test: deps lint unit integration clients run-check test-redis8
+
+# The README's quick start on a machine made bare: purges the packages the project installs and
+# its downloads, clones HEAD into a temporary directory and runs `make test` and `make run`
+# there, timing each step. Needs root; takes the first build's time plus make test's.
+fresh-check:
+	./scripts/fresh-check.sh
+
+# The integration suite SOAK_RUNS times (default 10) per Redis version under a competing CPU
+# load on every core; fails on any failed run. About 1 hour on 2 cores.
+SOAK_RUNS ?= 10
+soak-tests: deps
+	@./scripts/redis8.sh
+	SOAK_RUNS=$(SOAK_RUNS) ./scripts/soak-tests.sh
 
 .PHONY: fuzz leak
 
@@ -71,7 +88,7 @@ fuzz: build
 	@for i in $$(seq 1 $(FUZZ_SEEDS)); do \
 		seed=$$(od -An -N8 -tu8 /dev/urandom | tr -d ' '); \
 		echo "fuzz: barrage $$i of $(FUZZ_SEEDS): $(FUZZ_N) vectors, seed $$seed"; \
-		FENCE_BARRAGE_N=$(FUZZ_N) FENCE_BARRAGE_SEED=$$seed FENCE_BARRAGE_SECS=0 \
+		FENCE_BARRAGE_N=$(FUZZ_N) FENCE_BARRAGE_SEED=$$seed \
 			$(CARGO) test --test barrage -- --nocapture || exit 1; \
 		echo "fuzz: payloads $$i of $(FUZZ_SEEDS): $(FUZZ_PAYLOAD_FLIPS) flipped payloads, seed $$seed"; \
 		FENCE_PAYLOAD_FLIPS=$(FUZZ_PAYLOAD_FLIPS) FENCE_PAYLOAD_SEED=$$seed \

@@ -12,10 +12,12 @@
 //! code word and a space; the connection stays in step (each batch ends with a PING answered
 //! PONG); the server stays up; and its log shows no panic and no crash report.
 //!
+//! The barrage always runs all its vectors, however long that takes on a slow machine: how
+//! many it managed per second is printed, never asserted. A server that stops answering
+//! fails the test on a connection's 30 s read timeout.
+//!
 //! - `FENCE_BARRAGE_N`: vectors in all (default 100000).
 //! - `FENCE_BARRAGE_SEED`: the seed (default: random, printed).
-//! - `FENCE_BARRAGE_SECS`: stop after this many seconds even if N is not reached (default 60;
-//!   0: no limit).
 
 mod common;
 
@@ -473,7 +475,6 @@ fn run_connection(
     resp3: bool,
     seed: u64,
     quota: &AtomicUsize,
-    deadline: Option<Instant>,
     stop: &AtomicBool,
 ) -> Tally {
     let (mut w, mut r) = connect(port, resp3);
@@ -485,7 +486,7 @@ fn run_connection(
     let mut tally = Tally::default();
     let ping = vec![b"PING".to_vec()];
     loop {
-        if stop.load(Ordering::Relaxed) || deadline.is_some_and(|d| Instant::now() >= d) {
+        if stop.load(Ordering::Relaxed) {
             break;
         }
         let n = match quota.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |left| {
@@ -595,15 +596,10 @@ fn random_argument_vectors_never_hurt_the_server() {
         Ok(s) => s.parse().expect("FENCE_BARRAGE_SEED must be an integer"),
         Err(_) => rand::rng().random(),
     };
-    let secs: u64 = env::var("FENCE_BARRAGE_SECS")
-        .ok()
-        .map(|s| s.parse().expect("FENCE_BARRAGE_SECS must be an integer"))
-        .unwrap_or(60);
-    println!("barrage: {n} vectors, seed {seed} (FENCE_BARRAGE_SEED), limit {secs} s");
+    println!("barrage: {n} vectors, seed {seed} (FENCE_BARRAGE_SEED)");
     let mut server = Server::start();
     seed_keys(server.port());
     let started = Instant::now();
-    let deadline = (secs > 0).then(|| started + Duration::from_secs(secs));
     let quota = AtomicUsize::new(n);
     let stop = AtomicBool::new(false);
     let tallies = Mutex::new(Vec::new());
@@ -617,7 +613,6 @@ fn random_argument_vectors_never_hurt_the_server() {
                     c == CONNECTIONS - 1,
                     seed.wrapping_add(c as u64),
                     quota,
-                    deadline,
                     stop,
                 );
                 tallies.lock().unwrap().push(t);
@@ -627,9 +622,6 @@ fn random_argument_vectors_never_hurt_the_server() {
         // another type, but DEL-like paths and expiry change them).
         s.spawn(|| {
             while !stop.load(Ordering::Relaxed) && quota.load(Ordering::Relaxed) > 0 {
-                if deadline.is_some_and(|d| Instant::now() >= d) {
-                    break;
-                }
                 seed_keys(port);
                 thread::sleep(Duration::from_millis(500));
             }
@@ -666,12 +658,6 @@ fn random_argument_vectors_never_hurt_the_server() {
         total.values,
         total.errors,
     );
-    if total.vectors < n {
-        println!(
-            "barrage: WARNING: stopped at the {secs} s limit after {} of {n} vectors",
-            total.vectors
-        );
-    }
     let log = server.log().to_ascii_lowercase();
     for sign in ["panic", "bug report", "crashed by signal", "assertion"] {
         assert!(
@@ -680,11 +666,7 @@ fn random_argument_vectors_never_hurt_the_server() {
             tail(&server.log())
         );
     }
-    assert!(
-        total.vectors >= n.min(20_000),
-        "only {} vectors in the time limit",
-        total.vectors
-    );
+    assert_eq!(total.vectors, n, "vectors sent and answered");
     for code in ["ERR", "WRONGTYPE"] {
         assert!(total.errors.contains_key(code), "no {code} error at all");
     }

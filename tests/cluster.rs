@@ -22,13 +22,18 @@ use redis::cluster::{ClusterClient, ClusterConnection};
 use redis::{Connection, ConnectionLike, RedisResult, Value};
 
 /// `cluster-node-timeout`: a master unreachable this long is marked failing; its replica then
-/// takes over within about two more timeouts.
-const NODE_TIMEOUT_MS: u64 = 1_000;
-/// The longest any cluster-wide wait may take (creation, agreement, failover).
-const CLUSTER_WAIT: Duration = Duration::from_secs(20);
+/// takes over within about two more timeouts. Long enough that a node starved of CPU by a
+/// loaded machine is not taken for dead (a failover no test asked for would lose writes).
+const NODE_TIMEOUT_MS: u64 = 3_000;
+/// The longest any cluster-wide wait may take (creation, agreement, failover): what takes a
+/// few seconds on an idle machine can take many on a loaded one; only a failure exhausts it.
+const CLUSTER_WAIT: Duration = Duration::from_secs(60);
 /// How long `redis-cli --cluster create` may run.
-const CREATE_TIMEOUT: Duration = Duration::from_secs(30);
+const CREATE_TIMEOUT: Duration = Duration::from_secs(120);
 const SLOTS: usize = 16_384;
+/// The TTL (ms) of the locks a test expects to find again after a migration or a failover:
+/// far beyond any wait of these tests, so that only the event under test can end a lease.
+const HELD_MS: &str = "600000";
 
 // ---------------------------------------------------------------------------------------------
 // The cluster harness
@@ -150,6 +155,10 @@ fn start_node() -> Server {
         // replicas.
         "--repl-diskless-sync-delay",
         "0",
+        // A replica whose link has been down for a while still takes over its failed master:
+        // how long the failover took on a loaded machine never decides whether it happens.
+        "--cluster-replica-validity-factor",
+        "0",
     ])
 }
 
@@ -249,7 +258,7 @@ impl Cluster {
     fn client(&self) -> ClusterClient {
         let urls: Vec<String> = self.live().map(|i| self.nodes[i].url()).collect();
         ClusterClient::builder(urls)
-            .connection_timeout(Duration::from_secs(2))
+            .connection_timeout(Duration::from_secs(10))
             .response_timeout(Duration::from_secs(20))
             .build()
             .expect("cluster client")
@@ -392,8 +401,8 @@ impl Cluster {
     /// Moves `slot` from its master to `target` the way `redis-cli --cluster reshard` does:
     /// IMPORTING on the target, MIGRATING on the source, `MIGRATE … KEYS` until the source
     /// has none left, then `SETSLOT … NODE` on the target, the source and the other masters;
-    /// waits until every live node agrees. Returns the keys moved.
-    fn migrate_slot(&self, slot: usize, target: usize) -> Vec<String> {
+    /// waits until every live node agrees.
+    fn migrate_slot(&self, slot: usize, target: usize) -> Migration {
         let topology = self.wait_stable(CLUSTER_WAIT);
         let source = topology.owner[slot];
         assert_ne!(source, target, "slot {slot} is already on node {target}");
@@ -408,6 +417,7 @@ impl Cluster {
         setslot(&mut src, "MIGRATING", target_id);
         let port = self.nodes[target].port().to_string();
         let mut moved = Vec::new();
+        let mut in_migrate = Duration::ZERO;
         loop {
             let keys: Vec<String> = redis::cmd("CLUSTER")
                 .arg("GETKEYSINSLOT")
@@ -418,15 +428,19 @@ impl Cluster {
             if keys.is_empty() {
                 break;
             }
+            let sent = Instant::now();
+            // The timeout is for the source's I/O to the target; below the 20 s read timeout of
+            // this connection.
             let reply = redis::cmd("MIGRATE")
                 .arg("127.0.0.1")
                 .arg(&port)
                 .arg("")
                 .arg(0)
-                .arg(5_000)
+                .arg(15_000)
                 .arg("KEYS")
                 .arg(&keys)
                 .query::<Value>(&mut src);
+            in_migrate += sent.elapsed();
             okay(reply);
             moved.extend(keys);
         }
@@ -439,19 +453,34 @@ impl Cluster {
         }
         let deadline = Instant::now() + CLUSTER_WAIT;
         loop {
-            if let Ok(t) = self.stable_topology() {
-                if t.owner[slot] == target {
-                    return moved;
+            let reason = match self.stable_topology() {
+                Ok(t) if t.owner[slot] == target => {
+                    return Migration {
+                        keys: moved,
+                        in_migrate,
+                    }
                 }
-            }
+                Ok(t) => format!("slot {slot} still on node {}", t.owner[slot]),
+                Err(reason) => reason,
+            };
             assert!(
                 Instant::now() < deadline,
-                "the cluster did not agree that slot {slot} moved to node {target}\n{}",
+                "the cluster did not agree within {CLUSTER_WAIT:?} that slot {slot} moved to \
+                 node {target} ({reason})\n{}",
                 self.logs()
             );
             thread::sleep(Duration::from_millis(20));
         }
     }
+}
+
+/// What `Cluster::migrate_slot` did.
+struct Migration {
+    /// The keys moved.
+    keys: Vec<String>,
+    /// How long the `MIGRATE` calls took, from sending each to its reply: a key's TTL is sent
+    /// relative by the source and set again by the target within that time.
+    in_migrate: Duration,
 }
 
 impl Drop for Cluster {
@@ -838,7 +867,7 @@ fn slot_migration_keeps_a_held_lock_and_a_stock_with_its_ledger_and_fence() {
     let (lock, sku, future) = ("lock:migrate", "sku:migrate", "lock:future");
 
     // A held lock, a stock with a ledger (some ids refunded) and a fence.
-    let token = int(run(&mut cc, &["LOCK.ACQUIRE", lock, "worker-1", "30000"]));
+    let token = int(run(&mut cc, &["LOCK.ACQUIRE", lock, "worker-1", HELD_MS]));
     let token_text = token.to_string();
     okay(run(&mut cc, &["STOCK.SET", sku, "1000"]));
     let mut ledger: BTreeMap<String, i64> = BTreeMap::new();
@@ -876,34 +905,53 @@ fn slot_migration_keeps_a_held_lock_and_a_stock_with_its_ledger_and_fence() {
         .zip(&slots)
         .map(|(k, &s)| digest_value(&mut cluster.node(topology.owner[s]), k))
         .collect();
+    let before_sent = Instant::now();
     let (owner_before, token_before, ttl_before) = status(&mut cc, lock).expect("held");
-    let read_before = Instant::now();
+    let before_replied = Instant::now();
 
     // Move each key's slot to another master.
     let started = Instant::now();
     let mut targets = Vec::new();
+    let mut lock_in_migrate = Duration::ZERO;
     for (key, &slot) in keys.iter().zip(&slots) {
         let now = cluster.wait_stable(CLUSTER_WAIT);
         let target = other_master(&now, now.owner[slot]);
-        let moved = cluster.migrate_slot(slot, target);
+        let migration = cluster.migrate_slot(slot, target);
         assert!(
-            moved.contains(&key.to_string()),
-            "{key} was not migrated: {moved:?}"
+            migration.keys.contains(&key.to_string()),
+            "{key} was not migrated: {:?}",
+            migration.keys
         );
+        if *key == lock {
+            lock_in_migrate += migration.in_migrate;
+        }
         targets.push(target);
     }
     let migration_ms = started.elapsed().as_millis();
 
     // Through the cluster client: the same lock, stock, ledger and fence, now on the target.
+    let after_sent = Instant::now();
     let (owner_after, token_after, ttl_after) = status(&mut cc, lock).expect("still held");
-    let elapsed = i64::try_from(read_before.elapsed().as_millis()).expect("ms");
+    let after_replied = Instant::now();
     assert_eq!(owner_after, owner_before);
     assert_eq!(token_after, token_before);
-    let drift = ttl_after - (ttl_before - elapsed);
+    // The TTL kept running through the move. The servers read it at some moment of each
+    // status call, so it ran down by at most the time from sending the first to the reply of
+    // the second, and by at least the time from the first reply to sending the second, less
+    // what the MIGRATE that moved it left uncounted (the source sends the TTL relative, the
+    // target sets it again when it gets there); 3 ms for rounding to whole milliseconds.
+    let ms_floor = |d: Duration| i64::try_from(d.as_millis()).expect("ms");
+    let ms_ceil = |d: Duration| ms_floor(d) + 1;
+    let ran = ttl_before - ttl_after;
+    let least = ms_floor(after_sent.duration_since(before_replied)) - ms_ceil(lock_in_migrate) - 3;
+    let most = ms_ceil(after_replied.duration_since(before_sent)) + 3;
     assert!(
-        drift.abs() <= 100,
-        "TTL before {ttl_before} ms, {elapsed} ms later {ttl_after} ms (drift {drift} ms)"
+        (least..=most).contains(&ran),
+        "TTL before {ttl_before} ms, after {ttl_after} ms: ran down {ran} ms, not within \
+         [{least}, {most}] ms"
     );
+    let elapsed = ms_floor(after_replied.duration_since(before_replied));
+    let drift = ttl_after - (ttl_before - elapsed);
     for ((key, &slot), (digest, &target)) in
         keys.iter().zip(&slots).zip(digests.iter().zip(&targets))
     {
@@ -1022,7 +1070,7 @@ fn fill_shard(
         .enumerate()
     {
         let owner = format!("worker-{i}");
-        let token = int(run(cc, &["LOCK.ACQUIRE", &key, &owner, "60000"]));
+        let token = int(run(cc, &["LOCK.ACQUIRE", &key, &owner, HELD_MS]));
         state.locks.push((key, owner, token));
     }
     for key in keys_on(cluster, topology, master, &format!("sku:{tag}"), 5) {
@@ -1056,7 +1104,8 @@ fn check_shard(cc: &mut ClusterConnection, state: &ShardState, what: &str) -> (i
             Some((owner.as_str(), *token)),
             "{what}: lock {key}"
         );
-        assert!(got.is_some_and(|s| s.2 > 0 && s.2 <= 60_000));
+        let held: i64 = HELD_MS.parse().expect("HELD_MS");
+        assert!(got.is_some_and(|s| s.2 > 0 && s.2 <= held));
         assert_eq!(
             int(run(cc, &["LOCK.RELEASE", key, owner])),
             1,
@@ -1081,22 +1130,82 @@ fn check_shard(cc: &mut ClusterConnection, state: &ShardState, what: &str) -> (i
     (old_max, new_min)
 }
 
-/// Waits until node `i` reports `role:master` and the cluster has settled; the topology.
+/// Waits until node `i` is a master and the cluster has settled; the topology.
 fn wait_promoted(cluster: &Cluster, i: usize) -> Topology {
-    let deadline = Instant::now() + CLUSTER_WAIT;
+    match try_wait_promoted(cluster, i, CLUSTER_WAIT) {
+        Ok(t) => t,
+        Err(reason) => panic!(
+            "node {i} was not promoted within {CLUSTER_WAIT:?} ({reason})\n{}",
+            cluster.logs()
+        ),
+    }
+}
+
+/// Waits up to `timeout` until node `i` is a master and the cluster has settled; the
+/// topology, or why not.
+fn try_wait_promoted(cluster: &Cluster, i: usize, timeout: Duration) -> Result<Topology, String> {
+    let deadline = Instant::now() + timeout;
     loop {
-        if let Ok(t) = cluster.stable_topology() {
-            if t.masters.contains(&i) {
+        let reason = match cluster.stable_topology() {
+            Ok(t) if t.masters.contains(&i) => return Ok(t),
+            Ok(_) => format!("node {i} is not a master"),
+            Err(reason) => reason,
+        };
+        if Instant::now() >= deadline {
+            return Err(reason);
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// How long Redis lets a manual failover run before it gives it up (`CLUSTER_MF_TIMEOUT`).
+const MANUAL_FAILOVER_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// `CLUSTER FAILOVER` on `replica`, until it is promoted and the cluster has settled. Redis
+/// abandons a manual failover that has not completed within 5 s, which a loaded machine can
+/// cause; the command is then sent again.
+fn manual_failover(cluster: &Cluster, replica: usize) -> Topology {
+    let deadline = Instant::now() + CLUSTER_WAIT;
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        okay(call(&mut cluster.node(replica), &["CLUSTER", "FAILOVER"]));
+        let reason = match try_wait_promoted(cluster, replica, 2 * MANUAL_FAILOVER_TIMEOUT) {
+            Ok(t) => {
+                if attempts > 1 {
+                    println!("manual failover: promoted at attempt {attempts}");
+                }
                 return t;
             }
+            Err(reason) => reason,
+        };
+        let role = info_value(&info(&mut cluster.node(replica), "replication"), "role");
+        if role.as_deref() == Some("master") {
+            // Promoted; the cluster has yet to settle.
+            return wait_promoted(cluster, replica);
         }
         assert!(
             Instant::now() < deadline,
-            "node {i} was not promoted within {CLUSTER_WAIT:?}\n{}",
+            "node {replica} was not promoted within {CLUSTER_WAIT:?} ({attempts} CLUSTER \
+             FAILOVER, {reason})\n{}",
             cluster.logs()
         );
-        thread::sleep(Duration::from_millis(10));
     }
+}
+
+/// A connection to node `i` whose replies may take longer than the usual read timeout:
+/// for a client blocked in `LOCK.ACQUIRE … WAIT` [`long_wait_ms`].
+fn blocking_node_conn(cluster: &Cluster, i: usize) -> Connection {
+    let con = cluster.node(i);
+    con.set_read_timeout(Some(3 * CLUSTER_WAIT))
+        .expect("set the read timeout");
+    con
+}
+
+/// A `WAIT` timeout (ms) longer than any cluster change a test waits for (a migration, a
+/// failover): a waiter is released by the change, never by its own timeout.
+fn long_wait_ms() -> String {
+    (2 * CLUSTER_WAIT).as_millis().to_string()
 }
 
 #[test]
@@ -1118,31 +1227,38 @@ fn failover_manual_and_after_sigkill_keeps_what_reached_the_replica_and_tokens_r
         int(run(&mut cc, &["LOCK.RELEASE", future_a, far.owners[0]])),
         1
     );
-    // A client blocked in LOCK.ACQUIRE … WAIT on the old master.
+    // A client blocked in LOCK.ACQUIRE … WAIT on the old master, for longer than the
+    // failover may take: only the failover can end its wait.
     let held_key = state_a.locks[0].0.clone();
     let waiter = {
-        let mut con = cluster.node(a);
+        let mut con = blocking_node_conn(&cluster, a);
         let key = held_key.clone();
         thread::spawn(move || {
             let reply = call(
                 &mut con,
-                &["LOCK.ACQUIRE", &key, "waiter", "60000", "WAIT", "15000"],
+                &[
+                    "LOCK.ACQUIRE",
+                    &key,
+                    "waiter",
+                    HELD_MS,
+                    "WAIT",
+                    &long_wait_ms(),
+                ],
             );
             describe_reply(&reply)
         })
     };
     assert!(
-        wait_until(Duration::from_secs(5), || status_waiters(
+        wait_until(CLUSTER_WAIT, || status_waiters(
             &mut cluster.node(a),
             &held_key
         ) == 1),
-        "the waiter did not block"
+        "the waiter did not block within {CLUSTER_WAIT:?}"
     );
     wait_for_sync(&cluster.nodes[a], &cluster.nodes[a_replica], CLUSTER_WAIT);
 
     let started = Instant::now();
-    okay(call(&mut cluster.node(a_replica), &["CLUSTER", "FAILOVER"]));
-    let after = wait_promoted(&cluster, a_replica);
+    let after = manual_failover(&cluster, a_replica);
     let manual_ms = started.elapsed().as_millis();
     assert!(
         !after.masters.contains(&a),
@@ -1161,7 +1277,7 @@ fn failover_manual_and_after_sigkill_keeps_what_reached_the_replica_and_tokens_r
     );
     let next_future_a = int(run(
         &mut cc,
-        &["LOCK.ACQUIRE", future_a, "next-owner", "60000"],
+        &["LOCK.ACQUIRE", future_a, "next-owner", HELD_MS],
     ));
     assert!(
         next_future_a > far.tokens[0],
@@ -1183,15 +1299,23 @@ fn failover_manual_and_after_sigkill_keeps_what_reached_the_replica_and_tokens_r
     let b_replica = after.replica_of(b);
     let state_b = fill_shard(&cluster, &after, &mut cc, b, "b");
     wait_for_sync(&cluster.nodes[b], &cluster.nodes[b_replica], CLUSTER_WAIT);
-    // One grant that does not reach the replica: cut the replication link, grant, kill at
-    // once (the replica reconnects only at its next cron tick). Its token is near the wall
-    // clock, so only the wall-clock floor can keep the new master's next grant above it.
+    // One grant that never reaches the replica: the replica is set to authenticate with a
+    // password its master does not have, so that it cannot reconnect once its link is cut
+    // (the master refuses the AUTH); then the link is cut, the grant made and the master
+    // killed. Its token is near the wall clock, so only the wall-clock floor can keep the new
+    // master's next grant above it.
     let lost_key = &keys_on(&cluster, &after, b, "lock:lost", 1)[0];
     let mut con_b = cluster.node(b);
-    int(call(&mut con_b, &["CLIENT", "KILL", "TYPE", "replica"]));
+    okay(call(
+        &mut cluster.node(b_replica),
+        &["CONFIG", "SET", "masterauth", "not-the-masters-password"],
+    ));
+    // One link, or two while Redis 8 still has its RDB channel open.
+    let cut = int(call(&mut con_b, &["CLIENT", "KILL", "TYPE", "replica"]));
+    assert!(cut >= 1, "no replication link to cut");
     let lost = int(call(
         &mut con_b,
-        &["LOCK.ACQUIRE", lost_key, "lost-owner", "60000"],
+        &["LOCK.ACQUIRE", lost_key, "lost-owner", HELD_MS],
     ));
     let started = Instant::now();
     cluster.kill(b);
@@ -1203,19 +1327,14 @@ fn failover_manual_and_after_sigkill_keeps_what_reached_the_replica_and_tokens_r
     // would make after a connection error, finds the new master. The first grant on the new
     // master is for the lost key.
     let mut cc = cluster.conn();
-    let lost_status = status(&mut cc, lost_key);
-    let lost_reached = lost_status.is_some();
-    if lost_reached {
-        // The replica reconnected and got the grant before the kill: the lock survived.
-        assert_eq!(lost_status.map(|s| s.1), Some(lost));
-        assert_eq!(
-            int(run(&mut cc, &["LOCK.RELEASE", lost_key, "lost-owner"])),
-            1
-        );
-    }
+    assert_eq!(
+        status(&mut cc, lost_key),
+        None,
+        "the grant made after the replica's link was cut reached it"
+    );
     let next_lost = int(run(
         &mut cc,
-        &["LOCK.ACQUIRE", lost_key, "next-owner", "60000"],
+        &["LOCK.ACQUIRE", lost_key, "next-owner", HELD_MS],
     ));
     assert!(
         next_lost > lost,
@@ -1234,12 +1353,7 @@ fn failover_manual_and_after_sigkill_keeps_what_reached_the_replica_and_tokens_r
     println!(
         "automatic failover after SIGKILL: {auto_ms} ms (node timeout {NODE_TIMEOUT_MS} ms); \
          tokens before up to {old_b}, after from {new_b}; grant cut from the replica {lost} \
-         ({}), first grant of that key on the new master {next_lost} (+{} us)",
-        if lost_reached {
-            "reached it after all"
-        } else {
-            "lost"
-        },
+         (lost), first grant of that key on the new master {next_lost} (+{} us)",
         next_lost - lost
     );
 }
@@ -1273,7 +1387,9 @@ fn status_waiters(con: &mut Connection, key: &str) -> i64 {
 const SKUS: usize = 20;
 const UNITS: i64 = 250;
 const BUYERS: usize = 200;
-const SALE_DEADLINE: Duration = Duration::from_secs(40);
+/// How long a buyer may take for its part of the sale: a guard against a hang, far above what
+/// a loaded machine needs (the sale takes well under a second on an idle one).
+const SALE_DEADLINE: Duration = Duration::from_secs(120);
 
 /// What one buyer saw: (sku index, request id, remaining) per sale, and the refused ids.
 #[derive(Default)]
@@ -1340,6 +1456,17 @@ fn a_seckill_over_three_masters_sells_every_unit_exactly_once() {
     let sale_ms = opened.elapsed().as_millis();
     let results = results.into_inner().expect("results");
     assert_eq!(results.len(), BUYERS, "every buyer finished");
+    // The sale ran on the masters it started on: no node was taken for failed (a failover
+    // here would be the machine starving a node for longer than the node timeout, and could
+    // lose acknowledged sales that had not reached the replica).
+    let after = cluster.wait_stable(CLUSTER_WAIT);
+    assert!(
+        after.masters == topology.masters && after.owner == topology.owner,
+        "the topology changed during the sale: masters {:?} -> {:?}\n{}",
+        topology.masters,
+        after.masters,
+        cluster.logs()
+    );
 
     // Per SKU: exactly UNITS sales whose remaining quantities are UNITS-1 down to 0, each once.
     let mut remaining: Vec<Vec<i64>> = vec![Vec::new(); SKUS];
@@ -1511,28 +1638,28 @@ fn a_waiter_whose_slot_migrates_is_told_to_retry_and_never_becomes_a_second_hold
     let topology = cluster.wait_stable(CLUSTER_WAIT);
     let mut cc = cluster.conn();
     let lock = "lock:waiting-migrate";
-    let token = int(run(&mut cc, &["LOCK.ACQUIRE", lock, "holder", "60000"]));
+    let token = int(run(&mut cc, &["LOCK.ACQUIRE", lock, "holder", HELD_MS]));
     let slot = cluster.keyslot(lock);
     let source = topology.owner[slot];
     let target = other_master(&topology, source);
-    let mut waiter_con = cluster.node(source);
+    // It waits longer than the migration may take: only the migration can end its wait.
+    let mut waiter_con = blocking_node_conn(&cluster, source);
     let waiter = thread::spawn(move || {
         redis::cmd("LOCK.ACQUIRE")
             .arg(lock)
             .arg("waiter")
-            .arg(60000)
+            .arg(HELD_MS)
             .arg("WAIT")
-            .arg(20000)
+            .arg(long_wait_ms())
             .query::<Value>(&mut waiter_con)
     });
     let mut src = cluster.node(source);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while status_waiters(&mut src, lock) != 1 {
-        assert!(Instant::now() < deadline, "the waiter never queued");
-        thread::sleep(Duration::from_millis(10));
-    }
+    assert!(
+        wait_until(CLUSTER_WAIT, || status_waiters(&mut src, lock) == 1),
+        "the waiter did not queue within {CLUSTER_WAIT:?}"
+    );
     let started = Instant::now();
-    let moved = cluster.migrate_slot(slot, target);
+    let moved = cluster.migrate_slot(slot, target).keys;
     assert!(moved.iter().any(|k| k == lock), "{moved:?}");
     let reply = waiter.join().expect("waiter thread");
     let text = describe_reply(&reply);
@@ -1560,7 +1687,7 @@ fn a_waiter_whose_slot_migrates_is_told_to_retry_and_never_becomes_a_second_hold
     assert!(
         int(run(
             &mut cc,
-            &["LOCK.ACQUIRE", lock, "waiter", "60000", "WAIT", "1000"]
+            &["LOCK.ACQUIRE", lock, "waiter", HELD_MS, "WAIT", "1000"]
         )) > token
     );
 }

@@ -149,7 +149,8 @@ fn racing_clients_never_hold_a_lock_together() {
                 while got < GRANTS_EACH {
                     tries += 1;
                     assert!(tries < 200_000, "{owner} starved");
-                    match call(&mut con, &["LOCK.ACQUIRE", "lock", &owner, "10000"]) {
+                    // A TTL no stall inside the critical section outlasts.
+                    match call(&mut con, &["LOCK.ACQUIRE", "lock", &owner, "600000"]) {
                         Ok(Value::Nil) => {
                             thread::sleep(Duration::from_micros(200));
                             continue;

@@ -1,13 +1,15 @@
-//! A crash under load: 20 clients deduct from a stock of 10,000 with unique request ids while
-//! the server is killed with SIGKILL at a random moment. After a restart on the same
-//! directory, with `appendfsync always`, no acknowledged deduction is lost, nothing is
-//! oversold, and every acknowledged request id is still in the ledger.
+//! A crash under load: 20 clients deduct from a stock of 10,000 with unique request ids, and
+//! the server is killed with SIGKILL the moment a randomly chosen share (20–80 %) of the stock
+//! has been acknowledged: the client whose acknowledgement reaches that share sends the signal
+//! itself, so the kill always hits a running load whatever the machine's speed (and the test
+//! checks that it did). After a restart on the same directory, with `appendfsync always`, no
+//! acknowledged deduction is lost, nothing is oversold, and every acknowledged request id is
+//! still in the ledger.
 
 mod common;
 
 use std::sync::Mutex;
 use std::thread;
-use std::time::{Duration, Instant};
 
 use common::*;
 use rand::RngExt;
@@ -34,13 +36,17 @@ struct Figures {
     remaining: i64,
     /// In-flight requests the server had applied (their id is in the ledger).
     in_flight_applied: usize,
-    kill_after_ms: u64,
+    /// The share of the stock (percent) whose acknowledgement triggered the kill.
+    kill_at_percent: i64,
+    /// The load at the kill.
+    moment: KillMoment,
 }
 
-/// Runs the load, kills the server after a random 100–600 ms, restarts it on the same
-/// directory and reads the stock back. Checks what holds whatever `appendfsync` is: nothing
-/// oversold, and every unit gone from the stock belongs to a request id in the ledger.
-fn crash_under_load(appendfsync: &str) -> (Server, Figures) {
+/// Runs the load and kills the server the moment `kill_at_percent` of the stock has been
+/// acknowledged, restarts it on the same directory and reads the stock back. Checks that the
+/// kill hit a running load, and what holds whatever `appendfsync` is: nothing oversold, and
+/// every unit gone from the stock belongs to a request id in the ledger.
+fn crash_under_load(appendfsync: &str, kill_at_percent: i64) -> (Server, Figures) {
     let mut server = Server::start_with(&["--appendonly", "yes", "--appendfsync", appendfsync]);
     let mut con = server.conn();
     okay(call(&mut con, &["STOCK.SET", "sku", &STOCK.to_string()]));
@@ -48,15 +54,17 @@ fn crash_under_load(appendfsync: &str) -> (Server, Figures) {
     let records: Vec<Mutex<ClientRecord>> = (0..CLIENTS)
         .map(|_| Mutex::new(ClientRecord::default()))
         .collect();
-    let kill_after_ms = rand::rng().random_range(100..=600);
-    let started = Instant::now();
+    let cons: Vec<redis::Connection> = (0..CLIENTS).map(|_| server.conn()).collect();
+    let target = u64::try_from(STOCK * kill_at_percent / 100).unwrap();
+    let killer = LoadKiller::new(&mut server, target);
     thread::scope(|s| {
-        for (client, record) in records.iter().enumerate() {
-            let mut con = server.conn();
+        for ((client, record), mut con) in records.iter().enumerate().zip(cons) {
+            let load = killer.client();
             s.spawn(move || {
                 for n in 0.. {
                     let id = format!("c{client}-{n}");
                     record.lock().unwrap().in_flight = Some(id.clone());
+                    load.sending();
                     let reply = redis::cmd("STOCK.DEDUCT")
                         .arg("sku")
                         .arg(1)
@@ -68,11 +76,14 @@ fn crash_under_load(appendfsync: &str) -> (Server, Figures) {
                         Ok(Value::Int(_)) => {
                             r.in_flight = None;
                             r.acknowledged.push(id);
+                            drop(r);
+                            load.acknowledged(1);
                         }
                         Ok(Value::Nil) => {
-                            // Sold out: nothing in flight, nothing more to do.
+                            // Sold out (only a live server answers: before the kill).
                             r.in_flight = None;
                             r.sold_out = true;
+                            load.answered();
                             return;
                         }
                         // The server died under this request: it may or may not be applied.
@@ -82,15 +93,14 @@ fn crash_under_load(appendfsync: &str) -> (Server, Figures) {
                 }
             });
         }
-        thread::sleep(Duration::from_millis(kill_after_ms));
-        server.kill();
     });
-    let ran = started.elapsed();
-    let sold_out = records.iter().any(|r| r.lock().unwrap().sold_out);
-    if sold_out {
-        println!("the stock sold out before the kill at {kill_after_ms} ms");
-    }
+    let moment = killer.moment();
+    let acknowledged_units = killer.acknowledged();
 
+    let sold_out = records
+        .iter()
+        .filter(|r| r.lock().unwrap().sold_out)
+        .count();
     let mut acknowledged = Vec::new();
     let mut in_flight = Vec::new();
     for record in records {
@@ -98,9 +108,35 @@ fn crash_under_load(appendfsync: &str) -> (Server, Figures) {
         acknowledged.extend(r.acknowledged);
         in_flight.extend(r.in_flight);
     }
+    // The kill hit a running load: it happened, no client had seen the stock sold out or
+    // left its loop, and stock was left that even every in-flight request could not sell.
+    let Some(moment) = moment else {
+        panic!(
+            "no kill: the load ended after {acknowledged_units} acknowledged units, before \
+             {kill_at_percent}% of the stock ({target}) was acknowledged ({sold_out} clients saw \
+             it sold out)"
+        );
+    };
+    println!(
+        "appendfsync {appendfsync}: SIGKILL at {kill_at_percent}% of the stock, after \
+         {:?}: {} units acknowledged, {} requests on the wire, {} of {CLIENTS} clients running",
+        moment.after, moment.acknowledged, moment.outstanding, moment.running
+    );
+    assert_eq!(
+        sold_out, 0,
+        "{sold_out} clients saw the stock sold out before the kill: it hit no running load"
+    );
+    assert_eq!(
+        moment.running, CLIENTS,
+        "only {} of {CLIENTS} clients were running at the kill",
+        moment.running
+    );
+    let unsold = STOCK - (acknowledged.len() + in_flight.len()) as i64;
     assert!(
-        !acknowledged.is_empty(),
-        "no deduction was acknowledged in {ran:?}: the load did not run"
+        unsold > 0,
+        "{} acknowledged and {} in flight: nothing was left to sell at the kill",
+        acknowledged.len(),
+        in_flight.len()
     );
 
     server.restart();
@@ -137,9 +173,15 @@ fn crash_under_load(appendfsync: &str) -> (Server, Figures) {
         in_flight,
         remaining,
         in_flight_applied,
-        kill_after_ms,
+        kill_at_percent,
+        moment,
     };
     (server, figures)
+}
+
+/// A share of the stock, 20–80 %, whose acknowledgement triggers the kill.
+fn random_kill_point() -> i64 {
+    rand::rng().random_range(20..=80)
 }
 
 /// Every acknowledged id is in the ledger with 1, and replaying each deducts nothing.
@@ -187,14 +229,19 @@ fn check_acknowledged(server: &Server, f: &Figures) {
 
 #[test]
 fn no_acknowledged_deduction_is_lost_with_appendfsync_always() {
-    let (server, f) = crash_under_load("always");
+    let (server, f) = crash_under_load("always", random_kill_point());
     let acknowledged = f.acknowledged.len() as i64;
     let in_flight = f.in_flight.len() as i64;
     let sold = STOCK - f.remaining;
     println!(
-        "appendfsync always, SIGKILL after {} ms: acknowledged {acknowledged}, in flight \
-         {in_flight} (applied {}), remaining {} (sold {sold})",
-        f.kill_after_ms, f.in_flight_applied, f.remaining
+        "appendfsync always, SIGKILL at {}% of the stock ({} units acknowledged, {} requests \
+         on the wire): acknowledged {acknowledged}, in flight {in_flight} (applied {}), \
+         remaining {} (sold {sold})",
+        f.kill_at_percent,
+        f.moment.acknowledged,
+        f.moment.outstanding,
+        f.in_flight_applied,
+        f.remaining
     );
     assert!(in_flight <= CLIENTS as i64);
     assert!(
@@ -214,7 +261,7 @@ fn no_acknowledged_deduction_is_lost_with_appendfsync_always() {
 /// ledger accounts for every unit sold.
 #[test]
 fn a_crash_with_appendfsync_everysec_oversells_nothing() {
-    let (server, f) = crash_under_load("everysec");
+    let (server, f) = crash_under_load("everysec", random_kill_point());
     let mut con = server.conn();
     let acknowledged = f.acknowledged.len() as i64;
     let sold = STOCK - f.remaining;
@@ -225,9 +272,12 @@ fn a_crash_with_appendfsync_everysec_oversells_nothing() {
     let replies: Vec<Value> = pipe.query(&mut con).expect("STOCK.REQUEST pipeline");
     let kept = replies.iter().filter(|v| **v == Value::Int(1)).count() as i64;
     println!(
-        "appendfsync everysec, SIGKILL after {} ms: acknowledged {acknowledged}, in flight {} \
-         (applied {}), remaining {} (sold {sold}); acknowledged but lost: {}",
-        f.kill_after_ms,
+        "appendfsync everysec, SIGKILL at {}% of the stock ({} units acknowledged, {} requests \
+         on the wire): acknowledged {acknowledged}, in flight {} (applied {}), remaining {} \
+         (sold {sold}); acknowledged but lost: {}",
+        f.kill_at_percent,
+        f.moment.acknowledged,
+        f.moment.outstanding,
         f.in_flight.len(),
         f.in_flight_applied,
         f.remaining,

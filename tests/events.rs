@@ -1080,7 +1080,9 @@ fn acl_key_patterns_apply_to_the_stream_key() {
 }
 
 /// A consumer blocked on the stream wakes up for the entry a deduction appends, both when the
-/// deduction creates the stream and when it already exists (consumer groups).
+/// deduction creates the stream and when it already exists (consumer groups). The readers
+/// block without a timeout (`BLOCK 0`): only the entry can wake them (a reader never woken
+/// fails on its connection's read timeout).
 #[test]
 fn blocked_readers_wake_up_for_the_events() {
     let server = start();
@@ -1092,11 +1094,11 @@ fn blocked_readers_wake_up_for_the_events() {
         let h = s.spawn(move || {
             cmd(
                 &mut reader,
-                &["XREAD", "BLOCK", "10000", "STREAMS", ORDERS, "$"],
+                &["XREAD", "BLOCK", "0", "STREAMS", ORDERS, "$"],
             )
         });
         // Let it block first.
-        assert!(wait_until(Duration::from_secs(5), || {
+        assert!(wait_until(Duration::from_secs(20), || {
             info_int(&mut con, "clients", "blocked_clients") == 1
         }));
         int(cmd(
@@ -1105,10 +1107,7 @@ fn blocked_readers_wake_up_for_the_events() {
         ));
         h.join().unwrap()
     });
-    assert!(
-        started.elapsed() < Duration::from_secs(5),
-        "XREAD waited for its timeout"
-    );
+    println!("XREAD returned {:?} after it was sent", started.elapsed());
     assert!(format!("{got:?}").contains("deduct"), "XREAD got {got:?}");
 
     okay(cmd(
@@ -1127,14 +1126,14 @@ fn blocked_readers_wake_up_for_the_events() {
                     "g",
                     "c1",
                     "BLOCK",
-                    "10000",
+                    "0",
                     "STREAMS",
                     ORDERS,
                     ">",
                 ],
             )
         });
-        assert!(wait_until(Duration::from_secs(5), || {
+        assert!(wait_until(Duration::from_secs(20), || {
             info_int(&mut con, "clients", "blocked_clients") == 1
         }));
         int(cmd(
@@ -1143,9 +1142,9 @@ fn blocked_readers_wake_up_for_the_events() {
         ));
         h.join().unwrap()
     });
-    assert!(
-        started.elapsed() < Duration::from_secs(5),
-        "XREADGROUP waited for its timeout"
+    println!(
+        "XREADGROUP returned {:?} after it was sent",
+        started.elapsed()
     );
     let text = format!("{got:?}");
     assert!(text.contains("deduct") && text.contains("\"b\""), "{text}");
@@ -1393,15 +1392,20 @@ fn a_crash_with_appendfsync_always_keeps_stream_and_stock_in_step() {
     // For each client: acknowledged (id, quantity) and the one in flight when the server died.
     type Record = (Vec<(String, i64)>, Option<(String, i64)>);
     let records: Vec<Mutex<Record>> = (0..CLIENTS).map(|_| Mutex::default()).collect();
-    let kill_after = Duration::from_millis(rand::rng().random_range(200..=500));
+    let cons: Vec<Connection> = (0..CLIENTS).map(|_| server.conn()).collect();
+    // The kill comes from inside the load, the moment this many units have been acknowledged
+    // (a few thousand of a million: the stock cannot run out first).
+    let kill_at: u64 = rand::rng().random_range(1_000..=8_000);
+    let killer = LoadKiller::new(&mut server, kill_at);
     thread::scope(|s| {
-        for (c, record) in records.iter().enumerate() {
-            let mut con = server.conn();
+        for ((c, record), mut con) in records.iter().enumerate().zip(cons) {
+            let load = killer.client();
             s.spawn(move || {
                 for n in 0i64.. {
                     let id = format!("c{c}-{n}");
                     let q = 1 + n % 3;
                     record.lock().unwrap().1 = Some((id.clone(), q));
+                    load.sending();
                     let reply = redis::cmd("STOCK.DEDUCT")
                         .arg(SKU)
                         .arg(q)
@@ -1415,6 +1419,8 @@ fn a_crash_with_appendfsync_always_keeps_stream_and_stock_in_step() {
                         Ok(Value::Int(_)) => {
                             r.1 = None;
                             r.0.push((id, q));
+                            drop(r);
+                            load.acknowledged(q.unsigned_abs());
                         }
                         Err(e) if e.code().is_none() => return,
                         other => panic!("STOCK.DEDUCT {id}: {other:?}"),
@@ -1422,9 +1428,9 @@ fn a_crash_with_appendfsync_always_keeps_stream_and_stock_in_step() {
                 }
             });
         }
-        thread::sleep(kill_after);
-        server.kill();
     });
+    let moment = killer.moment();
+    let acknowledged_units = killer.acknowledged();
     let mut acknowledged = BTreeMap::new();
     let mut in_flight = BTreeMap::new();
     for r in records {
@@ -1432,7 +1438,20 @@ fn a_crash_with_appendfsync_always_keeps_stream_and_stock_in_step() {
         acknowledged.extend(acked);
         in_flight.extend(flying);
     }
-    assert!(acknowledged.len() > 10, "the load did not run");
+    // The kill hit a running load: every client was still deducting.
+    let Some(moment) = moment else {
+        panic!("no kill: the load ended after {acknowledged_units} of {kill_at} units");
+    };
+    println!(
+        "SIGKILL at {kill_at} acknowledged units, after {:?}: {} units acknowledged, {} \
+         requests on the wire, {} of {CLIENTS} clients running",
+        moment.after, moment.acknowledged, moment.outstanding, moment.running
+    );
+    assert_eq!(
+        moment.running, CLIENTS,
+        "only {} of {CLIENTS} clients were running at the kill",
+        moment.running
+    );
 
     let aof = incr_aof(&server);
     let blocks = check_aof_transactions(&aof);
@@ -1498,7 +1517,7 @@ fn a_crash_with_appendfsync_always_keeps_stream_and_stock_in_step() {
     assert!(stream_id(&after.id) > last);
     assert_eq!(after.get("id"), Some("after"));
     println!(
-        "SIGKILL after {kill_after:?}: {} acknowledged, {} in flight, {} entries, {} units \
+        "SIGKILL at {kill_at} units: {} acknowledged, {} in flight, {} entries, {} units \
          sold, {blocks} MULTI/EXEC blocks with XADD in the AOF",
         acknowledged.len(),
         in_flight.len(),

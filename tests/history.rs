@@ -21,6 +21,10 @@
 //!   (non-ID successes + ledger entries); `deducted` in STOCK.INFO agrees; a request id holds
 //!   at most one deduction.
 //!
+//! After each round's random calls, a short fixed sequence of lock calls on a key of its own
+//! (`scripted_leases`) joins the history, so that the doctored histories every round must see
+//! rejected always have their material, whatever the machine's speed.
+//!
 //! `FENCE_HISTORY_SEED` sets the seed of the random choices (timing is not reproducible).
 
 mod common;
@@ -842,7 +846,76 @@ fn snapshot(con: &mut Connection, round: &Round, k: usize) -> StockCall {
 struct RoundHistory {
     initial: [i64; STOCK_KEYS],
     stocks: Vec<Vec<StockOp>>,
+    /// The random clients' lock operations.
     locks: Vec<LockOp>,
+    /// `scripted_leases`, after them.
+    scripted: Vec<LockOp>,
+}
+
+/// A fixed sequence of lock calls after the random clients are done, on a lock key they never
+/// touch (index `LOCK_KEYS`), so that every round's history holds, whatever the machine's
+/// speed and the interleaving, what the doctoring needs: two leases of different clients in
+/// real-time order, a successful release followed by another client's grant of a lease known
+/// held for long, and grants to two clients. (Under load the random leases of 5–50 ms mostly
+/// expire before their holder releases them, and a round may have no successful release
+/// followed by a grant at all.) Along the way: a WAIT grant and a WAIT timeout. The leases
+/// last a minute: the first ends by its release, the second is left held (known held long
+/// after it was granted, so a doctored history that stretches the first one overlaps it by
+/// far more than the clock allowance).
+fn scripted_leases(cons: &mut [Connection], round: &Round, start: Instant) -> Vec<LockOp> {
+    let ns = |t: Instant| t.duration_since(start).as_nanos() as u64;
+    let key = LOCK_KEYS;
+    let name = round.lock_key(key);
+    let ttl = 60_000;
+    let steps = [
+        (0, LockCall::Acquire { ttl, wait: Some(5) }),
+        (1, LockCall::Acquire { ttl, wait: Some(5) }),
+        (0, LockCall::Release),
+        (1, LockCall::Acquire { ttl, wait: None }),
+    ];
+    let mut ops = Vec::new();
+    for (client, call) in steps {
+        let owner = format!("c{client}");
+        let args: Vec<String> = match call {
+            LockCall::Acquire { ttl, wait } => {
+                let mut a = vec!["LOCK.ACQUIRE".into(), name.clone(), owner, ttl.to_string()];
+                if let Some(w) = wait {
+                    a.extend(["WAIT".into(), w.to_string()]);
+                }
+                a
+            }
+            LockCall::Release => vec!["LOCK.RELEASE".into(), name.clone(), owner],
+            other => unreachable!("not scripted: {other:?}"),
+        };
+        let inv = Instant::now();
+        let r = query(&mut cons[client], &args);
+        let resp = Instant::now();
+        let ret = lock_ret(&call, r);
+        ops.push(LockOp {
+            client,
+            key,
+            call,
+            ret,
+            inv: ns(inv),
+            resp: ns(resp),
+        });
+    }
+    let rets: Vec<LockRet> = ops.iter().map(|op| op.ret).collect();
+    let ok = matches!(
+        rets[..],
+        [
+            LockRet::Token(t0),
+            LockRet::Nil,
+            LockRet::Released(true),
+            LockRet::Token(t1),
+        ] if t0 < t1
+    );
+    assert!(
+        ok,
+        "round {}: the scripted lock calls got {rets:?}",
+        round.index
+    );
+    ops
 }
 
 fn run_round(
@@ -907,10 +980,12 @@ fn run_round(
             resp: resp.max(inv),
         });
     }
+    let scripted = scripted_leases(cons, &round, start);
     RoundHistory {
         initial: round.initial,
         stocks,
         locks,
+        scripted,
     }
 }
 
@@ -920,6 +995,7 @@ fn run_round(
 
 /// Mutations of a real recorded history that no correct server could produce.
 fn doctored_histories_are_rejected(h: &RoundHistory) {
+    let locks: Vec<LockOp> = h.locks.iter().chain(&h.scripted).copied().collect();
     let initial = h.initial[0];
     let ops = &h.stocks[0];
     assert!(check_stock(initial, ops).is_ok());
@@ -966,7 +1042,7 @@ fn doctored_histories_are_rejected(h: &RoundHistory) {
     // 3. The tokens of two leases swapped, where the smaller token was shown by a reply that
     //    arrived before any call that got the larger one was sent.
     let mut seen: HashMap<u64, (usize, u64, u64)> = HashMap::new();
-    for op in &h.locks {
+    for op in &locks {
         let (token, client) = match op.ret {
             LockRet::Token(t) => (t, op.client),
             LockRet::Held { client, token } => (token, client),
@@ -991,7 +1067,7 @@ fn doctored_histories_are_rejected(h: &RoundHistory) {
             t
         }
     };
-    let mut bad = h.locks.clone();
+    let mut bad = locks.clone();
     for op in &mut bad {
         op.ret = match op.ret {
             LockRet::Token(t) => LockRet::Token(swap(t)),
@@ -1010,7 +1086,7 @@ fn doctored_histories_are_rejected(h: &RoundHistory) {
     );
 
     // 4. A token handed to a second owner: another client's grant replaced by an existing token.
-    let mut bad = h.locks.clone();
+    let mut bad = locks.clone();
     let victim = bad
         .iter()
         .position(|op| op.client != ca && matches!(op.ret, LockRet::Token(t) if t != ta))
@@ -1023,19 +1099,16 @@ fn doctored_histories_are_rejected(h: &RoundHistory) {
     );
 
     // 5. A released lease stretched: its release removed and its last TTL made 10 s, so it is
-    //    known held while later leases on the key were granted.
-    let release = h.locks.iter().position(|op| {
-        op.ret == LockRet::Released(true)
-            && h.locks.iter().any(|later| {
-                later.key == op.key
-                    && later.inv > op.resp
-                    && later.client != op.client
-                    && matches!(later.ret, LockRet::Token(_))
-            })
-    });
-    let release = release.expect("every round has a release followed by another grant");
-    let rel = h.locks[release];
-    let mut bad = h.locks.clone();
+    //    known held while a later lease on the key was granted. The scripted release: the
+    //    lease granted after it is known held for a minute. (A random release followed by
+    //    another grant is no sure case: the later lease may be known held for less than the
+    //    clock allowance, and then the stretched history is still a possible one.)
+    let release = locks
+        .iter()
+        .position(|op| op.key == LOCK_KEYS && op.ret == LockRet::Released(true));
+    let release = release.expect("the scripted release");
+    let rel = locks[release];
+    let mut bad = locks.clone();
     bad.remove(release);
     let last_grant = bad
         .iter()
@@ -1265,6 +1338,11 @@ fn random_histories_of_40_clients_are_linearizable_and_safe() {
             Ok(stats) => stats,
             Err(e) => panic!("round {index}, locks: {e}"),
         };
+        // The scripted calls after the random ones belong to the same history.
+        let whole: Vec<LockOp> = h.locks.iter().chain(&h.scripted).copied().collect();
+        if let Err(e) = check_locks(&whole) {
+            panic!("round {index}, locks with the scripted calls: {e}");
+        }
         totals.ops += stats.ops;
         totals.leases += stats.leases;
         totals.released += stats.released;

@@ -5,11 +5,15 @@
 
 mod common;
 
+use std::time::Instant;
+
 use common::*;
 use redis::Connection;
 
-/// Most a TTL may move between two readings that should see the same absolute expiry.
-const TTL_SLACK_MS: i64 = 100;
+/// Wall clock in milliseconds since the Unix epoch (the clock PEXPIRETIME counts in).
+fn now_ms() -> i64 {
+    now_us() / 1000
+}
 
 fn start() -> Server {
     Server::start_with(&["--enable-debug-command", "yes"])
@@ -59,21 +63,27 @@ fn fixture(con: &mut Connection) -> Fixture {
     }
 }
 
-/// `key` holds the fixture's lock, with about `ttl` ms left (`TTL_SLACK_MS` either way).
+/// `key` holds the fixture's lock, expiring at `at` (Unix ms, as PEXPIRETIME reports it):
+/// PEXPIRETIME says so exactly, and the ttl LOCK.STATUS reports is what is left of it between
+/// the clock readings around the call (1 ms for rounding), however long the call took.
 #[track_caller]
-fn check_lock(con: &mut Connection, key: &str, f: &Fixture, ttl: i64, what: &str) {
+fn check_lock(con: &mut Connection, key: &str, f: &Fixture, at: i64, what: &str) {
     assert_eq!(key_type(con, key), "fence-lck", "{what}: TYPE {key}");
+    assert_eq!(pexpiretime(con, key), at, "{what}: PEXPIRETIME {key}");
+    let before = now_ms();
     let Some((owner, token, left)) = lock_status(con, key) else {
         panic!("{what}: {key} holds no lock");
     };
+    let after = now_ms();
     assert_eq!(
         (owner.as_str(), token),
         ("holder", f.lock_token),
         "{what}: {key}"
     );
     assert!(
-        (left - ttl).abs() <= TTL_SLACK_MS,
-        "{what}: {key} has {left} ms left, expected about {ttl}"
+        left >= at - after - 1 && left <= at - before + 1,
+        "{what}: {key} has {left} ms left of an expiry at {at}, read between {before} and \
+         {after}"
     );
     // It behaves as the lock: its owner holds it, nobody else gets it.
     nil(call(con, &["LOCK.ACQUIRE", key, "intruder", "1000"]));
@@ -146,8 +156,8 @@ fn copy_keeps_owner_token_ttl_ledger_and_fence() {
             "MEMORY USAGE of {copy}"
         );
     }
-    let ttl = pttl(&mut con, "lk");
-    check_lock(&mut con, "LK", &f, ttl, "COPY");
+    let at = pexpiretime(&mut con, "lk");
+    check_lock(&mut con, "LK", &f, at, "COPY");
     check_stock(&mut con, "SK", &f, "COPY");
     // COPY ... REPLACE onto an existing key of the other type, and into another database.
     assert_eq!(int(call(&mut con, &["COPY", "sk", "LK"])), 0);
@@ -155,7 +165,7 @@ fn copy_keeps_owner_token_ttl_ledger_and_fence() {
     check_stock(&mut con, "LK", &f, "COPY REPLACE");
     assert_eq!(int(call(&mut con, &["COPY", "lk", "lk", "DB", "1"])), 1);
     okay(call(&mut con, &["SELECT", "1"]));
-    check_lock(&mut con, "lk", &f, ttl, "COPY DB 1");
+    check_lock(&mut con, "lk", &f, at, "COPY DB 1");
     okay(call(&mut con, &["SELECT", "0"]));
     // The copies are independent of the originals.
     assert_eq!(int(call(&mut con, &["STOCK.REFUND", "SK", "order-000"])), 1);
@@ -163,7 +173,7 @@ fn copy_keeps_owner_token_ttl_ledger_and_fence() {
     assert_eq!(int(call(&mut con, &["LOCK.RELEASE", "lk", "holder"])), 1);
     okay(call(&mut con, &["SELECT", "0"]));
     check_stock(&mut con, "sk", &f, "the original after COPY");
-    check_lock(&mut con, "lk", &f, ttl, "the original after COPY");
+    check_lock(&mut con, "lk", &f, at, "the original after COPY");
 }
 
 #[test]
@@ -173,26 +183,27 @@ fn dump_and_restore_keep_everything_on_the_same_server() {
     let f = fixture(&mut con);
     let lock_dump = dump(&mut con, "lk");
     let stock_dump = dump(&mut con, "sk");
-    let at = pexpiretime(&mut con, "lk").to_string();
-    okay(restore(
-        &mut con,
-        "lk:r",
-        at.parse().unwrap(),
-        &lock_dump,
-        &["ABSTTL"],
-    ));
+    let at = pexpiretime(&mut con, "lk");
+    okay(restore(&mut con, "lk:r", at, &lock_dump, &["ABSTTL"]));
     okay(restore(&mut con, "sk:r", 0, &stock_dump, &[]));
     assert_eq!(pexpiretime(&mut con, "lk:r"), pexpiretime(&mut con, "lk"));
     assert_eq!(pttl(&mut con, "sk:r"), -1);
     assert_eq!(digest_value(&mut con, "lk:r"), digest_value(&mut con, "lk"));
     assert_eq!(digest_value(&mut con, "sk:r"), digest_value(&mut con, "sk"));
-    let ttl = pttl(&mut con, "lk");
-    check_lock(&mut con, "lk:r", &f, ttl, "RESTORE");
+    check_lock(&mut con, "lk:r", &f, at, "RESTORE");
     check_stock(&mut con, "sk:r", &f, "RESTORE");
     // RESTORE onto an existing key needs REPLACE, and then replaces it whole.
     assert_err(restore(&mut con, "sk:r", 0, &lock_dump, &[]), "BUSYKEY");
+    let before = now_ms();
     okay(restore(&mut con, "sk:r", 30_000, &lock_dump, &["REPLACE"]));
-    check_lock(&mut con, "sk:r", &f, 30_000, "RESTORE REPLACE");
+    let after = now_ms();
+    let replaced_at = pexpiretime(&mut con, "sk:r");
+    assert!(
+        (before + 30_000..=after + 30_000).contains(&replaced_at),
+        "RESTORE REPLACE with a TTL of 30000 between {before} and {after}: expires at \
+         {replaced_at}"
+    );
+    check_lock(&mut con, "sk:r", &f, replaced_at, "RESTORE REPLACE");
     // A payload of another version or a corrupt one is refused, not loaded half-way.
     let mut corrupt = stock_dump.clone();
     let middle = corrupt.len() / 2;
@@ -237,8 +248,7 @@ fn restore_into_a_second_server_carries_everything_and_the_token() {
             "DEBUG DIGEST-VALUE {key} on the second server"
         );
     }
-    let ttl = pttl(&mut src, "lk");
-    check_lock(&mut dst, "lk", &f, ttl, "RESTORE on a second server");
+    check_lock(&mut dst, "lk", &f, at, "RESTORE on a second server");
     check_stock(&mut dst, "sk", &f, "RESTORE on a second server");
     assert_eq!(
         lock_status(&mut dst, "lk:future").map(|(o, t, _)| (o, t)),
@@ -262,6 +272,7 @@ fn migrate_moves_locks_and_stocks_between_servers() {
     let f = fixture(&mut src);
     let future = future_locks();
     okay(restore(&mut src, "lk:future", 0, &future.dumps[1], &[]));
+    let str_set = Instant::now();
     okay(call(&mut src, &["SET", "str", "77", "PX", "80000"]));
     let at = pexpiretime(&mut src, "lk");
     let digests: Vec<String> = ["lk", "sk", "lk:future"]
@@ -270,20 +281,23 @@ fn migrate_moves_locks_and_stocks_between_servers() {
         .collect();
     let port = target.port().to_string();
     // One key, moved.
+    let migrating = Instant::now();
     simple(call(
         &mut src,
         &["MIGRATE", "127.0.0.1", &port, "lk", "0", "5000"],
     ));
+    let took = elapsed_ms_ceil(migrating);
     assert_eq!(exists(&mut src, "lk"), 0, "MIGRATE left the lock behind");
-    // MIGRATE sends the TTL relative to its own clock reading: the expiry may move by a ms.
-    let moved = pexpiretime(&mut dst, "lk") - at;
+    // MIGRATE sends the TTL relative to the source's clock reading and the target adds it to
+    // its own, later one: the expiry moves later by no more than the call took.
+    let arrived_at = pexpiretime(&mut dst, "lk");
+    let moved = arrived_at - at;
     assert!(
-        moved.abs() <= TTL_SLACK_MS,
-        "MIGRATE moved the expiry by {moved} ms"
+        (-1..=took + 1).contains(&moved),
+        "MIGRATE (which took {took} ms) moved the expiry by {moved} ms"
     );
     assert_eq!(digest_value(&mut dst, "lk"), digests[0]);
-    let ttl = pttl(&mut dst, "lk");
-    check_lock(&mut dst, "lk", &f, ttl, "MIGRATE");
+    check_lock(&mut dst, "lk", &f, arrived_at, "MIGRATE");
     // Several keys, copied (the source keeps them).
     simple(call(
         &mut src,
@@ -306,7 +320,8 @@ fn migrate_moves_locks_and_stocks_between_servers() {
     assert_eq!(digest_value(&mut dst, "sk"), digests[1]);
     assert_eq!(digest_value(&mut dst, "lk:future"), digests[2]);
     assert_eq!(get_string(&mut dst, "str").as_deref(), Some("77"));
-    assert!(pttl(&mut dst, "str") > 70_000);
+    let ttl = pttl(&mut dst, "str");
+    assert_ttl_since(ttl, 80_000, str_set, "PTTL of the copied string");
     // And REPLACE over a key that exists on the target.
     simple(call(
         &mut src,
@@ -338,8 +353,7 @@ fn rename_keeps_owner_token_ttl_ledger_and_fence() {
     assert_eq!(pexpiretime(&mut con, "lk:renamed"), at);
     assert_eq!(digest_value(&mut con, "lk:renamed"), lock_digest);
     assert_eq!(digest_value(&mut con, "sk:renamed"), stock_digest);
-    let ttl = pttl(&mut con, "lk:renamed");
-    check_lock(&mut con, "lk:renamed", &f, ttl, "RENAME");
+    check_lock(&mut con, "lk:renamed", &f, at, "RENAME");
     check_stock(&mut con, "sk:renamed", &f, "RENAME");
     // The old name is free; a new grant there gets a larger token.
     let next = int(call(&mut con, &["LOCK.ACQUIRE", "lk", "other", "1000"]));

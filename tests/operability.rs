@@ -4,7 +4,7 @@
 mod common;
 
 use std::collections::HashMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 use redis::{Connection, Value};
@@ -259,26 +259,34 @@ fn settings_are_listed_and_bounded() {
     }
 }
 
-/// Reads keyevent messages until `want` arrived or time ran out.
+/// A channel no keyevent uses: its message, published after the actions, is the last one.
+const END_OF_EVENTS: &str = "fence-test:end-of-events";
+
+/// Every keyevent message the actions caused, in order. Redis delivers one subscriber's
+/// messages in the order it published them, so reading up to a message published after the
+/// actions collects all of them, without a time window a slow machine could cut short.
 fn events(server: &Server, actions: impl FnOnce(&mut Connection)) -> Vec<(String, String)> {
     let mut sub = server.conn();
-    sub.set_read_timeout(Some(Duration::from_millis(100)))
-        .expect("timeout");
     let mut ps = sub.as_pubsub();
     ps.psubscribe("__keyevent@0__:*").expect("psubscribe");
+    ps.subscribe(END_OF_EVENTS).expect("subscribe");
     let mut con = server.conn();
     actions(&mut con);
+    assert_eq!(int(call(&mut con, &["PUBLISH", END_OF_EVENTS, "."])), 1);
     let mut seen = Vec::new();
-    let start = Instant::now();
-    while start.elapsed() < Duration::from_millis(1500) {
-        if let Ok(msg) = ps.get_message() {
-            let channel = msg.get_channel_name().to_string();
-            let event = channel.rsplit(':').next().unwrap_or_default().to_string();
-            let key: String = msg.get_payload().unwrap_or_default();
-            seen.push((event, key));
+    loop {
+        // The connection's read timeout (20 s) bounds a message that never comes.
+        let msg = ps
+            .get_message()
+            .expect("a keyevent or the end-of-events message");
+        let channel = msg.get_channel_name().to_string();
+        if channel == END_OF_EVENTS {
+            return seen;
         }
+        let event = channel.rsplit(':').next().unwrap_or_default().to_string();
+        let key: String = msg.get_payload().unwrap_or_default();
+        seen.push((event, key));
     }
-    seen
 }
 
 #[test]
@@ -287,24 +295,30 @@ fn module_events_follow_notify_keyspace_events() {
     let seen = events(&server, |con| {
         int(call(con, &["LOCK.ACQUIRE", "l", "a", "60000"]));
         assert_eq!(int(call(con, &["LOCK.RELEASE", "l", "a"])), 1);
-        int(call(con, &["LOCK.ACQUIRE", "e", "a", "30"]));
         okay(call(con, &["STOCK.SET", "s", "2"]));
         int(call(con, &["STOCK.DEDUCT", "s", "1", "ID", "o1"]));
         int(call(con, &["STOCK.DEDUCT", "s", "1", "ID", "o1"]));
         int(call(con, &["STOCK.DEDUCT", "s", "1"]));
         nil(call(con, &["STOCK.DEDUCT", "s", "1"]));
         assert_eq!(int(call(con, &["STOCK.REFUND", "s", "o1"])), 1);
-        sleep_ms(300);
-        nil(call(con, &["LOCK.STATUS", "e"]));
+        // Last, so that its expiry comes after everything else however slow the calls were.
+        int(call(con, &["LOCK.ACQUIRE", "e", "a", "30"]));
+        assert!(
+            wait_until(Duration::from_secs(10), || matches!(
+                call(con, &["LOCK.STATUS", "e"]),
+                Ok(Value::Nil)
+            )),
+            "the 30 ms lock never expired"
+        );
     });
     let want: Vec<(String, String)> = [
         ("lock.acquire", "l"),
         ("lock.release", "l"),
-        ("lock.acquire", "e"),
         ("stock.deduct", "s"),
         ("stock.deduct", "s"),
         ("stock.soldout", "s"),
         ("stock.refund", "s"),
+        ("lock.acquire", "e"),
         ("lock.expire", "e"),
     ]
     .iter()

@@ -1,20 +1,23 @@
 //! The scenario fencing tokens exist for, end to end, with real processes.
 //!
 //! Client A is a separate OS process (this test binary, run as the ignored test
-//! `client_a_process`): it takes a lock, prints its token, "works" for a while and then deducts
-//! with `FENCE <its token>`. The test freezes it with `SIGSTOP` during its work, past its TTL,
-//! lets client B take the lock and deduct, and resumes A with `SIGCONT`: A's deduction must be
-//! refused with `STALE` and the stock must show only B's write. The second test does the same
-//! across a failover that loses A's grant: the master is killed (`SIGKILL`) before the grant
-//! can reach its replica, the replica is promoted, B is granted there with a larger token (the
-//! wall-clock floor), and A's deduction on the new master is refused.
+//! `client_a_process`): it takes a lock, prints its token, "works" until the test ends its
+//! work (a line on its stdin) and then deducts with `FENCE <its token>`. The test freezes it
+//! with `SIGSTOP` during its work, ends the work while A is frozen (from then on only the
+//! freeze holds A back), lets A's lease expire, lets client B take the lock and deduct, and
+//! resumes A with `SIGCONT`: A's deduction must be refused with `STALE` and the stock must show
+//! only B's write. No timer decides whether A is still working when it is frozen. The second
+//! test does the same across a failover that loses A's grant: the replica's link is cut (and
+//! the test waits until the replica has tried to get back in and been refused), A is granted
+//! on the master, the master is killed (`SIGKILL`), the replica is promoted, B is granted there
+//! with a larger token (the wall-clock floor), and A's deduction on the new master is refused.
 
 mod common;
 
 use std::env;
 use std::fs;
-use std::io::{BufRead, BufReader, Lines};
-use std::process::{Child, ChildStdout, Command, Stdio};
+use std::io::{BufRead, BufReader, Lines, Write};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -26,13 +29,15 @@ const SKU: &str = "sku:42";
 /// Client A, as a child process of the test.
 struct ClientA {
     child: Child,
+    /// A's stdin: a line ends its work.
+    stdin: Option<ChildStdin>,
     lines: Lines<BufReader<ChildStdout>>,
 }
 
 impl ClientA {
     /// Starts client A: it acquires `LOCK` for `ttl_ms` at `acquire_url`, prints the token,
-    /// works for `work_ms`, then deducts 1 from `SKU` with its token at `deduct_url`.
-    fn spawn(acquire_url: &str, deduct_url: &str, ttl_ms: u64, work_ms: u64) -> ClientA {
+    /// works until `end_work`, then deducts 1 from `SKU` with its token at `deduct_url`.
+    fn spawn(acquire_url: &str, deduct_url: &str, ttl_ms: u64) -> ClientA {
         let exe = env::current_exe().expect("the test binary's path");
         let mut child = Command::new(exe)
             .args([
@@ -46,15 +51,16 @@ impl ClientA {
             .env("FENCE_CLIENT_A_ACQUIRE", acquire_url)
             .env("FENCE_CLIENT_A_DEDUCT", deduct_url)
             .env("FENCE_CLIENT_A_TTL_MS", ttl_ms.to_string())
-            .env("FENCE_CLIENT_A_WORK_MS", work_ms.to_string())
-            .stdin(Stdio::null())
+            .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
             .expect("spawn client A");
         let stdout = child.stdout.take().expect("client A's stdout");
+        let stdin = child.stdin.take().expect("client A's stdin");
         ClientA {
             child,
+            stdin: Some(stdin),
             lines: BufReader::new(stdout).lines(),
         }
     }
@@ -103,6 +109,15 @@ impl ClientA {
         self.signal("CONT");
     }
 
+    /// Ends A's work: once it runs, A goes on to its deduction.
+    fn end_work(&mut self) {
+        let mut stdin = self.stdin.take().expect("A's work ends once");
+        stdin
+            .write_all(b"done\n")
+            .and_then(|()| stdin.flush())
+            .expect("write to client A's stdin");
+    }
+
     fn finish(mut self) {
         let rest: Vec<String> = self.lines.by_ref().map_while(Result::ok).collect();
         let status = self.child.wait().expect("wait for client A");
@@ -134,7 +149,6 @@ fn client_a_process() {
         return;
     };
     let ttl: u64 = env::var("FENCE_CLIENT_A_TTL_MS").unwrap().parse().unwrap();
-    let work: u64 = env::var("FENCE_CLIENT_A_WORK_MS").unwrap().parse().unwrap();
     let open = |url: &str| {
         let con = redis::Client::open(url)
             .and_then(|c| c.get_connection_with_timeout(Duration::from_secs(5)))
@@ -150,9 +164,14 @@ fn client_a_process() {
         .query(&mut con)
         .expect("client A's LOCK.ACQUIRE");
     println!("CLIENT-A TOKEN {token}");
-    // The work the lock protects; the test freezes this process in the middle of it.
+    // The work the lock protects: it lasts until the test ends it with a line on stdin (the
+    // test freezes this process in the middle of it).
     let started = Instant::now();
-    std::thread::sleep(Duration::from_millis(work));
+    let mut line = String::new();
+    std::io::stdin()
+        .read_line(&mut line)
+        .expect("client A reads the end of its work");
+    assert_eq!(line.trim(), "done", "client A's stdin");
     println!("CLIENT-A WORKED {} ms", started.elapsed().as_millis());
     if deduct != acquire {
         con = open(&deduct);
@@ -219,27 +238,48 @@ fn a_client_paused_past_its_ttl_is_fenced_off() {
     okay(call(&mut b, &["STOCK.SET", SKU, "10"]));
 
     let ttl_ms = 300;
-    let mut a = ClientA::spawn(&server.url(), &server.url(), ttl_ms, 1000);
+    let spawned_at = Instant::now();
+    let mut a = ClientA::spawn(&server.url(), &server.url(), ttl_ms);
     let ta = token_of(&a.report());
-    let granted_at = Instant::now();
     a.freeze();
     let frozen_at = Instant::now();
-    assert_eq!(
-        lock_status(&mut b, LOCK).map(|(o, t, _)| (o, t)),
-        Some(("client-a".to_string(), ta))
-    );
+    // A's lease, seen from B (it may already have run out if the test was slow to get here;
+    // either way the lease cannot have ended before its TTL).
+    let read_at = Instant::now();
+    let held = lock_status(&mut b, LOCK);
+    match &held {
+        Some((owner, token, left)) => {
+            assert_eq!((owner.as_str(), *token), ("client-a", ta));
+            assert!(
+                0 < *left && *left <= ttl_ms as i64,
+                "A's lease has {left} ms left of {ttl_ms}"
+            );
+        }
+        None => assert!(
+            spawned_at.elapsed() >= Duration::from_millis(ttl_ms),
+            "A's lease of {ttl_ms} ms is gone {:?} after A was started",
+            spawned_at.elapsed()
+        ),
+    }
+    // A's work is over: from now on only the freeze keeps it from writing.
+    a.end_work();
 
     // A stays frozen until its lease is gone.
-    let expired = wait_until(Duration::from_secs(5), || {
+    let expired = wait_until(Duration::from_secs(20), || {
         lock_status(&mut b, LOCK).is_none()
     });
     assert!(expired, "client A's lock did not expire");
-    let expired_after = granted_at.elapsed();
-    assert!(
-        frozen_at.elapsed() >= Duration::from_millis(ttl_ms - 50),
-        "the lock expired before A's TTL could have run out"
-    );
+    let expired_after = spawned_at.elapsed();
+    if let Some((_, _, left)) = held {
+        // The lease ran out no earlier than its TTL said when it was read.
+        assert!(
+            read_at.elapsed() >= Duration::from_millis(left.unsigned_abs() - 1),
+            "the lock expired {:?} after it showed {left} ms left",
+            read_at.elapsed()
+        );
+    }
     assert_eq!(a.state(), 'T', "client A must still be frozen");
+    nil(call(&mut b, &["STOCK.REQUEST", SKU, "order-a"]));
 
     // B takes the lock with a larger token and deducts with it.
     let tb = int(call(&mut b, &["LOCK.ACQUIRE", LOCK, "client-b", "5000"]));
@@ -265,8 +305,8 @@ fn a_client_paused_past_its_ttl_is_fenced_off() {
     expect_stale(&a.report(), ta, tb);
     a.finish();
     println!(
-        "paused: client A frozen for {} ms; its {ttl_ms} ms lease expired {} ms after the \
-         grant ({worked} when resumed); token A {ta} < token B {tb}: A's write refused with \
+        "paused: client A frozen for {} ms; its {ttl_ms} ms lease was seen gone {} ms after A \
+         started ({worked} when resumed); token A {ta} < token B {tb}: A's write refused with \
          STALE",
         paused.as_millis(),
         expired_after.as_millis()
@@ -303,15 +343,24 @@ fn a_grant_lost_in_a_failover_is_fenced_off_by_the_promoted_replica() {
         &mut m,
         &["CONFIG", "SET", "requirepass", "fence-secret"],
     ));
+    let refusals = |replica: &Server| replica.log().matches("NOAUTH").count();
+    let refused_before = refusals(&replica);
     let killed = int(call(&mut m, &["CLIENT", "KILL", "TYPE", "replica"]));
     assert!(killed >= 1, "no replica link to kill");
-    let down = wait_until(Duration::from_secs(5), || {
+    let down = wait_until(Duration::from_secs(20), || {
         let rep = info(&mut r, "replication");
         info_value(&rep, "master_link_status").as_deref() == Some("down")
     });
     assert!(down, "the replica's link did not go down");
-    // ... and stays down: the replica cannot authenticate.
-    sleep_ms(300);
+    // ... and stays down: the replica tries to get back in and is refused (NOAUTH in its log).
+    let refused = wait_until(Duration::from_secs(20), || {
+        refusals(&replica) > refused_before
+    });
+    assert!(
+        refused,
+        "the replica did not try to reconnect\n--- replica log (tail) ---\n{}",
+        tail(&replica.log())
+    );
     let rep = info(&mut r, "replication");
     assert_eq!(
         info_value(&rep, "master_link_status").as_deref(),
@@ -324,9 +373,10 @@ fn a_grant_lost_in_a_failover_is_fenced_off_by_the_promoted_replica() {
 
     // A is granted the lock on the master, then freezes while it works.
     let master_url = format!("redis://:fence-secret@127.0.0.1:{port}/");
-    let mut a = ClientA::spawn(&master_url, &replica.url(), 30_000, 1000);
+    let mut a = ClientA::spawn(&master_url, &replica.url(), 30_000);
     let ta = token_of(&a.report());
     a.freeze();
+    a.end_work();
     assert!(ta > earlier);
     assert_eq!(
         lock_status(&mut m, LOCK).map(|(o, t, _)| (o, t)),

@@ -84,10 +84,29 @@ fn check_fence(con: &mut Connection, fence: i64) {
     );
 }
 
+/// How long a poll waits for something the server does on its own (a rewrite, a save, an
+/// expiry, a sync) before the test fails: generous for a loaded machine, and a poll returns
+/// as soon as the event happens.
+const EVENT_DEADLINE: Duration = Duration::from_secs(30);
+
+/// A server whose AOF the test reads right after the replies: `appendfsync always` makes
+/// Redis write each change to the file before it replies. (With the default `everysec`, Redis
+/// keeps replying but holds back its writes to the AOF for up to 2 s while a background fsync
+/// is still running, which is common on a loaded machine: a change could be missing from the
+/// file when the test reads it, or a change that must not be there could be there unseen.)
+const AOF_READ_BACK: [&str; 6] = [
+    "--appendonly",
+    "yes",
+    "--appendfsync",
+    "always",
+    "--aof-use-rdb-preamble",
+    "no",
+];
+
 /// Waits until no AOF rewrite is running or scheduled.
 fn wait_for_rewrite(con: &mut Connection) {
     assert!(
-        wait_until(Duration::from_secs(10), || {
+        wait_until(EVENT_DEADLINE, || {
             let info: String = redis::cmd("INFO").arg("persistence").query(con).unwrap();
             info.contains("aof_rewrite_in_progress:0") && info.contains("aof_rewrite_scheduled:0")
         }),
@@ -238,7 +257,7 @@ fn locks_and_stocks_survive_debug_reload() {
 
 #[test]
 fn the_aof_holds_effects_and_replays_them() {
-    let mut server = Server::start_with(&["--appendonly", "yes", "--aof-use-rdb-preamble", "no"]);
+    let mut server = Server::start_with(&AOF_READ_BACK);
     let mut con = server.conn();
     let (t, fence) = populate(&mut con);
     let aof = aof_text(&server, ".incr.aof");
@@ -283,7 +302,7 @@ fn the_aof_holds_effects_and_replays_them() {
 
 #[test]
 fn a_release_reaches_the_aof_as_del() {
-    let mut server = Server::start_with(&["--appendonly", "yes", "--aof-use-rdb-preamble", "no"]);
+    let mut server = Server::start_with(&AOF_READ_BACK);
     let mut con = server.conn();
     int(call(&mut con, &["LOCK.ACQUIRE", "lk", "o", "60000"]));
     assert_eq!(int(call(&mut con, &["LOCK.RELEASE", "lk", "o"])), 1);
@@ -358,7 +377,7 @@ fn a_replica_mirrors_every_effect_and_takes_over_with_higher_tokens() {
     let replica = Server::start_with(&["--replicaof", "127.0.0.1", &port]);
     let mut rcon = replica.conn();
     assert!(
-        wait_until(Duration::from_secs(10), || {
+        wait_until(EVENT_DEADLINE, || {
             let info: String = redis::cmd("INFO")
                 .arg("replication")
                 .query(&mut rcon)
@@ -369,14 +388,14 @@ fn a_replica_mirrors_every_effect_and_takes_over_with_higher_tokens() {
         tail(&replica.log())
     );
     let (t, fence) = populate(&mut mcon);
-    assert_eq!(int(call(&mut mcon, &["WAIT", "1", "5000"])), 1);
+    assert_eq!(int(call(&mut mcon, &["WAIT", "1", "15000"])), 1);
     check_populated(&mut rcon, t);
 
     // A release replicates as a DEL; a new sale empties the replica's ledger too.
     int(call(&mut mcon, &["LOCK.ACQUIRE", "lk2", "o", "60000"]));
     assert_eq!(int(call(&mut mcon, &["LOCK.RELEASE", "lk2", "o"])), 1);
     assert_eq!(int(call(&mut mcon, &["STOCK.ADD", "sk", "2"])), 7);
-    assert_eq!(int(call(&mut mcon, &["WAIT", "1", "5000"])), 1);
+    assert_eq!(int(call(&mut mcon, &["WAIT", "1", "15000"])), 1);
     assert_eq!(exists(&mut rcon, "lk2"), 0);
     assert_eq!(stock(&mut rcon, "sk"), 7);
     assert_eq!(int(call(&mut rcon, &["STOCK.REQUEST", "sk", "a"])), 2);
@@ -386,7 +405,7 @@ fn a_replica_mirrors_every_effect_and_takes_over_with_higher_tokens() {
         2
     );
     okay(call(&mut mcon, &["STOCK.SET", "sk2", "4"]));
-    assert_eq!(int(call(&mut mcon, &["WAIT", "1", "5000"])), 1);
+    assert_eq!(int(call(&mut mcon, &["WAIT", "1", "15000"])), 1);
     assert_eq!(stock(&mut rcon, "sk2"), 4);
     nil(call(&mut rcon, &["STOCK.REQUEST", "sk2", "z"]));
 
@@ -651,7 +670,7 @@ fn build(con: &mut Connection, futures: bool) -> Model {
     m.stocks = vec![a, b, zero, t];
 
     assert!(
-        wait_until(Duration::from_secs(2), || exists(con, "lk:expired") == 0),
+        wait_until(EVENT_DEADLINE, || exists(con, "lk:expired") == 0),
         "a lock with a TTL of 20 ms did not expire"
     );
     m.ttl_keys = m.locks.iter().map(|l| l.key.clone()).collect();
@@ -840,7 +859,7 @@ fn reload(server: &mut Server, kind: Via, keys: &[String]) -> (Connection, TtlSn
         Via::ShutdownSave => {
             // The server closes the connection as it exits: no reply to wait for.
             let _ = call(&mut con, &["SHUTDOWN", "SAVE"]);
-            let status = server.wait_exit(Duration::from_secs(10));
+            let status = server.wait_exit(EVENT_DEADLINE);
             assert!(
                 status.is_some_and(|s| s.success()),
                 "SHUTDOWN SAVE: exit status {status:?}\n{}",
@@ -1084,7 +1103,7 @@ fn a_save_rule_fires_after_module_writes_alone() {
         5
     );
     assert!(changes(&mut con) > 0);
-    let saved = wait_until(Duration::from_secs(6), || {
+    let saved = wait_until(EVENT_DEADLINE, || {
         let text = info(&mut con, "persistence");
         info_value(&text, "rdb_changes_since_last_save").as_deref() == Some("0")
             && info_value(&text, "rdb_bgsave_in_progress").as_deref() == Some("0")
@@ -1116,7 +1135,7 @@ fn a_save_rule_fires_after_module_writes_alone() {
 
 #[test]
 fn internal_commands_are_refused_in_transactions_and_scripts() {
-    let server = Server::start_with(&["--appendonly", "yes", "--aof-use-rdb-preamble", "no"]);
+    let server = Server::start_with(&AOF_READ_BACK);
     let mut con = server.conn();
     let t = int(call(&mut con, &["LOCK.ACQUIRE", "lk", "owner", "60000"]));
     okay(call(&mut con, &["STOCK.SET", "sk", "5"]));

@@ -1,7 +1,14 @@
 //! LOCK.ACQUIRE … WAIT: clients blocked inside Redis, granted in FIFO order, handed the lock
 //! by a release, an expiry or a key that goes away; precise timeouts; replication of the
-//! grants; a contention soak. The deadlines of the contract are asserted with a 10x margin
-//! and the measured figures are printed (`cargo test --test wait -- --nocapture`).
+//! grants; a contention soak.
+//!
+//! No test here depends on the machine's speed. The only upper time bounds asserted are the
+//! README's: a `WAIT` timeout, an expiry hand-off and a freed key's hand-off come from a module
+//! timer, not from Redis's tick. Those tests run their server with `hz 1`, so anything that
+//! waited for Redis's tick would answer up to a second late, and assert `PROMPT` (250 ms),
+//! which a loaded machine meets with room to spare. Lower bounds (never before the deadline)
+//! are exact. Latency figures are printed (`cargo test --test wait -- --nocapture`) and
+//! measured by `make bench`, never asserted.
 
 mod common;
 
@@ -19,8 +26,22 @@ use redis::{Connection, RedisResult, Value};
 /// A waiter's reply and the moment it arrived.
 type Outcome = (RedisResult<Value>, Instant);
 
-/// How long a test waits for a state it expects soon (waiters to queue up, a reply).
-const SOON: Duration = Duration::from_secs(5);
+/// How long a test waits for a state it expects soon (waiters to queue up, a reply): a bound
+/// on a hang, not a measure of speed.
+const SOON: Duration = Duration::from_secs(10);
+
+/// Server arguments of the tests that time a module timer: Redis's own tick (which ends its
+/// blocked clients' timeouts and deletes expired keys) then comes once a second, so a reply
+/// that waited for it would come up to 1,000 ms late (`BLPOP k 0.02` answers after ~950 ms).
+const HZ1: &[&str] = &["--hz", "1", "--dynamic-hz", "no"];
+
+/// The bound on an answer that a module timer or a command gives "at once": well under
+/// Redis's 1,000 ms tick at `hz 1`, and seconds-scale headroom over the few ms it takes.
+const PROMPT: Duration = Duration::from_millis(250);
+
+/// A call that must not block answers well within this; one that blocked would wait for a
+/// holder whose lock lasts 60 s (or for the connection's read timeout).
+const NOT_BLOCKED: Duration = Duration::from_secs(5);
 
 /// The tests that measure time run one at a time, so they do not disturb each other.
 fn timing() -> MutexGuard<'static, ()> {
@@ -225,10 +246,7 @@ fn wait_arguments_are_checked_and_a_bad_call_changes_nothing() {
     for (args, prefix) in bad {
         let started = Instant::now();
         assert_err_ctx(call(&mut con, args), prefix, args.join(" "));
-        assert!(
-            started.elapsed() < Duration::from_secs(1),
-            "{args:?} blocked"
-        );
+        assert!(started.elapsed() < NOT_BLOCKED, "{args:?} blocked");
     }
     assert_eq!(
         status(&mut con, "k").map(|s| (s.0, s.1, s.3)),
@@ -255,7 +273,10 @@ fn the_holder_reacquiring_with_wait_gets_its_token_at_once() {
     wait_waiters(&mut con, "k", 1);
     let started = Instant::now();
     assert_eq!(int(acquire_wait(&mut con, "k", "holder", 30_000, 0)), t);
-    assert!(started.elapsed() < Duration::from_secs(1));
+    assert!(
+        started.elapsed() < NOT_BLOCKED,
+        "the holder's re-acquire blocked"
+    );
     let s = status(&mut con, "k").expect("held");
     assert_eq!((s.0.as_str(), s.1, s.3), ("holder", t, 1));
     assert!(
@@ -264,18 +285,16 @@ fn the_holder_reacquiring_with_wait_gets_its_token_at_once() {
         s.2
     );
     assert!(!waiter.is_finished());
+    let released = Instant::now();
     assert_eq!(release(&mut con, "k", "holder"), 1);
     let granted = int(join(waiter).0);
     assert!(granted > t);
     let ttl = pttl(&mut con, "k");
-    assert!(
-        (59_000..=60_000).contains(&ttl),
-        "the waiter's lock has PTTL {ttl}, not its own ttl-ms"
-    );
+    assert_ttl_since(ttl, 60_000, released, "the waiter's lock (its own ttl-ms)");
 }
 
 // ---------------------------------------------------------------------------------------------
-// Hand-off latency
+// Hand-off by release
 // ---------------------------------------------------------------------------------------------
 
 enum Job {
@@ -285,13 +304,17 @@ enum Job {
 
 enum Done {
     Granted(i64, Instant),
-    Released(Instant),
+    /// When the release was sent, and the owner LOCK.STATUS reported right behind it.
+    Released(Instant, Option<String>),
 }
 
+/// Two clients pass the lock back and forth 1,000 times: each release hands it to the waiter
+/// before the release returns (LOCK.STATUS pipelined right behind it already names the
+/// waiter), with a larger token every time. The latency from the release to the waiter's
+/// reply is printed; `make bench` measures and reports it (a figure, not a contract).
 #[test]
-fn hand_off_latency_release_to_waiter_reply() {
+fn release_hands_the_lock_to_the_waiter_before_it_returns() {
     const HANDOFFS: usize = 1_000;
-    let _serial = timing();
     let server = Server::start();
     let mut monitor = server.conn();
     let key = "handoff";
@@ -315,8 +338,20 @@ fn hand_off_latency_release_to_waiter_reply() {
                         }
                         Job::Release => {
                             let at = Instant::now();
-                            assert_eq!(release(&mut con, key, owner), 1, "{owner} release");
-                            Done::Released(at)
+                            let (released, after): (i64, Value) = redis::pipe()
+                                .cmd("LOCK.RELEASE")
+                                .arg(key)
+                                .arg(owner)
+                                .cmd("LOCK.STATUS")
+                                .arg(key)
+                                .query(&mut con)
+                                .expect("release + status");
+                            assert_eq!(released, 1, "{owner} release");
+                            let holder = match after {
+                                Value::Array(items) if items.len() == 8 => Some(text(&items[1])),
+                                _ => None,
+                            };
+                            Done::Released(at, holder)
                         }
                     };
                     if done_tx.send(done).is_err() {
@@ -333,11 +368,16 @@ fn hand_off_latency_release_to_waiter_reply() {
             jobs[waiter].send(Job::Wait).expect("waiter thread");
             wait_waiters(&mut monitor, key, 1);
             jobs[holder].send(Job::Release).expect("holder thread");
-            let Ok(Done::Released(released)) = dones[holder].recv_timeout(SOON) else {
+            let Ok(Done::Released(released, after)) = dones[holder].recv_timeout(SOON) else {
                 panic!("hand-off {i}: the release did not complete");
             };
+            assert_eq!(
+                after.as_deref(),
+                Some(owners[waiter]),
+                "hand-off {i}: right after LOCK.RELEASE returned, the lock was not the waiter's"
+            );
             let Ok(Done::Granted(token, granted)) = dones[waiter].recv_timeout(SOON) else {
-                panic!("hand-off {i}: the waiter was not granted within {SOON:?}");
+                panic!("hand-off {i}: the waiter was not answered within {SOON:?}");
             };
             assert!(token > last, "hand-off {i}: token {token} not above {last}");
             last = token;
@@ -346,22 +386,12 @@ fn hand_off_latency_release_to_waiter_reply() {
         drop(jobs);
     });
     latencies.sort();
-    let (p50, p99, max) = (
-        percentile(&latencies, 50),
-        percentile(&latencies, 99),
-        latencies[latencies.len() - 1],
-    );
     println!(
         "hand-off latency over {HANDOFFS} hand-offs (release sent -> waiter's reply): \
-         p50 {:.3} ms, p99 {:.3} ms, max {:.3} ms (goal: p99 < 1 ms)",
-        ms(p50),
-        ms(p99),
-        ms(max)
-    );
-    assert!(
-        p99 < Duration::from_millis(10),
-        "hand-off p99 {:.3} ms (goal 1 ms, asserted 10 ms)",
-        ms(p99)
+         p50 {:.3} ms, p99 {:.3} ms, max {:.3} ms (reported by make bench, not asserted)",
+        ms(percentile(&latencies, 50)),
+        ms(percentile(&latencies, 99)),
+        ms(latencies[latencies.len() - 1])
     );
 }
 
@@ -527,13 +557,17 @@ fn a_free_lock_with_waiters_is_not_taken_by_a_newcomer() {
     );
 
     // The holder's TTL runs out while the server sleeps; the very next command, before any
-    // timer can run, is a newcomer's acquire: it must not take the lock.
+    // timer can run, is a newcomer's acquire: it must not take the lock. The short TTL is
+    // set in the same pipeline, once the waiter waits, so the setup's speed does not matter.
     assert_eq!(int(call(&mut con, &["DEL", key])), 1);
     let wcon = server.conn();
-    int(acquire(&mut con, key, "holder", 200));
+    int(acquire(&mut con, key, "holder", 60_000));
     let waiter = spawn_waiter_on(wcon, key, "w2", 60_000, 0);
     wait_waiters(&mut con, key, 1);
-    let (slept, newcomer): (Value, Value) = redis::pipe()
+    let (shortened, slept, newcomer): (i64, Value, Value) = redis::pipe()
+        .cmd("PEXPIRE")
+        .arg(key)
+        .arg(100)
         .cmd("DEBUG")
         .arg("SLEEP")
         .arg("0.5")
@@ -542,7 +576,8 @@ fn a_free_lock_with_waiters_is_not_taken_by_a_newcomer() {
         .arg("newcomer")
         .arg(1000)
         .query(&mut con)
-        .expect("DEBUG SLEEP + acquire");
+        .expect("PEXPIRE + DEBUG SLEEP + acquire");
+    assert_eq!(shortened, 1, "the holder's lock was gone before the sleep");
     assert_eq!(slept, Value::Okay);
     assert_eq!(
         newcomer,
@@ -561,16 +596,21 @@ fn a_free_lock_with_waiters_is_not_taken_by_a_newcomer() {
 // Timeouts
 // ---------------------------------------------------------------------------------------------
 
+/// `WAIT 20` answers nil after at least 20 ms and promptly after: from the module's own timer,
+/// not at Redis's tick, which with `hz 1` comes once a second. Once a round has been answered
+/// at a tick, every later round (started 50 ms after that reply) would wait ~950 ms for the
+/// next one, so a server that relied on the tick fails this test every time.
 #[test]
 fn a_wait_times_out_with_nil_on_time_on_an_idle_server() {
+    const ROUNDS: usize = 8;
     let _serial = timing();
-    let server = Server::start();
+    let server = Server::start_with(HZ1);
     let mut con = server.conn();
     let mut wcon = server.conn();
     let key = "timeout";
     let t = int(acquire(&mut con, key, "holder", 60_000));
     let mut measured = Vec::new();
-    for _ in 0..5 {
+    for _ in 0..ROUNDS {
         // Idle: nothing else happens on the server while the waiter waits.
         let started = Instant::now();
         let reply = acquire_wait(&mut wcon, key, "w", 1000, 20);
@@ -583,8 +623,8 @@ fn a_wait_times_out_with_nil_on_time_on_an_idle_server() {
             ms(took)
         );
         assert!(
-            took < Duration::from_millis(200),
-            "WAIT 20 answered after {:.3} ms (goal: within 10 ms of 20 ms; asserted < 200 ms)",
+            took < Duration::from_millis(20) + PROMPT,
+            "WAIT 20 answered after {:.3} ms on a server with hz 1: not from a module timer",
             ms(took)
         );
         assert_eq!(
@@ -597,7 +637,7 @@ fn a_wait_times_out_with_nil_on_time_on_an_idle_server() {
     }
     let text: Vec<String> = measured.iter().map(|d| format!("{:.2}", ms(*d))).collect();
     println!(
-        "WAIT 20 on a held lock, idle server (hz 10): nil after [{}] ms (goal: 20..30 ms)",
+        "WAIT 20 on a held lock, idle server (hz 1): nil after [{}] ms",
         text.join(", ")
     );
 }
@@ -631,45 +671,94 @@ fn wait_0_waits_beyond_the_timeouts_of_others_until_granted() {
 // Expiry
 // ---------------------------------------------------------------------------------------------
 
+/// Whether `n` waiters queued behind `holder` on `key` (LOCK.STATUS shows the holder and `n`
+/// waiters) before the holder's lock ran out: false when the lock changed hands or went free
+/// first, as on a machine too slow for a short TTL; the caller then starts over with a longer
+/// one, so a slow machine costs time, never a failure or a vacuous pass. Panics after SOON.
+#[track_caller]
+fn queued_behind(con: &mut Connection, key: &str, holder: &str, n: i64) -> bool {
+    let deadline = Instant::now() + SOON;
+    loop {
+        match status(con, key) {
+            Some((owner, _, _, w)) if owner == holder => {
+                if w == n {
+                    return true;
+                }
+                assert!(w < n, "LOCK.STATUS {key}: {w} waiters, expected {n}");
+            }
+            _ => return false,
+        }
+        assert!(
+            Instant::now() < deadline,
+            "LOCK.STATUS {key} never showed {n} waiters behind {holder}"
+        );
+        thread::sleep(Duration::from_micros(200));
+    }
+}
+
+/// The longest TTL a test lets its holder have while it queues waiters behind it: it starts
+/// short and doubles each time the machine was too slow to queue them before the lock ran out.
+const LONGEST_SETUP_TTL: u64 = 3_200;
+
+/// A lock that expires with waiters is handed over by a module timer at its deadline, though
+/// no command touches the key: never before it, and within `PROMPT` after it on a server with
+/// `hz 1`, where Redis's own expiry would come up to a second late. The second waiter's
+/// deadline lies one TTL after the first one's grant: had that grant come at a tick, the
+/// second would wait ~800 ms for the next one.
 #[test]
 fn a_lock_that_expires_is_handed_to_the_first_waiter_at_its_deadline() {
-    const TTL: Duration = Duration::from_millis(200);
     const ROUNDS: usize = 3;
     let _serial = timing();
-    let server = Server::start();
+    let server = Server::start_with(HZ1);
     let mut con = server.conn();
-    let ttl = TTL.as_millis() as u64;
     let mut first_delays = Vec::new();
     let mut second_delays = Vec::new();
-    for round in 0..ROUNDS {
-        let key = format!("expiry-{round}");
+    let mut ttl: u64 = 200;
+    let mut attempt = 0;
+    while first_delays.len() < ROUNDS {
+        attempt += 1;
+        let key = format!("expiry-{attempt}");
         let key = key.as_str();
+        let lease = Duration::from_millis(ttl);
         // The holder never releases, nor does the first waiter; nothing else touches the key.
         let (c1, c2) = (server.conn(), server.conn());
         let sent = Instant::now();
         let t = int(acquire(&mut con, key, "holder", ttl));
         let replied = Instant::now();
         let first = spawn_waiter_on(c1, key, "first", ttl, 0);
-        wait_waiters(&mut con, key, 1);
+        let mut in_time = queued_behind(&mut con, key, "holder", 1);
         let second = spawn_waiter_on(c2, key, "second", 60_000, 0);
-        wait_waiters(&mut con, key, 2);
+        in_time = in_time && queued_behind(&mut con, key, "holder", 2);
+        if !in_time {
+            // Slower than the TTL: nothing measured; try again with a longer one.
+            int(join(first).0);
+            int(join(second).0);
+            assert!(
+                ttl < LONGEST_SETUP_TTL,
+                "two waiters could not queue within a lock's TTL of {ttl} ms"
+            );
+            println!("expiry hand-off: {ttl} ms passed before both waiters queued; doubling");
+            ttl *= 2;
+            continue;
+        }
 
         let (reply, at) = join(first);
         let t1 = int(reply);
         assert!(t1 > t, "first waiter: token {t1} after {t}");
         // The holder's deadline lies between (sent + TTL) and (replied + TTL).
-        let (earliest, latest) = (sent + TTL, replied + TTL);
+        let (earliest, latest) = (sent + lease, replied + lease);
         assert!(
             at + Duration::from_millis(1) >= earliest,
             "the first waiter was granted {:.3} ms before the holder's TTL ran out",
             ms(earliest.saturating_duration_since(at))
         );
+        // At most this long after the deadline (it includes the holder's acquire round trip).
         let delay = at.saturating_duration_since(earliest);
         first_delays.push((at.saturating_duration_since(latest), delay));
         assert!(
-            delay < Duration::from_millis(100),
-            "the first waiter was granted {:.3} ms after the holder's deadline \
-             (goal 10 ms, asserted 100 ms)",
+            delay < PROMPT,
+            "the first waiter was granted {:.3} ms after the holder's deadline (hz 1): not \
+             from a module timer",
             ms(delay)
         );
 
@@ -678,16 +767,16 @@ fn a_lock_that_expires_is_handed_to_the_first_waiter_at_its_deadline() {
         let t2 = int(reply);
         assert!(t2 > t1, "second waiter: token {t2} after {t1}");
         assert!(
-            at2 + Duration::from_millis(1) >= earliest + TTL,
+            at2 + Duration::from_millis(1) >= earliest + lease,
             "the second waiter was granted before two TTLs had passed"
         );
         // The first waiter's grant happened before its reply arrived: its deadline is at
-        // most `at + TTL`, so this is a lower bound of the delay.
-        let delay2 = at2.saturating_duration_since(at + TTL);
+        // most `at + TTL`, so this is a lower bound of the delay (it cannot fail a fast grant).
+        let delay2 = at2.saturating_duration_since(at + lease);
         second_delays.push(delay2);
         assert!(
-            delay2 < Duration::from_millis(100),
-            "the second waiter was granted {:.3} ms after the first waiter's deadline",
+            delay2 < PROMPT,
+            "the second waiter was granted {:.3} ms after the first waiter's deadline (hz 1)",
             ms(delay2)
         );
         assert_eq!(
@@ -704,46 +793,139 @@ fn a_lock_that_expires_is_handed_to_the_first_waiter_at_its_deadline() {
         .map(|d| format!("{:.2}", ms(*d)))
         .collect();
     println!(
-        "expiry hand-off (TTL 200 ms, client-side from grant + TTL; goal < 10 ms): first \
-         waiter [{}] ms after the deadline; next waiter at its predecessor's deadline [{}] ms",
+        "expiry hand-off (TTL {ttl} ms, hz 1, client-side from grant + TTL): first waiter [{}] \
+         ms after the deadline; next waiter at its predecessor's deadline [{}] ms",
         first_text.join(", "),
         second_text.join(", ")
     );
 }
 
+/// A holder that shortens its lock while a client waits (`LOCK.RENEW` or a re-acquire with a
+/// shorter TTL) moves the hand-off earlier: the waiter is granted at the new deadline, by the
+/// module's timer, not when Redis's tick gets round to expiring the key (`hz 1`: up to a
+/// second later).
+#[test]
+fn a_lock_shortened_while_a_client_waits_is_handed_over_at_its_new_deadline() {
+    let _serial = timing();
+    let server = Server::start_with(HZ1);
+    let mut con = server.conn();
+    for (round, how) in ["LOCK.RENEW", "LOCK.ACQUIRE"].into_iter().enumerate() {
+        let key = format!("shortened-{round}");
+        let key = key.as_str();
+        let t = int(acquire(&mut con, key, "holder", 600_000));
+        let waiter = spawn_waiter(&server, key, "w", 60_000, 0);
+        wait_waiters(&mut con, key, 1);
+        let sent = Instant::now();
+        assert_eq!(
+            int(call(&mut con, &[how, key, "holder", "300"])),
+            t,
+            "{how}"
+        );
+        let (reply, at) = join(waiter);
+        assert!(int(reply) > t);
+        let after = at.saturating_duration_since(sent);
+        println!(
+            "{how} 300 with a waiter: granted {:.1} ms after it was sent",
+            ms(after)
+        );
+        assert!(
+            after >= Duration::from_millis(299),
+            "{how}: granted {:.3} ms after a TTL of 300 ms was set",
+            ms(after)
+        );
+        assert!(
+            after < Duration::from_millis(300) + PROMPT,
+            "{how}: granted {:.3} ms after a TTL of 300 ms was set: the module's timer still \
+             waited for the old deadline",
+            ms(after)
+        );
+    }
+}
+
+/// A lock renewed while a client waits is handed over at its new deadline, not its old one.
+/// The grant's time proves it either way (never before the new deadline, and within `PROMPT`
+/// after it on a server with `hz 1`); LOCK.STATUS between the two deadlines is checked only
+/// when it was read before the new one, so a slow machine cannot fail it.
 #[test]
 fn a_renewed_lock_is_not_handed_over_at_its_old_deadline() {
-    let server = Server::start();
+    let _serial = timing();
+    let server = Server::start_with(HZ1);
     let mut con = server.conn();
-    let key = "renewed";
-    let wcon = server.conn();
-    let t = int(acquire(&mut con, key, "holder", 300));
-    let waiter = spawn_waiter_on(wcon, key, "w", 60_000, 0);
-    wait_waiters(&mut con, key, 1);
-    let renewed_at = Instant::now();
-    assert_eq!(
-        int(call(&mut con, &["LOCK.RENEW", key, "holder", "800"])),
-        t
-    );
-    // Past the old deadline the holder still holds the lock.
-    sleep_ms(500);
-    assert!(
-        !waiter.is_finished(),
-        "the waiter was granted at the old deadline"
-    );
-    assert_eq!(
-        status(&mut con, key).map(|s| (s.0, s.1, s.3)),
-        Some(("holder".into(), t, 1))
-    );
-    let (reply, at) = join(waiter);
-    let granted = int(reply);
-    assert!(granted > t);
-    let after = at.saturating_duration_since(renewed_at);
-    assert!(
-        after >= Duration::from_millis(799) && after < Duration::from_millis(800 + 100),
-        "granted {:.3} ms after a renew of 800 ms",
-        ms(after)
-    );
+    let mut old_ttl: u64 = 300;
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let key = format!("renewed-{attempt}");
+        let key = key.as_str();
+        let wcon = server.conn();
+        let t = int(acquire(&mut con, key, "holder", old_ttl));
+        let waiter = spawn_waiter_on(wcon, key, "w", 60_000, 0);
+        // The waiter queues and the holder renews, both before the old deadline (else: again,
+        // with a longer one).
+        let queued = queued_behind(&mut con, key, "holder", 1);
+        let new_ttl = Duration::from_millis(old_ttl + 1_200);
+        // The old deadline comes before this (the acquire was sent earlier).
+        let renewed_at = Instant::now();
+        let renewed = queued
+            && match call(
+                &mut con,
+                &[
+                    "LOCK.RENEW",
+                    key,
+                    "holder",
+                    &new_ttl.as_millis().to_string(),
+                ],
+            ) {
+                Ok(Value::Int(token)) => {
+                    assert_eq!(token, t, "LOCK.RENEW");
+                    true
+                }
+                Ok(Value::Nil) => false,
+                other => panic!("LOCK.RENEW replied {other:?}"),
+            };
+        if !renewed {
+            int(join(waiter).0);
+            assert!(
+                old_ttl < LONGEST_SETUP_TTL,
+                "could not queue a waiter and renew within a lock's TTL of {old_ttl} ms"
+            );
+            println!("renew: {old_ttl} ms passed before the waiter queued and the renew; doubling");
+            old_ttl *= 2;
+            continue;
+        }
+        // Well past the old deadline, the holder still holds the lock.
+        thread::sleep(
+            (renewed_at + Duration::from_millis(old_ttl + 300))
+                .saturating_duration_since(Instant::now()),
+        );
+        let s = status(&mut con, key);
+        if renewed_at.elapsed() < new_ttl {
+            assert_eq!(
+                s.map(|s| (s.0, s.1, s.3)),
+                Some(("holder".into(), t, 1)),
+                "between the old and the new deadline"
+            );
+        } else {
+            println!("LOCK.STATUS came after the new deadline; the grant's time is the check");
+        }
+        let (reply, at) = join(waiter);
+        let granted = int(reply);
+        assert!(granted > t);
+        let after = at.saturating_duration_since(renewed_at);
+        assert!(
+            after + Duration::from_millis(1) >= new_ttl,
+            "granted {:.3} ms after a renew of {} ms: before the new deadline",
+            ms(after),
+            new_ttl.as_millis()
+        );
+        assert!(
+            after < new_ttl + PROMPT,
+            "granted {:.3} ms after a renew of {} ms (hz 1): not at the new deadline",
+            ms(after),
+            new_ttl.as_millis()
+        );
+        return;
+    }
 }
 
 #[test]
@@ -793,7 +975,9 @@ fn client_unblock_ends_a_wait_and_the_queue_forgets_it() {
 // ---------------------------------------------------------------------------------------------
 
 /// A holder in `db` and one waiter; `free` runs on the holder's connection; the waiter must be
-/// granted within 100 ms. Returns (holder's token, waiter's token, the connection).
+/// granted at once: within `PROMPT`, on a server started with `HZ1` (a grant that waited for
+/// Redis's tick would come up to a second later). Returns (holder's token, waiter's token,
+/// the connection).
 fn granted_when(server: &Server, db: i64, what: &str, free: &[&[&str]]) -> (i64, i64, Connection) {
     let mut con = server.conn();
     okay(call(&mut con, &["SELECT", &db.to_string()]));
@@ -815,8 +999,8 @@ fn granted_when(server: &Server, db: i64, what: &str, free: &[&[&str]]) -> (i64,
     let token = int(reply);
     println!("{what}: the waiter was granted {:.3} ms later", ms(delay));
     assert!(
-        delay < Duration::from_millis(100),
-        "{what}: the waiter was granted only after {:.3} ms",
+        delay < PROMPT,
+        "{what}: the waiter was granted only after {:.3} ms (hz 1)",
         ms(delay)
     );
     assert!(token > held, "{what}: token {token} after {held}");
@@ -830,21 +1014,21 @@ fn granted_when(server: &Server, db: i64, what: &str, free: &[&[&str]]) -> (i64,
 
 #[test]
 fn del_frees_the_key_for_its_waiter() {
-    let server = Server::start();
+    let server = Server::start_with(HZ1);
     granted_when(&server, 0, "DEL", &[&["DEL", "k"]]);
 }
 
 #[test]
 fn unlink_frees_the_key_for_its_waiter_in_another_db() {
-    let server = Server::start();
+    let server = Server::start_with(HZ1);
     granted_when(&server, 2, "UNLINK (db 2)", &[&["UNLINK", "k"]]);
 }
 
 #[test]
 fn flushall_frees_the_key_for_its_waiter() {
-    let server = Server::start();
+    let server = Server::start_with(HZ1);
     granted_when(&server, 0, "FLUSHALL", &[&["FLUSHALL"]]);
-    let server = Server::start();
+    let server = Server::start_with(HZ1);
     granted_when(
         &server,
         3,
@@ -853,6 +1037,10 @@ fn flushall_frees_the_key_for_its_waiter() {
     );
 }
 
+/// FLUSHDB frees only its own database's keys. The negative half does not depend on timing:
+/// once `settle` returns, every module timer the FLUSHDB armed has run, and LOCK.STATUS (the
+/// server's own state) still shows the holder and its waiter. The prompt grant of a flushed
+/// key is timed with `hz 1` in `flushdb_in_another_db_frees_the_key_there`.
 #[test]
 fn flushdb_frees_the_key_for_its_waiter_and_only_in_its_db() {
     let server = Server::start();
@@ -863,14 +1051,17 @@ fn flushdb_frees_the_key_for_its_waiter_and_only_in_its_db() {
     okay(call(&mut con, &["SELECT", "5"]));
     okay(call(&mut con, &["FLUSHDB"]));
     okay(call(&mut con, &["SELECT", "0"]));
+    // Past Redis's 100 ms tick too, then past every timer due by now.
     sleep_ms(150);
-    assert!(
-        !waiter.is_finished(),
-        "FLUSHDB of db 5 granted a waiter of db 0"
-    );
+    settle(&mut con);
     assert_eq!(
         status(&mut con, "k").map(|s| (s.0, s.3)),
-        Some(("holder".into(), 1))
+        Some(("holder".into(), 1)),
+        "FLUSHDB of db 5 touched the lock or the waiter of db 0"
+    );
+    assert!(
+        !waiter.is_finished(),
+        "FLUSHDB of db 5 answered a waiter of db 0"
     );
     drop(con);
     let started = Instant::now();
@@ -880,11 +1071,7 @@ fn flushdb_frees_the_key_for_its_waiter_and_only_in_its_db() {
     int(reply);
     let delay = at.saturating_duration_since(started);
     println!("FLUSHDB: the waiter was granted {:.3} ms later", ms(delay));
-    assert!(
-        delay < Duration::from_millis(100),
-        "FLUSHDB: {:.3} ms",
-        ms(delay)
-    );
+    assert!(delay < PROMPT, "FLUSHDB: {:.3} ms", ms(delay));
     assert_eq!(
         status(&mut con, "k").map(|s| (s.0, s.3)),
         Some(("w".into(), 0))
@@ -893,13 +1080,13 @@ fn flushdb_frees_the_key_for_its_waiter_and_only_in_its_db() {
 
 #[test]
 fn flushdb_in_another_db_frees_the_key_there() {
-    let server = Server::start();
+    let server = Server::start_with(HZ1);
     granted_when(&server, 4, "FLUSHDB (db 4)", &[&["FLUSHDB"]]);
 }
 
 #[test]
 fn rename_away_frees_the_key_for_its_waiter() {
-    let server = Server::start();
+    let server = Server::start_with(HZ1);
     let (held, _, mut con) = granted_when(&server, 0, "RENAME away", &[&["RENAME", "k", "moved"]]);
     assert_eq!(
         status(&mut con, "moved").map(|s| (s.0, s.1)),
@@ -910,7 +1097,7 @@ fn rename_away_frees_the_key_for_its_waiter() {
 
 #[test]
 fn move_to_another_db_frees_the_key_for_its_waiter() {
-    let server = Server::start();
+    let server = Server::start_with(HZ1);
     let (held, _, mut con) = granted_when(&server, 0, "MOVE to db 1", &[&["MOVE", "k", "1"]]);
     okay(call(&mut con, &["SELECT", "1"]));
     assert_eq!(
@@ -922,7 +1109,7 @@ fn move_to_another_db_frees_the_key_for_its_waiter() {
 
 #[test]
 fn set_over_a_waited_key_fails_every_waiter_with_wrongtype() {
-    let server = Server::start();
+    let server = Server::start_with(HZ1);
     let mut con = server.conn();
     int(acquire(&mut con, "k", "holder", 60_000));
     let w1 = spawn_waiter(&server, "k", "w1", 60_000, 0);
@@ -936,8 +1123,8 @@ fn set_over_a_waited_key_fails_every_waiter_with_wrongtype() {
         assert_err_ctx(reply, WRONGTYPE, name);
         let delay = at.saturating_duration_since(started);
         assert!(
-            delay < Duration::from_millis(100),
-            "{name} got WRONGTYPE only after {:.3} ms",
+            delay < PROMPT,
+            "{name} got WRONGTYPE only after {:.3} ms (hz 1)",
             ms(delay)
         );
     }
@@ -964,10 +1151,11 @@ fn a_waiter_that_disconnects_is_skipped() {
     let mut con = server.conn();
     let key = "dc";
     let t = int(acquire(&mut con, key, "holder", 60_000));
-    // Waiter 1 (with a deadline timer) queues first, then waiter 2.
-    let w1_started = Instant::now();
+    // Waiter 1 (with a deadline timer) queues first, then waiter 2. Its 1,000 ms deadline
+    // timer was armed before LOCK.STATUS saw it queued.
     let w1 = raw_waiter(&server, key, "w1", 60_000, 1000);
     wait_waiters(&mut con, key, 1);
+    let w1_deadline = Instant::now() + Duration::from_millis(1000);
     let w2 = spawn_waiter(&server, key, "w2", 60_000, 0);
     wait_waiters(&mut con, key, 2);
     w1.shutdown(Shutdown::Both).expect("shutdown");
@@ -985,10 +1173,12 @@ fn a_waiter_that_disconnects_is_skipped() {
         status(&mut con, key).map(|s| (s.0, s.1, s.3)),
         Some(("w2".into(), granted, 0))
     );
-    // Waiter 1's deadline passes after it left: nothing happens.
+    // Waiter 1's deadline passes after it left: nothing happens. Past the deadline, `settle`
+    // makes sure its timer (had it not been stopped) has run.
     thread::sleep(
-        (w1_started + Duration::from_millis(1100)).saturating_duration_since(Instant::now()),
+        w1_deadline.saturating_duration_since(Instant::now()) + Duration::from_millis(10),
     );
+    settle(&mut con);
     server.assert_alive();
     assert_eq!(
         status(&mut con, key).map(|s| (s.0, s.1, s.3)),
@@ -1006,8 +1196,9 @@ fn wait_inside_multi_and_lua_does_not_block() {
     let server = Server::start();
     let mut con = server.conn();
     let mut other = server.conn();
+    // A call that blocked would wait for the 60 s holder: this read timeout ends it first.
     other
-        .set_read_timeout(Some(Duration::from_secs(3)))
+        .set_read_timeout(Some(NOT_BLOCKED * 2))
         .expect("read timeout");
     let t = int(acquire(&mut con, "k", "holder", 60_000));
 
@@ -1028,7 +1219,7 @@ fn wait_inside_multi_and_lua_does_not_block() {
         .arg(0)
         .query(&mut other)
         .expect("MULTI/EXEC");
-    assert!(started.elapsed() < Duration::from_secs(1), "EXEC blocked");
+    assert!(started.elapsed() < NOT_BLOCKED, "EXEC blocked");
     assert_eq!(replies.len(), 2);
     assert_eq!(replies[0], Value::Nil, "WAIT in MULTI on a held lock");
     assert!(
@@ -1040,7 +1231,7 @@ fn wait_inside_multi_and_lua_does_not_block() {
     let script = "return redis.call('LOCK.ACQUIRE', KEYS[1], 'o', '1000', 'WAIT', '0')";
     let started = Instant::now();
     nil(call(&mut other, &["EVAL", script, "1", "k"]));
-    assert!(started.elapsed() < Duration::from_secs(1), "EVAL blocked");
+    assert!(started.elapsed() < NOT_BLOCKED, "EVAL blocked");
     let granted = int(call(&mut other, &["EVAL", script, "1", "free2"]));
     assert!(granted > t);
 
@@ -1071,7 +1262,7 @@ fn grants_to_waiters_reach_the_replica_with_the_same_token() {
     let t0 = int(acquire(&mut mcon, key, "holder", 60_000));
 
     // Granted by a release.
-    let w1 = spawn_waiter(&master, key, "w1", 1000, 0);
+    let w1 = spawn_waiter(&master, key, "w1", 30_000, 0);
     wait_waiters(&mut mcon, key, 1);
     assert_eq!(release(&mut mcon, key, "holder"), 1);
     let t1 = int(join(w1).0);
@@ -1079,21 +1270,31 @@ fn grants_to_waiters_reach_the_replica_with_the_same_token() {
     wait_for_sync(&master, &replica, Duration::from_secs(10));
     let on_replica = status(&mut rcon, key).expect("the replica has the lock");
     assert_eq!((on_replica.0.as_str(), on_replica.1), ("w1", t1));
-    assert!(on_replica.2 <= 1000, "replica ttl {}", on_replica.2);
+    assert!(
+        (1..=30_000).contains(&on_replica.2),
+        "replica ttl {}",
+        on_replica.2
+    );
 
-    // Granted by expiry: w1 never releases.
+    // Granted by expiry: w1 never releases. Its lock is made to expire only once w2 waits,
+    // however long the steps above took.
     let w2 = spawn_waiter(&master, key, "w2", 60_000, 0);
     wait_waiters(&mut mcon, key, 1);
+    assert_eq!(int(call(&mut mcon, &["PEXPIRE", key, "200"])), 1);
     let t2 = int(join(w2).0);
     assert!(t2 > t1);
     wait_for_sync(&master, &replica, Duration::from_secs(10));
+    // The grant replicates its absolute expiry: the two TTLs differ by no more than the time
+    // between the two readings.
+    let read = Instant::now();
     let on_master = status(&mut mcon, key).expect("held");
     let on_replica = status(&mut rcon, key).expect("the replica has the lock");
+    let between = elapsed_ms_ceil(read) + 1;
     assert_eq!((on_master.0.as_str(), on_master.1), ("w2", t2));
     assert_eq!((on_replica.0.as_str(), on_replica.1), ("w2", t2));
     assert!(
-        (on_master.2 - on_replica.2).abs() < 1000,
-        "ttl on master {} and replica {}",
+        (on_master.2 - on_replica.2).abs() <= between,
+        "ttl on master {} and replica {}, read within {between} ms",
         on_master.2,
         on_replica.2
     );
@@ -1169,11 +1370,12 @@ fn tokens_given_to_waiters_exceed_every_earlier_token() {
     {
         let owner = format!("w{round}");
         if how == "expiry" {
-            // The current holder must expire: replace it with a short-lived one first.
+            // The current holder must expire: replace it with one of its own, made to expire
+            // (below) only once the waiter waits, however long the steps between take.
             let holder = status(&mut con, key).expect("held").0;
             assert_eq!(release(&mut con, key, &holder), 1);
             let before = now_us();
-            let t = int(acquire(&mut con, key, "short", 500));
+            let t = int(acquire(&mut con, key, "short", 60_000));
             check("short holder", t, before, &mut highest);
         }
         let other = format!("other-{round}");
@@ -1187,7 +1389,7 @@ fn tokens_given_to_waiters_exceed_every_earlier_token() {
         let holder = status(&mut con, key).expect("held").0;
         match how {
             "release" => assert_eq!(release(&mut con, key, &holder), 1),
-            "expiry" => {}
+            "expiry" => assert_eq!(int(call(&mut con, &["PEXPIRE", key, "100"])), 1),
             "DEL" | "UNLINK" => assert_eq!(int(call(&mut con, &[how, key])), 1),
             _ => okay(call(&mut con, &[how])),
         }
@@ -1209,6 +1411,10 @@ fn tokens_given_to_waiters_exceed_every_earlier_token() {
 // Contention soak
 // ---------------------------------------------------------------------------------------------
 
+/// 50 clients, 200 acquisitions each, on one key: every `WAIT 0` acquire succeeds, one holder
+/// at a time, with strictly rising tokens. How long the waits took is printed (`make bench`
+/// reports the contended lock's figures), not asserted; a client that never got its turn
+/// fails on its connection's read timeout.
 #[test]
 fn contention_soak_every_acquire_succeeds_one_holder_at_a_time() {
     const CLIENTS: usize = 50;
@@ -1315,50 +1521,68 @@ fn contention_soak_every_acquire_succeeds_one_holder_at_a_time() {
     assert_none_blocked(&mut con);
     assert_eq!(status(&mut con, key), None, "the lock is free at the end");
     server.assert_alive();
-    for (c, min, max, _) in &waits {
-        assert!(
-            *max < Duration::from_secs(10),
-            "client {c} waited {:.0} ms once (min {:.3} ms)",
-            ms(*max),
-            ms(*min)
-        );
-    }
 }
 
 /// While writes are paused (CLIENT PAUSE WRITE, as FAILOVER and cluster manual failovers do),
 /// Redis neither deletes expired keys nor runs writes: a lock that expires then is not handed
 /// over (that would write, and over a key Redis only hides); the waiter is granted once the
-/// pause ends, and the server stays up.
+/// pause ends, and the server stays up. The lock's short TTL and the pause are set in one
+/// pipeline once the waiter waits, so the lock expires inside the pause however slow the
+/// setup was. Redis itself ends a pause only at its next tick (Redis 7.0 with `hz 1` ends an
+/// 800 ms pause up to a second late), so this server keeps the default `hz 10` and the bound
+/// after the pause leaves that tick and a loaded machine plenty of room.
 #[test]
 fn an_expiry_during_a_write_pause_is_handed_over_after_the_pause() {
+    const PAUSE: Duration = Duration::from_millis(800);
+    /// Redis's 100 ms tick ends the pause, the module looks every 10 ms; the rest is slack.
+    const AFTER_PAUSE: Duration = Duration::from_millis(700);
     let _t = timing();
     let mut server = Server::start();
     let mut con = server.conn();
-    int(acquire(&mut con, "l", "holder", 150));
+    int(acquire(&mut con, "l", "holder", 60_000));
     let waiter = spawn_waiter(&server, "l", "waiter", 10_000, 0);
     wait_waiters(&mut con, "l", 1);
-    okay(call(&mut con, &["CLIENT", "PAUSE", "800", "WRITE"]));
+    // The pause begins after this instant and ends no earlier than PAUSE later.
+    let pause_sent = Instant::now();
+    let (shortened, paused_ok): (i64, Value) = redis::pipe()
+        .cmd("PEXPIRE")
+        .arg("l")
+        .arg(150)
+        .cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(PAUSE.as_millis() as u64)
+        .arg("WRITE")
+        .query(&mut con)
+        .expect("PEXPIRE + CLIENT PAUSE");
+    // The pause began before this instant and ends no later than PAUSE after it.
     let paused = Instant::now();
+    assert_eq!(shortened, 1, "the holder's lock was gone before the pause");
+    assert_eq!(paused_ok, Value::Okay);
+    // Past the lock's deadline: if the pause is surely still on, nobody has been granted.
     thread::sleep(Duration::from_millis(400));
-    // Past the lock's deadline, still paused: nobody has been granted anything.
-    assert!(!waiter.is_finished(), "granted while writes were paused");
+    let finished = waiter.is_finished();
+    if paused.elapsed() < PAUSE {
+        assert!(!finished, "granted while writes were paused");
+    }
     let (reply, at) = join(waiter);
     let token = match reply {
         Ok(Value::Int(t)) => t,
         other => panic!("the waiter got {other:?}"),
     };
-    let after = at.duration_since(paused);
+    let after = at.saturating_duration_since(pause_sent);
     println!(
-        "granted {} ms after an 800 ms pause began",
-        after.as_millis()
+        "granted {} ms after an {} ms pause began",
+        after.as_millis(),
+        PAUSE.as_millis()
     );
     assert!(
-        after >= Duration::from_millis(790),
+        after + Duration::from_millis(1) >= PAUSE,
         "granted before the pause ended: {after:?}"
     );
+    let late = at.saturating_duration_since(paused + PAUSE);
     assert!(
-        after < Duration::from_millis(1500),
-        "granted long after the pause: {after:?}"
+        late < AFTER_PAUSE,
+        "granted {late:?} after the pause's end at the latest: not promptly after it"
     );
     assert_eq!(
         status(&mut con, "l").map(|s| (s.0, s.1)),

@@ -58,6 +58,10 @@ sys.exit(0 if info.get("process_id") == int(sys.argv[2]) else 1)
 EOF
 }
 
+# How long a started server may take to answer: a deadline, not a number of tries, since each
+# try runs an interpreter, which a loaded machine makes slow.
+start_timeout=60
+
 port=""
 for _attempt in 1 2 3 4 5; do
     candidate="$(free_port)"
@@ -65,7 +69,8 @@ for _attempt in 1 2 3 4 5; do
         --dir "$dir" --logfile "$dir/redis.log" --loadmodule "$module" \
         </dev/null >"$dir/stdio.log" 2>&1 &
     pid=$!
-    for _ in $(seq 1 250); do
+    deadline=$((SECONDS + start_timeout))
+    while [ "$SECONDS" -lt "$deadline" ]; do
         if ! kill -0 "$pid" 2>/dev/null; then
             break
         fi
@@ -85,7 +90,8 @@ for _attempt in 1 2 3 4 5; do
     fi
 done
 if [ -z "$port" ]; then
-    echo "run.sh: redis-server with the fence module did not start; its log:" >&2
+    echo "run.sh: redis-server with the fence module did not start (or did not answer within" \
+        "${start_timeout}s); its log:" >&2
     tail -n 40 "$dir/redis.log" "$dir/stdio.log" >&2 2>/dev/null || true
     exit 1
 fi

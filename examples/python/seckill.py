@@ -85,8 +85,10 @@ def buyer(r, key, orders, books):
 def main():
     args = parse_args()
     # One connection per buyer thread at most (redis-py clients are thread-safe over a pool).
+    # The socket timeout only guards against a hung server: a loaded machine may be slow to
+    # answer, and a reply given up on would count as an error of the sale.
     pool = redis.BlockingConnectionPool(
-        host=args.host, port=args.port, socket_timeout=10, max_connections=args.buyers + 1
+        host=args.host, port=args.port, socket_timeout=60, max_connections=args.buyers + 1
     )
     r = redis.Redis(connection_pool=pool)
     try:

@@ -9,7 +9,7 @@ use crate::args::{parse_acquire_options, parse_name, parse_one_option, parse_tok
 use crate::clock::{expire_at_ms, now_us};
 use crate::config::{MAX_ID_LENGTH, MAX_TTL_MS};
 use crate::error::{FenceError, Name};
-use crate::glue::{token_reply, Args, Ctx, Key, Owner, Reply};
+use crate::glue::{string_bytes, token_reply, Args, Ctx, Key, Owner, Reply};
 use crate::lease::{decide_acquire, held_as, Acquire, Lease};
 use crate::stats;
 use crate::TOKENS;
@@ -53,6 +53,12 @@ pub fn extend(
     key.set_expire_at_ms(expire_at);
     ctx.replicate_lock(name, owner, token, expire_at);
     key.signal_modified();
+    // A shorter TTL moves the hand-off to the waiters earlier (no keyspace event tells the
+    // waiting machinery: setting an expiry through the API sends none).
+    if wait::anybody_waits() {
+        let id = wait::key_id(ctx, string_bytes(name));
+        wait::ensure_recheck(ctx, &id, expire_at.saturating_add(1));
+    }
     expire_at
 }
 

@@ -887,3 +887,157 @@ pub fn resp_command(args: &[&str]) -> String {
     }
     out
 }
+
+// ---------------------------------------------------------------------------------------------
+// Faults triggered by the load itself
+// ---------------------------------------------------------------------------------------------
+
+/// What a load looked like at the instant a `LoadKiller` sent SIGKILL.
+#[derive(Debug, Clone, Copy)]
+pub struct KillMoment {
+    /// Units acknowledged when the kill was decided (at least the target).
+    pub acknowledged: u64,
+    /// Requests sent and not answered yet, read right before the signal (the killing client's
+    /// own request was just answered, so at most clients - 1).
+    pub outstanding: usize,
+    /// Client threads still in their loop at the kill.
+    pub running: usize,
+    /// Time from the making of the `LoadKiller` to the kill.
+    pub after: Duration,
+}
+
+/// Kills a server with SIGKILL from inside a load, at the moment the units acknowledged to
+/// the clients reach `target`: the client whose acknowledgement reaches it sends the signal
+/// itself, right away. No timer decides whether the load is still running when the server
+/// dies. Every client thread gets a `LoadClient` (made before the threads start) and reports
+/// through it each request it sends and each reply it gets; a client thread that panics kills
+/// the server too, so the other clients stop.
+pub struct LoadKiller<'a> {
+    server: std::sync::Mutex<&'a mut Server>,
+    target: u64,
+    acknowledged: std::sync::atomic::AtomicU64,
+    outstanding: AtomicUsize,
+    running: AtomicUsize,
+    started: Instant,
+    moment: std::sync::Mutex<Option<KillMoment>>,
+}
+
+/// One client thread of a `LoadKiller`'s load; leaving the loop (dropping it) counts the
+/// client out.
+pub struct LoadClient<'k, 'a> {
+    killer: &'k LoadKiller<'a>,
+}
+
+impl<'a> LoadKiller<'a> {
+    /// Kills `server` once `target` units (at least 1) have been acknowledged.
+    pub fn new(server: &'a mut Server, target: u64) -> LoadKiller<'a> {
+        assert!(target > 0, "a kill target of 0 units would hit no load");
+        LoadKiller {
+            server: std::sync::Mutex::new(server),
+            target,
+            acknowledged: std::sync::atomic::AtomicU64::new(0),
+            outstanding: AtomicUsize::new(0),
+            running: AtomicUsize::new(0),
+            started: Instant::now(),
+            moment: std::sync::Mutex::new(None),
+        }
+    }
+
+    /// A client of the load, counted as running until dropped. Make every client before
+    /// starting any, so a thread that starts late still counts as part of the load.
+    pub fn client(&self) -> LoadClient<'_, 'a> {
+        self.running.fetch_add(1, Ordering::SeqCst);
+        LoadClient { killer: self }
+    }
+
+    /// The load at the kill, None when the target was never reached (no kill happened).
+    pub fn moment(&self) -> Option<KillMoment> {
+        *self.moment.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Units acknowledged so far.
+    pub fn acknowledged(&self) -> u64 {
+        self.acknowledged.load(Ordering::SeqCst)
+    }
+
+    fn kill_now(&self, acknowledged: Option<u64>) {
+        let mut server = self.server.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(acknowledged) = acknowledged {
+            let moment = KillMoment {
+                acknowledged,
+                outstanding: self.outstanding.load(Ordering::SeqCst),
+                running: self.running.load(Ordering::SeqCst),
+                after: self.started.elapsed(),
+            };
+            *self.moment.lock().unwrap_or_else(|e| e.into_inner()) = Some(moment);
+        }
+        server.kill();
+    }
+}
+
+impl LoadClient<'_, '_> {
+    /// Right before a request goes out.
+    pub fn sending(&self) {
+        self.killer.outstanding.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// The server acknowledged `units`: kills it when this reaches the target.
+    pub fn acknowledged(&self, units: u64) {
+        let k = self.killer;
+        k.outstanding.fetch_sub(1, Ordering::SeqCst);
+        let before = k.acknowledged.fetch_add(units, Ordering::SeqCst);
+        if before < k.target && before + units >= k.target {
+            k.kill_now(Some(before + units));
+        }
+    }
+
+    /// Any other reply from the server (a refusal, a nil).
+    pub fn answered(&self) {
+        self.killer.outstanding.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+impl Drop for LoadClient<'_, '_> {
+    fn drop(&mut self) {
+        self.killer.running.fetch_sub(1, Ordering::SeqCst);
+        if thread::panicking() {
+            // Stop the rest of the load: their connections break and they leave their loops.
+            self.killer.kill_now(None);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Time checks that do not depend on the machine's speed
+// ---------------------------------------------------------------------------------------------
+
+/// Milliseconds passed since `since`, rounded up.
+pub fn elapsed_ms_ceil(since: Instant) -> i64 {
+    i64::try_from(since.elapsed().as_micros().div_ceil(1000)).unwrap_or(i64::MAX)
+}
+
+/// Asserts that `ttl` (a `PTTL` or `LOCK.STATUS` ttl just read) is what a TTL of `set_ms`, given
+/// by a command sent no earlier than `since`, has left: at most `set_ms`, and at least `set_ms`
+/// less the time that has passed since `since`, measured now, after the reading (1 ms more
+/// for Redis's rounding). A slow machine widens the window instead of failing the check.
+#[track_caller]
+pub fn assert_ttl_since(ttl: i64, set_ms: i64, since: Instant, what: impl std::fmt::Display) {
+    let passed = elapsed_ms_ceil(since);
+    assert!(
+        ttl <= set_ms && ttl >= set_ms - passed - 1,
+        "{what}: TTL {ttl} ms, expected {set_ms} ms less at most the {passed} ms that passed"
+    );
+}
+
+/// Returns once every module timer that was due when it was called has run. Redis runs the
+/// timers that are due after the commands read in the same pass of its event loop, so the
+/// reply to the second of two PINGs comes after them.
+#[track_caller]
+pub fn settle(con: &mut Connection) {
+    for _ in 0..2 {
+        match call(con, &["PING"]) {
+            Ok(Value::SimpleString(s)) if s == "PONG" => {}
+            other => panic!("PING: {}", describe(&other)),
+        }
+    }
+}

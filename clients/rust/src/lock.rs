@@ -276,23 +276,32 @@ impl<'c, C: ConnectionLike> LockGuard<'c, C> {
     /// `LOCK.RENEW`: resets the lease to `ttl` from now. Returns false when the lease was lost
     /// (expired, or taken by another owner): the server never brings back an expired lock,
     /// and a guard that knows its lease is lost does not even ask. A running watchdog renews
-    /// with the new `ttl` from then on.
+    /// with the new `ttl` from then on: a renewal of the watchdog in flight is answered before
+    /// this one is sent, so the server never applies the old TTL after the new one.
     pub fn renew(&mut self, ttl: Duration) -> Result<bool> {
         if self.is_lost() {
             return Ok(false);
         }
+        // Excludes the watchdog's renewals while this one runs (see `watchdog`'s gate).
+        let _gate = self.state.exclusive();
+        if self.is_lost() {
+            return Ok(false);
+        }
         let sent = Instant::now();
-        match renew_command(&mut *self.conn, &self.key, &self.owner, ttl)? {
+        let renewed = match renew_command(&mut *self.conn, &self.key, &self.owner, ttl)? {
             Some(token) if token == self.token => {
                 self.state.renewed(ttl, sent);
-                Ok(true)
+                true
             }
             // Nil, or another grant to the same owner string: not this lease.
             _ => {
                 self.state.mark_lost();
-                Ok(false)
+                false
             }
-        }
+        };
+        // The watchdog counts its next renewal from this one, with this TTL.
+        self.state.wake_watchdog();
+        Ok(renewed)
     }
 
     /// Starts the watchdog: a background thread that renews the lease every `config`'s interval

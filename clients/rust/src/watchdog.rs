@@ -5,6 +5,10 @@
 //! the `stopped` flag under the gate right before. Stopping takes the gate (waiting for a
 //! renewal in flight to be answered), sets `stopped`, wakes the thread and joins it; only then
 //! does the guard send `LOCK.RELEASE`. No renewal can be sent after the release.
+//!
+//! A manual [`LockGuard::renew`](crate::LockGuard::renew) takes the gate as well, so the
+//! server never executes a watchdog renewal with the old TTL after the manual one with the new
+//! TTL (which would shorten the lease behind the guard's back).
 
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -79,7 +83,7 @@ pub(crate) struct LeaseState {
     error: Mutex<Option<String>>,
 }
 
-struct Gate {
+pub(crate) struct Gate {
     stopped: bool,
 }
 
@@ -130,6 +134,18 @@ impl LeaseState {
 
     pub(crate) fn mark_lost(&self) {
         self.lost.store(true, Ordering::SeqCst);
+        self.wake.notify_all();
+    }
+
+    /// Holds off the watchdog's renewals while the returned guard lives: it waits for a
+    /// renewal in flight to be answered, and the watchdog sends no other until the guard is
+    /// dropped.
+    pub(crate) fn exclusive(&self) -> MutexGuard<'_, Gate> {
+        lock(&self.gate)
+    }
+
+    /// Makes a sleeping watchdog recompute when its next renewal is due.
+    pub(crate) fn wake_watchdog(&self) {
         self.wake.notify_all();
     }
 

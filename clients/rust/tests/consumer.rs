@@ -14,7 +14,7 @@ use std::sync::Mutex;
 use std::thread;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use common::{ms, Server};
+use common::{ms, wait_until, Server, EVENT_DEADLINE};
 use redis::{Connection, Value};
 use redis_fence_client::orders::{self, Config, Order, OrderBook, Status};
 use redis_fence_client::{RequestState, Stock};
@@ -241,8 +241,20 @@ fn every_order_is_created_once_across_crashes_and_restarts() {
             }));
         }
 
-        // c1 crashes right after writing its 5th order, before the XACK.
+        // The crash points below need orders in the stream: 5 writes for c1, 3 more after
+        // its restart, then 10 for c2. Waiting for them here, rather than letting c1 block on
+        // an empty stream, means no idle timeout can end a run before its crash point, however
+        // slowly the buyers get going; they keep buying while the consumers run.
         let mut c = server.conn();
+        let mut xlen: i64 = 0;
+        assert!(
+            wait_until(EVENT_DEADLINE, || {
+                xlen = redis::cmd("XLEN").arg(STREAM).query(&mut c).expect("XLEN");
+                xlen >= 40
+            }),
+            "the buyers placed only {xlen} orders"
+        );
+        // c1 crashes right after writing its 5th order, before the XACK.
         let mut cfg = config("c1", &book);
         cfg.crash_after_writes = Some(5);
         let run = orders::run(&mut c, &cfg).unwrap();

@@ -5,7 +5,7 @@ mod common;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{calls, ms, sleep_ms, Server};
+use common::{calls, ms, sleep_ms, wait_until, Monitor, Server, EVENT_DEADLINE};
 use redis_fence_client::{Lock, LockStatus};
 
 fn holder(con: &mut redis::Connection, key: &str) -> Option<(String, u64)> {
@@ -20,21 +20,31 @@ fn acquire_then_release() {
     let mut con = server.conn();
     let mut other = server.conn();
 
-    let guard = Lock::acquire(&mut con, "lock:a", "w1", ms(30_000))
+    let ttl = ms(30_000);
+    let sent = Instant::now();
+    let guard = Lock::acquire(&mut con, "lock:a", "w1", ttl)
         .unwrap()
         .expect("a free lock is granted");
+    let replied = Instant::now();
     assert!(guard.token() > 0);
     assert_eq!(guard.key(), "lock:a");
     assert_eq!(guard.owner(), "w1");
     assert!(!guard.is_lost());
-    assert!(guard.expires_at() > Instant::now() + ms(25_000));
+    // The estimate counts the TTL from when the request was sent.
+    assert!(
+        guard.expires_at() >= sent + ttl && guard.expires_at() <= replied + ttl,
+        "expires_at is not the TTL after the request"
+    );
 
     let status = Lock::status(&mut other, "lock:a").unwrap().expect("held");
+    // The server granted after `sent` and answered this status before now: its TTL ran down
+    // by at most that long (plus a millisecond of rounding).
+    let most_elapsed = sent.elapsed() + ms(1);
     assert_eq!(status.owner, "w1");
     assert_eq!(status.token, guard.token());
     assert!(
-        status.ttl > ms(25_000) && status.ttl <= ms(30_000),
-        "{status:?}"
+        status.ttl <= ttl && status.ttl + most_elapsed >= ttl,
+        "{status:?}, at most {most_elapsed:?} after the grant"
     );
     assert_eq!(status.waiters, 0);
 
@@ -119,14 +129,20 @@ fn renew_extends_a_held_lease() {
     let server = Server::start();
     let mut con = server.conn();
     let mut admin = server.conn();
-    let mut guard = Lock::acquire(&mut con, "lock:n", "w1", ms(1_000))
+    let mut guard = Lock::acquire(&mut con, "lock:n", "w1", ms(10_000))
         .unwrap()
         .unwrap();
-    assert_eq!(guard.ttl(), ms(1_000));
+    assert_eq!(guard.ttl(), ms(10_000));
+    let sent = Instant::now();
     assert!(guard.renew(ms(60_000)).unwrap());
     assert_eq!(guard.ttl(), ms(60_000));
+    assert!(guard.expires_at() >= sent + ms(60_000));
     let status = Lock::status(&mut admin, "lock:n").unwrap().unwrap();
-    assert!(status.ttl > ms(50_000), "{status:?}");
+    let most_elapsed = sent.elapsed() + ms(1);
+    assert!(
+        status.ttl <= ms(60_000) && status.ttl + most_elapsed >= ms(60_000),
+        "{status:?}, at most {most_elapsed:?} after the renewal"
+    );
     assert_eq!(status.token, guard.token());
     assert!(!guard.is_lost());
 }
@@ -139,7 +155,10 @@ fn renew_after_expiry_fails_and_does_not_resurrect() {
     let mut guard = Lock::acquire(&mut con, "lock:x", "w1", ms(50))
         .unwrap()
         .unwrap();
-    sleep_ms(150);
+    assert!(
+        wait_until(EVENT_DEADLINE, || holder(&mut admin, "lock:x").is_none()),
+        "the lease did not expire"
+    );
     assert!(
         !guard.renew(ms(30_000)).unwrap(),
         "an expired lease is not renewed"
@@ -167,7 +186,10 @@ fn a_lost_lease_leaves_the_new_holder_alone() {
     let mut guard = Lock::acquire(&mut con, "lock:l", "w1", ms(50))
         .unwrap()
         .unwrap();
-    sleep_ms(150);
+    assert!(
+        wait_until(EVENT_DEADLINE, || holder(&mut admin, "lock:l").is_none()),
+        "the lease did not expire"
+    );
     let newer = Lock::acquire(&mut con2, "lock:l", "w2", ms(30_000))
         .unwrap()
         .expect("the expired lock is free");
@@ -193,17 +215,23 @@ fn acquire_wait_is_granted_on_release() {
     let waiter = thread::spawn(move || {
         let mut con = redis::Client::open(url).unwrap().get_connection().unwrap();
         let started = Instant::now();
-        let guard = Lock::acquire_wait(&mut con, "lock:w", "w2", ms(30_000), Some(ms(10_000)))
+        // Longer than any wait below: only the release can end it.
+        let timeout = 3 * EVENT_DEADLINE;
+        let guard = Lock::acquire_wait(&mut con, "lock:w", "w2", ms(30_000), Some(timeout))
             .unwrap()
             .expect("granted when w1 releases");
         (guard.token(), started.elapsed())
     });
     let mut admin = server.conn();
-    assert!(common::wait_until(Duration::from_secs(5), || {
-        Lock::status(&mut admin, "lock:w")
-            .unwrap()
-            .is_some_and(|s| s.waiters == 1)
-    }));
+    assert!(
+        wait_until(EVENT_DEADLINE, || {
+            Lock::status(&mut admin, "lock:w")
+                .unwrap()
+                .is_some_and(|s| s.waiters == 1)
+        }),
+        "the waiter did not queue"
+    );
+    // Held on for a while after the waiter queued: it cannot be granted sooner.
     sleep_ms(100);
     assert!(guard.release().unwrap());
     let (t2, waited) = waiter.join().unwrap();
@@ -233,13 +261,23 @@ fn acquire_wait_times_out_with_none() {
         "waited {:?}",
         started.elapsed()
     );
-    // A zero timeout does not wait (and is not WAIT 0, which would wait forever).
-    let started = Instant::now();
+    // A zero timeout does not wait (and is not WAIT 0, which would wait forever): a plain
+    // LOCK.ACQUIRE, as the server saw it.
+    let monitor = Monitor::start(&server);
     let got =
         Lock::acquire_wait(&mut con2, "lock:t", "w2", ms(1_000), Some(Duration::ZERO)).unwrap();
     assert!(got.is_none());
     drop(got);
-    assert!(started.elapsed() < ms(1_000));
+    let commands = monitor.sync(&mut con2);
+    let sent: Vec<_> = commands
+        .iter()
+        .filter(|c| c.first().is_some_and(|name| name == "LOCK.ACQUIRE"))
+        .collect();
+    assert_eq!(
+        sent,
+        [&vec!["LOCK.ACQUIRE", "lock:t", "w2", "1000"]],
+        "a zero timeout sends no WAIT"
+    );
     // On a free lock, a wait is granted at once.
     let got = Lock::acquire_wait(&mut con2, "lock:free", "w2", ms(1_000), None).unwrap();
     assert!(got.is_some());

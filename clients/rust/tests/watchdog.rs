@@ -1,16 +1,30 @@
 //! The bounded watchdog against a real server: it keeps a lease alive, never renews after the
-//! release (redisson #5698, #7272), gives up when the lease is lost, respects its bound, and
-//! survives a dropped connection.
+//! release (redisson #5698, #7272), gives up when the lease is lost, respects its bound, follows
+//! a manual renewal, and survives a dropped connection.
+//!
+//! Every test waits for the event it is about (a renewal counted by the guard or executed by
+//! the server, a closed connection, an expiry) with a deadline that only a failure exhausts, and
+//! leases are long enough that scheduling delays on a loaded machine cannot make them lapse:
+//! with [`LEASE`] and a renewal every third of it, the watchdog has two seconds to spare.
 
 mod common;
 
-use std::time::Duration;
+use std::collections::BTreeSet;
+use std::thread;
+use std::time::{Duration, Instant};
 
 use common::{
-    assert_no_renew_after_release, calls, connected_clients, ms, sleep_ms, wait_until, Monitor,
-    Server,
+    assert_no_renew_after_release, calls, client_ids, client_line, ms, wait_until, Monitor, Server,
+    EVENT_DEADLINE,
 };
-use redis_fence_client::{Lock, Watchdog};
+use redis_fence_client::{Lock, LockGuard, Watchdog};
+
+/// The TTL of the leases the watchdog keeps: its renewals (every third of it by default) may
+/// come up to two seconds late before the lease lapses.
+const LEASE: Duration = Duration::from_secs(3);
+/// A fixed renewal interval for the tests about something else than the pace: many renewals
+/// soon, each with almost the whole [`LEASE`] to spare.
+const QUICK: Duration = Duration::from_millis(50);
 
 fn holder(con: &mut redis::Connection, key: &str) -> Option<(String, u64)> {
     Lock::status(con, key)
@@ -18,79 +32,156 @@ fn holder(con: &mut redis::Connection, key: &str) -> Option<(String, u64)> {
         .map(|s| (s.owner, s.token))
 }
 
-const SECOND: Duration = Duration::from_secs(1);
+/// Starts the watchdog and returns the id of the connection it renews on: the one client
+/// that connected meanwhile (`start_watchdog` connects before it returns).
+fn start_watchdog(
+    guard: &mut LockGuard<'_, redis::Connection>,
+    server: &Server,
+    admin: &mut redis::Connection,
+    config: Watchdog,
+) -> String {
+    let before = client_ids(admin);
+    guard.start_watchdog(&server.client(), config).unwrap();
+    let new: Vec<String> = client_ids(admin).difference(&before).cloned().collect();
+    assert_eq!(new.len(), 1, "one new connection for the watchdog: {new:?}");
+    new.into_iter().next().unwrap()
+}
+
+/// Waits until the server no longer lists connection `id`.
+#[track_caller]
+fn assert_closes(admin: &mut redis::Connection, id: &str, what: &str) {
+    assert!(
+        wait_until(EVENT_DEADLINE, || client_line(admin, id).is_none()),
+        "{what}: the watchdog's connection {id} is still open after {EVENT_DEADLINE:?}"
+    );
+}
+
+/// Busy-waits (yielding) until `f` is true; panics after [`EVENT_DEADLINE`]. Reacts within
+/// microseconds, where `wait_until` polls every few milliseconds.
+#[track_caller]
+fn spin_until(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + EVENT_DEADLINE;
+    while !f() {
+        assert!(
+            Instant::now() < deadline,
+            "{what}: not after {EVENT_DEADLINE:?}"
+        );
+        thread::yield_now();
+    }
+}
+
+/// The `LOCK.RENEW`s of `key` among `commands`: their TTL arguments, in the server's order.
+fn renew_ttls(commands: &[Vec<String>], key: &str) -> Vec<String> {
+    commands
+        .iter()
+        .filter(|c| c.len() >= 4 && c[0] == "LOCK.RENEW" && c[1] == key)
+        .map(|c| c[3].clone())
+        .collect()
+}
 
 #[test]
-fn keeps_a_short_lease_alive_for_several_ttls() {
+fn keeps_a_lease_alive_for_several_ttls() {
     let server = Server::start();
     let mut con = server.conn();
     let mut admin = server.conn();
-    let mut guard = Lock::acquire(&mut con, "lock:k", "w1", ms(300))
+    let started = Instant::now();
+    let mut guard = Lock::acquire(&mut con, "lock:k", "w1", LEASE)
         .unwrap()
         .unwrap();
+    // The server granted the lock before this instant: its clock has run at least as long
+    // since the grant as this one has since `granted`.
+    let granted = Instant::now();
     guard
         .start_watchdog(&server.client(), Watchdog::new(1_000))
         .unwrap();
     assert!(guard.watchdog_running());
-    for _ in 0..6 {
-        sleep_ms(200);
+    // Until three TTLs have passed since the grant, the lock never lapses nor changes hands (a
+    // lapsed lease is never renewed back: the token would change or the lock be free).
+    let mut checks = 0;
+    loop {
+        let elapsed = granted.elapsed();
         assert_eq!(
             holder(&mut admin, "lock:k"),
             Some(("w1".into(), guard.token())),
-            "the watchdog kept the lease (after {} renewals, error {:?})",
+            "the watchdog kept the lease {elapsed:?} after the grant ({} renewals, error {:?})",
             guard.renewals(),
             guard.watchdog_error()
         );
+        checks += 1;
+        if elapsed >= 3 * LEASE {
+            break;
+        }
+        thread::sleep(ms(100));
     }
-    // 1.2 s is four TTLs; at a third of the TTL that is about 12 renewals.
-    assert!(guard.renewals() >= 6, "{} renewals", guard.renewals());
+    let renewals = guard.renewals();
+    let span = started.elapsed();
+    // Outliving three TTLs takes three renewals at least; renewing no sooner than a third of
+    // the TTL after the last one allows at most span / (TTL / 3) of them.
+    let interval = LEASE / 3;
+    let most = span.as_nanos() / interval.as_nanos();
+    assert!(renewals >= 3, "{renewals} renewals");
+    assert!(
+        u128::from(renewals) <= most,
+        "{renewals} renewals in {span:?}: more than one per {interval:?}"
+    );
     assert!(!guard.is_lost());
+    assert_eq!(guard.watchdog_error(), None);
     assert!(guard.watchdog_running());
     assert!(guard.release().unwrap());
     assert_eq!(holder(&mut admin, "lock:k"), None);
+    println!("{renewals} renewals in {span:?} ({checks} checks of the holder)");
 }
 
-/// After `release` (or drop) returns, the watchdog has stopped: the server sees no
-/// `LOCK.RENEW` any more, its connection is closed, and a second owner who takes the lock
-/// right away keeps it.
-fn no_renewal_after(release: impl FnOnce(redis_fence_client::LockGuard<'_, redis::Connection>)) {
+/// After `release` (or drop) returns, the watchdog has stopped: its connection is closed, the
+/// server executed no `LOCK.RENEW` after the `LOCK.RELEASE` and sees none later, and a second
+/// owner who takes the lock right away keeps it.
+fn no_renewal_after(release: impl FnOnce(LockGuard<'_, redis::Connection>)) {
     let server = Server::start();
     let monitor = Monitor::start(&server);
     let mut con = server.conn();
     let mut con2 = server.conn();
     let mut admin = server.conn();
-    let mut guard = Lock::acquire(&mut con, "lock:s", "w1", ms(300))
+    let clients_before = client_ids(&mut admin);
+    let mut guard = Lock::acquire(&mut con, "lock:s", "w1", LEASE)
         .unwrap()
         .unwrap();
-    guard
-        .start_watchdog(&server.client(), Watchdog::new(1_000))
-        .unwrap();
-    assert!(wait_until(2 * SECOND, || guard.renewals() >= 2));
-    let clients_before = connected_clients(&mut admin);
+    let watchdog = start_watchdog(
+        &mut guard,
+        &server,
+        &mut admin,
+        Watchdog::new(1_000).every(QUICK),
+    );
+    assert!(
+        wait_until(EVENT_DEADLINE, || guard.renewals() >= 2),
+        "the watchdog did not renew twice"
+    );
 
     release(guard);
-    let second = Lock::acquire(&mut con2, "lock:s", "w2", ms(5_000))
+    // The thread was joined, so its connection is already closed; the server sees it soon.
+    assert_closes(&mut admin, &watchdog, "after the release");
+    let second = Lock::acquire(&mut con2, "lock:s", "w2", ms(60_000))
         .unwrap()
         .expect("the released lock is free");
     let renews = calls(&mut admin, "lock.renew");
-
-    // Ten would-be renewal periods.
-    sleep_ms(1_000);
+    // Watch ten would-be renewal periods more: nothing comes, from any connection.
+    thread::sleep(10 * QUICK);
     assert_eq!(
         calls(&mut admin, "lock.renew"),
         renews,
         "no LOCK.RENEW after the release"
     );
     assert_eq!(
+        client_ids(&mut admin),
+        clients_before,
+        "no connection left over or opened again"
+    );
+    assert_eq!(
         holder(&mut admin, "lock:s"),
         Some(("w2".into(), second.token()))
     );
-    assert_eq!(
-        connected_clients(&mut admin),
-        clients_before - 1,
-        "the watchdog's connection is closed"
-    );
-    assert_no_renew_after_release(&monitor.commands(), "lock:s");
+    let commands = monitor.sync(&mut admin);
+    assert!(renew_ttls(&commands, "lock:s").len() >= 2);
+    assert_no_renew_after_release(&commands, "lock:s");
 }
 
 #[test]
@@ -104,88 +195,181 @@ fn stops_on_drop() {
 }
 
 /// Releases at every moment of the renewal cycle, including while a renewal is in flight:
-/// once `release` returns, the server never sees another `LOCK.RENEW`.
+/// each release comes right after the watchdog counted its n-th renewal (it counts one before
+/// sending it), plus 0 to 1.2 ms. Once `release` returns, the watchdog's connection is closed
+/// and the server never executes another `LOCK.RENEW` of the key.
 #[test]
 fn release_never_races_a_renewal() {
+    const ROUNDS: u64 = 40;
     let server = Server::start();
     let monitor = Monitor::start(&server);
-    let client = server.client();
     let mut con = server.conn();
     let mut admin = server.conn();
-    for i in 0..40u64 {
+    let baseline = client_ids(&mut admin);
+    let mut counted = Vec::new();
+    for i in 0..ROUNDS {
         let key = format!("lock:race:{i}");
-        let mut guard = Lock::acquire(&mut con, &key, "w1", ms(200))
-            .unwrap()
-            .unwrap();
-        guard
-            .start_watchdog(
-                &client,
-                Watchdog::new(10_000).every(Duration::from_micros(200)),
-            )
-            .unwrap();
-        std::thread::sleep(Duration::from_micros(300 * (i % 13)));
-        let renewed = guard.renewals();
-        assert!(guard.release().unwrap(), "iteration {i}: still held");
-        let after = calls(&mut admin, "lock.renew");
-        sleep_ms(5);
-        assert_eq!(
-            calls(&mut admin, "lock.renew"),
-            after,
-            "iteration {i}: a renewal after release (the watchdog had sent {renewed})"
+        let mut guard = Lock::acquire(&mut con, &key, "w1", LEASE).unwrap().unwrap();
+        start_watchdog(
+            &mut guard,
+            &server,
+            &mut admin,
+            Watchdog::new(10_000).every(Duration::from_micros(200)),
+        );
+        let n = 1 + (i % 3) as u32;
+        spin_until(&format!("iteration {i}: renewal {n}"), || {
+            guard.renewals() >= n
+        });
+        let offset = Duration::from_micros(100 * (i % 13));
+        let at = Instant::now();
+        while at.elapsed() < offset {
+            thread::yield_now();
+        }
+        let error = guard.watchdog_error();
+        assert!(
+            guard.release().unwrap(),
+            "iteration {i}: the lease was lost (watchdog error {error:?})"
+        );
+        assert!(
+            wait_until(EVENT_DEADLINE, || client_ids(&mut admin) == baseline),
+            "iteration {i}: the watchdog's connection outlived the release"
         );
         assert_eq!(holder(&mut admin, &key), None);
+        counted.push(n);
     }
-    assert!(
-        calls(&mut admin, "lock.renew") > 0,
-        "the watchdog did renew"
+    // The server's own order of execution: every renewal counted before a release was
+    // answered before it, and no renewal of a key came after its release.
+    let commands = monitor.sync(&mut admin);
+    for (i, n) in counted.iter().enumerate() {
+        let key = format!("lock:race:{i}");
+        let renews = renew_ttls(&commands, &key).len();
+        assert!(
+            renews >= *n as usize,
+            "iteration {i}: {renews} LOCK.RENEW of {key}, {n} counted"
+        );
+        assert_no_renew_after_release(&commands, &key);
+    }
+}
+
+/// The manual renewal and the watchdog's renewals never cross: once the server has executed
+/// `LOCK.RENEW` with the new TTL, it executes no watchdog renewal with the old one (which
+/// would shorten the lease the guard believes extended). Renewed manually while the
+/// watchdog renews every 200 µs, so often while one of its renewals is in flight.
+#[test]
+fn a_manual_renewal_is_never_overtaken_by_the_watchdog() {
+    const ROUNDS: u64 = 30;
+    let longer = ms(60_000);
+    let server = Server::start();
+    let monitor = Monitor::start(&server);
+    let mut con = server.conn();
+    let mut admin = server.conn();
+    for i in 0..ROUNDS {
+        let key = format!("lock:manual:{i}");
+        let mut guard = Lock::acquire(&mut con, &key, "w1", LEASE).unwrap().unwrap();
+        start_watchdog(
+            &mut guard,
+            &server,
+            &mut admin,
+            Watchdog::new(10_000).every(Duration::from_micros(200)),
+        );
+        let n = 1 + (i % 3) as u32;
+        spin_until(&format!("iteration {i}: renewal {n}"), || {
+            guard.renewals() >= n
+        });
+        assert!(guard.renew(longer).unwrap(), "iteration {i}");
+        let after = guard.renewals();
+        spin_until(
+            &format!("iteration {i}: a renewal after the manual one"),
+            || guard.renewals() > after,
+        );
+        assert!(guard.release().unwrap(), "iteration {i}");
+    }
+    let commands = monitor.sync(&mut admin);
+    let (old, new) = (
+        LEASE.as_millis().to_string(),
+        longer.as_millis().to_string(),
     );
-    // The server's own order of execution: no renewal of a key after its release.
-    sleep_ms(50);
-    let commands = monitor.commands();
-    for i in 0..40u64 {
-        assert_no_renew_after_release(&commands, &format!("lock:race:{i}"));
+    for i in 0..ROUNDS {
+        let key = format!("lock:manual:{i}");
+        let ttls = renew_ttls(&commands, &key);
+        let first_new = ttls
+            .iter()
+            .position(|t| *t == new)
+            .unwrap_or_else(|| panic!("iteration {i}: no renewal with {new} ms: {ttls:?}"));
+        assert!(
+            ttls[..first_new].iter().all(|t| *t == old),
+            "iteration {i}: {ttls:?}"
+        );
+        assert!(
+            ttls[first_new..].iter().all(|t| *t == new),
+            "iteration {i}: a renewal with the old TTL after the manual one: {ttls:?}"
+        );
+        assert!(ttls.len() > first_new + 1, "iteration {i}: {ttls:?}");
     }
 }
 
 #[test]
 fn gives_up_when_the_lease_is_lost() {
     let server = Server::start();
+    let monitor = Monitor::start(&server);
     let mut con = server.conn();
     let mut con2 = server.conn();
     let mut admin = server.conn();
-    let mut guard = Lock::acquire(&mut con, "lock:g", "w1", ms(300))
+    let mut guard = Lock::acquire(&mut con, "lock:g", "w1", LEASE)
         .unwrap()
         .unwrap();
-    guard
-        .start_watchdog(&server.client(), Watchdog::new(1_000))
-        .unwrap();
-    assert!(wait_until(2 * SECOND, || guard.renewals() >= 1));
+    let watchdog = start_watchdog(
+        &mut guard,
+        &server,
+        &mut admin,
+        Watchdog::new(1_000).every(QUICK),
+    );
+    assert!(
+        wait_until(EVENT_DEADLINE, || guard.renewals() >= 1),
+        "the watchdog did not renew"
+    );
 
     // The lease is lost: the key is deleted and another owner takes the lock.
     redis::cmd("DEL")
         .arg("lock:g")
         .query::<()>(&mut admin)
         .unwrap();
-    let other = Lock::acquire(&mut con2, "lock:g", "w2", ms(5_000))
+    let other = Lock::acquire(&mut con2, "lock:g", "w2", ms(60_000))
         .unwrap()
         .unwrap();
     assert!(
-        wait_until(2 * SECOND, || guard.is_lost()),
-        "the refused renewal is reported"
+        wait_until(EVENT_DEADLINE, || guard.is_lost()),
+        "the refused renewal is not reported"
     );
-    assert!(wait_until(SECOND, || !guard.watchdog_running()));
-    let renews = calls(&mut admin, "lock.renew");
-    sleep_ms(500);
+    assert!(
+        wait_until(EVENT_DEADLINE, || !guard.watchdog_running()),
+        "the watchdog still runs"
+    );
     assert_eq!(
-        calls(&mut admin, "lock.renew"),
-        renews,
-        "no renewal once lost"
+        guard.watchdog_error(),
+        None,
+        "it stopped on the refusal, not on an error"
     );
+    // Its thread has ended, and with it its connection: every renewal it sent was executed.
+    assert_closes(&mut admin, &watchdog, "once lost");
+    assert_eq!(calls(&mut admin, "lock.renew"), u64::from(guard.renewals()));
+    // In the server's order: exactly one renewal after the DEL, the refused one.
+    let commands = monitor.sync(&mut admin);
+    let del = commands
+        .iter()
+        .position(|c| c.len() == 2 && c[0] == "DEL" && c[1] == "lock:g")
+        .expect("the DEL in MONITOR");
+    assert_eq!(renew_ttls(&commands[del..], "lock:g").len(), 1);
     assert_eq!(
         holder(&mut admin, "lock:g"),
         Some(("w2".into(), other.token()))
     );
-    assert!(!guard.renew(ms(300)).unwrap(), "a lost lease stays lost");
+    assert!(!guard.renew(LEASE).unwrap(), "a lost lease stays lost");
+    assert_eq!(
+        calls(&mut admin, "lock.renew"),
+        u64::from(guard.renewals()),
+        "a guard that knows its lease is lost does not ask"
+    );
     assert!(!guard.release().unwrap(), "w2's lock is left alone");
     assert_eq!(
         holder(&mut admin, "lock:g"),
@@ -198,21 +382,34 @@ fn respects_the_maximum_number_of_renewals() {
     let server = Server::start();
     let mut con = server.conn();
     let mut admin = server.conn();
-    let mut guard = Lock::acquire(&mut con, "lock:m", "w1", ms(240))
+    let mut guard = Lock::acquire(&mut con, "lock:m", "w1", LEASE)
         .unwrap()
         .unwrap();
-    guard
-        .start_watchdog(&server.client(), Watchdog::new(3))
-        .unwrap();
-    assert!(wait_until(3 * SECOND, || !guard.watchdog_running()));
+    let watchdog = start_watchdog(
+        &mut guard,
+        &server,
+        &mut admin,
+        Watchdog::new(3).every(QUICK),
+    );
+    assert!(
+        wait_until(EVENT_DEADLINE, || !guard.watchdog_running()),
+        "the watchdog did not stop after 3 renewals ({} so far)",
+        guard.renewals()
+    );
     assert_eq!(guard.renewals(), 3);
-    assert_eq!(calls(&mut admin, "lock.renew"), 3);
     assert!(!guard.is_lost(), "{:?}", guard.watchdog_error());
-    // Then the lease runs out at its TTL, like any other.
-    assert!(wait_until(SECOND, || holder(&mut admin, "lock:m").is_none()));
-    sleep_ms(200);
+    assert_eq!(guard.watchdog_error(), None);
+    // Its thread has ended: the three renewals were executed, and nothing can follow.
+    assert_closes(&mut admin, &watchdog, "after its last renewal");
     assert_eq!(calls(&mut admin, "lock.renew"), 3);
-    assert!(!guard.renew(ms(240)).unwrap());
+    // Then the lease runs out at its TTL, like any other.
+    assert!(
+        wait_until(LEASE + EVENT_DEADLINE, || holder(&mut admin, "lock:m")
+            .is_none()),
+        "the lease did not expire"
+    );
+    assert_eq!(calls(&mut admin, "lock.renew"), 3);
+    assert!(!guard.renew(LEASE).unwrap());
     assert!(guard.is_lost());
 }
 
@@ -221,38 +418,84 @@ fn zero_renewals_never_renews() {
     let server = Server::start();
     let mut con = server.conn();
     let mut admin = server.conn();
-    let mut guard = Lock::acquire(&mut con, "lock:z", "w1", ms(90))
+    let mut guard = Lock::acquire(&mut con, "lock:z", "w1", ms(300))
         .unwrap()
         .unwrap();
+    // Its thread ends at once, and may close its connection before it can be listed.
+    let before = client_ids(&mut admin);
     guard
         .start_watchdog(&server.client(), Watchdog::new(0))
         .unwrap();
-    sleep_ms(200);
+    assert!(
+        wait_until(EVENT_DEADLINE, || !guard.watchdog_running()),
+        "a watchdog allowed no renewal still runs"
+    );
+    assert!(
+        wait_until(EVENT_DEADLINE, || client_ids(&mut admin) == before),
+        "the connection of a watchdog allowed no renewal stays open"
+    );
+    assert_eq!(guard.renewals(), 0);
     assert_eq!(calls(&mut admin, "lock.renew"), 0);
-    assert_eq!(holder(&mut admin, "lock:z"), None);
+    assert!(
+        wait_until(EVENT_DEADLINE, || holder(&mut admin, "lock:z").is_none()),
+        "the lease did not expire"
+    );
+    assert_eq!(calls(&mut admin, "lock.renew"), 0);
 }
 
+/// After a manual renewal with a longer TTL, the watchdog renews with that TTL, every third of
+/// it: its next two renewals come no sooner than two thirds of the new TTL after the manual
+/// one (at the old pace they would come after two thirds of the old TTL).
 #[test]
 fn follows_a_manual_renewal_ttl() {
+    let longer = 2 * LEASE;
     let server = Server::start();
+    let monitor = Monitor::start(&server);
     let mut con = server.conn();
     let mut admin = server.conn();
-    let mut guard = Lock::acquire(&mut con, "lock:f", "w1", ms(300))
+    let mut guard = Lock::acquire(&mut con, "lock:f", "w1", LEASE)
         .unwrap()
         .unwrap();
     guard
         .start_watchdog(&server.client(), Watchdog::new(1_000))
         .unwrap();
-    assert!(guard.renew(ms(30_000)).unwrap());
-    let renews = guard.renewals();
-    sleep_ms(400);
-    assert_eq!(
-        guard.renewals(),
-        renews,
-        "the next renewal is due at a third of the new TTL"
+    assert!(
+        wait_until(EVENT_DEADLINE, || guard.renewals() >= 1),
+        "the watchdog did not renew"
     );
-    let status = Lock::status(&mut admin, "lock:f").unwrap().unwrap();
-    assert!(status.ttl > ms(25_000), "{status:?}");
+    let before = Instant::now();
+    assert!(guard.renew(longer).unwrap());
+    assert_eq!(guard.ttl(), longer);
+    let renews = guard.renewals();
+    assert!(
+        wait_until(EVENT_DEADLINE, || guard.renewals() >= renews + 2),
+        "the watchdog stopped renewing after the manual renewal"
+    );
+    let waited = before.elapsed();
+    assert!(
+        waited >= 2 * (longer / 3),
+        "two watchdog renewals {waited:?} after the manual one: not paced on the new TTL"
+    );
+    assert_eq!(
+        holder(&mut admin, "lock:f"),
+        Some(("w1".into(), guard.token()))
+    );
+    assert!(!guard.is_lost());
+    // What the server executed: the old TTL until the manual renewal, the new one after.
+    let commands = monitor.sync(&mut admin);
+    let ttls = renew_ttls(&commands, "lock:f");
+    let (old, new) = (
+        LEASE.as_millis().to_string(),
+        longer.as_millis().to_string(),
+    );
+    let first_new = ttls.iter().position(|t| *t == new).expect("the new TTL");
+    assert!(first_new >= 1, "{ttls:?}");
+    assert!(ttls[..first_new].iter().all(|t| *t == old), "{ttls:?}");
+    assert!(ttls[first_new..].iter().all(|t| *t == new), "{ttls:?}");
+    // The manual renewal, then at least the watchdog's first with the new TTL (answered
+    // before its second was counted; the second may still be in flight).
+    assert!(ttls.len() >= first_new + 2, "{ttls:?}");
+    println!("two renewals with the new TTL {waited:?} after the manual one");
 }
 
 #[test]
@@ -260,43 +503,59 @@ fn reconnects_after_losing_its_connection() {
     let server = Server::start();
     let mut con = server.conn();
     let mut admin = server.conn();
-    let mut guard = Lock::acquire(&mut con, "lock:c", "w1", ms(600))
+    let mut guard = Lock::acquire(&mut con, "lock:c", "w1", LEASE)
         .unwrap()
         .unwrap();
-    guard
-        .start_watchdog(&server.client(), Watchdog::new(1_000))
-        .unwrap();
-    assert!(wait_until(2 * SECOND, || guard.renewals() >= 1));
-    // Kill the watchdog's connection: the one whose last command was LOCK.RENEW.
-    let list: String = redis::cmd("CLIENT").arg("LIST").query(&mut admin).unwrap();
-    let id = list
-        .lines()
-        .find(|line| line.to_ascii_lowercase().contains("cmd=lock.renew"))
-        .and_then(|line| line.split(' ').find_map(|f| f.strip_prefix("id=")))
-        .expect("the watchdog's connection in CLIENT LIST")
-        .to_string();
+    let clients_before = client_ids(&mut admin);
+    let watchdog = start_watchdog(
+        &mut guard,
+        &server,
+        &mut admin,
+        Watchdog::new(1_000).every(QUICK),
+    );
+    assert!(
+        wait_until(EVENT_DEADLINE, || guard.renewals() >= 1),
+        "the watchdog did not renew"
+    );
     let killed: i64 = redis::cmd("CLIENT")
         .arg("KILL")
         .arg("ID")
-        .arg(&id)
+        .arg(&watchdog)
         .query(&mut admin)
         .unwrap();
     assert_eq!(killed, 1);
-    for _ in 0..5 {
-        sleep_ms(300);
-        assert_eq!(
-            holder(&mut admin, "lock:c"),
-            Some(("w1".into(), guard.token())),
-            "kept across the reconnection (error {:?})",
-            guard.watchdog_error()
-        );
-    }
+    // The next renewal fails on the closed connection; the watchdog connects again and
+    // renews on the new connection.
+    let mut known: BTreeSet<String> = clients_before;
+    known.insert(watchdog.clone());
+    let mut renewing_again = None;
+    assert!(
+        wait_until(EVENT_DEADLINE, || {
+            let new: Vec<String> = client_ids(&mut admin).difference(&known).cloned().collect();
+            renewing_again = new.into_iter().find(|id| {
+                client_line(&mut admin, id)
+                    .is_some_and(|line| line.to_ascii_lowercase().contains("cmd=lock.renew"))
+            });
+            renewing_again.is_some()
+        }),
+        "the watchdog did not renew on a new connection (error {:?}, lost {})",
+        guard.watchdog_error(),
+        guard.is_lost()
+    );
+    assert_eq!(
+        holder(&mut admin, "lock:c"),
+        Some(("w1".into(), guard.token())),
+        "kept across the reconnection (error {:?})",
+        guard.watchdog_error()
+    );
     assert!(!guard.is_lost());
+    assert!(guard.watchdog_running());
     assert!(
         guard.watchdog_error().is_some(),
         "the lost connection was seen"
     );
     assert!(guard.release().unwrap());
+    assert_closes(&mut admin, &renewing_again.unwrap(), "after the release");
 }
 
 #[test]
@@ -304,11 +563,11 @@ fn misuse_is_refused() {
     let server = Server::start();
     let client = server.client();
     let mut con = server.conn();
-    let mut guard = Lock::acquire(&mut con, "lock:u", "w1", ms(300))
+    let mut guard = Lock::acquire(&mut con, "lock:u", "w1", LEASE)
         .unwrap()
         .unwrap();
     assert!(guard
-        .start_watchdog(&client, Watchdog::new(5).every(ms(300)))
+        .start_watchdog(&client, Watchdog::new(5).every(LEASE))
         .is_err());
     assert!(guard
         .start_watchdog(&client, Watchdog::new(5).every(Duration::ZERO))

@@ -238,6 +238,35 @@ pub fn connected_clients(con: &mut Connection) -> i64 {
     info_field(con, "clients", "connected_clients")
 }
 
+/// How long a test waits for something that happens within milliseconds on an idle machine
+/// (a renewal, a closed connection, a reply): long enough for any scheduling delay of a loaded
+/// one, so that only a real failure exhausts it.
+pub const EVENT_DEADLINE: Duration = Duration::from_secs(30);
+
+/// The ids of the clients connected to the server (`CLIENT LIST`), the caller's included.
+pub fn client_ids(con: &mut Connection) -> std::collections::BTreeSet<String> {
+    let list: String = redis::cmd("CLIENT")
+        .arg("LIST")
+        .query(con)
+        .expect("CLIENT LIST");
+    list.lines()
+        .filter_map(|line| line.split(' ').find_map(|f| f.strip_prefix("id=")))
+        .map(str::to_string)
+        .collect()
+}
+
+/// `CLIENT LIST`'s line of one client, None when it is not connected.
+pub fn client_line(con: &mut Connection, id: &str) -> Option<String> {
+    let list: String = redis::cmd("CLIENT")
+        .arg("LIST")
+        .query(con)
+        .expect("CLIENT LIST");
+    let field = format!("id={id}");
+    list.lines()
+        .find(|line| line.split(' ').any(|f| f == field))
+        .map(str::to_string)
+}
+
 /// Polls `f` every 5 ms until it returns true or `timeout` passes; returns the last result.
 pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + timeout;
@@ -291,6 +320,34 @@ impl Monitor {
     /// The commands seen so far, each as its arguments (the command name in upper case).
     pub fn commands(&self) -> Vec<Vec<String>> {
         self.lines.lock().unwrap().clone()
+    }
+
+    /// Every command the server executed before this call, in its order: sends a marker
+    /// (`ECHO`) on `con` and waits (up to [`EVENT_DEADLINE`]) until the marker comes through
+    /// the `MONITOR` stream; returns what came before it.
+    #[track_caller]
+    pub fn sync(&self, con: &mut Connection) -> Vec<Vec<String>> {
+        static MARKERS: AtomicUsize = AtomicUsize::new(0);
+        let marker = format!(
+            "monitor-sync-{}-{}",
+            process::id(),
+            MARKERS.fetch_add(1, Ordering::SeqCst)
+        );
+        let echoed: String = redis::cmd("ECHO").arg(&marker).query(con).expect("ECHO");
+        assert_eq!(echoed, marker);
+        let is_marker = |c: &Vec<String>| c.len() == 2 && c[0] == "ECHO" && c[1] == marker;
+        let mut seen = Vec::new();
+        let arrived = wait_until(EVENT_DEADLINE, || {
+            seen = self.commands();
+            seen.iter().any(is_marker)
+        });
+        assert!(
+            arrived,
+            "the MONITOR stream did not show {marker} within {EVENT_DEADLINE:?}"
+        );
+        let at = seen.iter().position(is_marker).expect("the marker");
+        seen.truncate(at);
+        seen
     }
 }
 
