@@ -307,7 +307,10 @@ mod tests {
     #[test]
     fn one_option() {
         assert_eq!(parse_one_option(&[], "ID"), Ok(None));
-        assert_eq!(parse_one_option(&[b"id", b"r1"], "ID"), Ok(Some(&b"r1"[..])));
+        assert_eq!(
+            parse_one_option(&[b"id", b"r1"], "ID"),
+            Ok(Some(&b"r1"[..]))
+        );
         assert_eq!(
             parse_one_option(&[b"ID"], "ID"),
             Err(FenceError::MissingValue("ID"))

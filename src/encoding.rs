@@ -125,10 +125,7 @@ pub fn load_stock(src: &mut impl Source, encver: i32) -> Result<Stock, LoadError
         src.signed().ok_or(LoadError::Read("available"))?,
     )?;
     let fence = token("fence", src.unsigned().ok_or(LoadError::Read("fence"))?, 0)?;
-    let deducted = quantity(
-        "deducted",
-        src.signed().ok_or(LoadError::Read("deducted"))?,
-    )?;
+    let deducted = quantity("deducted", src.signed().ok_or(LoadError::Read("deducted"))?)?;
     let mut stock = Stock::new(available);
     stock.fence = fence;
     stock.deducted = deducted;
@@ -296,13 +293,29 @@ pub mod tests {
     #[test]
     fn version_2_adds_the_restock_ledger() {
         let s = load_stock(
-            &mut values(&[S(5), U(0), S(0), U(1), B(b"a"), S(1), U(2), B(b"r1"), S(10), B(b"a"), S(3)]),
+            &mut values(&[
+                S(5),
+                U(0),
+                S(0),
+                U(1),
+                B(b"a"),
+                S(1),
+                U(2),
+                B(b"r1"),
+                S(10),
+                B(b"a"),
+                S(3),
+            ]),
             2,
         )
         .unwrap();
         assert_eq!(s.request(b"a"), Some(1));
         assert_eq!(s.restock_of(b"r1"), Some(10));
-        assert_eq!(s.restock_of(b"a"), Some(3), "restock ids live apart from request ids");
+        assert_eq!(
+            s.restock_of(b"a"),
+            Some(3),
+            "restock ids live apart from request ids"
+        );
         assert_eq!(s.restocks_len(), 2);
         // Version 1 has no restock ledger: a trailing count is not read.
         let s = load_stock(&mut values(&[S(5), U(0), S(0), U(0)]), 1).unwrap();

@@ -78,7 +78,6 @@ pub enum Insert {
 }
 
 /// Request id -> quantity, in insertion order.
-#[derive(Clone)]
 pub struct Ledger {
     hasher: RandomState,
     /// Id records `[quantity i64][length u32][id]`, in chunks that never grow past their
@@ -165,7 +164,11 @@ impl Ledger {
 
     fn set_quantity(&mut self, loc: Loc, qty: i64) {
         let (chunk, at) = ((loc >> 32) as usize, (loc & 0xffff_ffff) as usize);
-        if let Some(b) = self.chunks.get_mut(chunk).and_then(|c| c.get_mut(at..at + 8)) {
+        if let Some(b) = self
+            .chunks
+            .get_mut(chunk)
+            .and_then(|c| c.get_mut(at..at + 8))
+        {
             b.copy_from_slice(&qty.to_le_bytes());
         }
     }
@@ -453,6 +456,31 @@ impl Ledger {
     }
 }
 
+impl Clone for Ledger {
+    /// A copy laid out as the original (every chunk with its capacity), so it uses, and
+    /// reports, the same memory, and appends without moving a record.
+    fn clone(&self) -> Ledger {
+        let mut chunks = Vec::with_capacity(self.chunks.capacity());
+        for c in &self.chunks {
+            let mut copy = Vec::with_capacity(c.capacity());
+            copy.extend_from_slice(c);
+            chunks.push(copy);
+        }
+        let mut blocks = Vec::with_capacity(self.blocks.capacity());
+        blocks.extend(self.blocks.iter().cloned());
+        Ledger {
+            hasher: self.hasher.clone(),
+            chunks,
+            current: self.current,
+            blocks,
+            len: self.len,
+            table: self.table.clone(),
+            old: self.old.clone(),
+            bytes: self.bytes,
+        }
+    }
+}
+
 impl PartialEq for Ledger {
     /// The same ids with the same quantities, whatever the order.
     fn eq(&self, other: &Ledger) -> bool {
@@ -496,7 +524,10 @@ mod tests {
     fn grows_step_by_step_and_keeps_every_entry() {
         let mut l = Ledger::new();
         for i in 0..200_000u32 {
-            assert_eq!(l.insert(format!("order-{i}").as_bytes(), i64::from(i)), Insert::Added);
+            assert_eq!(
+                l.insert(format!("order-{i}").as_bytes(), i64::from(i)),
+                Insert::Added
+            );
             // A resize never lingers into the next one.
             if l.len() == l.table.heads.len() {
                 assert!(l.old.is_none(), "a resize still under way at {}", l.len());
@@ -525,7 +556,11 @@ mod tests {
         assert!(l.mem_usage() >= used + 100_000);
         assert!(l.remove_last(&big));
         // Back to where it was, but for the list of chunks, which keeps its capacity.
-        assert!(l.mem_usage() >= used && l.mem_usage() <= used + 1024, "{}", l.mem_usage());
+        assert!(
+            l.mem_usage() >= used && l.mem_usage() <= used + 1024,
+            "{}",
+            l.mem_usage()
+        );
         assert_eq!(l.get(&big), None);
     }
 
@@ -607,8 +642,12 @@ mod tests {
             }
             let ids: Vec<Vec<u8>> = l.iter().map(|(i, _)| i.to_vec()).collect();
             proptest::prop_assert_eq!(ids, order);
-            let c = l.clone();
+            let mut c = l.clone();
             proptest::prop_assert_eq!(&c, &l);
+            proptest::prop_assert_eq!(c.mem_usage(), l.mem_usage());
+            // A copy grows on its own.
+            proptest::prop_assert_eq!(c.insert(b"after-copy", 1), Insert::Added);
+            proptest::prop_assert_eq!(l.get(b"after-copy"), None);
         }
     }
 }

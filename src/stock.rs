@@ -591,7 +591,10 @@ mod tests {
             s.restock(1, b"r2", 1, 512),
             Err(FenceError::RestocksFull { max: 1 })
         );
-        assert_eq!(s.restock(i64::MAX, b"r2", 10, 512), Err(FenceError::Overflow));
+        assert_eq!(
+            s.restock(i64::MAX, b"r2", 10, 512),
+            Err(FenceError::Overflow)
+        );
         assert_eq!((s.available, s.restocks_len()), (15, 1));
         // Restock ids and request ids live apart; a new sale clears both.
         assert_eq!(s.request(b"r1"), None);

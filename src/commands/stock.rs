@@ -5,8 +5,7 @@ use super::events::{self, Batch, Stream};
 use super::{eviction, CommandResult};
 use crate::args::{
     parse_deduct_options, parse_i64, parse_name, parse_one_option, parse_quantity,
-    parse_refund_options, Decimal,
-    DeductOptions,
+    parse_refund_options, Decimal, DeductOptions,
 };
 use crate::clock::{is_from_future, now_us};
 use crate::config::{MAX_ID_LENGTH, MAX_LEDGER_ENTRIES};
