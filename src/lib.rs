@@ -1,35 +1,21 @@
 //! redis-fence: server-side locks with fencing tokens, and oversell-proof stock deduction.
 //!
-//! Registration only: the data types, the settings and the command table. The decisions live
-//! in plain Rust (`args`, `clock`, `lease`, `stock`); `glue` and `commands` translate.
+//! Registration only. Every decision is in `fence_core` (plain Rust, no Redis, no `unsafe`);
+//! the layers here point one way: `commands` (and the data `types`, whose callbacks Redis
+//! calls) use `services`, which use `ffi`, the only layer that talks to Redis's C API, which
+//! uses `fence_core`.
 
-mod args;
-mod clock;
-mod cluster;
 mod commands;
-mod config;
-mod encoding;
-mod error;
-mod eviction;
-mod glue;
+mod ffi;
 mod info;
-mod lease;
-mod ledger;
-#[cfg(test)]
-mod properties;
-mod stats;
-mod stock;
+mod services;
 mod types;
-mod waitq;
 
-use redis_module::{raw, redis_module, Context, RedisString, Status};
+use redis_module::{redis_module, Context, RedisString, Status};
 
-use crate::clock::TokenClock;
+use crate::ffi::events;
 use crate::types::lock::LOCK_TYPE;
 use crate::types::stock::STOCK_TYPE;
-
-/// The server-wide fencing-token clock.
-pub static TOKENS: TokenClock = TokenClock::new();
 
 // The Redis allocator aborts outside Redis, so unit tests use the system allocator.
 #[cfg(not(test))]
@@ -42,43 +28,37 @@ type Allocator = std::alloc::System;
 const ALLOCATOR: Allocator = std::alloc::System;
 
 fn init(ctx: &Context, args: &[RedisString]) -> Status {
-    match setup(ctx.ctx, args) {
+    let ctx = ffi::load_context(ctx.ctx);
+    match setup(&ctx, args) {
         Ok(()) => Status::Ok,
         Err(e) => {
-            glue::log(ctx.ctx, "warning", &format!("fence: not loaded: {e}"));
+            ctx.log_warning(&format!("fence: not loaded: {e}"));
             Status::Err
         }
     }
 }
 
-fn setup(ctx: *mut raw::RedisModuleCtx, args: &[RedisString]) -> Result<(), String> {
-    if let Some(name) = glue::missing_apis() {
+fn setup(ctx: &ffi::Ctx<'_>, args: &[RedisString]) -> Result<(), String> {
+    if let Some(name) = ffi::api::missing() {
         return Err(format!(
-            "this Redis lacks {name} (Redis 7.0 or later is needed)"
+            "this server lacks the module API function {name} (Redis 7.0 or later is needed)"
         ));
     }
+    ffi::module_type::set_types(*LOCK_TYPE.raw_type.borrow(), *STOCK_TYPE.raw_type.borrow());
     let args: Vec<&[u8]> = args.iter().map(RedisString::as_slice).collect();
-    config::apply_module_args(&args)?;
-    config::register(ctx)?;
-    commands::eviction::register(ctx)?;
+    fence_core::config::apply_module_args(&args)?;
+    ffi::config::register(ctx)?;
+    ffi::timer::init(ctx)?;
+    services::eviction::register(ctx)?;
     commands::register(ctx)?;
-    commands::wait::subscribe(ctx)?;
-    info::register(ctx)?;
-    // The commands signal modified keys themselves, only when they change something. Both
-    // types' loaders check every read for a stream error, so a truncated or corrupt payload is
-    // refused instead of killing the server; and a full sync loaded beside the old data
-    // (`repl-diskless-load swapdb`) is handled: its tokens count as loaded, and the waiters
-    // are looked at again once it replaces the old data. Together these let a replica load a
-    // full sync straight from the socket.
-    // SAFETY: ctx is the load context.
-    unsafe {
-        glue::api!(RedisModule_SetModuleOptions)(
-            ctx,
-            (raw::REDISMODULE_OPTION_NO_IMPLICIT_SIGNAL_MODIFIED
-                | raw::REDISMODULE_OPTIONS_HANDLE_IO_ERRORS
-                | raw::REDISMODULE_OPTIONS_HANDLE_REPL_ASYNC_LOAD) as i32,
-        )
-    };
+    services::waiting::subscribe(ctx)?;
+    // Only expirations at load: no callback on ordinary writes.
+    events::subscribe_keyspace::<services::expiry::OnExpired>(
+        ctx,
+        redis_module::raw::REDISMODULE_NOTIFY_EXPIRED,
+    )?;
+    ffi::command::register_info::<info::FenceInfo>(ctx)?;
+    ffi::command::set_module_options(ctx);
     Ok(())
 }
 

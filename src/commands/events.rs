@@ -5,207 +5,121 @@
 //! MULTI/EXEC as the stock's own effect, so a replica or an AOF replay never has one without
 //! the other.
 
-use std::ffi::{c_char, c_int};
-
+use fence_core::args::{stream_has_room, Events};
+use fence_core::error::FenceError;
 use redis_module::raw;
 
-use crate::args::Events;
-use crate::error::FenceError;
-use crate::glue::{api, Args, Ctx, Key, Kind};
+use crate::ffi::stream::{self, Entry};
+use crate::ffi::{Args, Ctx, Key, KeysReported, Kind, RStr};
 
 /// A stream key named in `EVENTS`, opened for writing and checked to hold a stream (or
 /// nothing).
-pub struct Stream {
-    key: Key,
-    name: *mut raw::RedisModuleString,
+pub struct Stream<'k> {
+    key: Key<'k>,
+    name: RStr<'k>,
     events: Events,
 }
 
-/// An entry added to the stream but not yet published.
-pub struct Added {
-    id: raw::RedisModuleStreamID,
-    strings: Vec<*mut raw::RedisModuleString>,
-}
-
 /// The entries one call adds, published together or taken back together.
-#[derive(Default)]
-pub struct Batch {
-    added: Vec<Added>,
+pub struct Batch<'c> {
+    added: Vec<Entry<'c>>,
 }
 
-impl Stream {
+impl Batch<'_> {
+    pub fn new() -> Self {
+        Batch { added: Vec::new() }
+    }
+}
+
+impl<'k> Stream<'k> {
     /// Opens the `EVENTS` stream; `options_from` is where the option words begin in `args`.
     /// Any other type: `WRONGTYPE`, before anything changed.
     pub fn open(
-        ctx: Ctx,
-        args: &Args,
+        ctx: &Ctx<'k>,
+        args: &Args<'k>,
         options_from: usize,
         events: Events,
-    ) -> Result<Self, FenceError> {
-        let name = args.raw(options_from + events.key_index);
+    ) -> Result<Stream<'k>, FenceError> {
+        let name = args.get(options_from + events.key_index);
         let key = Key::write(ctx, name);
         if !matches!(key.kind(), Kind::Empty | Kind::Stream) {
             return Err(FenceError::WrongType);
         }
-        Ok(Self { key, name, events })
+        Ok(Stream { key, name, events })
     }
 
     /// Whether the stream can take `n` more entries. A call that adds more than one entry asks
     /// first: a second entry refused after the first was added would leave the stream's last
     /// id and its entries-added count moved on this server only, even once the first is
     /// taken back.
-    pub fn has_room(&self, ctx: Ctx, n: u64) -> bool {
+    pub fn has_room(&self, ctx: &Ctx<'_>, n: u64) -> bool {
         if self.key.kind() != Kind::Stream {
             return true;
         }
         ctx.stream_last_id(self.name)
-            .is_none_or(|last| crate::args::stream_has_room(last, n))
+            .is_none_or(|last| stream_has_room(last, n))
     }
 
     /// Adds one entry with `fields` (name, value) to `batch`. Fails only when the stream can
     /// take no more ids; the caller then undoes the batch and its own change.
-    pub fn add(
-        &self,
-        ctx: Ctx,
-        batch: &mut Batch,
+    pub fn add<'c>(
+        &mut self,
+        ctx: &Ctx<'c>,
+        batch: &mut Batch<'c>,
         fields: &[(&[u8], &[u8])],
     ) -> Result<(), FenceError> {
-        let strings: Vec<*mut raw::RedisModuleString> = fields
-            .iter()
-            .flat_map(|(f, v)| [*f, *v])
-            // SAFETY: ctx is live; each string is freed when the batch ends.
-            .map(|b| unsafe {
-                api!(RedisModule_CreateString)(ctx.0, b.as_ptr().cast::<c_char>(), b.len())
-            })
-            .collect();
-        let mut id = raw::RedisModuleStreamID { ms: 0, seq: 0 };
-        // SAFETY: the key is open for writing and empty or a stream; argv holds 2 * n strings.
-        let status = unsafe {
-            api!(RedisModule_StreamAdd)(
-                self.key.raw(),
-                raw::REDISMODULE_STREAM_ADD_AUTOID as c_int,
-                &mut id,
-                strings.as_ptr().cast_mut(),
-                fields.len() as i64,
-            )
-        };
-        let added = Added { id, strings };
-        if status != raw::REDISMODULE_OK as c_int {
-            free_strings(ctx, added);
-            return Err(FenceError::StreamFull);
-        }
-        batch.added.push(added);
+        let entry = stream::add(ctx, &mut self.key, fields).ok_or(FenceError::StreamFull)?;
+        batch.added.push(entry);
         Ok(())
     }
 
     /// Takes back every entry of `batch` (the call failed).
-    pub fn undo(&self, ctx: Ctx, batch: Batch) {
-        for mut added in batch.added {
-            // SAFETY: the key is open for writing; the id was just added.
-            unsafe { api!(RedisModule_StreamDelete)(self.key.raw(), &mut added.id) };
-            free_strings(ctx, added);
+    pub fn undo(&mut self, batch: Batch<'_>) {
+        for entry in batch.added {
+            stream::delete(&mut self.key, entry.id);
         }
     }
 
     /// Publishes `batch` (replicated as XADD with explicit ids, announced as `xadd`), then
     /// applies `MAXLEN`.
-    pub fn publish(&self, ctx: Ctx, batch: Batch) {
-        let any = !batch.added.is_empty();
-        for added in batch.added {
-            let id_text = format!("{}-{}", added.id.ms, added.id.seq);
-            // SAFETY: s=key, b=buffer+len, v=array+count of strings.
-            unsafe {
-                api!(RedisModule_Replicate)(
-                    ctx.0,
-                    c"XADD".as_ptr(),
-                    c"sbv".as_ptr(),
-                    self.name,
-                    id_text.as_ptr().cast::<c_char>(),
-                    id_text.len(),
-                    added.strings.as_ptr(),
-                    added.strings.len(),
-                );
-            }
-            free_strings(ctx, added);
+    pub fn publish(&mut self, ctx: &Ctx<'_>, batch: Batch<'_>) {
+        if batch.added.is_empty() {
+            return;
         }
-        if any {
-            self.key.signal_modified();
-            self.notify(ctx, c"xadd");
-            self.trim(ctx);
+        for entry in &batch.added {
+            stream::replicate_add(ctx, self.name, entry);
         }
-    }
-
-    fn notify(&self, ctx: Ctx, event: &std::ffi::CStr) {
-        // SAFETY: ctx and the key name are live; the event is a static C string.
-        unsafe {
-            api!(RedisModule_NotifyKeyspaceEvent)(
-                ctx.0,
-                raw::REDISMODULE_NOTIFY_STREAM as c_int,
-                event.as_ptr(),
-                self.name,
-            )
-        };
+        self.key.signal_modified();
+        ctx.notify_class(raw::REDISMODULE_NOTIFY_STREAM, c"xadd", self.name);
+        self.trim(ctx);
     }
 
     /// Applies `MAXLEN`, replicated as an exact trim to the length this server kept.
-    fn trim(&self, ctx: Ctx) {
+    fn trim(&mut self, ctx: &Ctx<'_>) {
         let Some(maxlen) = self.events.maxlen else {
             return;
         };
-        let flags = if maxlen.approx {
-            raw::REDISMODULE_STREAM_TRIM_APPROX as c_int
-        } else {
-            0
-        };
-        // SAFETY: the key is open for writing and holds a stream.
-        let trimmed =
-            unsafe { api!(RedisModule_StreamTrimByLength)(self.key.raw(), flags, maxlen.len) };
-        if trimmed <= 0 {
+        if stream::trim(&mut self.key, maxlen.len, maxlen.approx) <= 0 {
             return;
         }
-        // SAFETY: the key is open.
-        let left = unsafe { api!(RedisModule_ValueLength)(self.key.raw()) }.to_string();
-        // SAFETY: s=key, c=C strings, b=buffer+len.
-        unsafe {
-            api!(RedisModule_Replicate)(
-                ctx.0,
-                c"XTRIM".as_ptr(),
-                c"sccb".as_ptr(),
-                self.name,
-                c"MAXLEN".as_ptr(),
-                c"=".as_ptr(),
-                left.as_ptr().cast::<c_char>(),
-                left.len(),
-            );
-        }
-        self.notify(ctx, c"xtrim");
-    }
-}
-
-fn free_strings(ctx: Ctx, added: Added) {
-    for s in added.strings {
-        // SAFETY: created in `add`, not used after this (Redis copied what it keeps).
-        unsafe { api!(RedisModule_FreeString)(ctx.0, s) };
+        stream::replicate_trim(ctx, self.name, self.key.value_length());
+        ctx.notify_class(raw::REDISMODULE_NOTIFY_STREAM, c"xtrim", self.name);
     }
 }
 
 /// Tells Redis where the keys are for a command with an optional `EVENTS` key (cluster
 /// routing, ACL key patterns, `COMMAND GETKEYS`): the stock at 1, the stream where `EVENTS`
-/// names it. Returns false when this is not a key-position request.
-pub fn report_keys(ctx: Ctx, args: &Args, events: Option<(usize, Events)>) -> bool {
-    // SAFETY: ctx is live.
-    if unsafe { api!(RedisModule_IsKeysPositionRequest)(ctx.0) } == 0 {
-        return false;
+/// names it. `None` when this is not a key-position request.
+pub fn report_keys(
+    ctx: &Ctx<'_>,
+    args: &Args<'_>,
+    events: Option<(usize, Events)>,
+) -> Option<KeysReported> {
+    let stream = events
+        .map(|(from, e)| from + e.key_index)
+        .filter(|&pos| pos < args.len());
+    match stream {
+        Some(pos) => ctx.report_keys(&[1, pos]),
+        None => ctx.report_keys(&[1]),
     }
-    // SAFETY: a key-position request; positions are within argv.
-    unsafe {
-        api!(RedisModule_KeyAtPos)(ctx.0, 1);
-        if let Some((from, e)) = events {
-            let pos = from + e.key_index;
-            if pos < args.len() {
-                api!(RedisModule_KeyAtPos)(ctx.0, pos as c_int);
-            }
-        }
-    }
-    true
 }

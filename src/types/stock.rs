@@ -1,189 +1,134 @@
-//! Callbacks of the `fence-stk` data type: a `Stock` (available, fence, deducted, ledger).
+//! `fence-stk`: a `Stock` (available, fence, deducted, the ledger of request ids, the restock
+//! ledger).
 
-use std::ffi::{c_char, c_int, c_void};
-
+use fence_core::clock::{is_from_future, now_us};
+use fence_core::effects::{RestockEffect, StockEffect};
+use fence_core::encoding::{load_stock, STOCK_ENCODING};
+use fence_core::stock::Stock;
 use redis_module::native_types::RedisType;
-use redis_module::raw;
 
-use super::{save_bytes, warn, Origin, Rdb};
-use crate::encoding::{load_stock, STOCK_ENCODING};
-use crate::glue::api;
-use crate::stock::Stock;
+use crate::ffi::io::{Aof, Digest, Origin, Rdb, RdbOut};
+use crate::ffi::module_type::{methods, ModuleType, ValueId};
+use crate::ffi::RStr;
+use crate::services::tokens;
 
 /// The stock data type.
-pub static STOCK_TYPE: RedisType = RedisType::new(
-    "fence-stk",
-    STOCK_ENCODING,
-    raw::RedisModuleTypeMethods {
-        version: raw::REDISMODULE_TYPE_METHOD_VERSION as u64,
-        rdb_load: Some(rdb_load),
-        rdb_save: Some(rdb_save),
-        aof_rewrite: Some(aof_rewrite),
-        mem_usage: Some(mem_usage),
-        digest: Some(digest),
-        free: Some(free),
-        aux_load: None,
-        aux_save: None,
-        aux_save2: None,
-        aux_save_triggers: 0,
-        free_effort: Some(free_effort),
-        unlink: Some(unlink),
-        copy: Some(copy),
-        defrag: None,
-        copy2: None,
-        free_effort2: None,
-        mem_usage2: None,
-        unlink2: None,
-    },
-);
+pub static STOCK_TYPE: RedisType =
+    RedisType::new("fence-stk", STOCK_ENCODING, methods::<StockType>());
 
-unsafe extern "C" fn rdb_load(rdb: *mut raw::RedisModuleIO, encver: c_int) -> *mut c_void {
-    let origin = Origin::of(rdb);
-    let stock = match load_stock(&mut Rdb(rdb), encver) {
-        Ok(stock) => stock,
-        Err(e) => {
-            warn(&format!("fence: refused to load a stock: {e}"));
-            return std::ptr::null_mut();
+pub struct StockType;
+
+impl ModuleType for StockType {
+    type Value = Box<Stock>;
+
+    fn load(rdb: &mut Rdb<'_>, encver: i32) -> Option<Box<Stock>> {
+        let stock = match load_stock(rdb, encver) {
+            Ok(stock) => stock,
+            Err(e) => {
+                tokens::warn(&format!("fence: refused to load a stock: {e}"));
+                return None;
+            }
+        };
+        if rdb.origin() == Origin::Client && is_from_future(stock.fence, now_us()) {
+            tokens::warn(&format!(
+                "fence: refused to restore a stock whose fence {} is more than 24 hours ahead \
+                 of this server's clock",
+                stock.fence
+            ));
+            return None;
         }
-    };
-    if !origin.admits(stock.fence) {
-        warn(&format!(
-            "fence: refused to restore a stock whose fence {} is more than 24 hours ahead of \
-             this server's clock",
-            stock.fence
-        ));
-        return std::ptr::null_mut();
+        Some(Box::new(stock))
     }
-    let fence = stock.fence;
-    let value = Box::into_raw(Box::new(stock));
-    // A token a stock accepted is never issued again by this server.
-    super::loaded(origin, value.cast_const().cast(), fence);
-    value.cast()
-}
 
-unsafe extern "C" fn rdb_save(rdb: *mut raw::RedisModuleIO, value: *mut c_void) {
-    let Some(stock) = value.cast::<Stock>().as_ref() else {
-        return;
-    };
-    api!(RedisModule_SaveSigned)(rdb, stock.available);
-    api!(RedisModule_SaveUnsigned)(rdb, stock.fence);
-    api!(RedisModule_SaveSigned)(rdb, stock.deducted);
-    api!(RedisModule_SaveUnsigned)(rdb, stock.ledger_len() as u64);
-    for (id, quantity) in stock.entries() {
-        save_bytes(rdb, id);
-        api!(RedisModule_SaveSigned)(rdb, quantity);
+    fn kept(origin: Origin, id: ValueId, stock: &Stock) {
+        // A token a stock accepted is never issued again by this server.
+        tokens::loaded(origin, id, stock.fence);
     }
-    api!(RedisModule_SaveUnsigned)(rdb, stock.restocks_len() as u64);
-    for (id, quantity) in stock.restock_entries() {
-        save_bytes(rdb, id);
-        api!(RedisModule_SaveSigned)(rdb, quantity);
-    }
-}
 
-unsafe extern "C" fn aof_rewrite(
-    aof: *mut raw::RedisModuleIO,
-    key: *mut raw::RedisModuleString,
-    value: *mut c_void,
-) {
-    let Some(stock) = value.cast::<Stock>().as_ref() else {
-        return;
-    };
-    let emit = api!(RedisModule_EmitAOF);
-    let fence = i64::try_from(stock.fence).unwrap_or(i64::MAX);
-    emit(
-        aof,
-        c"FENCE.STOCK".as_ptr(),
-        c"slllc".as_ptr(),
-        key,
-        stock.available,
-        fence,
-        stock.deducted,
-        c"RESET".as_ptr(),
-    );
-    // One command per entry, in the order the entries were made, so two rewrites of one stock
-    // are byte-identical.
-    for (id, quantity) in stock.entries() {
-        emit(
-            aof,
-            c"FENCE.STOCK".as_ptr(),
-            c"slllcbl".as_ptr(),
-            key,
-            stock.available,
-            fence,
-            stock.deducted,
-            c"KEEP".as_ptr(),
-            id.as_ptr().cast::<c_char>(),
-            id.len(),
-            quantity,
-        );
+    fn save(out: &mut RdbOut<'_>, stock: &Stock) {
+        out.signed(stock.available);
+        out.unsigned(stock.fence);
+        out.signed(stock.deducted);
+        out.unsigned(stock.ledger_len() as u64);
+        for (id, quantity) in stock.entries() {
+            out.bytes(id);
+            out.signed(quantity);
+        }
+        out.unsigned(stock.restocks_len() as u64);
+        for (id, quantity) in stock.restock_entries() {
+            out.bytes(id);
+            out.signed(quantity);
+        }
     }
-    for (id, quantity) in stock.restock_entries() {
-        emit(
-            aof,
-            c"FENCE.RESTOCK".as_ptr(),
-            c"slbl".as_ptr(),
-            key,
-            stock.available,
-            id.as_ptr().cast::<c_char>(),
-            id.len(),
-            quantity,
-        );
+
+    fn rewrite(aof: &mut Aof<'_>, key: RStr<'_>, stock: &Stock) {
+        let state = StockEffect {
+            available: stock.available,
+            fence: stock.fence,
+            deducted: stock.deducted,
+            reset: true,
+        };
+        aof.emit(key, &state.encode(None));
+        // One command per entry, in the order the entries were made, so two rewrites of one
+        // stock are byte-identical.
+        let keep = StockEffect {
+            reset: false,
+            ..state
+        };
+        for entry in stock.entries() {
+            aof.emit(key, &keep.encode(Some(entry)));
+        }
+        for (id, quantity) in stock.restock_entries() {
+            let effect = RestockEffect {
+                available: stock.available,
+                id,
+                quantity,
+            };
+            aof.emit(key, &effect.encode());
+        }
     }
-}
 
-unsafe extern "C" fn mem_usage(value: *const c_void) -> usize {
-    value.cast::<Stock>().as_ref().map_or(0, Stock::mem_usage)
-}
-
-/// Redis combines a value's digest sequences order-independently (it XORs them), so each
-/// entry is a sequence of its own: the digest needs no sort, and two servers that made the
-/// same entries in another order agree. An entry is hashed as one buffer (its stored record:
-/// quantity, length, id), which costs what a set member costs.
-unsafe extern "C" fn digest(md: *mut raw::RedisModuleDigest, value: *mut c_void) {
-    let Some(stock) = value.cast::<Stock>().as_ref() else {
-        return;
-    };
-    api!(RedisModule_DigestAddLongLong)(md, stock.available);
-    api!(RedisModule_DigestAddLongLong)(md, i64::try_from(stock.fence).unwrap_or(i64::MAX));
-    api!(RedisModule_DigestAddLongLong)(md, stock.deducted);
-    api!(RedisModule_DigestEndSequence)(md);
-    for record in stock.entry_records() {
-        api!(RedisModule_DigestAddStringBuffer)(md, record.as_ptr().cast::<c_char>(), record.len());
-        api!(RedisModule_DigestEndSequence)(md);
+    fn mem_usage(stock: &Stock) -> usize {
+        stock.mem_usage()
     }
-    // Restock entries are told apart from request entries of the same id and quantity.
-    for record in stock.restock_records() {
-        api!(RedisModule_DigestAddLongLong)(md, -1);
-        api!(RedisModule_DigestAddStringBuffer)(md, record.as_ptr().cast::<c_char>(), record.len());
-        api!(RedisModule_DigestEndSequence)(md);
+
+    /// Redis combines a value's digest sequences order-independently (it XORs them), so each
+    /// entry is a sequence of its own: the digest needs no sort, and two servers that made the
+    /// same entries in another order agree. An entry is hashed as one buffer (its stored
+    /// record: quantity, length, id), which costs what a set member costs.
+    fn digest(d: &mut Digest<'_>, stock: &Stock) {
+        d.int(stock.available);
+        d.int(i64::try_from(stock.fence).unwrap_or(i64::MAX));
+        d.int(stock.deducted);
+        d.end_sequence();
+        for record in stock.entry_records() {
+            d.bytes(record);
+            d.end_sequence();
+        }
+        // Restock entries are told apart from request entries of the same id and quantity.
+        for record in stock.restock_records() {
+            d.int(-1);
+            d.bytes(record);
+            d.end_sequence();
+        }
     }
-}
 
-unsafe extern "C" fn free(value: *mut c_void) {
-    super::forget(value.cast_const().cast());
-    if !value.is_null() {
-        drop(Box::from_raw(value.cast::<Stock>()));
+    fn copy(stock: &Stock) -> Option<Box<Stock>> {
+        tokens::settle();
+        Some(Box::new(stock.clone()))
     }
-}
 
-unsafe extern "C" fn free_effort(_key: *mut raw::RedisModuleString, value: *const c_void) -> usize {
-    // Lets UNLINK and lazyfree free a large ledger in the background.
-    value.cast::<Stock>().as_ref().map_or(1, Stock::free_effort)
-}
-
-unsafe extern "C" fn copy(
-    _from: *mut raw::RedisModuleString,
-    _to: *mut raw::RedisModuleString,
-    value: *const c_void,
-) -> *mut c_void {
-    super::settle();
-    match value.cast::<Stock>().as_ref() {
-        Some(stock) => Box::into_raw(Box::new(stock.clone())).cast(),
-        None => std::ptr::null_mut(),
+    /// A stock leaves the keyspace: it was in it, so a pending restored fence is observed.
+    fn unlink(_key: RStr<'_>, _id: ValueId) {
+        tokens::settle();
     }
-}
 
-/// A stock leaves the keyspace: it was in it, so a pending restored fence is observed.
-unsafe extern "C" fn unlink(_key: *mut raw::RedisModuleString, _value: *const c_void) {
-    super::settle();
+    fn freed(id: ValueId) {
+        tokens::forget(id);
+    }
+
+    /// Lets UNLINK and lazyfree free a large ledger in the background.
+    fn free_effort(stock: &Stock) -> usize {
+        stock.free_effort()
+    }
 }

@@ -68,6 +68,9 @@ impl TokenClock {
     }
 }
 
+/// The server-wide fencing-token clock (one per process: Redis runs the module on one thread).
+pub static TOKENS: TokenClock = TokenClock::new();
+
 /// Whether a presented token is more than 24 hours ahead of `now_us`.
 pub fn is_from_future(token: u64, now_us: u64) -> bool {
     token > now_us.saturating_add(MAX_FUTURE_US)

@@ -106,6 +106,8 @@ pub enum FenceError {
     BadInternal(&'static str),
     /// The token clock is at its ceiling: no new token can be issued.
     ClockExhausted,
+    /// Redis refused what the module asked of it (blocking a client, a subscription).
+    Internal(String),
 }
 
 impl FenceError {
@@ -170,6 +172,7 @@ impl FenceError {
                 format!("ERR malformed replication command: {what}").into()
             }
             FenceError::ClockExhausted => CLOCK_EXHAUSTED.into(),
+            FenceError::Internal(what) => format!("ERR {what}").into(),
         }
     }
 }
@@ -238,6 +241,7 @@ mod tests {
             },
             FenceError::BadInternal("x"),
             FenceError::ClockExhausted,
+            FenceError::Internal("cannot block this client".into()),
         ];
         for e in all {
             let m = e.message();

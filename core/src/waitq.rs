@@ -35,7 +35,7 @@ pub struct Waiter<H> {
 
 /// A pending re-check of a key: our sequence number, Redis's timer id, the due time (Unix ms).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Recheck {
+pub struct PendingRecheck {
     pub seq: u64,
     pub timer: u64,
     pub due_ms: i64,
@@ -45,7 +45,7 @@ pub struct Recheck {
 struct Queue<H> {
     waiters: VecDeque<Waiter<H>>,
     /// At most one pending re-check.
-    recheck: Option<Recheck>,
+    recheck: Option<PendingRecheck>,
 }
 
 /// Every key's queue of waiters.
@@ -203,7 +203,7 @@ impl<H> WaitQueues<H> {
     }
 
     /// Records the pending re-check of `key`.
-    pub fn set_recheck(&mut self, key: &KeyId, recheck: Recheck) {
+    pub fn set_recheck(&mut self, key: &KeyId, recheck: PendingRecheck) {
         if let Some(q) = self.queues.get_mut(key) {
             q.recheck = Some(recheck);
         }
@@ -230,9 +230,153 @@ impl<H> WaitQueues<H> {
     }
 }
 
+/// What a waited-for key holds when it is looked at again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyState {
+    /// Nothing: free to grant.
+    Free,
+    /// A lock, which expires at this Unix-ms instant (-1: never).
+    Held { expire_at: i64 },
+    /// Another type: the waiters can never get a lock there.
+    Other,
+}
+
+/// What the server allows when a timer looks at a waited-for key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Server {
+    pub is_master: bool,
+    /// Clients' writes are paused (CLIENT PAUSE WRITE, FAILOVER): Redis neither runs writes
+    /// nor deletes expired keys, so nothing may be granted.
+    pub writes_paused: bool,
+}
+
+/// How often a waited-for key is looked at while writes are paused.
+pub const PAUSE_RECHECK_MS: i64 = 10;
+
+/// What a timer's look at a waited-for key leads to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Recheck {
+    /// Nothing to do (nobody waits, or this is not a master: waiters were answered when it
+    /// stopped being one).
+    Nothing,
+    /// Look again at this Unix-ms instant.
+    Again(i64),
+    /// Hand the key to the first waiter, if this node may create it (on a cluster: it serves
+    /// the key's slot and is not migrating it away); else every waiter is told to retry.
+    HandOff,
+    /// The key holds another type: every waiter gets WRONGTYPE.
+    FailAll,
+}
+
+/// Decides a timer's re-check of a key with `waiters` waiting, at `now_ms`.
+pub fn decide_recheck(waiters: usize, server: Server, key: KeyState, now_ms: i64) -> Recheck {
+    if waiters == 0 || !server.is_master {
+        return Recheck::Nothing;
+    }
+    if server.writes_paused {
+        return Recheck::Again(now_ms.saturating_add(PAUSE_RECHECK_MS));
+    }
+    match key {
+        KeyState::Free => Recheck::HandOff,
+        KeyState::Held { expire_at } if expire_at >= 0 => {
+            Recheck::Again(expire_at.saturating_add(1))
+        }
+        // A lock without expiry (PERSIST): a keyspace event (DEL, RENAME...) brings us back.
+        KeyState::Held { .. } => Recheck::Nothing,
+        KeyState::Other => Recheck::FailAll,
+    }
+}
+
+/// What a hand-off does with the first waiter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HandOff {
+    /// Grant it the lock.
+    Grant,
+    /// Its TTL is past a since-lowered `fence.max-ttl-ms`: refuse it with that error and serve
+    /// the next.
+    RefuseTtl { max: i64 },
+    /// Taken meanwhile (never by a newcomer: they queue): put the waiter back, look again at
+    /// the holder's expiry.
+    Requeue,
+    /// Another type: this waiter and every other get WRONGTYPE.
+    WrongType,
+}
+
+/// Decides what the first waiter, who asked for `ttl_ms`, gets from `key`.
+pub fn decide_hand_off(key: KeyState, ttl_ms: i64, max_ttl_ms: i64) -> HandOff {
+    match key {
+        KeyState::Free if ttl_ms > max_ttl_ms => HandOff::RefuseTtl { max: max_ttl_ms },
+        KeyState::Free => HandOff::Grant,
+        KeyState::Held { .. } => HandOff::Requeue,
+        KeyState::Other => HandOff::WrongType,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const MASTER: Server = Server {
+        is_master: true,
+        writes_paused: false,
+    };
+
+    #[test]
+    fn recheck_table() {
+        let paused = Server {
+            writes_paused: true,
+            ..MASTER
+        };
+        let replica = Server {
+            is_master: false,
+            ..MASTER
+        };
+        assert_eq!(
+            decide_recheck(0, MASTER, KeyState::Free, 5),
+            Recheck::Nothing
+        );
+        assert_eq!(
+            decide_recheck(1, replica, KeyState::Free, 5),
+            Recheck::Nothing
+        );
+        assert_eq!(
+            decide_recheck(1, paused, KeyState::Free, 5),
+            Recheck::Again(5 + PAUSE_RECHECK_MS)
+        );
+        assert_eq!(
+            decide_recheck(1, MASTER, KeyState::Free, 5),
+            Recheck::HandOff
+        );
+        assert_eq!(
+            decide_recheck(2, MASTER, KeyState::Held { expire_at: 100 }, 5),
+            Recheck::Again(101)
+        );
+        assert_eq!(
+            decide_recheck(2, MASTER, KeyState::Held { expire_at: -1 }, 5),
+            Recheck::Nothing
+        );
+        assert_eq!(
+            decide_recheck(1, MASTER, KeyState::Other, 5),
+            Recheck::FailAll
+        );
+    }
+
+    #[test]
+    fn hand_off_table() {
+        assert_eq!(decide_hand_off(KeyState::Free, 100, 1000), HandOff::Grant);
+        assert_eq!(
+            decide_hand_off(KeyState::Free, 600_000, 1000),
+            HandOff::RefuseTtl { max: 1000 }
+        );
+        assert_eq!(
+            decide_hand_off(KeyState::Held { expire_at: 9 }, 100, 1000),
+            HandOff::Requeue
+        );
+        assert_eq!(
+            decide_hand_off(KeyState::Other, 100, 1000),
+            HandOff::WrongType
+        );
+    }
 
     fn k(name: &str) -> KeyId {
         KeyId::new(0, name.as_bytes())
@@ -300,7 +444,7 @@ mod tests {
         assert_eq!(q.needs_recheck(&k("l"), 100), Some(None));
         q.set_recheck(
             &k("l"),
-            Recheck {
+            PendingRecheck {
                 seq: 1,
                 timer: 7,
                 due_ms: 100,
@@ -320,7 +464,7 @@ mod tests {
         q.push(&k("l"), b"a", 10, 'a');
         q.set_recheck(
             &k("l"),
-            Recheck {
+            PendingRecheck {
                 seq: 1,
                 timer: 7,
                 due_ms: 100,

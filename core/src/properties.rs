@@ -8,7 +8,7 @@ use proptest::prelude::*;
 use crate::args::{parse_acquire_options, parse_deduct_options, parse_i64, Decimal, MAX_WAIT_MS};
 use crate::clock::{TokenClock, CEILING};
 use crate::error::FenceError;
-use crate::lease::{decide_acquire, decide_release, decide_renew, Acquire, Lease};
+use crate::lease::{decide_acquire, decide_release, decide_renew, Acquire, LeaseView};
 use crate::stock::{Deduct, DeductRequest, Stock};
 use crate::waitq::{KeyId, WaitQueues};
 
@@ -132,20 +132,24 @@ proptest! {
     #[test]
     fn lock_state_machine_matches_the_model(ops in proptest::collection::vec(lock_op(), 1..200), waiters in 0usize..2) {
         let clock = TokenClock::new();
-        let mut lease: Option<Lease> = None;
+        // The held lease, as stored: (owner, token).
+        let mut lease: Option<(Vec<u8>, u64)> = None;
+        fn view(l: &Option<(Vec<u8>, u64)>) -> Option<LeaseView<'_>> {
+            l.as_ref().map(|(owner, token)| LeaseView { owner, token: *token })
+        }
         let mut model: Option<(u8, u64)> = None;
         let mut highest = 0u64;
         for (step, op) in ops.into_iter().enumerate() {
             match op {
                 LockOp::Acquire(o) => {
                     let owner = [o];
-                    match decide_acquire(lease.as_ref(), &owner, waiters) {
+                    match decide_acquire(view(&lease), &owner, waiters) {
                         Acquire::Grant => {
                             prop_assert!(model.is_none() && waiters == 0);
                             let t = clock.next(step as u64).unwrap_or(u64::MAX);
                             prop_assert!(t > highest);
                             highest = t;
-                            lease = Some(Lease::new(&owner, t));
+                            lease = Some((owner.to_vec(), t));
                             model = Some((o, t));
                         }
                         Acquire::Reacquire(t) => prop_assert_eq!(model, Some((o, t))),
@@ -153,11 +157,11 @@ proptest! {
                     }
                 }
                 LockOp::Renew(o) => {
-                    let got = decide_renew(lease.as_ref(), &[o]);
+                    let got = decide_renew(view(&lease), &[o]);
                     prop_assert_eq!(got, model.filter(|(h, _)| *h == o).map(|(_, t)| t));
                 }
                 LockOp::Release(o) => {
-                    let freed = decide_release(lease.as_ref(), &[o]);
+                    let freed = decide_release(view(&lease), &[o]);
                     prop_assert_eq!(freed, model.is_some_and(|(h, _)| h == o));
                     if freed {
                         lease = None;

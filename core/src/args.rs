@@ -3,6 +3,7 @@
 use crate::error::{printable, FenceError, Name};
 
 /// An integer's decimal digits, kept on the stack: what Redis would store for it.
+#[derive(Debug, Clone, Copy)]
 pub struct Decimal {
     buf: [u8; 20],
     start: usize,

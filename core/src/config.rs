@@ -1,10 +1,8 @@
-//! The module's settings: module arguments at load time, `fence.*` in `redis.conf`, and
-//! `CONFIG SET/GET fence.*` at run time.
+//! The module's settings: their names, defaults and bounds, and the module arguments given at
+//! load time. Their registration as `fence.*` configs (`redis.conf`, `CONFIG SET/GET`) is the
+//! FFI layer's.
 
-use std::ffi::{c_char, c_int, c_longlong, c_void, CString};
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
-
-use redis_module::raw;
 
 use crate::args::parse_i64;
 
@@ -32,7 +30,8 @@ impl Setting {
         self.value.load(Ordering::Relaxed)
     }
 
-    fn set(&self, v: i64) {
+    /// Sets the value (Redis has checked it against the bounds).
+    pub fn set(&self, v: i64) {
         self.value.store(v, Ordering::Relaxed);
     }
 }
@@ -69,7 +68,8 @@ impl Flag {
         self.value.load(Ordering::Relaxed)
     }
 
-    fn set(&self, v: bool) {
+    /// Sets the value.
+    pub fn set(&self, v: bool) {
         self.value.store(v, Ordering::Relaxed);
     }
 }
@@ -141,106 +141,6 @@ pub fn apply_module_args(args: &[&[u8]]) -> Result<(), String> {
             Pending::Number(setting, v) => setting.set(v),
             Pending::Flag(flag, v) => flag.set(v),
         }
-    }
-    Ok(())
-}
-
-extern "C" fn get_numeric(_name: *const c_char, privdata: *mut c_void) -> c_longlong {
-    // SAFETY: privdata is one of the `SETTINGS` statics.
-    unsafe { privdata.cast::<Setting>().as_ref() }.map_or(0, Setting::get)
-}
-
-extern "C" fn set_numeric(
-    _name: *const c_char,
-    val: c_longlong,
-    privdata: *mut c_void,
-    _err: *mut *mut raw::RedisModuleString,
-) -> c_int {
-    // Redis has checked the bounds given at registration.
-    // SAFETY: privdata is one of the `SETTINGS` statics.
-    if let Some(s) = unsafe { privdata.cast::<Setting>().as_ref() } {
-        s.set(val);
-    }
-    raw::REDISMODULE_OK as c_int
-}
-
-extern "C" fn get_flag(_name: *const c_char, privdata: *mut c_void) -> c_int {
-    // SAFETY: privdata is one of the `FLAGS` statics.
-    c_int::from(unsafe { privdata.cast::<Flag>().as_ref() }.is_some_and(Flag::get))
-}
-
-extern "C" fn set_flag(
-    _name: *const c_char,
-    val: c_int,
-    privdata: *mut c_void,
-    _err: *mut *mut raw::RedisModuleString,
-) -> c_int {
-    // Redis has parsed `yes`/`no` already.
-    // SAFETY: privdata is one of the `FLAGS` statics.
-    if let Some(f) = unsafe { privdata.cast::<Flag>().as_ref() } {
-        f.set(val != 0);
-    }
-    raw::REDISMODULE_OK as c_int
-}
-
-/// Registers every setting as `fence.<name>` (Redis 7.0+), with the value from the module
-/// arguments as its default, then loads `fence.*` lines from `redis.conf`.
-pub fn register(ctx: *mut raw::RedisModuleCtx) -> Result<(), String> {
-    // SAFETY: reading the API table Redis filled in at load time.
-    let apis = unsafe {
-        (
-            raw::RedisModule_RegisterNumericConfig,
-            raw::RedisModule_RegisterBoolConfig,
-            raw::RedisModule_LoadConfigs,
-        )
-    };
-    let (Some(register), Some(register_bool), Some(load)) = apis else {
-        // Older servers: module arguments only.
-        return Ok(());
-    };
-    for setting in SETTINGS {
-        let name = CString::new(setting.name).map_err(|e| e.to_string())?;
-        // SAFETY: the statics live for the whole process.
-        let status = unsafe {
-            register(
-                ctx,
-                name.as_ptr(),
-                setting.get(),
-                raw::REDISMODULE_CONFIG_DEFAULT,
-                setting.min,
-                setting.max,
-                Some(get_numeric),
-                Some(set_numeric),
-                None,
-                std::ptr::from_ref::<Setting>(setting).cast_mut().cast(),
-            )
-        };
-        if status != raw::REDISMODULE_OK as c_int {
-            return Err(format!("cannot register config fence.{}", setting.name));
-        }
-    }
-    for flag in FLAGS {
-        let name = CString::new(flag.name).map_err(|e| e.to_string())?;
-        // SAFETY: the statics live for the whole process.
-        let status = unsafe {
-            register_bool(
-                ctx,
-                name.as_ptr(),
-                c_int::from(flag.get()),
-                raw::REDISMODULE_CONFIG_DEFAULT,
-                Some(get_flag),
-                Some(set_flag),
-                None,
-                std::ptr::from_ref::<Flag>(flag).cast_mut().cast(),
-            )
-        };
-        if status != raw::REDISMODULE_OK as c_int {
-            return Err(format!("cannot register config fence.{}", flag.name));
-        }
-    }
-    // SAFETY: ctx is the load context.
-    if unsafe { load(ctx) } != raw::REDISMODULE_OK as c_int {
-        return Err("a fence.* setting in the configuration file is invalid".into());
     }
     Ok(())
 }
