@@ -781,6 +781,37 @@ fn restock_ids_survive_an_aof_rewrite_without_rdb_preamble() {
 }
 
 #[test]
+fn restock_ids_are_copied_dumped_and_restored_with_the_stock() {
+    let server = Server::start_with(&["--enable-debug-command", "yes"]);
+    let mut con = server.conn();
+    restock(&mut con);
+    assert_eq!(int(call(&mut con, &["COPY", "sku", "sku2"])), 1);
+    let payload = dump(&mut con, "fresh");
+    okay(restore(&mut con, "fresh2", 0, &payload, &[]));
+    for (copy, original) in [("sku2", "sku"), ("fresh2", "fresh")] {
+        assert_eq!(
+            digest_value(&mut con, copy),
+            digest_value(&mut con, original)
+        );
+    }
+    assert_eq!(stock_info(&mut con, "sku2"), expected_info(21, 2, 1, 2));
+    assert_eq!(
+        int(call(&mut con, &["STOCK.ADD", "sku2", "5", "ID", "r2"])),
+        21
+    );
+    assert_eq!(
+        int(call(&mut con, &["STOCK.ADD", "fresh2", "5", "ID", "r1"])),
+        4
+    );
+    // Each copy has its own ledger from then on.
+    assert_eq!(
+        int(call(&mut con, &["STOCK.ADD", "sku2", "1", "ID", "r9"])),
+        22
+    );
+    assert_eq!(stock_info(&mut con, "sku")["restocks"], 2);
+}
+
+#[test]
 fn a_replica_has_the_same_restock_ids_and_a_replay_on_it_adds_nothing_once_promoted() {
     let master = Server::start_with(&[
         "--enable-debug-command",
