@@ -260,6 +260,28 @@ pub fn parse_deduct_options<'a>(args: &[&'a [u8]]) -> Result<DeductOptions<'a>, 
     Ok(options)
 }
 
+/// Parses at most one option `NAME value` (e.g. `[ID restock-id]`, `[TOKEN token]`): its value,
+/// or None when there are no option words.
+pub fn parse_one_option<'a>(
+    args: &[&'a [u8]],
+    name: &'static str,
+) -> Result<Option<&'a [u8]>, FenceError> {
+    let Some((&word, rest)) = args.split_first() else {
+        return Ok(None);
+    };
+    if !word.eq_ignore_ascii_case(name.as_bytes()) {
+        return Err(FenceError::UnknownOption(printable(word)));
+    }
+    let (&value, rest) = rest.split_first().ok_or(FenceError::MissingValue(name))?;
+    match rest.first() {
+        None => Ok(Some(value)),
+        Some(&w) if w.eq_ignore_ascii_case(name.as_bytes()) => {
+            Err(FenceError::RepeatedOption(name))
+        }
+        Some(&w) => Err(FenceError::UnknownOption(printable(w))),
+    }
+}
+
 /// Parses `STOCK.REFUND`'s options: `[EVENTS stream-key [MAXLEN [~|=] n]]`.
 pub fn parse_refund_options(args: &[&[u8]]) -> Result<Option<Events>, FenceError> {
     match args.split_first() {
@@ -281,6 +303,31 @@ pub fn parse_refund_options(args: &[&[u8]]) -> Result<Option<Events>, FenceError
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn one_option() {
+        assert_eq!(parse_one_option(&[], "ID"), Ok(None));
+        assert_eq!(
+            parse_one_option(&[b"id", b"r1"], "ID"),
+            Ok(Some(&b"r1"[..]))
+        );
+        assert_eq!(
+            parse_one_option(&[b"ID"], "ID"),
+            Err(FenceError::MissingValue("ID"))
+        );
+        assert_eq!(
+            parse_one_option(&[b"ID", b"a", b"ID", b"b"], "ID"),
+            Err(FenceError::RepeatedOption("ID"))
+        );
+        assert_eq!(
+            parse_one_option(&[b"ID", b"a", b"X"], "ID"),
+            Err(FenceError::UnknownOption("X".into()))
+        );
+        assert_eq!(
+            parse_one_option(&[b"TOKEN", b"5"], "ID"),
+            Err(FenceError::UnknownOption("TOKEN".into()))
+        );
+    }
 
     #[test]
     fn stream_ids_and_room() {

@@ -10,15 +10,24 @@ use std::fmt;
 
 use crate::stock::Stock;
 
-/// The encoding version every type writes; loaders accept every version up to it.
-pub const ENCODING_VERSION: i32 = 1;
+/// The encoding version of `fence-lck`: 1 (token, owner).
+pub const LOCK_ENCODING: i32 = 1;
+/// The encoding version of `fence-stk`; its loader reads every version up to it:
+/// 1: available, fence, deducted, the ledger;
+/// 2: the same, then the restock ledger (`STOCK.ADD … ID`).
+pub const STOCK_ENCODING: i32 = 2;
 
 /// The values a type's loader reads, in order; `None` when the stream failed (short read,
 /// wrong opcode).
 pub trait Source {
     fn unsigned(&mut self) -> Option<u64>;
     fn signed(&mut self) -> Option<i64>;
-    fn bytes(&mut self) -> Option<Box<[u8]>>;
+    /// Reads a string and hands it to `f` (no copy is kept).
+    fn with_bytes<R>(&mut self, f: impl FnOnce(&[u8]) -> R) -> Option<R>;
+    /// Reads a string into an owned box.
+    fn bytes(&mut self) -> Option<Box<[u8]>> {
+        self.with_bytes(|b| b.into())
+    }
 }
 
 /// Why a value was refused.
@@ -51,8 +60,8 @@ impl fmt::Display for LoadError {
     }
 }
 
-fn version(encver: i32) -> Result<(), LoadError> {
-    if (1..=ENCODING_VERSION).contains(&encver) {
+fn version(encver: i32, newest: i32) -> Result<(), LoadError> {
+    if (1..=newest).contains(&encver) {
         Ok(())
     } else {
         Err(LoadError::Version(encver))
@@ -90,7 +99,7 @@ pub struct LoadedLock {
 
 /// Reads a lock (`fence-lck`): token (1..=i64::MAX), owner (not empty, at most 4 GiB).
 pub fn load_lock(src: &mut impl Source, encver: i32) -> Result<LoadedLock, LoadError> {
-    version(encver)?;
+    version(encver, LOCK_ENCODING)?;
     let raw = src.unsigned().ok_or(LoadError::Read("token"))?;
     let token = token("token", raw, 1)?;
     let owner = src.bytes().ok_or(LoadError::Read("owner"))?;
@@ -107,36 +116,79 @@ pub fn load_lock(src: &mut impl Source, encver: i32) -> Result<LoadedLock, LoadE
 }
 
 /// Reads a stock (`fence-stk`): available, fence, deducted, the number of ledger entries, then
-/// each entry's request id and quantity. Quantities are 0..=i64::MAX, the fence
-/// 0..=i64::MAX, ids not empty and unique.
+/// each entry's request id and quantity; from version 2 the same for the restock ledger.
+/// Quantities are 0..=i64::MAX, the fence 0..=i64::MAX, ids not empty and unique.
 pub fn load_stock(src: &mut impl Source, encver: i32) -> Result<Stock, LoadError> {
-    version(encver)?;
+    version(encver, STOCK_ENCODING)?;
     let available = quantity(
         "available",
         src.signed().ok_or(LoadError::Read("available"))?,
     )?;
     let fence = token("fence", src.unsigned().ok_or(LoadError::Read("fence"))?, 0)?;
     let deducted = quantity("deducted", src.signed().ok_or(LoadError::Read("deducted"))?)?;
-    let entries = src.unsigned().ok_or(LoadError::Read("ledger size"))?;
     let mut stock = Stock::new(available);
     stock.fence = fence;
     stock.deducted = deducted;
-    // The count is not trusted for an allocation: each entry is read before it is stored, so
-    // a huge count in a short payload ends in a read error.
-    for _ in 0..entries {
-        let id = src.bytes().ok_or(LoadError::Read("request id"))?;
-        let held = quantity(
-            "ledger quantity",
-            src.signed().ok_or(LoadError::Read("ledger quantity"))?,
-        )?;
-        if id.is_empty() {
-            return Err(LoadError::EmptyRequestId);
-        }
-        if !stock.insert_entry(id, held) {
-            return Err(LoadError::DuplicateRequestId);
-        }
+    let entries = src.unsigned().ok_or(LoadError::Read("ledger size"))?;
+    stock.reserve(usize::try_from(entries).unwrap_or(usize::MAX), 0);
+    load_entries(src, entries, &mut stock, Which::Ledger)?;
+    if encver >= 2 {
+        let restocks = src
+            .unsigned()
+            .ok_or(LoadError::Read("restock ledger size"))?;
+        stock.reserve(0, usize::try_from(restocks).unwrap_or(usize::MAX));
+        load_entries(src, restocks, &mut stock, Which::Restocks)?;
     }
     Ok(stock)
+}
+
+/// Which of a stock's ledgers entries are loaded into.
+#[derive(Clone, Copy)]
+enum Which {
+    Ledger,
+    Restocks,
+}
+
+/// Reads `count` (id, quantity) entries into one of `stock`'s ledgers. The id goes into the
+/// ledger straight from the stream's buffer (with quantity 0 until its quantity is read and
+/// checked): a refused entry fails the whole value, which is then dropped. The count is not
+/// trusted for an allocation: each entry is read before it is stored, so a huge count in a
+/// short payload ends in a read error.
+fn load_entries(
+    src: &mut impl Source,
+    count: u64,
+    stock: &mut Stock,
+    which: Which,
+) -> Result<(), LoadError> {
+    let (id_what, qty_what) = match which {
+        Which::Ledger => ("request id", "ledger quantity"),
+        Which::Restocks => ("restock id", "restock quantity"),
+    };
+    for _ in 0..count {
+        let added = src
+            .with_bytes(|id| {
+                if id.is_empty() {
+                    return Err(LoadError::EmptyRequestId);
+                }
+                let new = match which {
+                    Which::Ledger => stock.insert_entry(id, 0),
+                    Which::Restocks => stock.insert_restock(id, 0),
+                };
+                if new {
+                    Ok(())
+                } else {
+                    Err(LoadError::DuplicateRequestId)
+                }
+            })
+            .ok_or(LoadError::Read(id_what))?;
+        added?;
+        let held = quantity(qty_what, src.signed().ok_or(LoadError::Read(qty_what))?)?;
+        match which {
+            Which::Ledger => stock.set_last_entry(held),
+            Which::Restocks => stock.set_last_restock(held),
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -167,9 +219,9 @@ pub mod tests {
                 _ => None,
             }
         }
-        fn bytes(&mut self) -> Option<Box<[u8]>> {
+        fn with_bytes<R>(&mut self, f: impl FnOnce(&[u8]) -> R) -> Option<R> {
             match self.0.pop_front()? {
-                Value::B(v) => Some(v.into()),
+                Value::B(v) => Some(f(v)),
                 _ => None,
             }
         }
@@ -214,6 +266,10 @@ pub mod tests {
             Err(LoadError::Version(2))
         );
         assert_eq!(
+            load_stock(&mut values(&[S(1), U(0), S(0), U(0), U(0)]), 3),
+            Err(LoadError::Version(3))
+        );
+        assert_eq!(
             load_lock(&mut values(&[U(1), B(b"w")]), 0),
             Err(LoadError::Version(0))
         );
@@ -232,6 +288,46 @@ pub mod tests {
         assert_eq!(s.ledger_len(), 2);
         let s = load_stock(&mut values(&[S(i64::MAX), U(0), S(0), U(0)]), 1).unwrap();
         assert_eq!(s.available, i64::MAX);
+    }
+
+    #[test]
+    fn version_2_adds_the_restock_ledger() {
+        let s = load_stock(
+            &mut values(&[
+                S(5),
+                U(0),
+                S(0),
+                U(1),
+                B(b"a"),
+                S(1),
+                U(2),
+                B(b"r1"),
+                S(10),
+                B(b"a"),
+                S(3),
+            ]),
+            2,
+        )
+        .unwrap();
+        assert_eq!(s.request(b"a"), Some(1));
+        assert_eq!(s.restock_of(b"r1"), Some(10));
+        assert_eq!(
+            s.restock_of(b"a"),
+            Some(3),
+            "restock ids live apart from request ids"
+        );
+        assert_eq!(s.restocks_len(), 2);
+        // Version 1 has no restock ledger: a trailing count is not read.
+        let s = load_stock(&mut values(&[S(5), U(0), S(0), U(0)]), 1).unwrap();
+        assert_eq!(s.restocks_len(), 0);
+        for bad in [
+            vec![S(5), U(0), S(0), U(0)],
+            vec![S(5), U(0), S(0), U(0), U(1), B(b""), S(1)],
+            vec![S(5), U(0), S(0), U(0), U(2), B(b"r"), S(1), B(b"r"), S(1)],
+            vec![S(5), U(0), S(0), U(0), U(1), B(b"r"), S(-1)],
+        ] {
+            assert!(load_stock(&mut values(&bad), 2).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

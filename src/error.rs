@@ -37,6 +37,7 @@ pub const PANIC: &str = "ERR internal error in the fence module (see the server 
 pub enum Name {
     Owner,
     RequestId,
+    RestockId,
 }
 
 impl Name {
@@ -44,6 +45,7 @@ impl Name {
         match self {
             Name::Owner => "owner",
             Name::RequestId => "request id",
+            Name::RestockId => "restock id",
         }
     }
 }
@@ -87,6 +89,10 @@ pub enum FenceError {
     MissingValue(&'static str),
     Overflow,
     LedgerFull {
+        max: i64,
+    },
+    /// The restock ledger holds `fence.max-ledger-entries` ids.
+    RestocksFull {
         max: i64,
     },
     NeedsStock,
@@ -144,6 +150,11 @@ impl FenceError {
             FenceError::Overflow => OVERFLOW.into(),
             FenceError::LedgerFull { max } => format!(
                 "ERR request ledger is full ({max} entries, fence.max-ledger-entries): \
+                 start a new sale with STOCK.SET or raise the limit"
+            )
+            .into(),
+            FenceError::RestocksFull { max } => format!(
+                "ERR restock ledger is full ({max} entries, fence.max-ledger-entries): \
                  start a new sale with STOCK.SET or raise the limit"
             )
             .into(),
@@ -219,6 +230,7 @@ mod tests {
             FenceError::MissingValue("ID"),
             FenceError::Overflow,
             FenceError::LedgerFull { max: 1 },
+            FenceError::RestocksFull { max: 1 },
             FenceError::NeedsStock,
             FenceError::InternalOnly,
             FenceError::EvictionRisk {

@@ -659,6 +659,33 @@ impl Ctx {
         }
     }
 
+    /// Replicates a restock with an id: `FENCE.RESTOCK key available restock-id quantity`.
+    pub fn replicate_restock(
+        self,
+        key: *mut raw::RedisModuleString,
+        available: i64,
+        id: &[u8],
+        quantity: i64,
+    ) {
+        let (a, q) = (Decimal::new(available), Decimal::new(quantity));
+        let (a, q) = (a.as_bytes(), q.as_bytes());
+        // SAFETY: s=string, b=buffer+len.
+        unsafe {
+            api!(RedisModule_Replicate)(
+                self.0,
+                c"FENCE.RESTOCK".as_ptr(),
+                c"sbbb".as_ptr(),
+                key,
+                a.as_ptr().cast::<c_char>(),
+                a.len(),
+                id.as_ptr().cast::<c_char>(),
+                id.len(),
+                q.as_ptr().cast::<c_char>(),
+                q.len(),
+            )
+        };
+    }
+
     /// Replicates a plain string stock's new value: `SET key value KEEPTTL`.
     pub fn replicate_string(self, key: *mut raw::RedisModuleString, value: &[u8]) {
         let keepttl: &[u8] = b"KEEPTTL";

@@ -155,7 +155,14 @@ pub fn decide_renew(current: Option<&Lease>, owner: &[u8]) -> Option<u64> {
     current.filter(|l| l.is_held_by(owner)).map(Lease::token)
 }
 
+/// `decide_renew` or `decide_release` narrowed to one grant: with `token`, the lease must be
+/// that grant too, so a stale guard of the same owner never acts on a newer grant.
+pub fn held_as(current: Option<&Lease>, owner: &[u8], token: Option<u64>) -> Option<u64> {
+    decide_renew(current, owner).filter(|t| token.is_none_or(|want| *t == want))
+}
+
 /// Decides a release: true when `owner` holds the lock and it must be freed.
+#[cfg(test)]
 pub fn decide_release(current: Option<&Lease>, owner: &[u8]) -> bool {
     current.is_some_and(|l| l.is_held_by(owner))
 }
@@ -187,6 +194,11 @@ mod tests {
     #[test]
     fn release_table() {
         let held = Lease::new(b"a", 7);
+        assert_eq!(held_as(Some(&held), b"a", None), Some(7));
+        assert_eq!(held_as(Some(&held), b"a", Some(7)), Some(7));
+        assert_eq!(held_as(Some(&held), b"a", Some(6)), None);
+        assert_eq!(held_as(Some(&held), b"b", Some(7)), None);
+        assert_eq!(held_as(None, b"a", Some(7)), None);
         assert!(!decide_release(None, b"a"));
         assert!(decide_release(Some(&held), b"a"));
         assert!(!decide_release(Some(&held), b"b"));

@@ -14,6 +14,7 @@ mod eviction;
 mod glue;
 mod info;
 mod lease;
+mod ledger;
 #[cfg(test)]
 mod properties;
 mod stats;

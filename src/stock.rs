@@ -1,9 +1,8 @@
 //! Stock arithmetic: the available quantity, the request-id ledger and the fence floor.
 //! Plain Rust; the Redis glue only stores a `Stock` and replies with what it decides.
 
-use std::collections::HashMap;
-
-use crate::error::FenceError;
+use crate::error::{FenceError, Name};
+use crate::ledger::{Insert, Ledger};
 
 /// A stock: what is available, what each request took, and the highest token accepted.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -15,7 +14,18 @@ pub struct Stock {
     /// The total deducted and not refunded since the sale started (saturating).
     pub deducted: i64,
     /// Request id -> quantity it holds (0 once refunded).
-    ledger: HashMap<Box<[u8]>, i64>,
+    ledger: Ledger,
+    /// Restock id -> quantity it added (`STOCK.ADD … ID`), so a restock sent twice adds once.
+    restocks: Ledger,
+}
+
+/// The result of a restock that was not refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Restock {
+    /// Added; this much is available now.
+    Added(i64),
+    /// The restock id was known already: nothing added; this much is available.
+    Replayed(i64),
 }
 
 /// A stock's scalar state at one moment.
@@ -54,12 +64,13 @@ impl Stock {
         }
     }
 
-    /// Starts a new sale: `available` set, ledger cleared, fence kept.
+    /// Starts a new sale: `available` set, both ledgers cleared, fence kept.
     pub fn reset(&mut self, available: i64) {
         self.available = available;
         self.deducted = 0;
-        // A fresh map gives the memory of a large ledger back.
-        self.ledger = HashMap::new();
+        // Freed in blocks: a million ids cost a few hundred frees.
+        self.ledger = Ledger::new();
+        self.restocks = Ledger::new();
     }
 
     /// Restocks by `quantity`; returns the new available quantity.
@@ -106,7 +117,7 @@ impl Stock {
             }
         }
         if let Some(id) = req.id {
-            if self.ledger.contains_key(id) {
+            if self.ledger.get(id).is_some() {
                 return Ok(Deduct::Replayed(self.available));
             }
             if i64::try_from(id.len()).map_or(true, |len| len > max_id_length) {
@@ -116,7 +127,9 @@ impl Stock {
                 });
             }
             admit_new_id()?;
-            if i64::try_from(self.ledger.len()).map_or(true, |len| len >= max_ledger) {
+            if i64::try_from(self.ledger.len()).map_or(true, |len| len >= max_ledger)
+                || self.ledger.len() >= crate::ledger::MAX_ENTRIES
+            {
                 return Err(FenceError::LedgerFull { max: max_ledger });
             }
         }
@@ -129,7 +142,8 @@ impl Stock {
             self.fence = token;
         }
         if let Some(id) = req.id {
-            self.ledger.insert(id.into(), req.quantity);
+            // Room was checked above, and the id is new.
+            self.ledger.insert(id, req.quantity);
         }
         Ok(Deduct::Deducted(self.available))
     }
@@ -152,7 +166,7 @@ impl Stock {
         match id {
             Some((id, Some(quantity))) => self.put_entry(id, quantity),
             Some((id, None)) => {
-                self.ledger.remove(id);
+                self.ledger.remove_last(id);
             }
             None => {}
         }
@@ -160,10 +174,9 @@ impl Stock {
 
     /// Returns what request `id` took, once; 0 for an unknown or refunded id.
     pub fn refund(&mut self, id: &[u8]) -> Result<i64, FenceError> {
-        let Some(held) = self.ledger.get_mut(id) else {
+        let Some(quantity) = self.ledger.get(id) else {
             return Ok(0);
         };
-        let quantity = *held;
         if quantity == 0 {
             return Ok(0);
         }
@@ -171,7 +184,7 @@ impl Stock {
             .available
             .checked_add(quantity)
             .ok_or(FenceError::Overflow)?;
-        *held = 0;
+        self.ledger.set(id, 0);
         self.available = available;
         self.deducted = self.deducted.saturating_sub(quantity).max(0);
         Ok(quantity)
@@ -179,7 +192,74 @@ impl Stock {
 
     /// What the ledger knows of request `id`: the quantity held, 0 if refunded, None if unknown.
     pub fn request(&self, id: &[u8]) -> Option<i64> {
-        self.ledger.get(id).copied()
+        self.ledger.get(id)
+    }
+
+    /// Restocks by `quantity`, once per restock id: a restock id already seen adds nothing
+    /// and answers the available quantity. Checks: a new id's length (`max_id_length`), room
+    /// in the restock ledger (`max_ledger`), then overflow; a refusal changes nothing.
+    pub fn restock(
+        &mut self,
+        quantity: i64,
+        id: &[u8],
+        max_ledger: i64,
+        max_id_length: i64,
+    ) -> Result<Restock, FenceError> {
+        if self.restocks.get(id).is_some() {
+            return Ok(Restock::Replayed(self.available));
+        }
+        if i64::try_from(id.len()).map_or(true, |len| len > max_id_length) {
+            return Err(FenceError::NameTooLong {
+                name: Name::RestockId,
+                max: max_id_length,
+            });
+        }
+        if i64::try_from(self.restocks.len()).map_or(true, |len| len >= max_ledger)
+            || self.restocks.len() >= crate::ledger::MAX_ENTRIES
+        {
+            return Err(FenceError::RestocksFull { max: max_ledger });
+        }
+        let available = self
+            .available
+            .checked_add(quantity)
+            .ok_or(FenceError::Overflow)?;
+        self.available = available;
+        self.restocks.insert(id, quantity);
+        Ok(Restock::Added(available))
+    }
+
+    /// What the restock ledger knows of restock `id`: the quantity it added, or None.
+    #[cfg(test)]
+    pub fn restock_of(&self, id: &[u8]) -> Option<i64> {
+        self.restocks.get(id)
+    }
+
+    /// How many restock ids the stock holds.
+    pub fn restocks_len(&self) -> usize {
+        self.restocks.len()
+    }
+
+    /// Restock entries in the order they were made.
+    pub fn restock_entries(&self) -> impl Iterator<Item = (&[u8], i64)> {
+        self.restocks.iter()
+    }
+
+    /// Adds a loaded restock entry; false (and nothing changed) when the id is there already.
+    pub fn insert_restock(&mut self, id: &[u8], quantity: i64) -> bool {
+        self.restocks.insert(id, quantity) == Insert::Added
+    }
+
+    /// Sets one restock entry as replicated; no checks.
+    pub fn put_restock(&mut self, id: &[u8], quantity: i64) {
+        if !self.restocks.set(id, quantity) {
+            self.restocks.insert(id, quantity);
+        }
+    }
+
+    /// Prepares both ledgers for a load of this many entries.
+    pub fn reserve(&mut self, ledger: usize, restocks: usize) {
+        self.ledger.reserve(ledger);
+        self.restocks.reserve(restocks);
     }
 
     /// The quantity request `id` holds now (0 when refunded), for replicating one entry.
@@ -188,39 +268,51 @@ impl Stock {
     }
 
     /// Adds a loaded ledger entry; false (and nothing changed) when the id is there already.
-    pub fn insert_entry(&mut self, id: Box<[u8]>, quantity: i64) -> bool {
-        match self.ledger.entry(id) {
-            std::collections::hash_map::Entry::Occupied(_) => false,
-            std::collections::hash_map::Entry::Vacant(v) => {
-                v.insert(quantity);
-                true
-            }
+    pub fn insert_entry(&mut self, id: &[u8], quantity: i64) -> bool {
+        self.ledger.insert(id, quantity) == Insert::Added
+    }
+
+    /// Sets the quantity of the latest ledger entry (a load reads the id first).
+    pub fn set_last_entry(&mut self, quantity: i64) {
+        self.ledger.set_last(quantity);
+    }
+
+    /// Sets the quantity of the latest restock entry (a load reads the id first).
+    pub fn set_last_restock(&mut self, quantity: i64) {
+        self.restocks.set_last(quantity);
+    }
+
+    /// Sets one ledger entry as replicated; no checks.
+    pub fn put_entry(&mut self, id: &[u8], quantity: i64) {
+        if !self.ledger.set(id, quantity) {
+            self.ledger.insert(id, quantity);
         }
     }
 
-    /// Sets one ledger entry as replicated or loaded; no checks.
-    pub fn put_entry(&mut self, id: &[u8], quantity: i64) {
-        self.ledger.insert(id.into(), quantity);
-    }
-
-    /// Ledger entries in byte order of their ids, so that digests and rewrites do not depend
-    /// on hash-map iteration order.
-    pub fn entries_sorted(&self) -> Vec<(&[u8], i64)> {
-        let mut entries: Vec<(&[u8], i64)> = self.ledger.iter().map(|(k, v)| (&**k, *v)).collect();
-        entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
-        entries
-    }
-
-    /// Ledger entries in any order (RDB save).
+    /// Ledger entries in the order they were made (the same on every server that applied the
+    /// same effects, so rewrites and digests need no sort).
     pub fn entries(&self) -> impl Iterator<Item = (&[u8], i64)> {
-        self.ledger.iter().map(|(k, v)| (&**k, *v))
+        self.ledger.iter()
     }
 
-    /// Bytes of memory used, estimated from the ledger's capacity and its ids.
+    /// Each ledger entry as bytes that describe it fully, without copying (for digests).
+    pub fn entry_records(&self) -> impl Iterator<Item = &[u8]> {
+        self.ledger.records()
+    }
+
+    /// Each restock entry as bytes that describe it fully, without copying (for digests).
+    pub fn restock_records(&self) -> impl Iterator<Item = &[u8]> {
+        self.restocks.records()
+    }
+
+    /// Bytes of memory used, kept as the ledgers grow: O(1).
     pub fn mem_usage(&self) -> usize {
-        let slot = std::mem::size_of::<(Box<[u8]>, i64)>() + 1;
-        let ids: usize = self.ledger.keys().map(|k| k.len()).sum();
-        std::mem::size_of::<Self>() + self.ledger.capacity() * slot + ids
+        std::mem::size_of::<Self>() + self.ledger.mem_usage() + self.restocks.mem_usage()
+    }
+
+    /// How many blocks freeing it frees (for Redis's lazy-free decision).
+    pub fn free_effort(&self) -> usize {
+        self.ledger.blocks() + self.restocks.blocks()
     }
 }
 
@@ -469,17 +561,46 @@ mod tests {
     }
 
     #[test]
-    fn sorted_entries_ignore_insertion_order() {
+    fn entries_come_in_the_order_they_were_made() {
         let mut a = Stock::new(0);
-        let mut b = Stock::new(0);
         for id in [&b"x"[..], b"a", b"m"] {
             a.put_entry(id, 1);
         }
-        for id in [&b"m"[..], b"x", b"a"] {
-            b.put_entry(id, 1);
-        }
-        assert_eq!(a.entries_sorted(), b.entries_sorted());
-        assert_eq!(a.entries_sorted()[0].0, b"a");
+        a.put_entry(b"a", 0);
+        let ids: Vec<&[u8]> = a.entries().map(|(id, _)| id).collect();
+        assert_eq!(ids, vec![&b"x"[..], b"a", b"m"]);
+        assert_eq!(a.request(b"a"), Some(0));
+    }
+
+    #[test]
+    fn a_restock_id_adds_once() {
+        let mut s = Stock::new(5);
+        assert_eq!(s.restock(10, b"r1", 10, 512), Ok(Restock::Added(15)));
+        assert_eq!(s.restock(10, b"r1", 10, 512), Ok(Restock::Replayed(15)));
+        assert_eq!(s.restock(99, b"r1", 10, 512), Ok(Restock::Replayed(15)));
+        assert_eq!(s.restock_of(b"r1"), Some(10));
+        // A new id: too long, no room, or overflowing: refused, nothing changed.
+        assert_eq!(
+            s.restock(1, b"toolong", 10, 3),
+            Err(FenceError::NameTooLong {
+                name: Name::RestockId,
+                max: 3
+            })
+        );
+        assert_eq!(
+            s.restock(1, b"r2", 1, 512),
+            Err(FenceError::RestocksFull { max: 1 })
+        );
+        assert_eq!(
+            s.restock(i64::MAX, b"r2", 10, 512),
+            Err(FenceError::Overflow)
+        );
+        assert_eq!((s.available, s.restocks_len()), (15, 1));
+        // Restock ids and request ids live apart; a new sale clears both.
+        assert_eq!(s.request(b"r1"), None);
+        s.reset(3);
+        assert_eq!(s.restock_of(b"r1"), None);
+        assert_eq!(s.restock(1, b"r1", 10, 512), Ok(Restock::Added(4)));
     }
 
     #[test]

@@ -208,21 +208,19 @@ fn wrong_arity_for_every_command() {
             vec![vec![], vec!["lk"], vec!["lk", "o"]],
         ),
         (
+            // A fifth argument is an option (`TOKEN`): see `token_option_errors`.
             "LOCK.RENEW",
-            vec![
-                vec![],
-                vec!["lk"],
-                vec!["lk", "o"],
-                vec!["lk", "o", "10", "x"],
-            ],
+            vec![vec![], vec!["lk"], vec!["lk", "o"]],
         ),
         (
+            // A fourth argument is an option (`TOKEN`).
             "LOCK.RELEASE",
-            vec![vec![], vec!["lk"], vec!["lk", "o", "x"]],
+            vec![vec![], vec!["lk"]],
         ),
         ("LOCK.STATUS", vec![vec![], vec!["lk", "x"]]),
         ("STOCK.SET", vec![vec![], vec!["sk"], vec!["sk", "5", "x"]]),
-        ("STOCK.ADD", vec![vec![], vec!["sk"], vec!["sk", "5", "x"]]),
+        // A fourth argument is an option (`ID`).
+        ("STOCK.ADD", vec![vec![], vec!["sk"]]),
         ("STOCK.GET", vec![vec![], vec!["sk", "x"]]),
         ("STOCK.DEDUCT", vec![vec![], vec!["sk"]]),
         (

@@ -8,23 +8,62 @@ mod common;
 use common::*;
 use redis::Connection;
 
-const LOCK_DUMP: &[u8] = include_bytes!("fixtures/encoding-1/lock.dump");
-const STOCK_DUMP: &[u8] = include_bytes!("fixtures/encoding-1/stock.dump");
-const STOCK_NO_LEDGER_DUMP: &[u8] = include_bytes!("fixtures/encoding-1/stock-no-ledger.dump");
-const RDB: &[u8] = include_bytes!("fixtures/encoding-1/dump.rdb");
-const AOF: &[u8] = include_bytes!("fixtures/encoding-1/appendonly.aof");
+/// One set of fixtures and what it holds (printed by its make.py when it was made).
+struct Fixtures {
+    lock_dump: &'static [u8],
+    stock_dump: &'static [u8],
+    stock_no_ledger_dump: &'static [u8],
+    rdb: &'static [u8],
+    aof: &'static [u8],
+    lock_token: i64,
+    lock_persist_token: i64,
+    guard_token: i64,
+    live_lock_token: i64,
+    /// fx:stock's available quantity and restock ids (restock id, quantity).
+    stock_available: i64,
+    restocks: &'static [(&'static str, i64)],
+    /// fx:live-stock's available quantity and restock ids.
+    live_available: i64,
+    live_restocks: &'static [(&'static str, i64)],
+}
 
-// What the fixtures hold (printed by make.py when they were made).
-const LOCK_TOKEN: i64 = 1_796_056_302_873_903;
-const LOCK_PERSIST_TOKEN: i64 = 1_796_056_302_874_170;
-const GUARD_TOKEN: i64 = 1_796_056_302_874_920;
-const LIVE_LOCK_TOKEN: i64 = 1_796_056_303_181_543;
-/// The highest token in the fixtures' server: the RDB's aux field and the AOF's last grant.
-const LAST_TOKEN: i64 = LIVE_LOCK_TOKEN;
+const ENCODING_1: Fixtures = Fixtures {
+    lock_dump: include_bytes!("fixtures/encoding-1/lock.dump"),
+    stock_dump: include_bytes!("fixtures/encoding-1/stock.dump"),
+    stock_no_ledger_dump: include_bytes!("fixtures/encoding-1/stock-no-ledger.dump"),
+    rdb: include_bytes!("fixtures/encoding-1/dump.rdb"),
+    aof: include_bytes!("fixtures/encoding-1/appendonly.aof"),
+    lock_token: 1_796_056_302_873_903,
+    lock_persist_token: 1_796_056_302_874_170,
+    guard_token: 1_796_056_302_874_920,
+    live_lock_token: 1_796_056_303_181_543,
+    stock_available: 988,
+    restocks: &[],
+    live_available: 27,
+    live_restocks: &[],
+};
+
+const ENCODING_2: Fixtures = Fixtures {
+    lock_dump: include_bytes!("fixtures/encoding-2/lock.dump"),
+    stock_dump: include_bytes!("fixtures/encoding-2/stock.dump"),
+    stock_no_ledger_dump: include_bytes!("fixtures/encoding-2/stock-no-ledger.dump"),
+    rdb: include_bytes!("fixtures/encoding-2/dump.rdb"),
+    aof: include_bytes!("fixtures/encoding-2/appendonly.aof"),
+    lock_token: 1_796_058_948_259_372,
+    lock_persist_token: 1_796_058_948_259_523,
+    guard_token: 1_796_058_948_259_733,
+    live_lock_token: 1_796_058_948_597_238,
+    stock_available: 1038,
+    restocks: &[("restock-1", 20), ("restock-2", 30)],
+    live_available: 31,
+    live_restocks: &[("live-restock", 4)],
+};
+
 /// The locks were taken for 10 years (fence.max-ttl-ms raised), on 2026-11-30.
 const LONG_TTL_AT_LEAST_MS: i64 = 300 * 24 * 3600 * 1000;
 
-/// (available, deducted, requests, fence) of `key`, from STOCK.INFO.
+/// (available, deducted, requests, fence) of `key`, from STOCK.INFO (with `restocks` checked
+/// against `restocks` when the server reports it).
 fn stock_info(con: &mut Connection, key: &str) -> (i64, i64, i64, i64) {
     let Ok(redis::Value::Array(items)) = call(con, &["STOCK.INFO", key]) else {
         panic!("STOCK.INFO {key} is not an array");
@@ -65,9 +104,40 @@ fn check_lock(con: &mut Connection, key: &str, owner: &str, token: i64) {
     assert_eq!(key_type(con, key), "fence-lck");
 }
 
-fn check_stock(con: &mut Connection) {
+/// Restock ids read back: each replays (adds nothing) and the count matches.
+fn check_restocks(con: &mut Connection, key: &str, available: i64, restocks: &[(&str, i64)]) {
+    let Ok(redis::Value::Array(items)) = call(con, &["STOCK.INFO", key]) else {
+        panic!("STOCK.INFO {key}");
+    };
+    let count = items
+        .chunks(2)
+        .find(|p| text(&p[0]) == "restocks")
+        .map(|p| p[1].clone());
+    assert_eq!(
+        count,
+        Some(redis::Value::Int(restocks.len() as i64)),
+        "{key} restocks"
+    );
+    for (id, quantity) in restocks {
+        assert_eq!(
+            int(call(
+                con,
+                &["STOCK.ADD", key, &quantity.to_string(), "ID", id]
+            )),
+            available,
+            "{key}: restock {id} replays"
+        );
+    }
+}
+
+fn check_stock(con: &mut Connection, f: &Fixtures) {
+    let available = f.stock_available;
     assert_eq!(key_type(con, "fx:stock"), "fence-stk");
-    assert_eq!(stock_info(con, "fx:stock"), (988, 12, 5, GUARD_TOKEN));
+    assert_eq!(
+        stock_info(con, "fx:stock"),
+        (available, 12, 5, f.guard_token)
+    );
+    check_restocks(con, "fx:stock", available, f.restocks);
     for (id, quantity) in [
         ("order-0", 1),
         ("order-1", 2),
@@ -84,7 +154,7 @@ fn check_stock(con: &mut Connection) {
             con,
             &["STOCK.DEDUCT", "fx:stock", "1", "ID", "order-1"]
         )),
-        988
+        available
     );
     assert_err(
         call(
@@ -94,14 +164,14 @@ fn check_stock(con: &mut Connection) {
                 "fx:stock",
                 "1",
                 "FENCE",
-                &(GUARD_TOKEN - 1).to_string(),
+                &(f.guard_token - 1).to_string(),
             ],
         ),
         "STALE",
     );
     assert_eq!(
         int(call(con, &["STOCK.DEDUCT", "fx:stock", "1", "ID", "new"])),
-        987
+        available - 1
     );
     assert_eq!(int(call(con, &["STOCK.REFUND", "fx:stock", "order-3"])), 4);
 }
@@ -111,11 +181,11 @@ fn check_stock_no_ledger(con: &mut Connection) {
 }
 
 /// Every key of the fixtures' server, after an RDB or AOF load.
-fn check_everything(con: &mut Connection) {
-    check_lock(con, "fx:lock", "worker-1", LOCK_TOKEN);
-    check_lock(con, "fx:lock-persist", "worker-2", LOCK_PERSIST_TOKEN);
-    check_lock(con, "fx:guard", "worker-3", GUARD_TOKEN);
-    check_lock(con, "fx:live-lock", "worker-4", LIVE_LOCK_TOKEN);
+fn check_everything(con: &mut Connection, f: &Fixtures) {
+    check_lock(con, "fx:lock", "worker-1", f.lock_token);
+    check_lock(con, "fx:lock-persist", "worker-2", f.lock_persist_token);
+    check_lock(con, "fx:guard", "worker-3", f.guard_token);
+    check_lock(con, "fx:live-lock", "worker-4", f.live_lock_token);
     assert_eq!(pttl(con, "fx:lock-persist"), -1, "PERSIST kept");
     for key in ["fx:lock", "fx:guard", "fx:live-lock"] {
         assert!(
@@ -132,62 +202,98 @@ fn check_everything(con: &mut Connection) {
     check_stock_no_ledger(con);
     assert_eq!(
         stock_info(con, "fx:live-stock"),
-        (27, 3, 2, LIVE_LOCK_TOKEN)
+        (f.live_available, 3, 2, f.live_lock_token)
     );
+    check_restocks(con, "fx:live-stock", f.live_available, f.live_restocks);
     assert_eq!(request(con, "fx:live-stock", "live-1"), Some(0));
     assert_eq!(request(con, "fx:live-stock", "live-2"), Some(3));
     assert_eq!(get_string(con, "fx:plain").as_deref(), Some("45"));
     assert_eq!(int(call(con, &["XLEN", "fx:events"])), 2);
-    check_stock(con);
-    // The token clock starts above everything the fixtures hold.
+    check_stock(con, f);
+    // The token clock starts above everything the fixtures hold (the RDB's aux field, the
+    // AOF's last grant).
     let next = int(call(con, &["LOCK.ACQUIRE", "fx:next", "w", "10000"]));
-    assert!(next > LAST_TOKEN, "next token {next} <= {LAST_TOKEN}");
+    assert!(
+        next > f.live_lock_token,
+        "next token {next} <= {}",
+        f.live_lock_token
+    );
     assert_eq!(dbsize(con), 10);
 }
 
-#[test]
-fn encoding_1_dump_payloads_restore() {
+fn dump_payloads_restore(f: &Fixtures) {
     let server = Server::start();
     let mut con = server.conn();
-    okay(restore(&mut con, "lock", 0, LOCK_DUMP, &[]));
-    check_lock(&mut con, "lock", "worker-1", LOCK_TOKEN);
-    okay(restore(&mut con, "fx:stock", 0, STOCK_DUMP, &[]));
-    check_stock(&mut con);
+    okay(restore(&mut con, "lock", 0, f.lock_dump, &[]));
+    check_lock(&mut con, "lock", "worker-1", f.lock_token);
+    okay(restore(&mut con, "fx:stock", 0, f.stock_dump, &[]));
+    check_stock(&mut con, f);
     okay(restore(
         &mut con,
         "fx:stock-no-ledger",
         0,
-        STOCK_NO_LEDGER_DUMP,
+        f.stock_no_ledger_dump,
         &[],
     ));
     check_stock_no_ledger(&mut con);
     // A restored lock's token is never issued again.
     let next = int(call(&mut con, &["LOCK.ACQUIRE", "other", "w", "10000"]));
-    assert!(next > LOCK_TOKEN);
+    assert!(next > f.lock_token);
     // The same payloads with sanitize-dump-payload on.
     okay(call(
         &mut con,
         &["CONFIG", "SET", "sanitize-dump-payload", "yes"],
     ));
-    okay(restore(&mut con, "lock", 0, LOCK_DUMP, &["REPLACE"]));
-    okay(restore(&mut con, "fx:stock", 0, STOCK_DUMP, &["REPLACE"]));
-    check_lock(&mut con, "lock", "worker-1", LOCK_TOKEN);
-    assert_eq!(stock_info(&mut con, "fx:stock"), (988, 12, 5, GUARD_TOKEN));
+    okay(restore(&mut con, "lock", 0, f.lock_dump, &["REPLACE"]));
+    okay(restore(&mut con, "fx:stock", 0, f.stock_dump, &["REPLACE"]));
+    check_lock(&mut con, "lock", "worker-1", f.lock_token);
+    assert_eq!(
+        stock_info(&mut con, "fx:stock"),
+        (f.stock_available, 12, 5, f.guard_token)
+    );
+}
+
+fn rdb_file_loads(f: &Fixtures) {
+    let server = Server::start_with_files(&[("dump.rdb", f.rdb)], &[]);
+    let mut con = server.conn();
+    check_everything(&mut con, f);
+}
+
+fn aof_loads(f: &Fixtures) {
+    let server = Server::start_with_files(
+        &[("appendonly.aof", f.aof)],
+        &["--appendonly", "yes", "--aof-use-rdb-preamble", "no"],
+    );
+    let mut con = server.conn();
+    check_everything(&mut con, f);
+}
+
+#[test]
+fn encoding_1_dump_payloads_restore() {
+    dump_payloads_restore(&ENCODING_1);
 }
 
 #[test]
 fn encoding_1_rdb_file_loads() {
-    let server = Server::start_with_files(&[("dump.rdb", RDB)], &[]);
-    let mut con = server.conn();
-    check_everything(&mut con);
+    rdb_file_loads(&ENCODING_1);
 }
 
 #[test]
 fn encoding_1_aof_in_the_effect_format_loads() {
-    let server = Server::start_with_files(
-        &[("appendonly.aof", AOF)],
-        &["--appendonly", "yes", "--aof-use-rdb-preamble", "no"],
-    );
-    let mut con = server.conn();
-    check_everything(&mut con);
+    aof_loads(&ENCODING_1);
+}
+
+#[test]
+fn encoding_2_dump_payloads_restore() {
+    dump_payloads_restore(&ENCODING_2);
+}
+
+#[test]
+fn encoding_2_rdb_file_loads() {
+    rdb_file_loads(&ENCODING_2);
+}
+
+#[test]
+fn encoding_2_aof_in_the_effect_format_loads() {
+    aof_loads(&ENCODING_2);
 }

@@ -152,11 +152,11 @@ fn command_docs_and_info_describe_every_command() {
             -4,
             vec!["key", "owner", "ttl-ms", "timeout-ms"],
         ),
-        ("LOCK.RENEW", 4, vec!["key", "owner", "ttl-ms"]),
-        ("LOCK.RELEASE", 3, vec!["key", "owner"]),
+        ("LOCK.RENEW", -4, vec!["key", "owner", "ttl-ms", "token"]),
+        ("LOCK.RELEASE", -3, vec!["key", "owner", "token"]),
         ("LOCK.STATUS", 2, vec!["key"]),
         ("STOCK.SET", 3, vec!["key", "quantity"]),
-        ("STOCK.ADD", 3, vec!["key", "quantity"]),
+        ("STOCK.ADD", -3, vec!["key", "quantity", "restock-id"]),
         ("STOCK.GET", 2, vec!["key"]),
         (
             "STOCK.DEDUCT",
@@ -358,12 +358,14 @@ fn stock_info_reports_the_ledger() {
         Value::Int(2),
         Value::BulkString(b"fence".to_vec()),
         Value::Int(7),
+        Value::BulkString(b"restocks".to_vec()),
+        Value::Int(0),
     ]);
     assert_eq!(v, expect);
     let mut r3 = server.conn_resp3();
     let m = call(&mut r3, &["STOCK.INFO", "s"]).expect("STOCK.INFO resp3");
     assert!(
-        matches!(m, Value::Map(ref pairs) if pairs.len() == 4),
+        matches!(m, Value::Map(ref pairs) if pairs.len() == 5),
         "{m:?}"
     );
     okay(call(&mut con, &["SET", "p", "42"]));

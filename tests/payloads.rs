@@ -144,7 +144,13 @@ fn lock_body(of: &Payload, token: u64, owner: &[u8]) -> Vec<u8> {
     Encoder::new(of).unsigned(token).string(owner).done()
 }
 
-/// A stock value: available, fence, deducted, then `count` and the entries.
+/// The encoding version in a payload's module id (its low 10 bits).
+fn encver(of: &Payload) -> u64 {
+    u64::from_be_bytes(of.body[2..10].try_into().expect("8 bytes")) & 1023
+}
+
+/// A stock value: available, fence, deducted, then `count` and the entries (and, from
+/// encoding 2 on, an empty restock ledger).
 fn stock_body(
     of: &Payload,
     available: i64,
@@ -160,6 +166,9 @@ fn stock_body(
         .unsigned(count);
     for (id, q) in entries {
         e.string(id).signed(*q);
+    }
+    if encver(of) >= 2 {
+        e.unsigned(0);
     }
     e.done()
 }
@@ -198,6 +207,15 @@ impl Target {
             ));
         }
         int(call(&mut con, &["STOCK.REFUND", "keep:ledger", "order-2"]));
+        // Restock ids too (encoding 2).
+        int(call(
+            &mut con,
+            &["STOCK.ADD", "keep:ledger", "5", "ID", "restock-1"],
+        ));
+        int(call(
+            &mut con,
+            &["STOCK.ADD", "keep:ledger", "7", "ID", "restock-2"],
+        ));
         let lock = Payload::parse(&dump(&mut con, "keep:lock"));
         let stock = Payload::parse(&dump(&mut con, "keep:stock"));
         let ledger = Payload::parse(&dump(&mut con, "keep:ledger"));
@@ -554,6 +572,15 @@ fn truncated_and_flipped_payloads_never_hurt_the_server() {
         ("lock", t.lock.clone()),
         ("stock", t.stock.clone()),
         ("stock with a ledger", t.ledger.clone()),
+        // What older versions wrote (encoding 1 of both types).
+        (
+            "encoding-1 lock",
+            Payload::parse(include_bytes!("fixtures/encoding-1/lock.dump")),
+        ),
+        (
+            "encoding-1 stock",
+            Payload::parse(include_bytes!("fixtures/encoding-1/stock.dump")),
+        ),
     ];
     let mut accepted = 0;
     let mut refused = 0;

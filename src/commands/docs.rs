@@ -93,21 +93,38 @@ const DOCS: &[Doc] = &[
     },
     Doc {
         name: c"LOCK.RENEW",
-        summary: c"Resets the TTL of a lock the owner holds and returns its token; nil otherwise.",
+        summary: c"Resets the TTL of a lock the owner holds (with TOKEN: that grant) and returns its token; nil otherwise.",
         complexity: c"O(1)",
-        arity: 4,
+        arity: -4,
         key_flags: RW,
         events_key: false,
-        args: &[key(), string(c"owner"), integer(c"ttl-ms")],
+        args: &[
+            key(),
+            string(c"owner"),
+            integer(c"ttl-ms"),
+            option(
+                c"token",
+                c"TOKEN",
+                raw::RedisModuleCommandArgType_REDISMODULE_ARG_TYPE_INTEGER,
+            ),
+        ],
     },
     Doc {
         name: c"LOCK.RELEASE",
-        summary: c"Frees a lock the owner holds (1) and hands it to the first waiter; 0 otherwise.",
+        summary: c"Frees a lock the owner holds (with TOKEN: that grant) (1) and hands it to the first waiter; 0 otherwise.",
         complexity: c"O(1)",
-        arity: 3,
+        arity: -3,
         key_flags: RW_DELETE,
         events_key: false,
-        args: &[key(), string(c"owner")],
+        args: &[
+            key(),
+            string(c"owner"),
+            option(
+                c"token",
+                c"TOKEN",
+                raw::RedisModuleCommandArgType_REDISMODULE_ARG_TYPE_INTEGER,
+            ),
+        ],
     },
     Doc {
         name: c"LOCK.STATUS",
@@ -129,12 +146,20 @@ const DOCS: &[Doc] = &[
     },
     Doc {
         name: c"STOCK.ADD",
-        summary: c"Adds to a stock's available quantity and returns the new quantity.",
+        summary: c"Adds to a stock's available quantity (with ID: once per restock id) and returns the new quantity.",
         complexity: c"O(1)",
-        arity: 3,
+        arity: -3,
         key_flags: RW_INSERT,
         events_key: false,
-        args: &[key(), integer(c"quantity")],
+        args: &[
+            key(),
+            integer(c"quantity"),
+            option(
+                c"restock-id",
+                c"ID",
+                raw::RedisModuleCommandArgType_REDISMODULE_ARG_TYPE_STRING,
+            ),
+        ],
     },
     Doc {
         name: c"STOCK.GET",
@@ -181,7 +206,7 @@ const DOCS: &[Doc] = &[
     },
     Doc {
         name: c"STOCK.INFO",
-        summary: c"Returns a stock's available, deducted, requests and fence.",
+        summary: c"Returns a stock's available, deducted, requests, fence and restocks.",
         complexity: c"O(1)",
         arity: 2,
         key_flags: RO,
@@ -205,6 +230,15 @@ const DOCS: &[Doc] = &[
         key_flags: RW_INSERT,
         events_key: false,
         args: &[key(), integer(c"available"), integer(c"fence"), integer(c"deducted"), string(c"mode")],
+    },
+    Doc {
+        name: c"FENCE.RESTOCK",
+        summary: c"Replication only: applies a restock with an id decided by the master.",
+        complexity: c"O(1)",
+        arity: 5,
+        key_flags: RW_INSERT,
+        events_key: false,
+        args: &[key(), integer(c"available"), string(c"restock-id"), integer(c"quantity")],
     },
 ];
 

@@ -133,3 +133,38 @@ fn apply_stock(ctx: Ctx, args: &Args) -> CommandResult {
     key.signal_modified();
     Ok(Reply::Ok)
 }
+
+/// `FENCE.RESTOCK key available restock-id quantity`: a restock with an id (`STOCK.ADD … ID`),
+/// or one restock entry of an AOF rewrite.
+pub fn restock(ctx: Ctx, args: &Args) -> CommandResult {
+    if !ctx.is_replicated_or_loading() {
+        return Err(FenceError::InternalOnly);
+    }
+    logged(ctx, args, apply_restock(ctx, args))
+}
+
+fn apply_restock(ctx: Ctx, args: &Args) -> CommandResult {
+    if args.len() != 5 {
+        return Err(FenceError::Arity("fence.restock"));
+    }
+    let available = quantity(args, 2, "available")?;
+    let id = args.bytes(3);
+    if id.is_empty() {
+        return Err(FenceError::BadInternal("restock id"));
+    }
+    let added = quantity(args, 4, "quantity")?;
+    let mut key = Key::write(ctx, args.raw(1));
+    match key.kind() {
+        Kind::Empty => key.set_stock(Stock::new(0)),
+        Kind::Stock => {}
+        _ => return Err(FenceError::WrongType),
+    }
+    let Some(stock) = key.stock() else {
+        return Err(FenceError::WrongType);
+    };
+    stock.available = available;
+    stock.put_restock(id, added);
+    ctx.replicate_verbatim();
+    key.signal_modified();
+    Ok(Reply::Ok)
+}

@@ -5,12 +5,12 @@ use redis_module::raw;
 
 use super::CommandResult;
 use super::{eviction, wait};
-use crate::args::{parse_acquire_options, parse_name, parse_ttl};
+use crate::args::{parse_acquire_options, parse_name, parse_one_option, parse_token, parse_ttl};
 use crate::clock::{expire_at_ms, now_us};
 use crate::config::{MAX_ID_LENGTH, MAX_TTL_MS};
 use crate::error::{FenceError, Name};
 use crate::glue::{string_bytes, token_reply, Args, Ctx, Key, Owner, Reply};
-use crate::lease::{decide_acquire, decide_release, decide_renew, Acquire, Lease};
+use crate::lease::{decide_acquire, held_as, Acquire, Lease};
 use crate::stats;
 use crate::TOKENS;
 
@@ -116,16 +116,26 @@ pub fn acquire(ctx: Ctx, args: &Args) -> CommandResult {
     }
 }
 
-/// `LOCK.RENEW key owner ttl-ms` → the holder's token, or nil when `owner` does not hold it.
+/// The `[TOKEN token]` of LOCK.RENEW and LOCK.RELEASE, from argument `from` on.
+fn token_option(args: &Args, from: usize) -> Result<Option<u64>, FenceError> {
+    match parse_one_option(args.options(from).as_slice(), "TOKEN")? {
+        Some(t) => Ok(Some(parse_token(t)?)),
+        None => Ok(None),
+    }
+}
+
+/// `LOCK.RENEW key owner ttl-ms [TOKEN token]` → the holder's token, or nil when `owner` does
+/// not hold it (with `TOKEN`: does not hold that grant).
 pub fn renew(ctx: Ctx, args: &Args) -> CommandResult {
-    if args.len() != 4 {
+    if args.len() < 4 {
         return Err(FenceError::Arity("lock.renew"));
     }
     // Any length: a holder is never stranded by a lowered fence.max-id-length.
     let owner = parse_name(args.bytes(2), Name::Owner, i64::MAX)?;
     let ttl = parse_ttl(args.bytes(3), MAX_TTL_MS.get())?;
+    let grant = token_option(args, 4)?;
     let key = Key::write(ctx, args.raw(1));
-    let Some(token) = decide_renew(key.lease()?.as_deref(), owner) else {
+    let Some(token) = held_as(key.lease()?.as_deref(), owner, grant) else {
         stats::RENEWALS_REFUSED.incr();
         return Ok(Reply::Nil);
     };
@@ -134,16 +144,18 @@ pub fn renew(ctx: Ctx, args: &Args) -> CommandResult {
     Ok(token_reply(token))
 }
 
-/// `LOCK.RELEASE key owner` → 1 when `owner` held the lock and no longer does, else 0.
-/// The first waiter, if any, is granted the lock before this command returns.
+/// `LOCK.RELEASE key owner [TOKEN token]` → 1 when `owner` held the lock (with `TOKEN`: that
+/// grant) and no longer does, else 0. The first waiter, if any, is granted the lock before this
+/// command returns.
 pub fn release(ctx: Ctx, args: &Args) -> CommandResult {
-    if args.len() != 3 {
+    if args.len() < 3 {
         return Err(FenceError::Arity("lock.release"));
     }
     // Any length: a holder is never stranded by a lowered fence.max-id-length.
     let owner = parse_name(args.bytes(2), Name::Owner, i64::MAX)?;
+    let grant = token_option(args, 3)?;
     let key = Key::write(ctx, args.raw(1));
-    if !decide_release(key.lease()?.as_deref(), owner) {
+    if held_as(key.lease()?.as_deref(), owner, grant).is_none() {
         stats::RELEASES_REFUSED.incr();
         return Ok(Reply::Int(0));
     }

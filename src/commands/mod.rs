@@ -75,6 +75,7 @@ entry_points! {
     stock_info => stock::info,
     fence_lock => internal::lock,
     fence_stock => internal::stock,
+    fence_restock => internal::restock,
 }
 
 type EntryPoint =
@@ -100,13 +101,14 @@ const COMMANDS: &[(&CStr, EntryPoint, &CStr)] = &[
     // Replication-only forms: refused unless they come from the master link or the AOF.
     (c"FENCE.LOCK", fence_lock, c"write"),
     (c"FENCE.STOCK", fence_stock, c"write"),
+    (c"FENCE.RESTOCK", fence_restock, c"write"),
 ];
 
 /// ACL categories of each command besides `@fence` (Redis 7.2+ has the API).
 fn categories(name: &CStr) -> &'static CStr {
     match name.to_bytes() {
         b"LOCK.STATUS" | b"STOCK.GET" | b"STOCK.REQUEST" | b"STOCK.INFO" => c"fence read fast",
-        b"STOCK.SET" | b"FENCE.LOCK" | b"FENCE.STOCK" => c"fence write",
+        b"STOCK.SET" | b"FENCE.LOCK" | b"FENCE.STOCK" | b"FENCE.RESTOCK" => c"fence write",
         _ => c"fence write fast",
     }
 }

@@ -4,15 +4,15 @@
 use super::events::{self, Batch, Stream};
 use super::{eviction, CommandResult};
 use crate::args::{
-    parse_deduct_options, parse_i64, parse_name, parse_quantity, parse_refund_options, Decimal,
-    DeductOptions,
+    parse_deduct_options, parse_i64, parse_name, parse_one_option, parse_quantity,
+    parse_refund_options, Decimal, DeductOptions,
 };
 use crate::clock::{is_from_future, now_us};
 use crate::config::{MAX_ID_LENGTH, MAX_LEDGER_ENTRIES};
 use crate::error::{FenceError, Name};
 use crate::glue::{Args, Ctx, Key, Kind, Reply};
 use crate::stats;
-use crate::stock::{plain_add, plain_deduct, Deduct, DeductRequest, Stock};
+use crate::stock::{plain_add, plain_deduct, Deduct, DeductRequest, Restock, Stock};
 
 /// The integer in a plain string stock, read through `GET`, which leaves the stored object as
 /// it is (a direct read would re-encode an integer string as raw bytes). The stock's key must
@@ -67,38 +67,63 @@ pub fn set(ctx: Ctx, args: &Args) -> CommandResult {
     Ok(Reply::Ok)
 }
 
-/// `STOCK.ADD key quantity` → the new available quantity.
+/// `STOCK.ADD key quantity [ID restock-id]` → the new available quantity (with `ID`, a restock
+/// id already seen adds nothing and answers the available quantity).
 pub fn add(ctx: Ctx, args: &Args) -> CommandResult {
-    if args.len() != 3 {
+    if args.len() < 3 {
         return Err(FenceError::Arity("stock.add"));
     }
     let quantity = parse_quantity(args.bytes(2), 1)?;
+    let id = match parse_one_option(args.options(3).as_slice(), "ID")? {
+        Some(id) => Some(parse_name(id, Name::RestockId, i64::MAX)?),
+        None => None,
+    };
     let mut key = Key::write(ctx, args.raw(1));
     if matches!(key.kind(), Kind::Empty | Kind::Stock) {
         eviction::check_stock(ctx, &key)?;
     }
-    let available = match key.kind() {
-        Kind::Empty => {
-            key.set_stock(Stock::new(quantity));
-            quantity
-        }
-        Kind::Stock => match key.stock() {
-            Some(stock) => stock.add(quantity)?,
-            None => return Err(FenceError::WrongType),
-        },
+    let created = key.kind() == Kind::Empty;
+    match key.kind() {
+        Kind::Empty => key.set_stock(Stock::new(0)),
+        Kind::Stock => {}
         Kind::String => {
+            if id.is_some() {
+                return Err(FenceError::NeedsStock);
+            }
             drop(key);
             let value = plain_add(plain_value_read(ctx, args)?, quantity)?;
             write_plain(ctx, args, value);
             return Ok(Reply::Int(value));
         }
         _ => return Err(FenceError::WrongType),
-    };
-    if let Some(stock) = key.stock() {
-        ctx.replicate_stock(args.raw(1), stock, false, None);
     }
-    key.signal_modified();
-    Ok(Reply::Int(available))
+    let Some(stock) = key.stock() else {
+        return Err(FenceError::WrongType);
+    };
+    let Some(id) = id else {
+        let available = stock.add(quantity)?;
+        ctx.replicate_stock(args.raw(1), stock, false, None);
+        key.signal_modified();
+        return Ok(Reply::Int(available));
+    };
+    match stock.restock(quantity, id, MAX_LEDGER_ENTRIES.get(), MAX_ID_LENGTH.get()) {
+        Ok(Restock::Replayed(available)) => {
+            stats::REPLAYS.incr();
+            Ok(Reply::Int(available))
+        }
+        Ok(Restock::Added(available)) => {
+            ctx.replicate_restock(args.raw(1), available, id, quantity);
+            key.signal_modified();
+            Ok(Reply::Int(available))
+        }
+        Err(e) => {
+            // Refused, nothing changed: not even the stock this call was about to create.
+            if created {
+                key.delete();
+            }
+            Err(e)
+        }
+    }
 }
 
 /// `STOCK.GET key` → the available quantity, or nil.
@@ -346,8 +371,8 @@ pub fn refund(ctx: Ctx, args: &Args) -> CommandResult {
     }
 }
 
-/// `STOCK.INFO key` → available, deducted, requests, fence (available only for a plain
-/// integer string); nil when the key does not exist.
+/// `STOCK.INFO key` → available, deducted, requests, fence, restocks (available only for a
+/// plain integer string); nil when the key does not exist.
 pub fn info(ctx: Ctx, args: &Args) -> CommandResult {
     if args.len() != 2 {
         return Err(FenceError::Arity("stock.info"));
@@ -366,7 +391,7 @@ pub fn info(ctx: Ctx, args: &Args) -> CommandResult {
             let Some(stock) = key.stock() else {
                 return Err(FenceError::WrongType);
             };
-            ctx.reply_map(4);
+            ctx.reply_map(5);
             ctx.reply_bulk(b"available");
             ctx.reply_int(stock.available);
             ctx.reply_bulk(b"deducted");
@@ -375,6 +400,8 @@ pub fn info(ctx: Ctx, args: &Args) -> CommandResult {
             ctx.reply_int(i64::try_from(stock.ledger_len()).unwrap_or(i64::MAX));
             ctx.reply_bulk(b"fence");
             ctx.reply_int(i64::try_from(stock.fence).unwrap_or(i64::MAX));
+            ctx.reply_bulk(b"restocks");
+            ctx.reply_int(i64::try_from(stock.restocks_len()).unwrap_or(i64::MAX));
             Ok(Reply::Sent)
         }
         _ => Err(FenceError::WrongType),

@@ -6,8 +6,8 @@ use std::ffi::{c_char, c_int, c_void};
 use redis_module::native_types::RedisType;
 use redis_module::raw;
 
-use super::{save_bytes, warn, Origin, Rdb, ENCODING_VERSION};
-use crate::encoding::{load_lock, Source};
+use super::{save_bytes, warn, Origin, Rdb};
+use crate::encoding::{load_lock, Source, LOCK_ENCODING};
 use crate::glue::api;
 use crate::lease::Lease;
 use crate::TOKENS;
@@ -15,7 +15,7 @@ use crate::TOKENS;
 /// The lock data type.
 pub static LOCK_TYPE: RedisType = RedisType::new(
     "fence-lck",
-    ENCODING_VERSION,
+    LOCK_ENCODING,
     raw::RedisModuleTypeMethods {
         version: raw::REDISMODULE_TYPE_METHOD_VERSION as u64,
         rdb_load: Some(rdb_load),
@@ -133,7 +133,7 @@ unsafe extern "C" fn aux_save(rdb: *mut raw::RedisModuleIO, _when: c_int) {
 /// The highest token of the server that wrote the RDB (raising the clock at most to its
 /// ceiling). Redis ignores a stream error when the callback reports success, so it is checked.
 unsafe extern "C" fn aux_load(rdb: *mut raw::RedisModuleIO, encver: c_int, _when: c_int) -> c_int {
-    if !(1..=ENCODING_VERSION).contains(&encver) {
+    if !(1..=LOCK_ENCODING).contains(&encver) {
         warn(&format!(
             "fence: unknown encoding version {encver} of the token high-water mark"
         ));

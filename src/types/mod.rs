@@ -14,7 +14,6 @@ use redis_module::raw;
 
 use crate::clock::{is_from_future, now_us};
 use crate::encoding::Source;
-pub use crate::encoding::ENCODING_VERSION;
 use crate::glue::api;
 use crate::TOKENS;
 
@@ -53,19 +52,19 @@ impl Source for Rdb {
         (!self.failed()).then_some(v)
     }
 
-    fn bytes(&mut self) -> Option<Box<[u8]>> {
+    fn with_bytes<R>(&mut self, f: impl FnOnce(&[u8]) -> R) -> Option<R> {
         let mut len = 0;
         // SAFETY: the stream is live for the callback.
         let p = unsafe { api!(RedisModule_LoadStringBuffer)(self.0, &mut len) };
-        let bytes: Box<[u8]> = if p.is_null() {
-            Box::default()
+        let out = if p.is_null() {
+            f(&[])
         } else {
-            // SAFETY: Redis allocated `len` bytes at `p`; we copy them, then free them.
-            let b = unsafe { std::slice::from_raw_parts(p.cast::<u8>(), len) }.into();
+            // SAFETY: Redis allocated `len` bytes at `p`; `f` reads them, then they are freed.
+            let out = f(unsafe { std::slice::from_raw_parts(p.cast::<u8>(), len) });
             unsafe { api!(RedisModule_Free)(p.cast()) };
-            b
+            out
         };
-        (!self.failed()).then_some(bytes)
+        (!self.failed()).then_some(out)
     }
 }
 

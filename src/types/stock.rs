@@ -5,15 +5,15 @@ use std::ffi::{c_char, c_int, c_void};
 use redis_module::native_types::RedisType;
 use redis_module::raw;
 
-use super::{save_bytes, warn, Origin, Rdb, ENCODING_VERSION};
-use crate::encoding::load_stock;
+use super::{save_bytes, warn, Origin, Rdb};
+use crate::encoding::{load_stock, STOCK_ENCODING};
 use crate::glue::api;
 use crate::stock::Stock;
 
 /// The stock data type.
 pub static STOCK_TYPE: RedisType = RedisType::new(
     "fence-stk",
-    ENCODING_VERSION,
+    STOCK_ENCODING,
     raw::RedisModuleTypeMethods {
         version: raw::REDISMODULE_TYPE_METHOD_VERSION as u64,
         rdb_load: Some(rdb_load),
@@ -73,6 +73,11 @@ unsafe extern "C" fn rdb_save(rdb: *mut raw::RedisModuleIO, value: *mut c_void) 
         save_bytes(rdb, id);
         api!(RedisModule_SaveSigned)(rdb, quantity);
     }
+    api!(RedisModule_SaveUnsigned)(rdb, stock.restocks_len() as u64);
+    for (id, quantity) in stock.restock_entries() {
+        save_bytes(rdb, id);
+        api!(RedisModule_SaveSigned)(rdb, quantity);
+    }
 }
 
 unsafe extern "C" fn aof_rewrite(
@@ -95,8 +100,9 @@ unsafe extern "C" fn aof_rewrite(
         stock.deducted,
         c"RESET".as_ptr(),
     );
-    // One command per ledger entry, sorted, so two rewrites of one stock are byte-identical.
-    for (id, quantity) in stock.entries_sorted() {
+    // One command per entry, in the order the entries were made, so two rewrites of one stock
+    // are byte-identical.
+    for (id, quantity) in stock.entries() {
         emit(
             aof,
             c"FENCE.STOCK".as_ptr(),
@@ -111,12 +117,28 @@ unsafe extern "C" fn aof_rewrite(
             quantity,
         );
     }
+    for (id, quantity) in stock.restock_entries() {
+        emit(
+            aof,
+            c"FENCE.RESTOCK".as_ptr(),
+            c"slbl".as_ptr(),
+            key,
+            stock.available,
+            id.as_ptr().cast::<c_char>(),
+            id.len(),
+            quantity,
+        );
+    }
 }
 
 unsafe extern "C" fn mem_usage(value: *const c_void) -> usize {
     value.cast::<Stock>().as_ref().map_or(0, Stock::mem_usage)
 }
 
+/// Redis combines a value's digest sequences order-independently (it XORs them), so each
+/// entry is a sequence of its own: the digest needs no sort, and two servers that made the
+/// same entries in another order agree. An entry is hashed as one buffer (its stored record:
+/// quantity, length, id), which costs what a set member costs.
 unsafe extern "C" fn digest(md: *mut raw::RedisModuleDigest, value: *mut c_void) {
     let Some(stock) = value.cast::<Stock>().as_ref() else {
         return;
@@ -124,11 +146,17 @@ unsafe extern "C" fn digest(md: *mut raw::RedisModuleDigest, value: *mut c_void)
     api!(RedisModule_DigestAddLongLong)(md, stock.available);
     api!(RedisModule_DigestAddLongLong)(md, i64::try_from(stock.fence).unwrap_or(i64::MAX));
     api!(RedisModule_DigestAddLongLong)(md, stock.deducted);
-    for (id, quantity) in stock.entries_sorted() {
-        api!(RedisModule_DigestAddStringBuffer)(md, id.as_ptr().cast::<c_char>(), id.len());
-        api!(RedisModule_DigestAddLongLong)(md, quantity);
-    }
     api!(RedisModule_DigestEndSequence)(md);
+    for record in stock.entry_records() {
+        api!(RedisModule_DigestAddStringBuffer)(md, record.as_ptr().cast::<c_char>(), record.len());
+        api!(RedisModule_DigestEndSequence)(md);
+    }
+    // Restock entries are told apart from request entries of the same id and quantity.
+    for record in stock.restock_records() {
+        api!(RedisModule_DigestAddLongLong)(md, -1);
+        api!(RedisModule_DigestAddStringBuffer)(md, record.as_ptr().cast::<c_char>(), record.len());
+        api!(RedisModule_DigestEndSequence)(md);
+    }
 }
 
 unsafe extern "C" fn free(value: *mut c_void) {
@@ -140,10 +168,7 @@ unsafe extern "C" fn free(value: *mut c_void) {
 
 unsafe extern "C" fn free_effort(_key: *mut raw::RedisModuleString, value: *const c_void) -> usize {
     // Lets UNLINK and lazyfree free a large ledger in the background.
-    value
-        .cast::<Stock>()
-        .as_ref()
-        .map_or(1, |s| s.ledger_len().max(1))
+    value.cast::<Stock>().as_ref().map_or(1, Stock::free_effort)
 }
 
 unsafe extern "C" fn copy(
