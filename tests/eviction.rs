@@ -852,11 +852,15 @@ fn an_aof_of_fence_effects_loads_under_allkeys_lru() {
     );
 
     // The module's own AOF, written while eviction was accepted, reloads with it refused.
+    // `appendfsync always`: the server is killed right after the replies, and with everysec
+    // Redis may hold an AOF write back while a background fsync runs.
     let mut server = Server::start_with(&[
         "allow-eviction",
         "yes",
         "--appendonly",
         "yes",
+        "--appendfsync",
+        "always",
         "--maxmemory",
         MB100,
         "--maxmemory-policy",
@@ -880,6 +884,8 @@ fn an_aof_of_fence_effects_loads_under_allkeys_lru() {
     server.restart_with(&[
         "--appendonly",
         "yes",
+        "--appendfsync",
+        "always",
         "--maxmemory",
         MB100,
         "--maxmemory-policy",

@@ -261,7 +261,6 @@ pub fn parse_deduct_options<'a>(args: &[&'a [u8]]) -> Result<DeductOptions<'a>, 
     Ok(options)
 }
 
-/// Parses `STOCK.REFUND`'s options: `[EVENTS stream-key [MAXLEN [~|=] n]]`.
 /// Parses at most one option `NAME value` (e.g. `[ID restock-id]`, `[TOKEN token]`): its value,
 /// or None when there are no option words.
 pub fn parse_one_option<'a>(
@@ -284,6 +283,7 @@ pub fn parse_one_option<'a>(
     }
 }
 
+/// Parses `STOCK.REFUND`'s options: `[EVENTS stream-key [MAXLEN [~|=] n]]`.
 pub fn parse_refund_options(args: &[&[u8]]) -> Result<Option<Events>, FenceError> {
     match args.split_first() {
         None => Ok(None),

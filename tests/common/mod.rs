@@ -796,6 +796,7 @@ pub fn replication_errors(log: &str) -> Vec<String> {
             l.contains("sending an error to its master")
                 || l.contains("fence.lock")
                 || l.contains("fence.stock")
+                || l.contains("fence.restock")
                 || l.contains("fence: caught a panic")
         })
         .map(str::to_string)

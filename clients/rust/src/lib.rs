@@ -2,7 +2,8 @@
 //!
 //! - [`Lock`] takes a lock with `LOCK.ACQUIRE` and returns a [`LockGuard`] that holds the
 //!   fencing token, renews on request, releases with `LOCK.RELEASE` when dropped, and can run a
-//!   bounded [`Watchdog`] that renews the lease in the background.
+//!   bounded [`Watchdog`] that renews the lease in the background. Renewals and releases carry
+//!   the guard's token (`TOKEN`), so they never act on a newer grant of the same owner.
 //! - [`Stock`] wraps the `STOCK.*` commands with typed replies: [`Deduct`] tells a deduction
 //!   from a sold-out stock and from a stale fencing token, [`RequestState`] tells what the
 //!   ledger knows of one order.

@@ -53,10 +53,16 @@ impl Lock {
     /// `timeout` is rounded up to whole milliseconds; `None` waits without limit, and
     /// `Some(Duration::ZERO)` does not wait at all (a plain [`Lock::acquire`]).
     ///
-    /// The connection's read timeout, if any, must be longer than `timeout`: a client that
-    /// gives up on the reply while the server still has it waiting may be granted the lock
-    /// after it stopped listening, which then stays held until its TTL passes. Inside
-    /// `MULTI`/`EXEC` the module does not wait.
+    /// The connection's read timeout, if any, must be longer than `timeout`. A client that
+    /// gives up on the reply (a read timeout, or any other I/O error) while the server still
+    /// has it waiting may be granted the lock after it stopped listening; so on an I/O error
+    /// this function sends `LOCK.RELEASE key owner` on the same connection before it returns
+    /// the error. Redis runs that release only once the waiting call has ended, on its
+    /// connection, so whichever way the wait ends the lock is not left held for nobody: a late
+    /// grant is released at once. With a [`redis::Connection`] the late reply of the wait is
+    /// skipped, so the connection stays usable. A connection that was closed cannot carry the
+    /// release: Redis drops a waiter whose connection closes, but a grant made just before the
+    /// close stays held until its TTL passes. Inside `MULTI`/`EXEC` the module does not wait.
     pub fn acquire_wait<'c, C: ConnectionLike>(
         conn: &'c mut C,
         key: &str,
@@ -69,13 +75,26 @@ impl Lock {
             Some(t) => millis_ceil(t),
             None => 0,
         };
-        let token: Option<u64> = redis::cmd("LOCK.ACQUIRE")
+        let reply: Result<Option<u64>> = redis::cmd("LOCK.ACQUIRE")
             .arg(key)
             .arg(owner)
             .arg(millis_ceil(ttl))
             .arg("WAIT")
             .arg(wait_ms)
-            .query(&mut *conn)?;
+            .query(&mut *conn);
+        let token = match reply {
+            Ok(token) => token,
+            Err(e) if e.is_io_error() => {
+                // Gave up on the reply: no grant may outlive that. The token is unknown, so
+                // the release names the owner only (owners are unique per holder).
+                let _: Result<i64> = redis::cmd("LOCK.RELEASE")
+                    .arg(key)
+                    .arg(owner)
+                    .query(&mut *conn);
+                return Err(e);
+            }
+            Err(e) => return Err(e),
+        };
         // The grant happened at some moment of the wait, most likely just before the reply.
         let granted = Instant::now();
         Ok(token.map(|token| LockGuard::new(conn, key, owner, token, ttl, granted)))
@@ -151,23 +170,39 @@ fn unexpected(command: &'static str, reply: &Value) -> redis::RedisError {
     ))
 }
 
-/// `LOCK.RENEW key owner ttl-ms`: the holder's token, or `None` when `owner` does not hold it.
+/// `LOCK.RENEW key owner ttl-ms TOKEN token`: the token, or `None` when `owner` does not hold
+/// the grant `token` (any more). With `TOKEN` the server acts on that grant only, so a stale
+/// guard (or a resent renewal) never extends a newer grant to the same owner string.
 pub(crate) fn renew_command(
     conn: &mut dyn ConnectionLike,
     key: &str,
     owner: &str,
     ttl: Duration,
+    token: u64,
 ) -> Result<Option<u64>> {
     redis::cmd("LOCK.RENEW")
         .arg(key)
         .arg(owner)
         .arg(millis_ceil(ttl))
+        .arg("TOKEN")
+        .arg(token)
         .query(conn)
 }
 
-/// `LOCK.RELEASE key owner`: true when `owner` held the lock and no longer does.
-fn release_command(conn: &mut dyn ConnectionLike, key: &str, owner: &str) -> Result<bool> {
-    let n: i64 = redis::cmd("LOCK.RELEASE").arg(key).arg(owner).query(conn)?;
+/// `LOCK.RELEASE key owner TOKEN token`: true when `owner` held the grant `token` and no longer
+/// does. A newer grant to the same owner string is left alone.
+fn release_command(
+    conn: &mut dyn ConnectionLike,
+    key: &str,
+    owner: &str,
+    token: u64,
+) -> Result<bool> {
+    let n: i64 = redis::cmd("LOCK.RELEASE")
+        .arg(key)
+        .arg(owner)
+        .arg("TOKEN")
+        .arg(token)
+        .query(conn)?;
     Ok(n == 1)
 }
 
@@ -184,7 +219,10 @@ fn release_command(conn: &mut dyn ConnectionLike, key: &str, owner: &str) -> Res
 ///
 /// A lease can be lost while the guard lives (it expired, or the key was deleted and someone
 /// else took the lock): the guard then holds a stale token, the server refuses its renewals
-/// and its release leaves the new holder alone. [`is_lost`](LockGuard::is_lost) tells when the
+/// and its release leaves the new holder alone. Renewals and releases name the guard's grant
+/// (`LOCK.RENEW … TOKEN`, `LOCK.RELEASE … TOKEN`), so this holds even when the new holder has
+/// the same owner string (a process restarted under the same name), and a renewal or release
+/// that a client library resends after a lost reply acts on this grant only. [`is_lost`](LockGuard::is_lost) tells when the
 /// guard has learned it.
 pub struct LockGuard<'c, C: ConnectionLike> {
     conn: &'c mut C,
@@ -288,12 +326,13 @@ impl<'c, C: ConnectionLike> LockGuard<'c, C> {
             return Ok(false);
         }
         let sent = Instant::now();
-        let renewed = match renew_command(&mut *self.conn, &self.key, &self.owner, ttl)? {
+        let renewed = match renew_command(&mut *self.conn, &self.key, &self.owner, ttl, self.token)?
+        {
             Some(token) if token == self.token => {
                 self.state.renewed(ttl, sent);
                 true
             }
-            // Nil, or another grant to the same owner string: not this lease.
+            // Nil: this grant is gone (a newer grant to the same owner string is left alone).
             _ => {
                 self.state.mark_lost();
                 false
@@ -376,7 +415,7 @@ impl<'c, C: ConnectionLike> LockGuard<'c, C> {
     pub fn release(mut self) -> Result<bool> {
         self.stop_watchdog();
         self.released = true;
-        let released = release_command(&mut *self.conn, &self.key, &self.owner)?;
+        let released = release_command(&mut *self.conn, &self.key, &self.owner, self.token)?;
         if !released {
             self.state.mark_lost();
         }
@@ -391,7 +430,7 @@ impl<C: ConnectionLike> Drop for LockGuard<'_, C> {
         self.stop_watchdog();
         if !self.released {
             self.released = true;
-            let _ = release_command(&mut *self.conn, &self.key, &self.owner);
+            let _ = release_command(&mut *self.conn, &self.key, &self.owner, self.token);
         }
     }
 }

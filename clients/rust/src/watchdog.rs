@@ -278,13 +278,13 @@ impl Renewer {
         }
         self.state.renewals.fetch_add(1, Ordering::SeqCst);
         let sent = Instant::now();
-        match renew_command(conn, &self.key, &self.owner, ttl) {
+        match renew_command(conn, &self.key, &self.owner, ttl, self.token) {
             Ok(Some(token)) if token == self.token => {
                 self.state.renewed(ttl, sent);
                 Outcome::Renewed
             }
-            // Refused: expired, or held by another owner (or granted anew to this owner
-            // string, which is not this lease).
+            // Refused: expired, or held by another owner, or granted anew to this owner
+            // string (TOKEN: that newer grant is left alone).
             Ok(_) => {
                 self.state.mark_lost();
                 Outcome::Stop

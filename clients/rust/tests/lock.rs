@@ -325,3 +325,125 @@ fn status_reads_resp2_and_resp3() {
     let _: &LockStatus = &a;
     assert_eq!(Lock::status(&mut resp3, "lock:none").unwrap(), None);
 }
+
+/// The lock's holder and token, from an admin connection.
+fn held_as(con: &mut redis::Connection, key: &str) -> Option<(String, u64, Duration)> {
+    Lock::status(con, key)
+        .expect("LOCK.STATUS")
+        .map(|s| (s.owner, s.token, s.ttl))
+}
+
+#[test]
+fn a_stale_guard_of_the_same_owner_never_acts_on_a_newer_grant() {
+    let server = Server::start();
+    let mut con = server.conn();
+    let mut con2 = server.conn();
+    let mut con3 = server.conn();
+    let mut admin = server.conn();
+    let monitor = Monitor::start(&server);
+    let mut stale = Lock::acquire(&mut con, "lock:s", "w1", ms(30_000))
+        .unwrap()
+        .unwrap();
+    let t1 = stale.token();
+    // The grant ends behind the guard's back (an expiry, a DEL) and the same owner string is
+    // granted the lock again: another process of the same name, or this worker's next job.
+    let _: i64 = redis::cmd("DEL").arg("lock:s").query(&mut admin).unwrap();
+    let newer = Lock::acquire(&mut con2, "lock:s", "w1", ms(30_000))
+        .unwrap()
+        .unwrap();
+    let t2 = newer.token();
+    assert!(t2 > t1);
+    // The stale guard's renewal is refused and leaves the newer grant's TTL alone.
+    assert!(!stale.renew(ms(600_000)).unwrap());
+    assert!(stale.is_lost());
+    let (owner, token, ttl) = held_as(&mut admin, "lock:s").unwrap();
+    assert_eq!((owner.as_str(), token), ("w1", t2));
+    assert!(
+        ttl <= ms(30_000),
+        "the newer grant kept its own TTL: {ttl:?}"
+    );
+    // Its release releases nothing: the newer grant stays.
+    assert!(!stale.release().unwrap());
+    assert_eq!(
+        held_as(&mut admin, "lock:s").map(|s| (s.0, s.1)),
+        Some(("w1".into(), t2))
+    );
+    // Dropping a stale guard is the same release: `newer` is stale once a third grant exists.
+    let _: i64 = redis::cmd("DEL").arg("lock:s").query(&mut admin).unwrap();
+    let newest = Lock::acquire(&mut con3, "lock:s", "w1", ms(30_000))
+        .unwrap()
+        .unwrap();
+    let t3 = newest.token();
+    drop(newer);
+    assert_eq!(
+        held_as(&mut admin, "lock:s").map(|s| (s.0, s.1)),
+        Some(("w1".into(), t3))
+    );
+    // On the wire: every renewal and release named its guard's grant.
+    let commands = monitor.sync(&mut admin);
+    let sent: Vec<&Vec<String>> = commands
+        .iter()
+        .filter(|c| c[0] == "LOCK.RENEW" || c[0] == "LOCK.RELEASE")
+        .collect();
+    let (t1, t2) = (t1.to_string(), t2.to_string());
+    assert_eq!(
+        sent,
+        [
+            &vec!["LOCK.RENEW", "lock:s", "w1", "600000", "TOKEN", &t1],
+            &vec!["LOCK.RELEASE", "lock:s", "w1", "TOKEN", &t1],
+            &vec!["LOCK.RELEASE", "lock:s", "w1", "TOKEN", &t2],
+        ]
+    );
+    assert!(newest.release().unwrap());
+}
+
+#[test]
+fn acquire_wait_that_gives_up_releases_a_late_grant() {
+    let server = Server::start();
+    let mut con = server.conn();
+    let mut admin = server.conn();
+    let holder = Lock::acquire(&mut con, "lock:g", "w1", ms(30_000))
+        .unwrap()
+        .unwrap();
+    // A client whose read timeout is shorter than its WAIT: it gives up long before the server
+    // does.
+    let mut waiter = server.conn();
+    waiter.set_read_timeout(Some(ms(200))).unwrap();
+    let e = Lock::acquire_wait(
+        &mut waiter,
+        "lock:g",
+        "w2",
+        ms(30_000),
+        Some(EVENT_DEADLINE),
+    )
+    .unwrap_err();
+    assert!(e.is_timeout(), "{e}");
+    // The server still has w2 waiting, its release queued behind the wait on its connection.
+    let status = Lock::status(&mut admin, "lock:g").unwrap().unwrap();
+    assert_eq!((status.owner.as_str(), status.waiters), ("w1", 1));
+    let monitor = Monitor::start(&server);
+    // w1's release grants the lock to w2, whose queued release frees it at once: no grant is
+    // left held for a client that stopped listening.
+    assert!(holder.release().unwrap());
+    assert!(
+        wait_until(EVENT_DEADLINE, || Lock::status(&mut admin, "lock:g")
+            .unwrap()
+            .is_none()),
+        "the late grant to w2 is still held"
+    );
+    let commands = monitor.sync(&mut admin);
+    let releases: Vec<&Vec<String>> = commands.iter().filter(|c| c[0] == "LOCK.RELEASE").collect();
+    assert_eq!(releases.len(), 2, "{commands:?}");
+    assert_eq!(releases[1], &vec!["LOCK.RELEASE", "lock:g", "w2"]);
+    // The late replies (the grant's token, the release's 1) are skipped: the connection is
+    // usable.
+    waiter.set_read_timeout(Some(EVENT_DEADLINE)).unwrap();
+    let again = Lock::acquire(&mut waiter, "lock:g", "w3", ms(30_000))
+        .unwrap()
+        .expect("free");
+    assert_eq!(
+        Lock::status(&mut admin, "lock:g").unwrap().unwrap().owner,
+        "w3"
+    );
+    assert!(again.release().unwrap());
+}

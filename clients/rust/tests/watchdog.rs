@@ -579,3 +579,61 @@ fn misuse_is_refused() {
     );
     assert!(guard.release().unwrap());
 }
+
+#[test]
+fn a_stale_watchdog_never_renews_a_newer_grant_of_its_owner() {
+    let server = Server::start();
+    let mut con = server.conn();
+    let mut admin = server.conn();
+    let monitor = Monitor::start(&server);
+    let mut guard = Lock::acquire(&mut con, "lock:sw", "w1", LEASE)
+        .unwrap()
+        .unwrap();
+    let t1 = guard.token();
+    start_watchdog(
+        &mut guard,
+        &server,
+        &mut admin,
+        Watchdog::new(1_000).every(QUICK),
+    );
+    assert!(
+        wait_until(EVENT_DEADLINE, || guard.renewals() >= 1),
+        "no renewal"
+    );
+    // In one step, so that the watchdog's next renewal meets the newer grant: the lease is
+    // deleted and the same owner string granted again, for a minute.
+    let (_, t2): (i64, u64) = redis::pipe()
+        .atomic()
+        .cmd("DEL")
+        .arg("lock:sw")
+        .cmd("LOCK.ACQUIRE")
+        .arg("lock:sw")
+        .arg("w1")
+        .arg(60_000)
+        .query(&mut admin)
+        .unwrap();
+    assert!(t2 > t1);
+    assert!(
+        wait_until(EVENT_DEADLINE, || guard.is_lost()),
+        "the watchdog did not learn its grant was gone"
+    );
+    assert!(wait_until(EVENT_DEADLINE, || !guard.watchdog_running()));
+    // Its renewal was refused: the newer grant keeps its minute, not the watchdog's 3 s.
+    let status = Lock::status(&mut admin, "lock:sw").unwrap().unwrap();
+    assert_eq!((status.owner.as_str(), status.token), ("w1", t2));
+    assert!(
+        status.ttl > LEASE,
+        "the newer grant was renewed: {status:?}"
+    );
+    // Dropping the guard releases nothing of the newer grant.
+    drop(guard);
+    assert_eq!(holder(&mut admin, "lock:sw"), Some(("w1".into(), t2)));
+    let commands = monitor.sync(&mut admin);
+    let t1 = t1.to_string();
+    for c in commands
+        .iter()
+        .filter(|c| c[0] == "LOCK.RENEW" || c[0] == "LOCK.RELEASE")
+    {
+        assert_eq!(c[c.len() - 2..], ["TOKEN", t1.as_str()], "{c:?}");
+    }
+}
