@@ -32,9 +32,10 @@ run-check: release
 lint: deps
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	python3 scripts/check-layers.py
 
 unit: deps
-	$(CARGO) test --lib
+	$(CARGO) test -p fence-core -p redis-fence --lib
 
 # Integration tests load target/debug/libredis_fence.so into real redis-server processes.
 integration: build
