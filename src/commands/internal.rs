@@ -61,6 +61,17 @@ fn apply_lock(ctx: &Ctx<'_>, args: &Args<'_>) -> CommandResult {
     Ok(Reply::Ok)
 }
 
+/// Opens the stock an effect applies to, creating it when the key is empty.
+fn stock_key<'k>(ctx: &Ctx<'k>, args: &Args<'k>) -> Result<Key<'k>, FenceError> {
+    let mut key = Key::write(ctx, args.get(1));
+    match key.kind() {
+        Kind::Empty => key.set_stock(Stock::new(0)),
+        Kind::Stock => {}
+        _ => return Err(FenceError::WrongType),
+    }
+    Ok(key)
+}
+
 /// `FENCE.STOCK key available fence deducted RESET|KEEP [request-id quantity ...]`.
 pub fn stock(ctx: &Ctx<'_>, args: &Args<'_>) -> CommandResult {
     internal(ctx, args, apply_stock)
@@ -69,12 +80,7 @@ pub fn stock(ctx: &Ctx<'_>, args: &Args<'_>) -> CommandResult {
 fn apply_stock(ctx: &Ctx<'_>, args: &Args<'_>) -> CommandResult {
     let tail = args.tail(2);
     let (state, entries) = decode_stock(&tail).map_err(|b| bad("fence.stock", b))?;
-    let mut key = Key::write(ctx, args.get(1));
-    match key.kind() {
-        Kind::Empty => key.set_stock(Stock::new(0)),
-        Kind::Stock => {}
-        _ => return Err(FenceError::WrongType),
-    }
+    let mut key = stock_key(ctx, args)?;
     let Some(stock) = key.stock_mut() else {
         return Err(FenceError::WrongType);
     };
@@ -102,12 +108,7 @@ pub fn restock(ctx: &Ctx<'_>, args: &Args<'_>) -> CommandResult {
 fn apply_restock(ctx: &Ctx<'_>, args: &Args<'_>) -> CommandResult {
     let tail = args.tail(2);
     let effect = decode_restock(&tail).map_err(|b| bad("fence.restock", b))?;
-    let mut key = Key::write(ctx, args.get(1));
-    match key.kind() {
-        Kind::Empty => key.set_stock(Stock::new(0)),
-        Kind::Stock => {}
-        _ => return Err(FenceError::WrongType),
-    }
+    let mut key = stock_key(ctx, args)?;
     let Some(stock) = key.stock_mut() else {
         return Err(FenceError::WrongType);
     };

@@ -545,93 +545,107 @@ fn arg_bytes(a: &Arg<'_>) -> (*const c_char, usize) {
     (b.as_ptr().cast::<c_char>(), b.len())
 }
 
-/// `RedisModule_Replicate(ctx, command, "s" + "b" * n, key, args...)`: numbers go as buffers,
-/// so Redis makes one embedded string of each where `l` costs two allocations; the key (and
-/// the owner, when given) as the client's own strings, shared.
+/// Calls a variadic API function (`RedisModule_Replicate`, `RedisModule_EmitAOF`) with
+/// `first` (a context or an AOF stream), the command, the format "s" + "b" * n, the key and the
+/// effect's n buffers (n = 3, 4 or 6: every effect has one of these shapes). Numbers go as
+/// buffers: Redis makes one embedded string of each, where `l` costs two allocations. Returns
+/// false for another shape.
+macro_rules! call_with_effect {
+    ($api:ident, $first:expr, $cmd:expr, $key:expr, $a:expr) => {{
+        let a = $a;
+        let b = |i: usize| a.get(i).map_or((c"".as_ptr(), 0), arg_bytes);
+        match a.len() {
+            3 => {
+                let (x, y, z) = (b(0), b(1), b(2));
+                call!($api(
+                    $first,
+                    $cmd,
+                    c"sbbb".as_ptr(),
+                    $key,
+                    x.0,
+                    x.1,
+                    y.0,
+                    y.1,
+                    z.0,
+                    z.1
+                ));
+                true
+            }
+            4 => {
+                let (w, x, y, z) = (b(0), b(1), b(2), b(3));
+                call!($api(
+                    $first,
+                    $cmd,
+                    c"sbbbb".as_ptr(),
+                    $key,
+                    w.0,
+                    w.1,
+                    x.0,
+                    x.1,
+                    y.0,
+                    y.1,
+                    z.0,
+                    z.1
+                ));
+                true
+            }
+            6 => {
+                let (u, v, w, x, y, z) = (b(0), b(1), b(2), b(3), b(4), b(5));
+                call!($api(
+                    $first,
+                    $cmd,
+                    c"sbbbbbb".as_ptr(),
+                    $key,
+                    u.0,
+                    u.1,
+                    v.0,
+                    v.1,
+                    w.0,
+                    w.1,
+                    x.0,
+                    x.1,
+                    y.0,
+                    y.1,
+                    z.0,
+                    z.1
+                ));
+                true
+            }
+            _ => false,
+        }
+    }};
+}
+
+/// Replicates an effect on `key`; the key (and the owner, when given) go as the client's own
+/// strings, shared instead of copied.
 fn replicate_args(
     ctx: *mut raw::RedisModuleCtx,
     key: RStr<'_>,
     effect: &Encoded<'_>,
     owner: Option<RStr<'_>>,
 ) {
-    let command = effect.command;
-    let cmd = command.as_ptr();
-    let k = key.raw();
+    let cmd = effect.command.as_ptr();
     let a = effect.args();
-    let b = |i: usize| a.get(i).map_or((c"".as_ptr(), 0), arg_bytes);
-    match (a.len(), owner) {
-        (3, Some(o)) => {
-            let (t, at) = (b(1), b(2));
-            call!(RedisModule_Replicate(
-                ctx,
-                cmd,
-                c"ssbb".as_ptr(),
-                k,
-                o.raw(),
-                t.0,
-                t.1,
-                at.0,
-                at.1
-            ));
-        }
-        (3, None) => {
-            let (x, y, z) = (b(0), b(1), b(2));
-            call!(RedisModule_Replicate(
-                ctx,
-                cmd,
-                c"sbbb".as_ptr(),
-                k,
-                x.0,
-                x.1,
-                y.0,
-                y.1,
-                z.0,
-                z.1
-            ));
-        }
-        (4, _) => {
-            let (w, x, y, z) = (b(0), b(1), b(2), b(3));
-            call!(RedisModule_Replicate(
-                ctx,
-                cmd,
-                c"sbbbb".as_ptr(),
-                k,
-                w.0,
-                w.1,
-                x.0,
-                x.1,
-                y.0,
-                y.1,
-                z.0,
-                z.1
-            ));
-        }
-        (6, _) => {
-            let (u, v, w, x, y, z) = (b(0), b(1), b(2), b(3), b(4), b(5));
-            call!(RedisModule_Replicate(
-                ctx,
-                cmd,
-                c"sbbbbbb".as_ptr(),
-                k,
-                u.0,
-                u.1,
-                v.0,
-                v.1,
-                w.0,
-                w.1,
-                x.0,
-                x.1,
-                y.0,
-                y.1,
-                z.0,
-                z.1
-            ));
-        }
-        _ => {
-            // Every effect has 3, 4 or 6 arguments; any other shape goes the general way.
-            let words: Vec<&[u8]> = a.iter().map(Arg::bytes).collect();
-            Ctx::new(ctx).replicate_command(command, key, &words);
-        }
+    if let (Some(o), 3) = (owner, a.len()) {
+        // FENCE.LOCK key owner token expire-at: the owner as the client's argument.
+        let b = |i: usize| a.get(i).map_or((c"".as_ptr(), 0), arg_bytes);
+        let (t, at) = (b(1), b(2));
+        call!(RedisModule_Replicate(
+            ctx,
+            cmd,
+            c"ssbb".as_ptr(),
+            key.raw(),
+            o.raw(),
+            t.0,
+            t.1,
+            at.0,
+            at.1
+        ));
+        return;
+    }
+    if !call_with_effect!(RedisModule_Replicate, ctx, cmd, key.raw(), a) {
+        let words: Vec<&[u8]> = a.iter().map(Arg::bytes).collect();
+        Ctx::new(ctx).replicate_command(effect.command, key, &words);
     }
 }
 
@@ -641,65 +655,13 @@ pub(super) fn emit_args(
     key: *mut raw::RedisModuleString,
     effect: &Encoded<'_>,
 ) {
-    let cmd = effect.command.as_ptr();
-    let a = effect.args();
-    let b = |i: usize| a.get(i).map_or((c"".as_ptr(), 0), arg_bytes);
-    match a.len() {
-        3 => {
-            let (x, y, z) = (b(0), b(1), b(2));
-            call!(RedisModule_EmitAOF(
-                aof,
-                cmd,
-                c"sbbb".as_ptr(),
-                key,
-                x.0,
-                x.1,
-                y.0,
-                y.1,
-                z.0,
-                z.1
-            ));
-        }
-        4 => {
-            let (w, x, y, z) = (b(0), b(1), b(2), b(3));
-            call!(RedisModule_EmitAOF(
-                aof,
-                cmd,
-                c"sbbbb".as_ptr(),
-                key,
-                w.0,
-                w.1,
-                x.0,
-                x.1,
-                y.0,
-                y.1,
-                z.0,
-                z.1
-            ));
-        }
-        6 => {
-            let (u, v, w, x, y, z) = (b(0), b(1), b(2), b(3), b(4), b(5));
-            call!(RedisModule_EmitAOF(
-                aof,
-                cmd,
-                c"sbbbbbb".as_ptr(),
-                key,
-                u.0,
-                u.1,
-                v.0,
-                v.1,
-                w.0,
-                w.1,
-                x.0,
-                x.1,
-                y.0,
-                y.1,
-                z.0,
-                z.1
-            ));
-        }
-        _ => {}
-    }
+    call_with_effect!(
+        RedisModule_EmitAOF,
+        aof,
+        effect.command.as_ptr(),
+        key,
+        effect.args()
+    );
 }
 
 /// Replicates a deletion: `DEL key`.
