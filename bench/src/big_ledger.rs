@@ -1,6 +1,6 @@
 //! The "Big ledger" section (issue 14): one stock filled to 1,000,000 request ids against a
-//! native set of the same 1,000,000 members, command by command, on a server of its own for
-//! each module measured (the module under test and, when given, the one before issue 14).
+//! native set of the same 1,000,000 members, command by command, on fresh servers for each
+//! module measured (the module under test and, when given, the one before issue 14).
 //!
 //! Growth is timed call by call by the slow log (`slowlog-log-slower-than 0`: the server's own
 //! time in the command); every other command by the slow log and by the CPU time of the
@@ -303,6 +303,8 @@ struct Figures {
     worst_ms: f64,
     worst_at: usize,
     p999_ms: f64,
+    /// The two fills' times of the worst call.
+    worst_fills: [f64; 2],
     /// The worst of any single call of either fill, and where (preemption included).
     raw_worst_ms: f64,
     raw_worst_at: usize,
@@ -314,16 +316,29 @@ struct Figures {
     cpu: [f64; COMMANDS.len()],
 }
 
-fn measure_kind(
-    server: &Server,
-    con: &mut redis::Connection,
-    kind: Kind,
-    opts: &Options,
-    what: &str,
-) -> Res<Figures> {
+/// A fresh server with `module`, its slow log recording every command, and a connection.
+fn start(module: &Path, pin: bool) -> Res<(Server, redis::Connection)> {
+    let server = Server::start(module, pin)?;
+    let mut con = server.conn()?;
+    redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("slowlog-log-slower-than")
+        .arg(0)
+        .arg("slowlog-max-len")
+        .arg(2 * CHUNK + 64)
+        .query::<()>(&mut con)?;
+    Ok((server, con))
+}
+
+/// One kind of key, on two fresh servers (each timed fill on memory the server never used:
+/// a table that doubles then takes its new pages from the system, as a server whose data grows
+/// does).
+fn measure_kind(module: &Path, pin: bool, kind: Kind, opts: &Options, what: &str) -> Res<Figures> {
     let n = opts.entries;
     let key = kind.key();
-    let pid = server.pid();
+    let (server, mut con) = start(module, pin)?;
+    let con = &mut con;
+    let mut pid = server.pid();
     let mut f = Figures::default();
     let mut runs: [Vec<Timing>; COMMANDS.len()] = Default::default();
     let del = |k: &str| {
@@ -337,11 +352,10 @@ fn measure_kind(
     };
 
     // Growth, first fill, and the memory it took.
-    redis::cmd("FLUSHALL").query::<()>(con)?;
     settle(con)?;
     let before = used_memory(con)?;
     let mut first = vec![0u32; n];
-    fill(server, con, kind, n, Some(&mut first))?;
+    fill(&server, con, kind, n, Some(&mut first))?;
     f.real_bytes = used_memory(con)? - before;
     progress!("big ledger, {what}: first timed fill done");
 
@@ -384,24 +398,29 @@ fn measure_kind(
     }
     progress!("big ledger, {what}: whole-value commands done");
 
-    // Growth, second fill; then the commands that empty or delete the key, each on a fill.
+    // Growth, second fill, on a fresh server; then the commands that empty or delete the key,
+    // each on a fill.
+    drop(server);
+    let (server, mut fresh) = start(module, pin)?;
+    let con = &mut fresh;
+    pid = server.pid();
     let mut second = vec![0u32; n];
-    fill(server, con, kind, n, Some(&mut second))?;
+    fill(&server, con, kind, n, Some(&mut second))?;
     runs[RESET].push(timed(con, pid, &kind.reset())?.1);
     settle(con)?;
     progress!("big ledger, {what}: second timed fill done");
     for _ in 1..opts.destructive_reps {
-        fill(server, con, kind, n, None)?;
+        fill(&server, con, kind, n, None)?;
         runs[RESET].push(timed(con, pid, &kind.reset())?.1);
         settle(con)?;
     }
     for _ in 1..opts.destructive_reps {
-        fill(server, con, kind, n, None)?;
+        fill(&server, con, kind, n, None)?;
         runs[DEL].push(timed(con, pid, &del(key))?.1);
         settle(con)?;
     }
     // UNLINK only hands the value to the lazy-free thread: once is enough.
-    fill(server, con, kind, n, None)?;
+    fill(&server, con, kind, n, None)?;
     runs[UNLINK].push(timed(con, pid, redis::cmd("UNLINK").arg(key))?.1);
     settle(con)?;
 
@@ -440,30 +459,14 @@ fn measure_kind(
         .map_or((0, 0), |(i, us)| (i % n.max(1), *us));
     f.raw_worst_ms = f64::from(raw) / 1000.0;
     f.raw_worst_at = raw_at;
-    redis::cmd("FLUSHALL").query::<()>(con)?;
-    settle(con)?;
+    f.worst_fills = [first[at], second[at]].map(|us| f64::from(us) / 1000.0);
     Ok(f)
 }
 
 /// One server with `module`: the stock, then the set.
 fn measure_module(module: &Path, pin: bool, opts: &Options, label: &str) -> Res<[Figures; 2]> {
-    let server = Server::start(module, pin)?;
-    let mut con = server.conn()?;
-    redis::cmd("CONFIG")
-        .arg("SET")
-        .arg("slowlog-log-slower-than")
-        .arg(0)
-        .arg("slowlog-max-len")
-        .arg(2 * CHUNK + 64)
-        .query::<()>(&mut con)?;
-    let stock = measure_kind(
-        &server,
-        &mut con,
-        Kind::Stock,
-        opts,
-        &format!("{label}, stock"),
-    )?;
-    let set = measure_kind(&server, &mut con, Kind::Set, opts, &format!("{label}, set"))?;
+    let stock = measure_kind(module, pin, Kind::Stock, opts, &format!("{label}, stock"))?;
+    let set = measure_kind(module, pin, Kind::Set, opts, &format!("{label}, set"))?;
     Ok([stock, set])
 }
 
@@ -585,9 +588,9 @@ pub fn big_ledger(modules: &[Module], pin: bool, opts: &Options, out: &mut Strin
         out,
         "One stock filled to {} request ids (`STOCK.DEDUCT {STOCK_KEY} 1 ID <id>`, 36-byte \
          UUID-like ids, pipelined {CHUNK} at a time) against a native set of the same {} ids \
-         (`SADD`), on a server of its own per module (issue 14); \"{}\" is this build, the \
-         set column is measured on its server, and every ratio is against the set measured \
-         on the same server. Bounds (issue 14): growing, resetting, deleting and sizing a full \
+         (`SADD`), each kind on two freshly started servers per module (issue 14); \"{}\" \
+         is this build, the set column is measured beside it (with the same module loaded), \
+         and every ratio is against the set measured in the same module's run. Bounds (issue 14): growing, resetting, deleting and sizing a full \
          ledger at most {BOUND_MS} ms in one command and `MEMORY USAGE` within {:.0}% of the \
          real usage; copying, digesting, restoring and loading it at most {BOUND_VS_SET}x the \
          set.\n",
@@ -600,7 +603,8 @@ pub fn big_ledger(modules: &[Module], pin: bool, opts: &Options, out: &mut Strin
         out,
         "Growth: every call of two fills of the same ids is timed by the slow log \
          (`slowlog-log-slower-than 0`: the server's own time in the command, wall clock); a \
-         call's time is the lower of its two fills, since another process taking the core \
+         call's time is the lower of its two fills (each on a fresh server, so memory the \
+         key grows into comes new from the system), since another process taking the core \
          lands on a random call and a stall of the data structure on the same call every \
          time; \"at\" is how many entries the key held. The other commands: the CPU time of \
          the server's main thread from the command sent to its reply received (from \
@@ -683,6 +687,21 @@ pub fn big_ledger(modules: &[Module], pin: bool, opts: &Options, out: &mut Strin
     command_rows(out, &runs, |f| &f.wall)?;
     writeln!(out)?;
 
+    let mut parts = Vec::new();
+    for (label, [s, st]) in &runs {
+        parts.push(format!(
+            "{label}: stock {} and {} ms, set {} and {} ms",
+            ms(s.worst_fills[0]),
+            ms(s.worst_fills[1]),
+            ms(st.worst_fills[0]),
+            ms(st.worst_fills[1])
+        ));
+    }
+    writeln!(
+        out,
+        "The worst call while growing as each fill timed it: {}.",
+        parts.join("; ")
+    )?;
     let mut parts = Vec::new();
     for (label, [s, st]) in &runs {
         parts.push(format!(

@@ -116,6 +116,9 @@ fn run() -> Res<()> {
             return Err(format!("{} not found: run `cargo build --release`", m.display()).into());
         }
     }
+    // redis-server changes to its own directory before it loads the module.
+    let module = fs::canonicalize(&module)?;
+    let before = before.map(fs::canonicalize).transpose()?;
     let mut ledger_modules = Vec::new();
     if let Some(before) = &before {
         ledger_modules.push(big_ledger::Module {
