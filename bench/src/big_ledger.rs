@@ -520,7 +520,7 @@ fn head(out: &mut String, labels: &[&str], set: &str) -> Res<()> {
     for label in labels {
         write!(out, " {label} |")?;
     }
-    writeln!(out, " {set} | bound | {under_test} |")?;
+    writeln!(out, " {set} | bound | met by {under_test} |")?;
     write!(out, "| --- |")?;
     for _ in labels {
         write!(out, " ---: |")?;
@@ -610,9 +610,10 @@ pub fn big_ledger(modules: &[Module], pin: bool, opts: &Options, out: &mut Strin
          the server's main thread from the command sent to its reply received (from \
          `/proc/<pid>/task/<pid>/schedstat`; it includes reading the command and writing the \
          reply, not the lazy-free thread's work), which repeats where the wall clock does not \
-         on this machine: other processes keep every core busy, so the server gets about half \
-         of its core and a command's wall time swings by 2x and more; the slow log's wall \
-         times are in the second table. Medians of {} runs (`MEMORY USAGE`, `COPY`, `DEBUG \
+         when other processes keep the cores busy (as a soak test does on this 2-core \
+         machine): the server then gets about half of its core and a command's wall time \
+         swings by 2x and more. The slow log's wall times are in the second table; there \
+         `UNLINK` includes the lazy-free thread, pinned to the same core, taking it over. Medians of {} runs (`MEMORY USAGE`, `COPY`, `DEBUG \
          DIGEST-VALUE`, `DUMP`, `RESTORE` into a new key, `SAVE` with only the key in the \
          server, the RDB load by `DEBUG RELOAD NOSAVE` into an empty server) or {} runs \
          (`STOCK.SET`, set: `DEL`, and `DEL`, each on a freshly filled key); `UNLINK` once. \
@@ -621,6 +622,10 @@ pub fn big_ledger(modules: &[Module], pin: bool, opts: &Options, out: &mut Strin
         opts.reps, opts.destructive_reps,
     )?;
     let (_, [stock, set]) = runs.last().ok_or("no module measured")?;
+    writeln!(
+        out,
+        "Server CPU time (growth: the slow log), memory from `INFO memory`:\n"
+    )?;
     head(out, &labels, &set_name)?;
 
     let cell = |v: f64, at: usize| format!("{} at {}", ms(v), count(at));
