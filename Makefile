@@ -102,7 +102,7 @@ leak: build
 	./scripts/valgrind.sh
 
 # The module as it was before issue 14 (its ledger a HashMap): the "before" column of the Big
-# ledger section, built once into target/bench-before/ (about 3 minutes). Empty: no column.
+# ledger section, built once into target/bench-before/ (about 2 minutes). Empty: no column.
 BENCH_BEFORE ?= e13593e
 # Extra fence-bench arguments, e.g. BENCH_ARGS=--quick (fewer calls, 100,000-entry ledgers).
 BENCH_ARGS ?=
@@ -113,15 +113,16 @@ BENCH_RUN = before="$$(./scripts/bench-before.sh $(BENCH_BEFORE))" && \
 	$$pin ./target/release/fence-bench
 
 # Throughput, CPU per call, scenarios, memory and the big ledger against native commands and
-# Lua; writes bench/results/results.md and bench/results/cpu-per-call.svg. About 20 minutes on
-# 2 cores.
+# Lua; writes bench/results/results.md and bench/results/cpu-per-call.svg. About 12 minutes on
+# 2 cores (2 more the first time, to build the before module).
 bench: deps
 	./scripts/install-deps.sh valgrind
 	$(CARGO) build --release --workspace
 	@$(BENCH_RUN) $(BENCH_ARGS)
 
 # Only the Big ledger section (a stock of 1,000,000 request ids against a 1,000,000-member set,
-# before and after issue 14), put in place of the one in bench/results/results.md.
+# before and after issue 14), put in place of the one in bench/results/results.md. About 4
+# minutes on 2 cores.
 bench-big-ledger: deps
 	$(CARGO) build --release --workspace
 	@$(BENCH_RUN) --big-ledger-only $(BENCH_ARGS)

@@ -3,7 +3,9 @@
 //! Starts its own redis-server with the release module (pinned to core 0 when there are two
 //! or more), drives it with redis-benchmark (pinned to core 1) for raw throughput and with its
 //! own threads for the scenarios, alternates the contenders round by round, and reports the
-//! median of the per-round ratios. Results go to bench/results/ as Markdown and SVG.
+//! median of the per-round ratios. Results go to bench/results/ as Markdown and SVG. The Big
+//! ledger section (big_ledger.rs) runs on servers of its own, for this build and, with
+//! `--before <module>`, an earlier one; `--big-ledger-only` runs only it.
 
 use std::fmt::Write as _;
 use std::fs;
