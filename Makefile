@@ -6,7 +6,7 @@ REDIS_SERVER ?= redis-server
 REDIS_ARGS ?=
 
 .PHONY: all deps build release run run-check test unit integration clients test-redis8 lint bench clean \
-	fresh-check soak-tests
+	fresh-check soak-tests bench-big-ledger
 
 all: release
 
@@ -102,12 +102,31 @@ leak: build
 	./scripts/install-deps.sh valgrind
 	./scripts/valgrind.sh
 
-# Throughput, CPU per call, scenarios and memory against native commands and Lua; writes
-# bench/results/results.md and bench/results/cpu-per-call.svg. About 5 minutes on 2 cores.
+# The module as it was before issue 14 (its ledger a HashMap): the "before" column of the Big
+# ledger section, built once into target/bench-before/ (about 2 minutes). Empty: no column.
+BENCH_BEFORE ?= e13593e
+# Extra fence-bench arguments, e.g. BENCH_ARGS=--quick (fewer calls, 100,000-entry ledgers).
+BENCH_ARGS ?=
+# The load generator on core 1 (the server gets core 0), with the before module named.
+BENCH_RUN = before="$$(./scripts/bench-before.sh $(BENCH_BEFORE))" && \
+	export FENCE_BENCH_BEFORE="$$before" FENCE_BENCH_BEFORE_LABEL="before ($(BENCH_BEFORE))" && \
+	if [ "$$(nproc)" -ge 2 ]; then pin="taskset -c 1"; else pin=; fi && \
+	$$pin ./target/release/fence-bench
+
+# Throughput, CPU per call, scenarios, memory and the big ledger against native commands and
+# Lua; writes bench/results/results.md and bench/results/cpu-per-call.svg. About 12 minutes on
+# 2 cores (2 more the first time, to build the before module).
 bench: deps
 	./scripts/install-deps.sh valgrind
 	$(CARGO) build --release --workspace
-	@if [ "$$(nproc)" -ge 2 ]; then taskset -c 1 ./target/release/fence-bench; else ./target/release/fence-bench; fi
+	@$(BENCH_RUN) $(BENCH_ARGS)
+
+# Only the Big ledger section (a stock of 1,000,000 request ids against a 1,000,000-member set,
+# before and after issue 14), put in place of the one in bench/results/results.md. About 4
+# minutes on 2 cores.
+bench-big-ledger: deps
+	$(CARGO) build --release --workspace
+	@$(BENCH_RUN) --big-ledger-only $(BENCH_ARGS)
 
 clean:
 	$(CARGO) clean

@@ -3,7 +3,9 @@
 //! Starts its own redis-server with the release module (pinned to core 0 when there are two
 //! or more), drives it with redis-benchmark (pinned to core 1) for raw throughput and with its
 //! own threads for the scenarios, alternates the contenders round by round, and reports the
-//! median of the per-round ratios. Results go to bench/results/ as Markdown and SVG.
+//! median of the per-round ratios. Results go to bench/results/ as Markdown and SVG. The Big
+//! ledger section (big_ledger.rs) runs on servers of its own, for this build and, with
+//! `--before <module>`, an earlier one; `--big-ledger-only` runs only it.
 
 use std::fmt::Write as _;
 use std::fs;
@@ -23,13 +25,15 @@ macro_rules! progress {
     ($($arg:tt)*) => {
         eprintln!(
             "bench [{:>5.1} s]: {}",
-            BEGAN.get_or_init(Instant::now).elapsed().as_secs_f64(),
+            $crate::BEGAN.get_or_init(std::time::Instant::now).elapsed().as_secs_f64(),
             format!($($arg)*)
         )
     };
 }
 
 type Res<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
+
+mod big_ledger;
 
 /// A 36-byte owner, as a UUID string would be.
 const OWNER: &str = "3f2b8c1e-9a4d-4e7b-8c2f-5d6a7b8c9d0e";
@@ -58,7 +62,22 @@ struct Options {
     calls_p16: usize,
     calls_instructions: usize,
     memory_keys: usize,
+    big_ledger: big_ledger::Options,
     out: PathBuf,
+}
+
+/// The value of `--name value` or `--name=value`, else of the environment variable `env`.
+fn setting(name: &str, env: &str) -> Option<String> {
+    let args: Vec<String> = std::env::args().collect();
+    let flag = format!("--{name}");
+    let from_args = args.iter().enumerate().find_map(|(i, a)| {
+        if *a == flag {
+            args.get(i + 1).cloned()
+        } else {
+            a.strip_prefix(&format!("{flag}=")).map(str::to_string)
+        }
+    });
+    from_args.or_else(|| std::env::var(env).ok().filter(|v| !v.is_empty()))
 }
 
 fn main() {
@@ -78,16 +97,41 @@ fn run() -> Res<()> {
         calls_p16: if quick { 40_000 } else { 200_000 },
         calls_instructions: if quick { 10_000 } else { 20_000 },
         memory_keys: if quick { 100_000 } else { 1_000_000 },
+        big_ledger: big_ledger::Options {
+            entries: if quick { 100_000 } else { 1_000_000 },
+            reps: if quick { 3 } else { 5 },
+            destructive_reps: if quick { 2 } else { 3 },
+        },
         out: root.join("bench/results"),
     };
-    let module = root.join("target/release/libredis_fence.so");
-    if !module.is_file() {
-        return Err(format!(
-            "{} not found: run `cargo build --release`",
-            module.display()
-        )
-        .into());
+    // The module under test (default: this tree's release build) and, for the Big ledger
+    // section's before column, the module before issue 14 (`make bench` builds it).
+    let module = setting("module", "FENCE_BENCH_MODULE").map_or_else(
+        || root.join("target/release/libredis_fence.so"),
+        PathBuf::from,
+    );
+    let before = setting("before", "FENCE_BENCH_BEFORE").map(PathBuf::from);
+    let before_label =
+        setting("before-label", "FENCE_BENCH_BEFORE_LABEL").unwrap_or_else(|| "before".to_string());
+    for m in std::iter::once(&module).chain(&before) {
+        if !m.is_file() {
+            return Err(format!("{} not found: run `cargo build --release`", m.display()).into());
+        }
     }
+    // redis-server changes to its own directory before it loads the module.
+    let module = fs::canonicalize(&module)?;
+    let before = before.map(fs::canonicalize).transpose()?;
+    let mut ledger_modules = Vec::new();
+    if let Some(before) = &before {
+        ledger_modules.push(big_ledger::Module {
+            label: before_label,
+            path: before,
+        });
+    }
+    ledger_modules.push(big_ledger::Module {
+        label: "after".to_string(),
+        path: &module,
+    });
     // All online cores, not just this process's affinity (`make bench` runs it on core 1).
     let cores = Command::new("nproc")
         .arg("--all")
@@ -110,6 +154,24 @@ fn run() -> Res<()> {
         let mut section = String::new();
         hand_off(&server, &mut section)?;
         println!("{section}");
+        return Ok(());
+    }
+    if std::env::args().any(|a| a == "--big-ledger-only") {
+        // Only the Big ledger section: printed, and put in place of the one in results.md.
+        drop(con);
+        drop(server);
+        let mut section = String::new();
+        big_ledger::big_ledger(&ledger_modules, pin, &opts.big_ledger, &mut section)?;
+        println!("{section}");
+        let path = opts.out.join("results.md");
+        let text = fs::read_to_string(&path).unwrap_or_default();
+        fs::create_dir_all(&opts.out)?;
+        fs::write(&path, big_ledger::splice(&text, &section))?;
+        eprintln!(
+            "bench: wrote the Big ledger section of {} after {:.0} s",
+            path.display(),
+            began.elapsed().as_secs_f64()
+        );
         return Ok(());
     }
 
@@ -150,6 +212,11 @@ fn run() -> Res<()> {
     writeln!(report, "## Memory\n")?;
     memory(&server, &mut con, opts.memory_keys, &mut report)?;
     progress!("memory done");
+    drop(con);
+    drop(server);
+
+    big_ledger::big_ledger(&ledger_modules, pin, &opts.big_ledger, &mut report)?;
+    progress!("big ledger done");
 
     fs::create_dir_all(&opts.out)?;
     fs::write(opts.out.join("results.md"), &report)?;
@@ -208,6 +275,9 @@ impl Server {
             "127.0.0.1",
             "--save",
             "",
+            // DEBUG DIGEST-VALUE and DEBUG RELOAD (the Big ledger section).
+            "--enable-debug-command",
+            "yes",
         ])
         .args(["--appendonly", "no", "--dir"])
         .arg(&dir)
@@ -227,6 +297,11 @@ impl Server {
             thread::sleep(Duration::from_millis(20));
         }
         Err("redis-server did not start".into())
+    }
+
+    /// The server's process id (its main thread's too).
+    fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     fn conn(&self) -> redis::RedisResult<redis::Connection> {
