@@ -19,9 +19,9 @@ use crate::types::stock::STOCK_TYPE;
 
 // The Redis allocator aborts outside Redis, so unit tests use the system allocator.
 #[cfg(not(test))]
-type Allocator = redis_module::alloc::RedisAlloc;
+type Allocator = ffi::alloc::FenceAlloc;
 #[cfg(not(test))]
-const ALLOCATOR: Allocator = redis_module::alloc::RedisAlloc;
+const ALLOCATOR: Allocator = ffi::alloc::FenceAlloc;
 #[cfg(test)]
 type Allocator = std::alloc::System;
 #[cfg(test)]

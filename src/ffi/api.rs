@@ -218,6 +218,7 @@ mod tests {
     #[test]
     fn every_called_api_function_is_required() {
         let sources = [
+            include_str!("alloc.rs"),
             include_str!("api.rs"),
             include_str!("ctx.rs"),
             include_str!("key.rs"),

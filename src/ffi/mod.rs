@@ -4,6 +4,8 @@
 //! `extern "C"` callbacks. Everything above it (services, commands, types) is safe Rust, and it
 //! imports nothing above it: only `fence_core`.
 
+#[cfg(not(test))]
+pub mod alloc;
 pub mod api;
 pub mod blocked;
 pub mod command;
