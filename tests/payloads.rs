@@ -149,8 +149,9 @@ fn encver(of: &Payload) -> u64 {
     u64::from_be_bytes(of.body[2..10].try_into().expect("8 bytes")) & 1023
 }
 
-/// A stock value: available, fence, deducted, then `count` and the entries (and, from
-/// encoding 2 on, an empty restock ledger).
+/// A stock value: available, fence, deducted, then `count` and the entries: one by one up to
+/// encoding 2 (which adds an empty restock ledger), as one blob of records from encoding 3 on
+/// (with an empty restock ledger).
 fn stock_body(
     of: &Payload,
     available: i64,
@@ -164,6 +165,21 @@ fn stock_body(
         .unsigned(fence)
         .signed(deducted)
         .unsigned(count);
+    if encver(of) >= 3 {
+        let mut blob = Vec::new();
+        for (id, q) in entries {
+            blob.extend_from_slice(&q.to_le_bytes());
+            blob.extend_from_slice(&(id.len() as u32).to_le_bytes());
+            blob.extend_from_slice(id);
+        }
+        if entries.is_empty() {
+            e.unsigned(0);
+        } else {
+            e.unsigned(1).string(&blob);
+        }
+        e.unsigned(0).unsigned(0);
+        return e.done();
+    }
     for (id, q) in entries {
         e.string(id).signed(*q);
     }

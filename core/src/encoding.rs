@@ -13,9 +13,12 @@ use crate::stock::Stock;
 /// The encoding version of `fence-lck`: 1 (token, owner).
 pub const LOCK_ENCODING: i32 = 1;
 /// The encoding version of `fence-stk`; its loader reads every version up to it:
-/// 1: available, fence, deducted, the ledger;
-/// 2: the same, then the restock ledger (`STOCK.ADD … ID`).
-pub const STOCK_ENCODING: i32 = 2;
+/// 1: available, fence, deducted, the ledger (a count, then id and quantity per entry);
+/// 2: the same, then the restock ledger (`STOCK.ADD … ID`);
+/// 3: available, fence, deducted, then each ledger as its entry count, a blob count and the
+///    blobs, each a run of whole records (quantity: 8 bytes little-endian, id length: 4, id),
+///    so a million entries load as a few hundred strings, not two million values.
+pub const STOCK_ENCODING: i32 = 3;
 
 /// The values a type's loader reads, in order; `None` when the stream failed (short read,
 /// wrong opcode).
@@ -45,6 +48,11 @@ pub enum LoadError {
     EmptyOwner,
     EmptyRequestId,
     DuplicateRequestId,
+    /// A blob of ledger records (encoding 3) that is not one.
+    Blob {
+        what: &'static str,
+        why: &'static str,
+    },
 }
 
 impl fmt::Display for LoadError {
@@ -56,6 +64,7 @@ impl fmt::Display for LoadError {
             LoadError::EmptyOwner => f.write_str("the owner is empty"),
             LoadError::EmptyRequestId => f.write_str("a request id is empty"),
             LoadError::DuplicateRequestId => f.write_str("a request id appears twice"),
+            LoadError::Blob { what, why } => write!(f, "{what}: {why}"),
         }
     }
 }
@@ -129,6 +138,12 @@ pub fn load_stock(src: &mut impl Source, encver: i32) -> Result<Stock, LoadError
     let mut stock = Stock::new(available);
     stock.fence = fence;
     stock.deducted = deducted;
+    if encver >= 3 {
+        load_blobs(src, &mut stock, Which::Ledger)?;
+        load_blobs(src, &mut stock, Which::Restocks)?;
+        stock.loaded();
+        return Ok(stock);
+    }
     let entries = src.unsigned().ok_or(LoadError::Read("ledger size"))?;
     stock.reserve(usize::try_from(entries).unwrap_or(usize::MAX), 0);
     load_entries(src, entries, &mut stock, Which::Ledger)?;
@@ -139,7 +154,41 @@ pub fn load_stock(src: &mut impl Source, encver: i32) -> Result<Stock, LoadError
         stock.reserve(0, usize::try_from(restocks).unwrap_or(usize::MAX));
         load_entries(src, restocks, &mut stock, Which::Restocks)?;
     }
+    stock.loaded();
     Ok(stock)
+}
+
+/// Reads one ledger of encoding 3: its entry count, its blob count, the blobs; the records must
+/// add up to the count.
+fn load_blobs(src: &mut impl Source, stock: &mut Stock, which: Which) -> Result<(), LoadError> {
+    let what = match which {
+        Which::Ledger => "ledger",
+        Which::Restocks => "restock ledger",
+    };
+    let entries = src.unsigned().ok_or(LoadError::Read("ledger size"))?;
+    let blobs = src.unsigned().ok_or(LoadError::Read("ledger blob count"))?;
+    match which {
+        Which::Ledger => stock.reserve(usize::try_from(entries).unwrap_or(usize::MAX), 0),
+        Which::Restocks => stock.reserve(0, usize::try_from(entries).unwrap_or(usize::MAX)),
+    }
+    let mut loaded: u64 = 0;
+    for _ in 0..blobs {
+        let added = src
+            .with_bytes(|blob| match which {
+                Which::Ledger => stock.insert_entry_blob(blob),
+                Which::Restocks => stock.insert_restock_blob(blob),
+            })
+            .ok_or(LoadError::Read("ledger blob"))?
+            .map_err(|why| LoadError::Blob { what, why })?;
+        loaded = loaded.saturating_add(added as u64);
+    }
+    if loaded != entries {
+        return Err(LoadError::Range {
+            field: "ledger size",
+            value: i128::from(entries),
+        });
+    }
+    Ok(())
 }
 
 /// Which of a stock's ledgers entries are loaded into.
@@ -266,8 +315,8 @@ pub mod tests {
             Err(LoadError::Version(2))
         );
         assert_eq!(
-            load_stock(&mut values(&[S(1), U(0), S(0), U(0), U(0)]), 3),
-            Err(LoadError::Version(3))
+            load_stock(&mut values(&[S(1), U(0), S(0), U(0), U(0)]), 4),
+            Err(LoadError::Version(4))
         );
         assert_eq!(
             load_lock(&mut values(&[U(1), B(b"w")]), 0),
@@ -328,6 +377,55 @@ pub mod tests {
         ] {
             assert!(load_stock(&mut values(&bad), 2).is_err(), "{bad:?}");
         }
+    }
+
+    /// A stock as encoding 3 writes it, through the same blobs a save takes.
+    fn v3_values(s: &Stock) -> Values {
+        let mut v = vec![
+            Value::S(s.available),
+            Value::U(s.fence),
+            Value::S(s.deducted),
+            Value::U(s.ledger_len() as u64),
+        ];
+        let blobs: Vec<&'static [u8]> = s
+            .entry_blobs()
+            .map(|b| &*Box::leak(b.to_vec().into_boxed_slice()))
+            .collect();
+        v.push(Value::U(blobs.len() as u64));
+        v.extend(blobs.into_iter().map(Value::B));
+        v.push(Value::U(s.restocks_len() as u64));
+        let blobs: Vec<&'static [u8]> = s
+            .restock_blobs()
+            .map(|b| &*Box::leak(b.to_vec().into_boxed_slice()))
+            .collect();
+        v.push(Value::U(blobs.len() as u64));
+        v.extend(blobs.into_iter().map(Value::B));
+        Values(v.into_iter().collect())
+    }
+
+    #[test]
+    fn version_3_round_trips_through_blobs() {
+        let mut s = Stock::new(10);
+        s.fence = 5;
+        s.deducted = 7;
+        for i in 0..3000u32 {
+            s.put_entry(format!("order-{i}").as_bytes(), i64::from(i % 3));
+        }
+        s.put_restock(b"r1", 4);
+        let back = load_stock(&mut v3_values(&s), 3).unwrap();
+        assert_eq!(back, s);
+        assert_eq!(back.restock_of(b"r1"), Some(4));
+        // A count that does not match the records is refused.
+        let mut v = v3_values(&s);
+        v.0[3] = Value::U(2999);
+        assert!(load_stock(&mut v, 3).is_err());
+        // A blob that is not whole records is refused.
+        let mut v = v3_values(&s);
+        v.0[5] = Value::B(b"short");
+        assert!(load_stock(&mut v, 3).is_err());
+        // An empty stock.
+        let e = Stock::new(3);
+        assert_eq!(load_stock(&mut v3_values(&e), 3).unwrap(), e);
     }
 
     #[test]

@@ -262,6 +262,37 @@ impl Stock {
         self.restocks.reserve(restocks);
     }
 
+    /// The request ledger's records as blobs (see `Ledger::blobs`).
+    pub fn entry_blobs(&self) -> impl Iterator<Item = &[u8]> {
+        self.ledger.blobs()
+    }
+
+    /// The restock ledger's records as blobs.
+    pub fn restock_blobs(&self) -> impl Iterator<Item = &[u8]> {
+        self.restocks.blobs()
+    }
+
+    /// Adds a blob of request-ledger records (a load); how many, or why it is refused.
+    pub fn insert_entry_blob(&mut self, blob: &[u8]) -> Result<usize, &'static str> {
+        self.ledger.insert_blob(blob)
+    }
+
+    /// Adds a blob of restock-ledger records (a load).
+    pub fn insert_restock_blob(&mut self, blob: &[u8]) -> Result<usize, &'static str> {
+        self.restocks.insert_blob(blob)
+    }
+
+    /// The load is over.
+    pub fn loaded(&mut self) {
+        self.ledger.loaded();
+        self.restocks.loaded();
+    }
+
+    /// Order-independent summaries of the request and restock ledgers, for a digest.
+    pub fn summaries(&self) -> ([u8; 16], [u8; 16]) {
+        (self.ledger.summary(), self.restocks.summary())
+    }
+
     /// The quantity request `id` holds now (0 when refunded), for replicating one entry.
     pub fn ledger_len(&self) -> usize {
         self.ledger.len()
