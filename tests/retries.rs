@@ -178,25 +178,6 @@ fn sent_twice(proxy: &Proxy, args: &[&str]) -> RedisResult<Value> {
     resend(proxy, args)
 }
 
-/// How many times the server executed `command` (`INFO commandstats`), 0 when never.
-fn calls(con: &mut Connection, command: &str) -> i64 {
-    let text = info(con, "commandstats");
-    let prefix = format!("cmdstat_{}:", command.to_ascii_lowercase());
-    text.lines()
-        .find_map(|line| {
-            let line = line.trim_end();
-            let head = line.get(..prefix.len())?;
-            (head.to_ascii_lowercase() == prefix).then(|| line[prefix.len()..].to_string())
-        })
-        .and_then(|stats| {
-            stats
-                .split(',')
-                .find_map(|kv| kv.strip_prefix("calls="))
-                .and_then(|n| n.parse().ok())
-        })
-        .unwrap_or(0)
-}
-
 fn fence_stat(con: &mut Connection, field: &str) -> i64 {
     info_int(con, "fence", &format!("fence_{field}"))
 }
