@@ -6,6 +6,7 @@
 //! - `REDIS_SERVER`: the server binary (default `redis-server` on `PATH`).
 //! - `FENCE_MODULE`: the module file (default `target/debug/libredis_fence.so` under the
 //!   workspace root; run `cargo build` there first).
+//! - `REDIS_CLI`: the `redis-cli` that creates a [`Cluster`] (default `redis-cli` on `PATH`).
 //!
 //! The reply strings the module sends are `fence_core::error`'s; nothing here spells one again.
 //!
@@ -15,10 +16,12 @@
 //! - [`query`]: one command each, typed (`pttl`, `lock_status`, `config_get`, `dump`, …).
 //! - [`inspect`]: what a server says about itself (`INFO`, `INFO commandstats`, `CLIENT LIST`).
 //! - [`replication`]: replicas caught up, replication errors in a log, locks from the future.
+//! - [`cluster`]: [`Cluster`], six nodes with three masters, their topology and slot migration.
 //! - [`load_killer`]: [`LoadKiller`], SIGKILL at the moment a load reaches a target.
 //! - [`monitor`]: [`Monitor`], the commands a server executed, in its order.
 //! - [`time`]: clocks, polling and TTL checks that do not depend on the machine's speed.
 
+pub mod cluster;
 pub mod inspect;
 pub mod load_killer;
 pub mod monitor;
@@ -28,6 +31,7 @@ pub mod resp;
 pub mod server;
 pub mod time;
 
+pub use cluster::*;
 pub use inspect::*;
 pub use load_killer::*;
 pub use monitor::*;
