@@ -446,7 +446,7 @@ fn slot_migration_keeps_a_held_lock_and_a_stock_with_its_ledger_and_fence() {
     let below = (token - 1).to_string();
     assert_err(
         call(&mut cc, &["STOCK.DEDUCT", sku, "1", "FENCE", &below]),
-        "STALE",
+        code::STALE,
     );
     assert_eq!(
         int(call(
@@ -1036,12 +1036,9 @@ fn a_lock_fences_the_stock_it_guards_in_one_hash_slot() {
                 &first_text,
             ],
         ),
-        "STALE",
+        code::STALE,
     );
-    assert_eq!(
-        stale,
-        format!("STALE fencing token {first} is below the highest accepted token {second}")
-    );
+    assert_eq!(stale, stale_reply(first, second));
     assert_eq!(stock(&mut cc, sku), 89);
     assert_eq!(request(&mut cc, sku, "restock-2"), None);
     // The order stream shares the tag, so a deduction with EVENTS goes through as well.

@@ -38,6 +38,25 @@ pub fn err<T: Debug>(r: RedisResult<T>) -> String {
     }
 }
 
+/// The words of a wrong-arity reply before the command's name, which a server may echo as
+/// typed or in lower case: `ERR wrong number of arguments for` (a prefix for [`assert_err`]).
+pub fn arity_lead() -> String {
+    let reply = fence_core::error::arity("\0");
+    match reply.split_once('\0') {
+        Some((lead, _)) => lead.trim_end_matches('\'').trim_end().to_string(),
+        None => panic!("no command name in {reply:?}"),
+    }
+}
+
+/// fence-core's `STALE` reply for tokens held as `i64` (as [`int`] returns them).
+pub fn stale_reply(token: i64, highest: i64) -> String {
+    let unsigned = |t: i64| match u64::try_from(t) {
+        Ok(t) => t,
+        Err(_) => panic!("a fencing token is positive, not {t}"),
+    };
+    fence_core::error::stale(unsigned(token), unsigned(highest))
+}
+
 /// True when `text` begins with `prefix` and the prefix ends there or at a non-alphanumeric
 /// character, so "... from 1 to 1000" does not match "... from 1 to 10000".
 pub fn begins_with(text: &str, prefix: &str) -> bool {
