@@ -141,15 +141,7 @@ impl Server {
     /// arguments (`&["max-ttl-ms", "1000"]`), `--name value` pairs are config lines
     /// (`&["--fence.max-ttl-ms", "1000"]`).
     pub fn start_with(extra: &[&str]) -> Server {
-        match Server::try_start(extra) {
-            Ok(server) => server,
-            Err(failure) => panic!(
-                "redis-server with the fence module did not start (exit status {:?})\n\
-                 --- server log (tail) ---\n{}",
-                failure.status,
-                tail(&failure.log)
-            ),
-        }
+        Server::start_with_files(&[], extra)
     }
 
     /// Like `start_with`, but reports a server that exits or never accepts connections as an
