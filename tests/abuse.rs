@@ -27,8 +27,9 @@ fn id_of(len: usize, fill: u8) -> String {
 fn ids_at_the_limit(con: &mut Connection, max: usize) {
     let exact = id_of(max, b'o');
     let over = id_of(max + 1, b'o');
-    let owner_err = format!("ERR owner is longer than {max} bytes (fence.max-id-length)");
-    let id_err = format!("ERR request id is longer than {max} bytes (fence.max-id-length)");
+    let limit = i64::try_from(max).expect("a length limit");
+    let owner_err = name_too_long(Name::Owner, limit);
+    let id_err = name_too_long(Name::RequestId, limit);
     let lock = format!("lock:limit:{max}");
     let sku = format!("sku:limit:{max}");
 
@@ -124,7 +125,7 @@ fn ttl_is_enforced_exactly_at_the_limit() {
             &mut con,
             &["CONFIG", "SET", "fence.max-ttl-ms", &max.to_string()],
         ));
-        let err = format!("ERR ttl-ms must be an integer from 1 to {max} (fence.max-ttl-ms)");
+        let err = ttl_range(max);
         let over = (max + 1).to_string();
         assert_err(
             call(&mut con, &["LOCK.ACQUIRE", "lock:ttl", "o", &over]),
@@ -167,8 +168,7 @@ fn the_ledger_bound_is_enforced_exactly_at_its_limit() {
                 &limit.to_string(),
             ],
         ));
-        let full =
-            format!("ERR request ledger is full ({limit} entries, fence.max-ledger-entries)");
+        let full = ledger_full(i64::try_from(limit).expect("a ledger limit"));
         let sku = format!("sku:ledger:{limit}");
         okay(call(&mut con, &["STOCK.SET", &sku, "100000"]));
         let mut pipe = redis::pipe();
@@ -233,7 +233,7 @@ fn the_ledger_bound_is_enforced_exactly_at_its_limit() {
     okay(call(&mut con, &["STOCK.SET", "sku:zero", "5"]));
     assert_err(
         call(&mut con, &["STOCK.DEDUCT", "sku:zero", "1", "ID", "x"]),
-        "ERR request ledger is full (0 entries, fence.max-ledger-entries)",
+        ledger_full(0),
     );
     assert_eq!(stock(&mut con, "sku:zero"), 5);
 }
@@ -477,7 +477,7 @@ fn acl_key_patterns_hold_for_every_module_command() {
         for args in every_command("orders:lock", "orders:sku") {
             let r = call(&mut con, &args);
             if args[0].starts_with("FENCE.") {
-                assert_err_ctx(r, "ERR this command is internal", name);
+                assert_err_ctx(r, INTERNAL_ONLY, name);
             } else {
                 assert!(r.is_ok(), "user {name}: {args:?} refused: {r:?}");
             }

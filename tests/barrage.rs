@@ -667,8 +667,8 @@ fn random_argument_vectors_never_hurt_the_server() {
         );
     }
     assert_eq!(total.vectors, n, "vectors sent and answered");
-    for code in ["ERR", "WRONGTYPE"] {
-        assert!(total.errors.contains_key(code), "no {code} error at all");
+    for kind in [code::ERR, code::WRONGTYPE] {
+        assert!(total.errors.contains_key(kind), "no {kind} error at all");
     }
     assert!(total.values.get("integer").copied().unwrap_or(0) > 0);
 }

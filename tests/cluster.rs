@@ -9,534 +9,27 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::env;
-use std::net::TcpListener;
-use std::process::{Command, Stdio};
 use std::sync::{Barrier, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use common::*;
 use rand::RngExt;
-use redis::cluster::{ClusterClient, ClusterConnection};
+use redis::cluster::ClusterConnection;
 use redis::{Connection, ConnectionLike, RedisResult, Value};
 
-/// `cluster-node-timeout`: a master unreachable this long is marked failing; its replica then
-/// takes over within about two more timeouts. Long enough that a node starved of CPU by a
-/// loaded machine is not taken for dead (a failover no test asked for would lose writes).
-const NODE_TIMEOUT_MS: u64 = 3_000;
-/// The longest any cluster-wide wait may take (creation, agreement, failover): what takes a
-/// few seconds on an idle machine can take many on a loaded one; only a failure exhausts it.
-const CLUSTER_WAIT: Duration = Duration::from_secs(60);
-/// How long `redis-cli --cluster create` may run.
-const CREATE_TIMEOUT: Duration = Duration::from_secs(120);
-const SLOTS: usize = 16_384;
 /// The TTL (ms) of the locks a test expects to find again after a migration or a failover:
 /// far beyond any wait of these tests, so that only the event under test can end a lease.
 const HELD_MS: &str = "600000";
 
 // ---------------------------------------------------------------------------------------------
-// The cluster harness
-// ---------------------------------------------------------------------------------------------
-
-fn redis_cli() -> String {
-    match env::var("REDIS_CLI") {
-        Ok(bin) if !bin.is_empty() => bin,
-        _ => "redis-cli".to_string(),
-    }
-}
-
-fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    listener.local_addr().expect("local_addr").port()
-}
-
-/// One line of `CLUSTER NODES`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct NodeLine {
-    id: String,
-    port: u16,
-    flags: Vec<String>,
-    /// The master's id for a replica.
-    master_id: Option<String>,
-    /// Slot ranges served (masters only; importing/migrating markers left out).
-    slots: Vec<(usize, usize)>,
-}
-
-impl NodeLine {
-    fn has_flag(&self, flag: &str) -> bool {
-        self.flags.iter().any(|f| f == flag)
-    }
-    fn is_master(&self) -> bool {
-        self.has_flag("master")
-    }
-}
-
-fn parse_cluster_nodes(text: &str) -> Vec<NodeLine> {
-    text.lines()
-        .filter(|line| !line.trim().is_empty())
-        .map(|line| {
-            let fields: Vec<&str> = line.split_whitespace().collect();
-            assert!(fields.len() >= 8, "odd CLUSTER NODES line {line:?}");
-            // ip:port@cport[,hostname]
-            let addr = fields[1].split('@').next().unwrap_or("");
-            let port = addr
-                .rsplit(':')
-                .next()
-                .and_then(|p| p.parse().ok())
-                .unwrap_or(0);
-            let flags = fields[2].split(',').map(str::to_string).collect();
-            let master_id = (fields[3] != "-").then(|| fields[3].to_string());
-            let slots = fields[8..]
-                .iter()
-                .filter(|s| !s.starts_with('['))
-                .map(|s| match s.split_once('-') {
-                    Some((a, b)) => (a.parse().expect("slot"), b.parse().expect("slot")),
-                    None => {
-                        let n = s.parse().expect("slot");
-                        (n, n)
-                    }
-                })
-                .collect();
-            NodeLine {
-                id: fields[0].to_string(),
-                port,
-                flags,
-                master_id,
-                slots,
-            }
-        })
-        .collect()
-}
-
-/// Who serves what, as every live node agrees: indices into `Cluster::nodes`.
-#[derive(Debug, Clone)]
-struct Topology {
-    masters: Vec<usize>,
-    /// (replica, its master).
-    replicas: Vec<(usize, usize)>,
-    /// The master serving each slot.
-    owner: Vec<usize>,
-}
-
-impl Topology {
-    fn replica_of(&self, master: usize) -> usize {
-        match self.replicas.iter().find(|(_, m)| *m == master) {
-            Some((r, _)) => *r,
-            None => panic!("master {master} has no replica: {self:?}"),
-        }
-    }
-}
-
-/// Six `redis-server` processes in cluster mode with the module loaded, killed on drop.
-struct Cluster {
-    nodes: Vec<Server>,
-    ids: Vec<String>,
-    dead: BTreeSet<usize>,
-}
-
-fn start_node() -> Server {
-    let bus = free_port().to_string();
-    let timeout = NODE_TIMEOUT_MS.to_string();
-    // The node's `--dir` is its own temp dir, so nodes.conf lands there.
-    Server::start_with(&[
-        "--cluster-enabled",
-        "yes",
-        "--cluster-config-file",
-        "nodes.conf",
-        "--cluster-node-timeout",
-        &timeout,
-        // Explicit: port + 10000 may not exist for a port of the ephemeral range.
-        "--cluster-port",
-        &bus,
-        "--enable-debug-command",
-        "yes",
-        // A replica's first full sync starts at once, not after the default 5 s wait for more
-        // replicas.
-        "--repl-diskless-sync-delay",
-        "0",
-        // A replica whose link has been down for a while still takes over its failed master:
-        // how long the failover took on a loaded machine never decides whether it happens.
-        "--cluster-replica-validity-factor",
-        "0",
-    ])
-}
-
-impl Cluster {
-    /// Starts six nodes, joins them with `redis-cli --cluster create … --cluster-replicas 1`
-    /// and waits until every node agrees and every replica is in sync.
-    fn start() -> Cluster {
-        let started = Instant::now();
-        let nodes: Vec<Server> = (0..6).map(|_| start_node()).collect();
-        let ids = nodes
-            .iter()
-            .map(|n| text(&call(&mut n.conn(), &["CLUSTER", "MYID"]).expect("CLUSTER MYID")))
-            .collect();
-        let cluster = Cluster {
-            nodes,
-            ids,
-            dead: BTreeSet::new(),
-        };
-        cluster.create();
-        let topology = cluster.wait_stable(CLUSTER_WAIT);
-        assert_eq!(topology.masters.len(), 3, "{topology:?}");
-        assert_eq!(topology.replicas.len(), 3, "{topology:?}");
-        println!(
-            "cluster of 6 nodes up in {} ms",
-            started.elapsed().as_millis()
-        );
-        cluster
-    }
-
-    fn create(&self) {
-        let mut command = Command::new(redis_cli());
-        command.arg("--cluster").arg("create");
-        for node in &self.nodes {
-            command.arg(format!("127.0.0.1:{}", node.port()));
-        }
-        command
-            .args(["--cluster-replicas", "1", "--cluster-yes"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut child = match command.spawn() {
-            Ok(child) => child,
-            Err(e) => panic!("cannot run {} (set REDIS_CLI): {e}", redis_cli()),
-        };
-        let deadline = Instant::now() + CREATE_TIMEOUT;
-        let status = loop {
-            if let Ok(Some(status)) = child.try_wait() {
-                break Some(status);
-            }
-            if Instant::now() >= deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                break None;
-            }
-            thread::sleep(Duration::from_millis(20));
-        };
-        let output = child.wait_with_output().expect("redis-cli output");
-        let out = String::from_utf8_lossy(&output.stdout);
-        let err = String::from_utf8_lossy(&output.stderr);
-        assert!(
-            status.is_some_and(|s| s.success()) && out.contains("[OK] All 16384 slots covered"),
-            "redis-cli --cluster create failed (status {status:?}):\n{out}\n{err}\n{}",
-            self.logs()
-        );
-    }
-
-    /// The tails of every node's log, for failure messages.
-    fn logs(&self) -> String {
-        self.nodes
-            .iter()
-            .enumerate()
-            .map(|(i, n)| format!("--- node {i} (port {}) ---\n{}\n", n.port(), tail(&n.log())))
-            .collect()
-    }
-
-    fn live(&self) -> impl Iterator<Item = usize> + '_ {
-        (0..self.nodes.len()).filter(|i| !self.dead.contains(i))
-    }
-
-    fn index_of_id(&self, id: &str) -> usize {
-        match self.ids.iter().position(|x| x == id) {
-            Some(i) => i,
-            None => panic!("unknown node id {id}"),
-        }
-    }
-
-    fn addr(&self, i: usize) -> String {
-        format!("127.0.0.1:{}", self.nodes[i].port())
-    }
-
-    /// A plain (not cluster-aware) connection to one node.
-    fn node(&self, i: usize) -> Connection {
-        self.nodes[i].conn()
-    }
-
-    /// A cluster client seeded with every live node.
-    fn client(&self) -> ClusterClient {
-        let urls: Vec<String> = self.live().map(|i| self.nodes[i].url()).collect();
-        ClusterClient::builder(urls)
-            .connection_timeout(Duration::from_secs(10))
-            .response_timeout(Duration::from_secs(20))
-            .build()
-            .expect("cluster client")
-    }
-
-    fn conn(&self) -> ClusterConnection {
-        match self.client().get_connection() {
-            Ok(con) => con,
-            Err(e) => panic!("cannot connect to the cluster: {e}\n{}", self.logs()),
-        }
-    }
-
-    /// Node `i`'s view of the cluster.
-    fn view(&self, i: usize) -> RedisResult<Vec<NodeLine>> {
-        let mut con = self.nodes[i].conn();
-        let nodes: String = redis::cmd("CLUSTER").arg("NODES").query(&mut con)?;
-        Ok(parse_cluster_nodes(&nodes))
-    }
-
-    /// One attempt at reading an agreed, healthy topology: every live node says
-    /// `cluster_state:ok`, sees the same live nodes with the same roles and slots (no
-    /// handshake, no failure flag on a live node), and every live replica's link is up and
-    /// caught up with its master.
-    fn stable_topology(&self) -> Result<Topology, String> {
-        let live: BTreeSet<String> = self.live().map(|i| self.ids[i].clone()).collect();
-        let mut agreed: Option<Vec<NodeLine>> = None;
-        for i in self.live() {
-            let mut con = self.nodes[i].conn();
-            let info: String = redis::cmd("CLUSTER")
-                .arg("INFO")
-                .query(&mut con)
-                .map_err(|e| format!("node {i}: CLUSTER INFO: {e}"))?;
-            if info_value(&info, "cluster_state").as_deref() != Some("ok") {
-                return Err(format!("node {i}: cluster_state is not ok"));
-            }
-            let mut view: Vec<NodeLine> = self
-                .view(i)
-                .map_err(|e| format!("node {i}: {e}"))?
-                .into_iter()
-                .filter(|n| live.contains(&n.id))
-                .map(|mut n| {
-                    n.flags.retain(|f| f != "myself");
-                    n
-                })
-                .collect();
-            view.sort_by(|a, b| a.id.cmp(&b.id));
-            if view.len() != live.len() {
-                return Err(format!("node {i} knows {} of the live nodes", view.len()));
-            }
-            if let Some(bad) = view.iter().find(|n| {
-                n.flags
-                    .iter()
-                    .any(|f| f != "master" && f != "slave" && f != "nofailover")
-            }) {
-                return Err(format!("node {i} sees {} as {:?}", bad.port, bad.flags));
-            }
-            match &agreed {
-                None => agreed = Some(view),
-                Some(first) if *first == view => {}
-                Some(_) => return Err(format!("node {i} disagrees about the topology")),
-            }
-        }
-        let view = agreed.ok_or("no live node")?;
-        let mut owner = vec![usize::MAX; SLOTS];
-        let mut masters = Vec::new();
-        let mut replicas = Vec::new();
-        for n in &view {
-            let index = self.index_of_id(&n.id);
-            if n.is_master() {
-                masters.push(index);
-                for &(a, b) in &n.slots {
-                    for slot in owner.iter_mut().take(b + 1).skip(a) {
-                        *slot = index;
-                    }
-                }
-            } else {
-                let master = n.master_id.as_deref().ok_or("replica without master")?;
-                replicas.push((index, self.index_of_id(master)));
-            }
-        }
-        if owner.contains(&usize::MAX) {
-            return Err("some slots have no live master".into());
-        }
-        for &(replica, master) in &replicas {
-            if self.dead.contains(&master) {
-                return Err(format!("replica {replica} still follows dead {master}"));
-            }
-            let r = info(&mut self.nodes[replica].conn(), "replication");
-            let m = info(&mut self.nodes[master].conn(), "replication");
-            if info_value(&r, "master_link_status").as_deref() != Some("up") {
-                return Err(format!("replica {replica}: link to its master is not up"));
-            }
-            let (m_off, r_off) = (
-                info_value(&m, "master_repl_offset"),
-                info_value(&r, "master_repl_offset"),
-            );
-            if m_off != r_off {
-                return Err(format!(
-                    "replica {replica} at {r_off:?}, its master at {m_off:?}"
-                ));
-            }
-        }
-        masters.sort_unstable();
-        replicas.sort_unstable();
-        Ok(Topology {
-            masters,
-            replicas,
-            owner,
-        })
-    }
-
-    /// Waits until `stable_topology` succeeds; panics with the last reason after `timeout`.
-    fn wait_stable(&self, timeout: Duration) -> Topology {
-        let deadline = Instant::now() + timeout;
-        loop {
-            match self.stable_topology() {
-                Ok(topology) => return topology,
-                Err(reason) if Instant::now() >= deadline => panic!(
-                    "the cluster did not settle within {timeout:?}: {reason}\n{}",
-                    self.logs()
-                ),
-                Err(_) => thread::sleep(Duration::from_millis(20)),
-            }
-        }
-    }
-
-    /// SIGKILL node `i`.
-    fn kill(&mut self, i: usize) {
-        self.nodes[i].kill();
-        self.dead.insert(i);
-    }
-
-    /// The hash slot of a key, as the cluster computes it.
-    fn keyslot(&self, key: &str) -> usize {
-        let i = self.live().next().expect("a live node");
-        let slot = int(call(&mut self.node(i), &["CLUSTER", "KEYSLOT", key]));
-        usize::try_from(slot).expect("slot")
-    }
-
-    /// Moves `slot` from its master to `target` the way `redis-cli --cluster reshard` does:
-    /// IMPORTING on the target, MIGRATING on the source, `MIGRATE … KEYS` until the source
-    /// has none left, then `SETSLOT … NODE` on the target, the source and the other masters;
-    /// waits until every live node agrees.
-    fn migrate_slot(&self, slot: usize, target: usize) -> Migration {
-        let topology = self.wait_stable(CLUSTER_WAIT);
-        let source = topology.owner[slot];
-        assert_ne!(source, target, "slot {slot} is already on node {target}");
-        let slot_text = slot.to_string();
-        let (source_id, target_id) = (self.ids[source].as_str(), self.ids[target].as_str());
-        let mut src = self.node(source);
-        let mut dst = self.node(target);
-        let setslot = |con: &mut Connection, state: &str, id: &str| {
-            okay(call(con, &["CLUSTER", "SETSLOT", &slot_text, state, id]));
-        };
-        setslot(&mut dst, "IMPORTING", source_id);
-        setslot(&mut src, "MIGRATING", target_id);
-        let port = self.nodes[target].port().to_string();
-        let mut moved = Vec::new();
-        let mut in_migrate = Duration::ZERO;
-        loop {
-            let keys: Vec<String> = redis::cmd("CLUSTER")
-                .arg("GETKEYSINSLOT")
-                .arg(slot)
-                .arg(100)
-                .query(&mut src)
-                .expect("CLUSTER GETKEYSINSLOT");
-            if keys.is_empty() {
-                break;
-            }
-            let sent = Instant::now();
-            // The timeout is for the source's I/O to the target; below the 20 s read timeout of
-            // this connection.
-            let reply = redis::cmd("MIGRATE")
-                .arg("127.0.0.1")
-                .arg(&port)
-                .arg("")
-                .arg(0)
-                .arg(15_000)
-                .arg("KEYS")
-                .arg(&keys)
-                .query::<Value>(&mut src);
-            in_migrate += sent.elapsed();
-            okay(reply);
-            moved.extend(keys);
-        }
-        setslot(&mut dst, "NODE", target_id);
-        setslot(&mut src, "NODE", target_id);
-        for &m in &topology.masters {
-            if m != source && m != target {
-                setslot(&mut self.node(m), "NODE", target_id);
-            }
-        }
-        let deadline = Instant::now() + CLUSTER_WAIT;
-        loop {
-            let reason = match self.stable_topology() {
-                Ok(t) if t.owner[slot] == target => {
-                    return Migration {
-                        keys: moved,
-                        in_migrate,
-                    }
-                }
-                Ok(t) => format!("slot {slot} still on node {}", t.owner[slot]),
-                Err(reason) => reason,
-            };
-            assert!(
-                Instant::now() < deadline,
-                "the cluster did not agree within {CLUSTER_WAIT:?} that slot {slot} moved to \
-                 node {target} ({reason})\n{}",
-                self.logs()
-            );
-            thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-/// What `Cluster::migrate_slot` did.
-struct Migration {
-    /// The keys moved.
-    keys: Vec<String>,
-    /// How long the `MIGRATE` calls took, from sending each to its reply: a key's TTL is sent
-    /// relative by the source and set again by the target within that time.
-    in_migrate: Duration,
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        // Each Server kills its process on drop, and fails a passing test when its node died
-        // (one killed on purpose is marked stopped by `kill`). A failing test gets the logs of
-        // the nodes that died, which are likely its cause.
-        if thread::panicking() {
-            for (i, node) in self.nodes.iter_mut().enumerate() {
-                if self.dead.contains(&i) {
-                    continue;
-                }
-                if let Err(reason) = node.check_alive() {
-                    eprintln!(
-                        "cluster node {i} (port {}) died: {reason}\n--- its log (tail) ---\n{}",
-                        node.port(),
-                        tail(&node.log())
-                    );
-                }
-            }
-        }
-        self.nodes.clear();
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
 // Commands and replies, on any connection (a node's or the cluster client's)
 // ---------------------------------------------------------------------------------------------
-
-fn run(con: &mut impl ConnectionLike, args: &[&str]) -> RedisResult<Value> {
-    let (name, rest) = args.split_first().expect("a command name");
-    redis::cmd(name).arg(rest).query::<Value>(con)
-}
-
-/// `LOCK.STATUS key` as (owner, token, ttl); None when free. RESP2.
-#[track_caller]
-fn status(con: &mut impl ConnectionLike, key: &str) -> Option<(String, i64, i64)> {
-    match run(con, &["LOCK.STATUS", key]) {
-        Ok(Value::Nil) => None,
-        Ok(Value::Array(items)) if items.len() == 8 => {
-            assert_eq!(text(&items[0]), "owner");
-            assert_eq!(text(&items[2]), "token");
-            assert_eq!(text(&items[4]), "ttl");
-            let (Value::Int(token), Value::Int(ttl)) = (&items[3], &items[5]) else {
-                panic!("LOCK.STATUS {key}: {items:?}");
-            };
-            Some((text(&items[1]), *token, *ttl))
-        }
-        other => panic!("LOCK.STATUS {key}: unexpected reply {other:?}"),
-    }
-}
 
 /// `STOCK.REQUEST key id`: Some(quantity) or None when unknown.
 #[track_caller]
 fn request(con: &mut impl ConnectionLike, key: &str, id: &str) -> Option<i64> {
-    match run(con, &["STOCK.REQUEST", key, id]) {
+    match call(con, &["STOCK.REQUEST", key, id]) {
         Ok(Value::Nil) => None,
         Ok(Value::Int(n)) => Some(n),
         other => panic!("STOCK.REQUEST {key} {id}: unexpected reply {other:?}"),
@@ -563,45 +56,6 @@ fn ledger_size(con: &mut Connection, key: &str) -> Option<i64> {
         }),
         other => panic!("STOCK.INFO {key}: unexpected reply {other:?}"),
     }
-}
-
-/// `n` key names `prefix:0`, `prefix:1`, … (no hash tags) whose owners cover every master;
-/// more names are taken until each master owns at least `per_master`.
-fn spread_keys(
-    cluster: &Cluster,
-    topology: &Topology,
-    prefix: &str,
-    per_master: usize,
-) -> Vec<String> {
-    let mut count: BTreeMap<usize, usize> = topology.masters.iter().map(|&m| (m, 0)).collect();
-    let mut keys = Vec::new();
-    for i in 0..10_000 {
-        if count.values().all(|&c| c >= per_master) {
-            return keys;
-        }
-        let key = format!("{prefix}:{i}");
-        let owner = topology.owner[cluster.keyslot(&key)];
-        *count.get_mut(&owner).expect("a master") += 1;
-        keys.push(key);
-    }
-    panic!("no spread of {prefix} keys over the masters: {count:?}");
-}
-
-/// `n` key names `prefix:<i>` whose slot is served by `master`.
-fn keys_on(
-    cluster: &Cluster,
-    topology: &Topology,
-    master: usize,
-    prefix: &str,
-    n: usize,
-) -> Vec<String> {
-    let keys: Vec<String> = (0..10_000)
-        .map(|i| format!("{prefix}:{i}"))
-        .filter(|k| topology.owner[cluster.keyslot(k)] == master)
-        .take(n)
-        .collect();
-    assert_eq!(keys.len(), n, "not enough {prefix} keys on node {master}");
-    keys
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -702,27 +156,27 @@ fn every_command_routes_to_the_master_that_owns_its_key_without_hash_tags() {
             .push(stock.clone());
 
         // Through the cluster client: the whole contract, with no hash tag anywhere.
-        let token = int(run(&mut cc, &["LOCK.ACQUIRE", lock, "worker-1", "30000"]));
+        let token = int(call(&mut cc, &["LOCK.ACQUIRE", lock, "worker-1", "30000"]));
         assert_eq!(
-            int(run(
+            int(call(
                 &mut cc,
                 &["LOCK.ACQUIRE", lock, "worker-1", "30000", "WAIT", "100"]
             )),
             token
         );
-        nil(run(&mut cc, &["LOCK.ACQUIRE", lock, "worker-2", "30000"]));
+        nil(call(&mut cc, &["LOCK.ACQUIRE", lock, "worker-2", "30000"]));
         assert_eq!(
-            int(run(&mut cc, &["LOCK.RENEW", lock, "worker-1", "30000"])),
+            int(call(&mut cc, &["LOCK.RENEW", lock, "worker-1", "30000"])),
             token
         );
-        let (owner, t, _) = status(&mut cc, lock).expect("held");
+        let (owner, t, _) = lock_status(&mut cc, lock).expect("held");
         assert_eq!((owner.as_str(), t), ("worker-1", token));
-        assert_eq!(int(run(&mut cc, &["LOCK.RELEASE", lock, "worker-2"])), 0);
-        okay(run(&mut cc, &["STOCK.SET", stock, "100"]));
-        assert_eq!(int(run(&mut cc, &["STOCK.ADD", stock, "10"])), 110);
+        assert_eq!(int(call(&mut cc, &["LOCK.RELEASE", lock, "worker-2"])), 0);
+        okay(call(&mut cc, &["STOCK.SET", stock, "100"]));
+        assert_eq!(int(call(&mut cc, &["STOCK.ADD", stock, "10"])), 110);
         let token_text = token.to_string();
         assert_eq!(
-            int(run(
+            int(call(
                 &mut cc,
                 &[
                     "STOCK.DEDUCT",
@@ -737,15 +191,18 @@ fn every_command_routes_to_the_master_that_owns_its_key_without_hash_tags() {
             107
         );
         assert_eq!(
-            int(run(&mut cc, &["STOCK.DEDUCT", stock, "2", "ID", "order-2"])),
+            int(call(
+                &mut cc,
+                &["STOCK.DEDUCT", stock, "2", "ID", "order-2"]
+            )),
             105
         );
         assert_eq!(request(&mut cc, stock, "order-1"), Some(3));
-        assert_eq!(int(run(&mut cc, &["STOCK.REFUND", stock, "order-2"])), 2);
-        assert_eq!(int(run(&mut cc, &["STOCK.GET", stock])), 107);
+        assert_eq!(int(call(&mut cc, &["STOCK.REFUND", stock, "order-2"])), 2);
+        assert_eq!(int(call(&mut cc, &["STOCK.GET", stock])), 107);
         if has_info {
             assert!(matches!(
-                run(&mut cc, &["STOCK.INFO", stock]),
+                call(&mut cc, &["STOCK.INFO", stock]),
                 Ok(Value::Array(_))
             ));
         }
@@ -754,10 +211,10 @@ fn every_command_routes_to_the_master_that_owns_its_key_without_hash_tags() {
         assert_eq!(key_type(&mut direct[lock_owner], lock), "fence-lck");
         assert_eq!(key_type(&mut direct[stock_owner], stock), "fence-stk");
         assert_eq!(
-            status(&mut direct[lock_owner], lock).map(|s| s.1),
+            lock_status(&mut direct[lock_owner], lock).map(|s| s.1),
             Some(token)
         );
-        assert_eq!(stock_value(&mut direct[stock_owner], stock), 107);
+        assert_eq!(common::stock(&mut direct[stock_owner], stock), 107);
 
         // Every other master and every replica refuses each command with a redirection to
         // the owner: Redis found the key where the module declared it.
@@ -810,7 +267,7 @@ fn every_command_routes_to_the_master_that_owns_its_key_without_hash_tags() {
         .find(|e| cluster.keyslot(e) != cluster.keyslot(stock))
         .expect("a stream key in another slot");
     assert_err(
-        run(
+        call(
             &mut cc,
             &[
                 "STOCK.DEDUCT",
@@ -824,7 +281,7 @@ fn every_command_routes_to_the_master_that_owns_its_key_without_hash_tags() {
         ),
         "CROSSSLOT",
     );
-    assert_eq!(stock_value(&mut cc, stock), 107);
+    assert_eq!(common::stock(&mut cc, stock), 107);
     assert_eq!(request(&mut cc, stock, "order-x"), None);
 
     // Each master holds exactly the keys it owns.
@@ -839,11 +296,6 @@ fn every_command_routes_to_the_master_that_owns_its_key_without_hash_tags() {
         stocks.len(),
         topology.masters
     );
-}
-
-#[track_caller]
-fn stock_value(con: &mut impl ConnectionLike, key: &str) -> i64 {
-    int(run(con, &["STOCK.GET", key]))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -867,9 +319,9 @@ fn slot_migration_keeps_a_held_lock_and_a_stock_with_its_ledger_and_fence() {
     let (lock, sku, future) = ("lock:migrate", "sku:migrate", "lock:future");
 
     // A held lock, a stock with a ledger (some ids refunded) and a fence.
-    let token = int(run(&mut cc, &["LOCK.ACQUIRE", lock, "worker-1", HELD_MS]));
+    let token = int(call(&mut cc, &["LOCK.ACQUIRE", lock, "worker-1", HELD_MS]));
     let token_text = token.to_string();
-    okay(run(&mut cc, &["STOCK.SET", sku, "1000"]));
+    okay(call(&mut cc, &["STOCK.SET", sku, "1000"]));
     let mut ledger: BTreeMap<String, i64> = BTreeMap::new();
     for i in 0..40 {
         let id = format!("order-{i}");
@@ -878,21 +330,21 @@ fn slot_migration_keeps_a_held_lock_and_a_stock_with_its_ledger_and_fence() {
         if i % 2 == 0 {
             args.extend(["FENCE", &token_text]);
         }
-        int(run(&mut cc, &args));
+        int(call(&mut cc, &args));
         ledger.insert(id, i % 3 + 1);
     }
     for id in ["order-7", "order-21"] {
-        assert!(int(run(&mut cc, &["STOCK.REFUND", sku, id])) > 0);
+        assert!(int(call(&mut cc, &["STOCK.REFUND", sku, id])) > 0);
         ledger.insert(id.to_string(), 0);
     }
-    let available = stock_value(&mut cc, sku);
+    let available = stock(&mut cc, sku);
     // A lock whose token is an hour ahead of the clock, released before the move: only the
     // token clock's memory (carried by MIGRATE) can keep the next grant above it.
     let far = future_locks();
-    let restored = restore_via(&mut cc, future, &far.dumps[0]);
+    let restored = restore(&mut cc, future, 0, &far.dumps[0], &[]);
     okay(restored);
     assert_eq!(
-        status(&mut cc, future).map(|s| s.1),
+        lock_status(&mut cc, future).map(|s| s.1),
         Some(far.tokens[0]),
         "RESTOREd future lock"
     );
@@ -906,7 +358,7 @@ fn slot_migration_keeps_a_held_lock_and_a_stock_with_its_ledger_and_fence() {
         .map(|(k, &s)| digest_value(&mut cluster.node(topology.owner[s]), k))
         .collect();
     let before_sent = Instant::now();
-    let (owner_before, token_before, ttl_before) = status(&mut cc, lock).expect("held");
+    let (owner_before, token_before, ttl_before) = lock_status(&mut cc, lock).expect("held");
     let before_replied = Instant::now();
 
     // Move each key's slot to another master.
@@ -931,7 +383,7 @@ fn slot_migration_keeps_a_held_lock_and_a_stock_with_its_ledger_and_fence() {
 
     // Through the cluster client: the same lock, stock, ledger and fence, now on the target.
     let after_sent = Instant::now();
-    let (owner_after, token_after, ttl_after) = status(&mut cc, lock).expect("still held");
+    let (owner_after, token_after, ttl_after) = lock_status(&mut cc, lock).expect("still held");
     let after_replied = Instant::now();
     assert_eq!(owner_after, owner_before);
     assert_eq!(token_after, token_before);
@@ -972,7 +424,7 @@ fn slot_migration_keeps_a_held_lock_and_a_stock_with_its_ledger_and_fence() {
             "the old owner of {key} does not redirect"
         );
     }
-    assert_eq!(stock_value(&mut cc, sku), available);
+    assert_eq!(stock(&mut cc, sku), available);
     for (id, quantity) in &ledger {
         assert_eq!(
             request(&mut cc, sku, id),
@@ -983,21 +435,21 @@ fn slot_migration_keeps_a_held_lock_and_a_stock_with_its_ledger_and_fence() {
     assert_eq!(request(&mut cc, sku, "order-never"), None);
     // A replay deducts nothing; a refunded id stays spent.
     assert_eq!(
-        int(run(&mut cc, &["STOCK.DEDUCT", sku, "5", "ID", "order-3"])),
+        int(call(&mut cc, &["STOCK.DEDUCT", sku, "5", "ID", "order-3"])),
         available
     );
     assert_eq!(
-        int(run(&mut cc, &["STOCK.DEDUCT", sku, "5", "ID", "order-7"])),
+        int(call(&mut cc, &["STOCK.DEDUCT", sku, "5", "ID", "order-7"])),
         available
     );
     // The fence moved with it: below refused, equal accepted.
     let below = (token - 1).to_string();
     assert_err(
-        run(&mut cc, &["STOCK.DEDUCT", sku, "1", "FENCE", &below]),
-        "STALE",
+        call(&mut cc, &["STOCK.DEDUCT", sku, "1", "FENCE", &below]),
+        code::STALE,
     );
     assert_eq!(
-        int(run(
+        int(call(
             &mut cc,
             &["STOCK.DEDUCT", sku, "1", "FENCE", &token_text]
         )),
@@ -1008,14 +460,17 @@ fn slot_migration_keeps_a_held_lock_and_a_stock_with_its_ledger_and_fence() {
     }
 
     // The next grant of each key on its new master has a larger token.
-    assert_eq!(int(run(&mut cc, &["LOCK.RELEASE", lock, "worker-1"])), 1);
-    let next = int(run(&mut cc, &["LOCK.ACQUIRE", lock, "worker-2", "30000"]));
+    assert_eq!(int(call(&mut cc, &["LOCK.RELEASE", lock, "worker-1"])), 1);
+    let next = int(call(&mut cc, &["LOCK.ACQUIRE", lock, "worker-2", "30000"]));
     assert!(next > token, "token after the move {next} <= {token}");
     assert_eq!(
-        int(run(&mut cc, &["LOCK.RELEASE", future, far.owners[0]])),
+        int(call(&mut cc, &["LOCK.RELEASE", future, far.owners[0]])),
         1
     );
-    let next_future = int(run(&mut cc, &["LOCK.ACQUIRE", future, "worker-2", "30000"]));
+    let next_future = int(call(
+        &mut cc,
+        &["LOCK.ACQUIRE", future, "worker-2", "30000"],
+    ));
     assert!(
         next_future > far.tokens[0],
         "the new owner of {future} issued {next_future}, not above the migrated token {}",
@@ -1027,15 +482,6 @@ fn slot_migration_keeps_a_held_lock_and_a_stock_with_its_ledger_and_fence() {
          future token {} -> next grant {next_future}",
         far.tokens[0]
     );
-}
-
-/// `RESTORE key 0 payload` through any connection.
-fn restore_via(con: &mut impl ConnectionLike, key: &str, payload: &[u8]) -> RedisResult<Value> {
-    redis::cmd("RESTORE")
-        .arg(key)
-        .arg(0)
-        .arg(payload)
-        .query(con)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1070,24 +516,24 @@ fn fill_shard(
         .enumerate()
     {
         let owner = format!("worker-{i}");
-        let token = int(run(cc, &["LOCK.ACQUIRE", &key, &owner, HELD_MS]));
+        let token = int(call(cc, &["LOCK.ACQUIRE", &key, &owner, HELD_MS]));
         state.locks.push((key, owner, token));
     }
     for key in keys_on(cluster, topology, master, &format!("sku:{tag}"), 5) {
-        okay(run(cc, &["STOCK.SET", &key, "500"]));
+        okay(call(cc, &["STOCK.SET", &key, "500"]));
         let mut ledger = Vec::new();
         for j in 0..20 {
             let id = format!("order-{j}");
             let quantity = j % 4 + 1;
-            int(run(
+            int(call(
                 cc,
                 &["STOCK.DEDUCT", &key, &quantity.to_string(), "ID", &id],
             ));
             ledger.push((id, quantity));
         }
-        assert_eq!(int(run(cc, &["STOCK.REFUND", &key, "order-5"])), 2);
+        assert_eq!(int(call(cc, &["STOCK.REFUND", &key, "order-5"])), 2);
         ledger[5].1 = 0;
-        let available = stock_value(cc, &key);
+        let available = stock(cc, &key);
         state.stocks.push((key, available, ledger));
     }
     state
@@ -1098,7 +544,7 @@ fn fill_shard(
 fn check_shard(cc: &mut ClusterConnection, state: &ShardState, what: &str) -> (i64, i64) {
     let (mut old_max, mut new_min) = (i64::MIN, i64::MAX);
     for (key, owner, token) in &state.locks {
-        let got = status(cc, key);
+        let got = lock_status(cc, key);
         assert_eq!(
             got.as_ref().map(|s| (s.0.as_str(), s.1)),
             Some((owner.as_str(), *token)),
@@ -1107,23 +553,23 @@ fn check_shard(cc: &mut ClusterConnection, state: &ShardState, what: &str) -> (i
         let held: i64 = HELD_MS.parse().expect("HELD_MS");
         assert!(got.is_some_and(|s| s.2 > 0 && s.2 <= held));
         assert_eq!(
-            int(run(cc, &["LOCK.RELEASE", key, owner])),
+            int(call(cc, &["LOCK.RELEASE", key, owner])),
             1,
             "{what}: release {key}"
         );
-        let next = int(run(cc, &["LOCK.ACQUIRE", key, "next-owner", "60000"]));
+        let next = int(call(cc, &["LOCK.ACQUIRE", key, "next-owner", "60000"]));
         assert!(next > *token, "{what}: {key} granted {next} after {token}");
         old_max = old_max.max(*token);
         new_min = new_min.min(next);
     }
     for (key, available, ledger) in &state.stocks {
-        assert_eq!(stock_value(cc, key), *available, "{what}: stock {key}");
+        assert_eq!(stock(cc, key), *available, "{what}: stock {key}");
         for (id, quantity) in ledger {
             assert_eq!(request(cc, key, id), Some(*quantity), "{what}: {key} {id}");
         }
         // A replay after the failover deducts nothing.
         assert_eq!(
-            int(run(cc, &["STOCK.DEDUCT", key, "1", "ID", "order-0"])),
+            int(call(cc, &["STOCK.DEDUCT", key, "1", "ID", "order-0"])),
             *available
         );
     }
@@ -1222,9 +668,9 @@ fn failover_manual_and_after_sigkill_keeps_what_reached_the_replica_and_tokens_r
     // A token an hour ahead, taught to the shard and then released: after the failover only
     // the replicated token clock can keep the next grant above it.
     let future_a = &keys_on(&cluster, &topology, a, "lock:future-a", 1)[0];
-    okay(restore_via(&mut cc, future_a, &far.dumps[0]));
+    okay(restore(&mut cc, future_a, 0, &far.dumps[0], &[]));
     assert_eq!(
-        int(run(&mut cc, &["LOCK.RELEASE", future_a, far.owners[0]])),
+        int(call(&mut cc, &["LOCK.RELEASE", future_a, far.owners[0]])),
         1
     );
     // A client blocked in LOCK.ACQUIRE … WAIT on the old master, for longer than the
@@ -1272,10 +718,10 @@ fn failover_manual_and_after_sigkill_keeps_what_reached_the_replica_and_tokens_r
     let (old_a, new_a) = check_shard(&mut cc, &state_a, "manual failover");
     // The waiter never got the lock: it is the holder's (now released and granted again).
     assert_ne!(
-        status(&mut cc, &held_key).map(|s| s.0),
+        lock_status(&mut cc, &held_key).map(|s| s.0),
         Some("waiter".to_string())
     );
-    let next_future_a = int(run(
+    let next_future_a = int(call(
         &mut cc,
         &["LOCK.ACQUIRE", future_a, "next-owner", HELD_MS],
     ));
@@ -1328,11 +774,11 @@ fn failover_manual_and_after_sigkill_keeps_what_reached_the_replica_and_tokens_r
     // master is for the lost key.
     let mut cc = cluster.conn();
     assert_eq!(
-        status(&mut cc, lost_key),
+        lock_status(&mut cc, lost_key),
         None,
         "the grant made after the replica's link was cut reached it"
     );
-    let next_lost = int(run(
+    let next_lost = int(call(
         &mut cc,
         &["LOCK.ACQUIRE", lost_key, "next-owner", HELD_MS],
     ));
@@ -1411,7 +857,7 @@ fn a_seckill_over_three_masters_sells_every_unit_exactly_once() {
     assert_eq!(spread.len(), 3, "SKUs over the masters: {owners:?}");
     let mut cc = cluster.conn();
     for sku in &skus {
-        okay(run(&mut cc, &["STOCK.SET", sku, &UNITS.to_string()]));
+        okay(call(&mut cc, &["STOCK.SET", sku, &UNITS.to_string()]));
     }
 
     // Every buyer has its own cluster connection, made before the sale opens.
@@ -1434,7 +880,7 @@ fn a_seckill_over_three_masters_sells_every_unit_exactly_once() {
                     let sku = open[pick];
                     let id = format!("buyer-{buyer}-{n}");
                     n += 1;
-                    match run(&mut con, &["STOCK.DEDUCT", &skus[sku], "1", "ID", &id]) {
+                    match call(&mut con, &["STOCK.DEDUCT", &skus[sku], "1", "ID", &id]) {
                         Ok(Value::Int(left)) => mine.sold.push((sku, id, left)),
                         Ok(Value::Nil) => {
                             mine.refused.push((sku, id));
@@ -1494,7 +940,7 @@ fn a_seckill_over_three_masters_sells_every_unit_exactly_once() {
         // On the owning master: the stock is empty, the ledger holds every sold id with 1
         // and none of the refused ones.
         let mut con = cluster.node(owners[i]);
-        assert_eq!(stock_value(&mut con, sku), 0, "{sku}");
+        assert_eq!(stock(&mut con, sku), 0, "{sku}");
         let mut pipe = redis::pipe();
         for id in sold_ids[i].iter().chain(&refused_ids[i]) {
             pipe.cmd("STOCK.REQUEST").arg(sku).arg(id);
@@ -1538,11 +984,11 @@ fn a_lock_fences_the_stock_it_guards_in_one_hash_slot() {
     assert_eq!(slot, cluster.keyslot("sku:42"));
     let owner = topology.owner[slot];
 
-    okay(run(&mut cc, &["STOCK.SET", sku, "100"]));
-    let first = int(run(&mut cc, &["LOCK.ACQUIRE", lock, "job-1", "10000"]));
+    okay(call(&mut cc, &["STOCK.SET", sku, "100"]));
+    let first = int(call(&mut cc, &["LOCK.ACQUIRE", lock, "job-1", "10000"]));
     let first_text = first.to_string();
     assert_eq!(
-        int(run(
+        int(call(
             &mut cc,
             &[
                 "STOCK.DEDUCT",
@@ -1558,19 +1004,19 @@ fn a_lock_fences_the_stock_it_guards_in_one_hash_slot() {
     );
     // The same holder deducts again with its token.
     assert_eq!(
-        int(run(
+        int(call(
             &mut cc,
             &["STOCK.DEDUCT", sku, "5", "FENCE", &first_text]
         )),
         90
     );
     // Another job takes over (the first one's lock expired while it was paused).
-    assert_eq!(int(run(&mut cc, &["LOCK.RELEASE", lock, "job-1"])), 1);
-    let second = int(run(&mut cc, &["LOCK.ACQUIRE", lock, "job-2", "10000"]));
+    assert_eq!(int(call(&mut cc, &["LOCK.RELEASE", lock, "job-1"])), 1);
+    let second = int(call(&mut cc, &["LOCK.ACQUIRE", lock, "job-2", "10000"]));
     assert!(second > first);
     let second_text = second.to_string();
     assert_eq!(
-        int(run(
+        int(call(
             &mut cc,
             &["STOCK.DEDUCT", sku, "1", "FENCE", &second_text]
         )),
@@ -1578,7 +1024,7 @@ fn a_lock_fences_the_stock_it_guards_in_one_hash_slot() {
     );
     // The first job wakes up: its write is refused, and nothing changes.
     let stale = assert_err(
-        run(
+        call(
             &mut cc,
             &[
                 "STOCK.DEDUCT",
@@ -1590,18 +1036,15 @@ fn a_lock_fences_the_stock_it_guards_in_one_hash_slot() {
                 &first_text,
             ],
         ),
-        "STALE",
+        code::STALE,
     );
-    assert_eq!(
-        stale,
-        format!("STALE fencing token {first} is below the highest accepted token {second}")
-    );
-    assert_eq!(stock_value(&mut cc, sku), 89);
+    assert_eq!(stale, stale_reply(first, second));
+    assert_eq!(stock(&mut cc, sku), 89);
     assert_eq!(request(&mut cc, sku, "restock-2"), None);
     // The order stream shares the tag, so a deduction with EVENTS goes through as well.
     let events = "{sku:42}:events";
     assert_eq!(
-        int(run(
+        int(call(
             &mut cc,
             &[
                 "STOCK.DEDUCT",
@@ -1617,7 +1060,7 @@ fn a_lock_fences_the_stock_it_guards_in_one_hash_slot() {
         )),
         88
     );
-    assert_eq!(int(run(&mut cc, &["XLEN", events])), 1);
+    assert_eq!(int(call(&mut cc, &["XLEN", events])), 1);
     // Both keys are on the master of their slot.
     let mut con = cluster.node(owner);
     assert_eq!(key_type(&mut con, lock), "fence-lck");
@@ -1638,7 +1081,7 @@ fn a_waiter_whose_slot_migrates_is_told_to_retry_and_never_becomes_a_second_hold
     let topology = cluster.wait_stable(CLUSTER_WAIT);
     let mut cc = cluster.conn();
     let lock = "lock:waiting-migrate";
-    let token = int(run(&mut cc, &["LOCK.ACQUIRE", lock, "holder", HELD_MS]));
+    let token = int(call(&mut cc, &["LOCK.ACQUIRE", lock, "holder", HELD_MS]));
     let slot = cluster.keyslot(lock);
     let source = topology.owner[slot];
     let target = other_master(&topology, source);
@@ -1672,7 +1115,7 @@ fn a_waiter_whose_slot_migrates_is_told_to_retry_and_never_becomes_a_second_hold
         started.elapsed().as_secs_f64() * 1e3
     );
     // One holder only: the original, on the new node; nothing left behind on the old one.
-    let (owner, tok, _) = status(&mut cc, lock).expect("the lock moved with its holder");
+    let (owner, tok, _) = lock_status(&mut cc, lock).expect("the lock moved with its holder");
     assert_eq!((owner.as_str(), tok), ("holder", token));
     let left = int(call(
         &mut cluster.node(source),
@@ -1683,9 +1126,9 @@ fn a_waiter_whose_slot_migrates_is_told_to_retry_and_never_becomes_a_second_hold
         "the old node created a lock in a slot it gave away"
     );
     // The retry, routed to the new node, queues there and is granted on release.
-    assert_eq!(int(run(&mut cc, &["LOCK.RELEASE", lock, "holder"])), 1);
+    assert_eq!(int(call(&mut cc, &["LOCK.RELEASE", lock, "holder"])), 1);
     assert!(
-        int(run(
+        int(call(
             &mut cc,
             &["LOCK.ACQUIRE", lock, "waiter", HELD_MS, "WAIT", "1000"]
         )) > token

@@ -3,20 +3,23 @@
 
 mod common;
 
+use std::sync::LazyLock;
 use std::time::Instant;
 
 use common::*;
+use fence_core::args::MAX_WAIT_MS;
+use fence_core::config::{MAX_ID_LENGTH, MAX_TTL_MS};
 use redis::Connection;
 
-const TTL_ERR: &str = "ERR ttl-ms must be an integer from 1 to 604800000";
-const QTY_ERR: &str = "ERR quantity must be an integer from 1 to 9223372036854775807";
-const QTY0_ERR: &str = "ERR quantity must be an integer from 0 to 9223372036854775807";
-const OVERFLOW: &str = "ERR stock would pass 9223372036854775807";
-const EMPTY_OWNER: &str = "ERR owner must not be empty";
-const EMPTY_ID: &str = "ERR request id must not be empty";
-const OWNER_LONG: &str = "ERR owner is longer than 512 bytes (fence.max-id-length)";
-const ID_LONG: &str = "ERR request id is longer than 512 bytes (fence.max-id-length)";
-const TOKEN_ERR: &str = "ERR token must be a positive integer";
+static TTL_ERR: LazyLock<String> = LazyLock::new(|| ttl_range(MAX_TTL_MS.default));
+static QTY_ERR: LazyLock<String> = LazyLock::new(|| quantity_range(1));
+static QTY0_ERR: LazyLock<String> = LazyLock::new(|| quantity_range(0));
+static EMPTY_OWNER: LazyLock<String> = LazyLock::new(|| empty_name(Name::Owner));
+static EMPTY_ID: LazyLock<String> = LazyLock::new(|| empty_name(Name::RequestId));
+static OWNER_LONG: LazyLock<String> =
+    LazyLock::new(|| name_too_long(Name::Owner, MAX_ID_LENGTH.default));
+static ID_LONG: LazyLock<String> =
+    LazyLock::new(|| name_too_long(Name::RequestId, MAX_ID_LENGTH.default));
 
 const LOCK_CMDS: [&str; 4] = ["LOCK.ACQUIRE", "LOCK.RENEW", "LOCK.RELEASE", "LOCK.STATUS"];
 
@@ -135,22 +138,19 @@ fn lock_acquire_option_errors() {
     fixture(&mut con);
     let before = snapshot(&mut con);
     for (args, want) in [
-        (vec!["lk2", "o", "10", "x"], "ERR unknown option 'x'"),
-        (
-            vec!["lk2", "o", "10", "WAIT"],
-            "ERR option 'WAIT' needs a value",
-        ),
+        (vec!["lk2", "o", "10", "x"], &unknown_option("x")),
+        (vec!["lk2", "o", "10", "WAIT"], &missing_value("WAIT")),
         (
             vec!["lk2", "o", "10", "WAIT", "1", "wait", "2"],
-            "ERR option 'WAIT' given more than once",
+            &repeated_option("WAIT"),
         ),
         (
             vec!["lk2", "o", "10", "WAIT", "-1"],
-            "ERR timeout-ms must be an integer from 0 to",
+            &timeout_range(MAX_WAIT_MS),
         ),
         (
             vec!["lk2", "o", "10", "WAIT", "abc"],
-            "ERR timeout-ms must be an integer from 0 to",
+            &timeout_range(MAX_WAIT_MS),
         ),
     ] {
         let mut full = vec!["LOCK.ACQUIRE"];
@@ -167,26 +167,23 @@ fn stock_refund_option_errors() {
     fixture(&mut con);
     let before = snapshot(&mut con);
     for (args, want) in [
-        (vec!["sk", "a", "x"], "ERR unknown option 'x'"),
-        (
-            vec!["sk", "a", "EVENTS"],
-            "ERR option 'EVENTS' needs a value",
-        ),
+        (vec!["sk", "a", "x"], unknown_option("x")),
+        (vec!["sk", "a", "EVENTS"], missing_value("EVENTS")),
         (
             vec!["sk", "a", "EVENTS", "s", "EVENTS", "t"],
-            "ERR option 'EVENTS' given more than once",
+            repeated_option("EVENTS"),
         ),
         (
             vec!["sk", "a", "EVENTS", "s", "MAXLEN"],
-            "ERR MAXLEN needs an integer of 0 or more",
+            BAD_MAXLEN.to_string(),
         ),
         (
             vec!["sk", "a", "EVENTS", "s", "MAXLEN", "~", "-1"],
-            "ERR MAXLEN needs an integer of 0 or more",
+            BAD_MAXLEN.to_string(),
         ),
         (
             vec!["sk", "a", "EVENTS", "s", "ID", "x"],
-            "ERR unknown option 'ID'",
+            unknown_option("ID"),
         ),
     ] {
         let mut full = vec!["STOCK.REFUND"];
@@ -240,13 +237,16 @@ fn wrong_arity_for_every_command() {
             let before = snapshot(&mut con);
             let text = err(call(&mut con, &args));
             // The command name may be echoed as typed or in lower case.
-            let expected = format!("ERR wrong number of arguments for '{name}' command");
+            let expected = arity(name);
             let head = text.get(..expected.len()).unwrap_or(&text);
             assert!(
                 head.eq_ignore_ascii_case(&expected) && begins_with(&text, head),
                 "reply to {args:?}: {text:?}, expected {expected:?}"
             );
-            assert!(text.starts_with("ERR wrong number of arguments for '"));
+            assert!(
+                text.starts_with(&arity_lead()),
+                "reply to {args:?}: {text:?}"
+            );
             assert_eq!(snapshot(&mut con), before, "{args:?} changed the database");
         }
     }
@@ -265,9 +265,9 @@ fn bad_ttl_ms_is_refused_by_acquire_and_renew() {
     for cmd in ["LOCK.ACQUIRE", "LOCK.RENEW"] {
         for ttl in bad {
             // On the held lock (the holder would reset the TTL) and on a free key.
-            refused(&mut con, &[cmd, "lk", "o", ttl], TTL_ERR);
-            refused(&mut con, &[cmd, "lk", "other", ttl], TTL_ERR);
-            refused(&mut con, &[cmd, "free", "o", ttl], TTL_ERR);
+            refused(&mut con, &[cmd, "lk", "o", ttl], &TTL_ERR);
+            refused(&mut con, &[cmd, "lk", "other", ttl], &TTL_ERR);
+            refused(&mut con, &[cmd, "free", "o", ttl], &TTL_ERR);
         }
     }
     // The bounds themselves are accepted.
@@ -288,10 +288,10 @@ fn max_ttl_ms_follows_config_set() {
         &["CONFIG", "SET", "fence.max-ttl-ms", "1000"],
     ));
     assert_eq!(config_get(&mut con, "fence.max-ttl-ms"), "1000");
-    let err1000 = "ERR ttl-ms must be an integer from 1 to 1000";
-    refused(&mut con, &["LOCK.ACQUIRE", "free", "o", "1001"], err1000);
-    refused(&mut con, &["LOCK.ACQUIRE", "lk", "o", "1001"], err1000);
-    refused(&mut con, &["LOCK.RENEW", "lk", "o", "1001"], err1000);
+    let err1000 = ttl_range(1000);
+    refused(&mut con, &["LOCK.ACQUIRE", "free", "o", "1001"], &err1000);
+    refused(&mut con, &["LOCK.ACQUIRE", "lk", "o", "1001"], &err1000);
+    refused(&mut con, &["LOCK.RENEW", "lk", "o", "1001"], &err1000);
     int(call(&mut con, &["LOCK.ACQUIRE", "free", "o", "1000"]));
     let renewed = Instant::now();
     int(call(&mut con, &["LOCK.RENEW", "lk", "o", "1000"]));
@@ -312,7 +312,7 @@ fn max_ttl_ms_follows_config_set() {
     refused(
         &mut con,
         &["LOCK.ACQUIRE", "free2", "o", "315360000001"],
-        "ERR ttl-ms must be an integer from 1 to 315360000000",
+        &ttl_range(315_360_000_000),
     );
 }
 
@@ -326,13 +326,13 @@ fn bad_quantity_is_refused_by_set_add_and_deduct() {
     let mut con = server.conn();
     fixture(&mut con);
     for q in ["-1", TWO_POW_63, "18446744073709551616", "x", "1.5", ""] {
-        refused(&mut con, &["STOCK.SET", "sk", q], QTY0_ERR);
-        refused(&mut con, &["STOCK.SET", "new", q], QTY0_ERR);
+        refused(&mut con, &["STOCK.SET", "sk", q], &QTY0_ERR);
+        refused(&mut con, &["STOCK.SET", "new", q], &QTY0_ERR);
         // On a plain string either refusal is right (arguments, or the key's type).
         let before = snapshot(&mut con);
         let text = err(call(&mut con, &["STOCK.SET", "str", q]));
         assert!(
-            begins_with(&text, QTY0_ERR) || begins_with(&text, WRONGTYPE),
+            begins_with(&text, &QTY0_ERR) || begins_with(&text, WRONGTYPE),
             "STOCK.SET str {q:?}: {text:?}"
         );
         assert_eq!(snapshot(&mut con), before);
@@ -347,11 +347,11 @@ fn bad_quantity_is_refused_by_set_add_and_deduct() {
         "",
     ] {
         for key in ["sk", "new", "str"] {
-            refused(&mut con, &["STOCK.ADD", key, q], QTY_ERR);
-            refused(&mut con, &["STOCK.DEDUCT", key, q], QTY_ERR);
+            refused(&mut con, &["STOCK.ADD", key, q], &QTY_ERR);
+            refused(&mut con, &["STOCK.DEDUCT", key, q], &QTY_ERR);
         }
-        refused(&mut con, &["STOCK.DEDUCT", "sk", q, "ID", "b"], QTY_ERR);
-        refused(&mut con, &["STOCK.DEDUCT", "sk", q, "ID", "a"], QTY_ERR);
+        refused(&mut con, &["STOCK.DEDUCT", "sk", q, "ID", "b"], &QTY_ERR);
+        refused(&mut con, &["STOCK.DEDUCT", "sk", q, "ID", "a"], &QTY_ERR);
     }
     // STOCK.SET accepts 0; the others start at 1.
     okay(call(&mut con, &["STOCK.SET", "new", "0"]));
@@ -413,9 +413,9 @@ fn an_empty_owner_is_refused() {
     let mut con = server.conn();
     fixture(&mut con);
     for key in ["lk", "free"] {
-        refused(&mut con, &["LOCK.ACQUIRE", key, "", "1000"], EMPTY_OWNER);
-        refused(&mut con, &["LOCK.RENEW", key, "", "1000"], EMPTY_OWNER);
-        refused(&mut con, &["LOCK.RELEASE", key, ""], EMPTY_OWNER);
+        refused(&mut con, &["LOCK.ACQUIRE", key, "", "1000"], &EMPTY_OWNER);
+        refused(&mut con, &["LOCK.RENEW", key, "", "1000"], &EMPTY_OWNER);
+        refused(&mut con, &["LOCK.RELEASE", key, ""], &EMPTY_OWNER);
     }
 }
 
@@ -430,7 +430,7 @@ fn an_owner_longer_than_max_id_length_is_refused() {
         for key in ["lk", "free"] {
             // A new holder is bounded; a renew or release with a longer owner is not an error
             // (a limit lowered later must not strand a holder): here it holds nothing.
-            refused(&mut con, &["LOCK.ACQUIRE", key, owner, "1000"], OWNER_LONG);
+            refused(&mut con, &["LOCK.ACQUIRE", key, owner, "1000"], &OWNER_LONG);
             let before = snapshot(&mut con);
             nil(call(&mut con, &["LOCK.RENEW", key, owner, "1000"]));
             assert_eq!(int(call(&mut con, &["LOCK.RELEASE", key, owner])), 0);
@@ -458,11 +458,11 @@ fn an_owner_longer_than_max_id_length_is_refused() {
         &mut con,
         &["CONFIG", "SET", "fence.max-id-length", "10"],
     ));
-    let err10 = "ERR owner is longer than 10 bytes (fence.max-id-length)";
+    let err10 = name_too_long(Name::Owner, 10);
     refused(
         &mut con,
         &["LOCK.ACQUIRE", "free", "abcdefghijk", "1000"],
-        err10,
+        &err10,
     );
     nil(call(&mut con, &["LOCK.RENEW", "lk", "abcdefghijk", "1000"]));
     assert_eq!(
@@ -481,9 +481,9 @@ fn an_empty_request_id_is_refused() {
     let mut con = server.conn();
     fixture(&mut con);
     for key in ["sk", "missing"] {
-        refused(&mut con, &["STOCK.DEDUCT", key, "1", "ID", ""], EMPTY_ID);
-        refused(&mut con, &["STOCK.REFUND", key, ""], EMPTY_ID);
-        refused(&mut con, &["STOCK.REQUEST", key, ""], EMPTY_ID);
+        refused(&mut con, &["STOCK.DEDUCT", key, "1", "ID", ""], &EMPTY_ID);
+        refused(&mut con, &["STOCK.REFUND", key, ""], &EMPTY_ID);
+        refused(&mut con, &["STOCK.REQUEST", key, ""], &EMPTY_ID);
     }
 }
 
@@ -495,7 +495,11 @@ fn a_request_id_longer_than_max_id_length_is_refused() {
     let long = "x".repeat(513);
     // A new id is bounded; a refund or a read of a longer id is not an error (what exists
     // stays reachable after a limit is lowered): here it matches nothing.
-    refused(&mut con, &["STOCK.DEDUCT", "sk", "1", "ID", &long], ID_LONG);
+    refused(
+        &mut con,
+        &["STOCK.DEDUCT", "sk", "1", "ID", &long],
+        &ID_LONG,
+    );
     let before = snapshot(&mut con);
     nil(call(
         &mut con,
@@ -517,11 +521,11 @@ fn a_request_id_longer_than_max_id_length_is_refused() {
         &mut con,
         &["CONFIG", "SET", "fence.max-id-length", "10"],
     ));
-    let err10 = "ERR request id is longer than 10 bytes (fence.max-id-length)";
+    let err10 = name_too_long(Name::RequestId, 10);
     refused(
         &mut con,
         &["STOCK.DEDUCT", "sk", "1", "ID", "abcdefghijk"],
-        err10,
+        &err10,
     );
     assert_eq!(
         int(call(&mut con, &["STOCK.REFUND", "sk", "abcdefghijk"])),
@@ -552,53 +556,45 @@ fn option_errors_are_refused() {
         refused(
             &mut con,
             &[d, key, "1", "COLOR", "red"],
-            "ERR unknown option 'COLOR'",
+            &unknown_option("COLOR"),
         );
-        refused(&mut con, &[d, key, "1", "NX"], "ERR unknown option 'NX'");
+        refused(&mut con, &[d, key, "1", "NX"], &unknown_option("NX"));
         refused(
             &mut con,
             &[d, key, "1", "ID", "b", "COLOR", "red"],
-            "ERR unknown option 'COLOR'",
+            &unknown_option("COLOR"),
         );
         refused(
             &mut con,
             &[d, key, "1", "ID", "b", "ID", "c"],
-            "ERR option 'ID' given more than once",
+            &repeated_option("ID"),
         );
         refused(
             &mut con,
             &[d, key, "1", "ID", "b", "ID", "b"],
-            "ERR option 'ID' given more than once",
+            &repeated_option("ID"),
         );
         refused(
             &mut con,
             &[d, key, "1", "FENCE", f, "FENCE", f],
-            "ERR option 'FENCE' given more than once",
+            &repeated_option("FENCE"),
         );
         refused(
             &mut con,
             &[d, key, "1", "ID", "b", "FENCE", f, "ID", "c"],
-            "ERR option 'ID' given more than once",
+            &repeated_option("ID"),
         );
-        refused(
-            &mut con,
-            &[d, key, "1", "ID"],
-            "ERR option 'ID' needs a value",
-        );
-        refused(
-            &mut con,
-            &[d, key, "1", "FENCE"],
-            "ERR option 'FENCE' needs a value",
-        );
+        refused(&mut con, &[d, key, "1", "ID"], &missing_value("ID"));
+        refused(&mut con, &[d, key, "1", "FENCE"], &missing_value("FENCE"));
         refused(
             &mut con,
             &[d, key, "1", "ID", "b", "FENCE"],
-            "ERR option 'FENCE' needs a value",
+            &missing_value("FENCE"),
         );
         refused(
             &mut con,
             &[d, key, "1", "FENCE", f, "ID"],
-            "ERR option 'ID' needs a value",
+            &missing_value("ID"),
         );
         // Options are case-insensitive, so a repeat in another case is still a repeat (the
         // name may be echoed in either case).
@@ -608,9 +604,11 @@ fn option_errors_are_refused() {
         ] {
             let before = snapshot(&mut con);
             let text = err(call(&mut con, &args));
+            let repeated = repeated_option("ID");
+            let (lead, tail) = repeated.split_once("ID").expect("the option in the reply");
             let name = text
-                .strip_prefix("ERR option '")
-                .and_then(|rest| rest.split_once("' given more than once"))
+                .strip_prefix(lead)
+                .and_then(|rest| rest.split_once(tail))
                 .filter(|(_, after)| begins_with(after, ""))
                 .map(|(name, _)| name);
             assert!(
@@ -632,12 +630,12 @@ fn a_token_that_is_not_a_positive_integer_is_refused() {
             refused(
                 &mut con,
                 &["STOCK.DEDUCT", key, "1", "FENCE", token],
-                TOKEN_ERR,
+                TOKEN_NOT_POSITIVE,
             );
             refused(
                 &mut con,
                 &["STOCK.DEDUCT", key, "1", "ID", "b", "FENCE", token],
-                TOKEN_ERR,
+                TOKEN_NOT_POSITIVE,
             );
         }
     }
@@ -653,7 +651,7 @@ fn a_token_from_the_future_is_refused() {
         refused(
             &mut con,
             &["STOCK.DEDUCT", key, "1", "FENCE", &ahead],
-            "ERR token is more than 24 hours ahead of this server's clock",
+            TOKEN_FROM_FUTURE,
         );
     }
 }
@@ -664,8 +662,7 @@ fn a_stale_token_is_refused() {
     let mut con = server.conn();
     let fence = fixture(&mut con);
     let lower = fence - 1;
-    let expected =
-        format!("STALE fencing token {lower} is below the highest accepted token {fence}");
+    let expected = stale_reply(lower, fence);
     let lower = lower.to_string();
     refused(
         &mut con,
@@ -808,7 +805,7 @@ fn config_set_refuses_out_of_range_values() {
     ];
     for (name, bad, default) in cases {
         for value in bad {
-            assert_err(call(&mut con, &["CONFIG", "SET", name, value]), "ERR");
+            assert_err(call(&mut con, &["CONFIG", "SET", name, value]), code::ERR);
             assert_eq!(
                 config_get(&mut con, name),
                 default,
@@ -847,12 +844,12 @@ fn module_arguments_set_the_limits() {
     refused(
         &mut con,
         &["LOCK.ACQUIRE", "lk", "o", "1001"],
-        "ERR ttl-ms must be an integer from 1 to 1000",
+        &ttl_range(1000),
     );
     refused(
         &mut con,
         &["LOCK.ACQUIRE", "lk", "abcdefghijk", "1000"],
-        "ERR owner is longer than 10 bytes (fence.max-id-length)",
+        &name_too_long(Name::Owner, 10),
     );
     int(call(
         &mut con,
@@ -868,7 +865,7 @@ fn a_config_line_sets_a_limit() {
     refused(
         &mut con,
         &["LOCK.ACQUIRE", "lk", "o", "2001"],
-        "ERR ttl-ms must be an integer from 1 to 2000",
+        &ttl_range(2000),
     );
     int(call(&mut con, &["LOCK.ACQUIRE", "lk", "o", "2000"]));
 }

@@ -15,6 +15,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::*;
+use fence_core::config::MAX_ID_LENGTH;
 use rand::RngExt;
 use redis::{Connection, Value};
 
@@ -382,7 +383,7 @@ fn replays_sold_out_and_refused_calls_append_nothing_and_change_nothing() {
     let future = (now_us() + 48 * 3_600 * 1_000_000).to_string();
     let long_id = "x".repeat(600);
 
-    let cases: Vec<(Vec<&str>, Option<&str>)> = vec![
+    let cases: Vec<(Vec<&str>, Option<String>)> = vec![
         // Replays: the current remaining, whatever the quantity, the stream, the fence.
         (vec![SKU, "2", "ID", "a", "EVENTS", ORDERS], None),
         (vec![SKU, "9", "ID", "a", "EVENTS", "fresh"], None),
@@ -402,86 +403,89 @@ fn replays_sold_out_and_refused_calls_append_nothing_and_change_nothing() {
         // STALE.
         (
             vec![SKU, "1", "ID", "c", "FENCE", &old, "EVENTS", "fresh"],
-            Some("STALE"),
+            Some(code::STALE.into()),
         ),
         // A token from the future.
         (
             vec![SKU, "1", "FENCE", &future, "EVENTS", "fresh"],
-            Some("ERR token is more than 24 hours ahead"),
+            Some(TOKEN_FROM_FUTURE.into()),
         ),
         // Bad arguments.
-        (
-            vec![SKU, "0", "EVENTS", "fresh"],
-            Some("ERR quantity must be an integer from 1"),
-        ),
-        (
-            vec![SKU, "x", "EVENTS", "fresh"],
-            Some("ERR quantity must be an integer from 1"),
-        ),
-        (
-            vec![SKU, "1", "EVENTS"],
-            Some("ERR option 'EVENTS' needs a value"),
-        ),
+        (vec![SKU, "0", "EVENTS", "fresh"], Some(quantity_range(1))),
+        (vec![SKU, "x", "EVENTS", "fresh"], Some(quantity_range(1))),
+        (vec![SKU, "1", "EVENTS"], Some(missing_value("EVENTS"))),
         (
             vec![SKU, "1", "EVENTS", "fresh", "EVENTS", "fresh"],
-            Some("ERR option 'EVENTS' given more than once"),
+            Some(repeated_option("EVENTS")),
         ),
         (
             vec![SKU, "1", "EVENTS", "fresh", "MAXLEN"],
-            Some("ERR MAXLEN needs an integer of 0 or more"),
+            Some(BAD_MAXLEN.into()),
         ),
         (
             vec![SKU, "1", "EVENTS", "fresh", "MAXLEN", "~"],
-            Some("ERR MAXLEN needs an integer of 0 or more"),
+            Some(BAD_MAXLEN.into()),
         ),
         (
             vec![SKU, "1", "EVENTS", "fresh", "MAXLEN", "=", "-1"],
-            Some("ERR MAXLEN needs an integer of 0 or more"),
+            Some(BAD_MAXLEN.into()),
         ),
         (
             vec![SKU, "1", "EVENTS", "fresh", "MAXLEN", "many"],
-            Some("ERR MAXLEN needs an integer of 0 or more"),
+            Some(BAD_MAXLEN.into()),
         ),
         (
             vec![SKU, "1", "EVENTS", "fresh", "MAXLEN", "5", "LIMIT", "10"],
-            Some("ERR unknown option 'LIMIT'"),
+            Some(unknown_option("LIMIT")),
         ),
         (
             vec![SKU, "1", "EVENTS", "fresh", "ID"],
-            Some("ERR option 'ID' needs a value"),
+            Some(missing_value("ID")),
         ),
         (
             vec![SKU, "1", "EVENTS", "fresh", "ID", ""],
-            Some("ERR request id must not be empty"),
+            Some(empty_name(Name::RequestId)),
         ),
         (
             vec![SKU, "1", "EVENTS", "fresh", "ID", &long_id],
-            Some("ERR request id is longer than"),
+            Some(name_too_long(Name::RequestId, MAX_ID_LENGTH.default)),
         ),
         (
             vec![SKU, "1", "EVENTS", "fresh", "FENCE", "0"],
-            Some("ERR token must be a positive integer"),
+            Some(TOKEN_NOT_POSITIVE.into()),
         ),
         (
             vec![SKU, "1", "EVENTS", "fresh", "BOGUS"],
-            Some("ERR unknown option 'BOGUS'"),
+            Some(unknown_option("BOGUS")),
         ),
         // ID or FENCE on a plain string.
         (
             vec!["plain", "1", "ID", "p", "EVENTS", "fresh"],
-            Some(NEEDS_STOCK),
+            Some(NEEDS_STOCK.into()),
         ),
         // A plain string that is not an integer.
-        (vec!["str", "1", "EVENTS", "fresh"], Some(NOT_INTEGER)),
+        (
+            vec!["str", "1", "EVENTS", "fresh"],
+            Some(NOT_INTEGER.into()),
+        ),
         // The stock key of another type.
-        (vec!["lst", "1", "EVENTS", "fresh"], Some(WRONGTYPE)),
+        (vec!["lst", "1", "EVENTS", "fresh"], Some(WRONGTYPE.into())),
         // The stream key of another type (a string, a list, a stock, the stock itself).
-        (vec![SKU, "1", "ID", "d", "EVENTS", "str"], Some(WRONGTYPE)),
-        (vec![SKU, "1", "EVENTS", "lst"], Some(WRONGTYPE)),
-        (vec![SKU, "1", "EVENTS", "{sku:42}:empty"], Some(WRONGTYPE)),
-        (vec![SKU, "1", "EVENTS", SKU], Some(WRONGTYPE)),
-        (vec!["plain", "1", "EVENTS", "plain"], Some(WRONGTYPE)),
-        (vec!["plain", "1", "EVENTS", "lst"], Some(WRONGTYPE)),
+        (
+            vec![SKU, "1", "ID", "d", "EVENTS", "str"],
+            Some(WRONGTYPE.into()),
+        ),
+        (vec![SKU, "1", "EVENTS", "lst"], Some(WRONGTYPE.into())),
+        (
+            vec![SKU, "1", "EVENTS", "{sku:42}:empty"],
+            Some(WRONGTYPE.into()),
+        ),
+        (vec![SKU, "1", "EVENTS", SKU], Some(WRONGTYPE.into())),
+        (
+            vec!["plain", "1", "EVENTS", "plain"],
+            Some(WRONGTYPE.into()),
+        ),
+        (vec!["plain", "1", "EVENTS", "lst"], Some(WRONGTYPE.into())),
     ];
     for (args, want) in &cases {
         let mut full = vec!["STOCK.DEDUCT"];
@@ -514,7 +518,7 @@ fn replays_sold_out_and_refused_calls_append_nothing_and_change_nothing() {
             &mut con,
             &["STOCK.DEDUCT", SKU, "1", "ID", "new", "EVENTS", ORDERS],
         ),
-        "ERR request ledger is full",
+        ledger_full(1),
     );
     assert_eq!(snapshot(&mut con, &streams), before, "a full ledger");
     // The replay still answers, still without an entry.
@@ -553,11 +557,11 @@ fn replays_sold_out_and_refused_calls_append_nothing_and_change_nothing() {
         ),
         (
             vec!["STOCK.REFUND", SKU, "", "EVENTS", "fresh"],
-            "ERR request id must not be empty",
+            &empty_name(Name::RequestId),
         ),
         (
             vec!["STOCK.REFUND", SKU, "a", "EVENTS", "fresh", "MAXLEN", "-3"],
-            "ERR MAXLEN needs an integer of 0 or more",
+            BAD_MAXLEN,
         ),
     ] {
         assert_err_ctx(cmd(&mut con, &args), want, format!("{args:?}"));

@@ -12,6 +12,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::*;
+use fence_core::args::MAX_WAIT_MS;
+use fence_core::config::MAX_TTL_MS;
 use redis::{Connection, RedisResult, Value};
 
 const MB100: &str = "104857600";
@@ -33,14 +35,6 @@ impl Risk {
             Risk::WithTtl => "locks-and-stocks-with-ttl",
         }
     }
-}
-
-/// The refusal, word for word.
-fn refusal(policy: &str) -> String {
-    format!(
-        "ERR maxmemory-policy {policy} can evict this key; set fence.allow-eviction yes to \
-         accept that"
-    )
 }
 
 /// A server with `maxmemory` and `maxmemory-policy`; `extra` comes first, so its plain words
@@ -84,7 +78,7 @@ fn expect(con: &mut Connection, args: &[&str], refused: bool, policy: &str) -> V
     let before = debug_digest(con);
     let reply = call(con, args);
     if refused {
-        assert_eq!(err(reply), refusal(policy), "{args:?}");
+        assert_eq!(err(reply), eviction_risk(policy), "{args:?}");
         assert_eq!(
             debug_digest(con),
             before,
@@ -187,20 +181,17 @@ fn contract(con: &mut Connection, policy: &str, risk: Risk, allow: bool) {
     // Argument errors come first.
     assert_err(
         call(con, &["LOCK.ACQUIRE", "new", "a", "0"]),
-        "ERR ttl-ms must be an integer",
+        ttl_range(MAX_TTL_MS.default),
     );
     assert_err(
         call(con, &["LOCK.ACQUIRE", "new", "a", "1000", "WAIT", "-1"]),
-        "ERR timeout-ms must be an integer",
+        timeout_range(MAX_WAIT_MS),
     );
     assert_err(
         call(con, &["LOCK.ACQUIRE", "new", "", "1000"]),
-        "ERR owner must not be empty",
+        empty_name(Name::Owner),
     );
-    assert_err(
-        call(con, &["LOCK.ACQUIRE", "new", "a"]),
-        "ERR wrong number of arguments",
-    );
+    assert_err(call(con, &["LOCK.ACQUIRE", "new", "a"]), arity_lead());
 
     // STOCK.SET and STOCK.ADD: an empty key (a stock without TTL), a stock, a stock with TTL.
     expect(con, &["STOCK.SET", "new:s", "5"], stock, p);
@@ -214,12 +205,9 @@ fn contract(con: &mut Connection, policy: &str, risk: Risk, allow: bool) {
     expect(con, &["STOCK.ADD", "s:add", "5"], stock, p);
     expect(con, &["STOCK.ADD", "st:add", "5"], stock_ttl, p);
     // Errors of the arguments and of the key's type come first.
-    assert_err(
-        call(con, &["STOCK.SET", "new:s2", "-1"]),
-        "ERR quantity must be an integer",
-    );
-    assert_err(call(con, &["STOCK.SET", "str", "5"]), "WRONGTYPE");
-    assert_err(call(con, &["STOCK.ADD", "held", "5"]), "WRONGTYPE");
+    assert_err(call(con, &["STOCK.SET", "new:s2", "-1"]), quantity_range(0));
+    assert_err(call(con, &["STOCK.SET", "str", "5"]), WRONGTYPE);
+    assert_err(call(con, &["STOCK.ADD", "held", "5"]), WRONGTYPE);
 
     // Plain integer strings are never refused.
     assert_eq!(
@@ -259,7 +247,7 @@ fn contract(con: &mut Connection, policy: &str, risk: Risk, allow: bool) {
                 con,
                 &["STOCK.DEDUCT", key, "1", "ID", "other", "FENCE", "1"],
             ),
-            "STALE",
+            code::STALE,
         );
         assert_eq!(
             expect(con, &["STOCK.DEDUCT", key, "5", "ID", "seen"], false, p),
@@ -312,7 +300,7 @@ fn contract(con: &mut Connection, policy: &str, risk: Risk, allow: bool) {
     let r = call(con, &["EVAL", script, "1", "new:lua"]);
     if lock {
         let text = err(r);
-        assert!(text.starts_with(&refusal(p)), "{text}");
+        assert!(text.starts_with(&eviction_risk(p)), "{text}");
     } else {
         int(r);
     }
@@ -321,7 +309,7 @@ fn contract(con: &mut Connection, policy: &str, risk: Risk, allow: bool) {
     let r: RedisResult<Value> = call(con, &["EXEC"]);
     match r {
         // The client library turns the error inside EXEC's reply into the call's error.
-        Err(e) if lock => assert_eq!(error_text(&e), refusal(p)),
+        Err(e) if lock => assert_eq!(error_text(&e), eviction_risk(p)),
         Ok(Value::Array(items)) if !lock => {
             assert!(matches!(items[..], [Value::Int(_)]), "{items:?}")
         }
@@ -436,8 +424,8 @@ fn config_set_takes_effect_at_once_both_ways() {
     int(acquire(&mut con));
 
     set_config(&mut con, "maxmemory-policy", "allkeys-lru");
-    assert_eq!(err(acquire(&mut con)), refusal("allkeys-lru"));
-    assert_eq!(err(new_stock(&mut con)), refusal("allkeys-lru"));
+    assert_eq!(err(acquire(&mut con)), eviction_risk("allkeys-lru"));
+    assert_eq!(err(new_stock(&mut con)), eviction_risk("allkeys-lru"));
     assert_eq!(eviction_info(&mut con).1, "locks-and-stocks");
 
     set_config(&mut con, "maxmemory", "0");
@@ -445,10 +433,10 @@ fn config_set_takes_effect_at_once_both_ways() {
     assert_eq!(eviction_info(&mut con).1, "none");
 
     set_config(&mut con, "maxmemory", "100mb");
-    assert_eq!(err(acquire(&mut con)), refusal("allkeys-lru"));
+    assert_eq!(err(acquire(&mut con)), eviction_risk("allkeys-lru"));
 
     set_config(&mut con, "maxmemory-policy", "volatile-ttl");
-    assert_eq!(err(acquire(&mut con)), refusal("volatile-ttl"));
+    assert_eq!(err(acquire(&mut con)), eviction_risk("volatile-ttl"));
     okay(new_stock(&mut con));
     assert_eq!(eviction_info(&mut con).1, "locks-and-stocks-with-ttl");
 
@@ -456,7 +444,7 @@ fn config_set_takes_effect_at_once_both_ways() {
     int(acquire(&mut con));
     assert_eq!(eviction_info(&mut con).2, "1");
     set_config(&mut con, "fence.allow-eviction", "no");
-    assert_eq!(err(acquire(&mut con)), refusal("volatile-ttl"));
+    assert_eq!(err(acquire(&mut con)), eviction_risk("volatile-ttl"));
 
     // Several settings in one CONFIG SET.
     okay(call(
@@ -472,7 +460,7 @@ fn config_set_takes_effect_at_once_both_ways() {
     ));
     int(acquire(&mut con));
     set_config(&mut con, "fence.allow-eviction", "no");
-    assert_eq!(err(acquire(&mut con)), refusal("allkeys-random"));
+    assert_eq!(err(acquire(&mut con)), eviction_risk("allkeys-random"));
 
     set_config(&mut con, "maxmemory-policy", "noeviction");
     int(acquire(&mut con));
@@ -571,7 +559,7 @@ fn the_setting_as_module_argument_config_line_and_config_set() {
         );
         assert_eq!(
             err(call(&mut con, &["LOCK.ACQUIRE", "l", "a", "1000"])),
-            refusal("allkeys-lru")
+            eviction_risk("allkeys-lru")
         );
     }
 
@@ -599,7 +587,7 @@ fn the_setting_as_module_argument_config_line_and_config_set() {
     for bad in ["maybe", "1", "", "yess"] {
         assert_err(
             call(&mut con, &["CONFIG", "SET", "fence.allow-eviction", bad]),
-            "ERR",
+            code::ERR,
         );
         assert_eq!(config_get(&mut con, "fence.allow-eviction"), "no");
     }
@@ -709,7 +697,7 @@ fn a_waiter_queued_before_the_policy_changed_is_still_granted() {
     set_config(&mut con, "maxmemory-policy", "allkeys-lru");
     assert_eq!(
         err(call(&mut con, &["LOCK.ACQUIRE", "other", "a", "1000"])),
-        refusal("allkeys-lru")
+        eviction_risk("allkeys-lru")
     );
     // Releasing is never refused, and the hand-off completes the call the rule accepted.
     assert_eq!(int(call(&mut con, &["LOCK.RELEASE", "lk", "holder"])), 1);
@@ -780,11 +768,11 @@ fn a_replica_with_an_evicting_policy_applies_what_its_master_sends() {
     okay(call(&mut r, &["REPLICAOF", "NO", "ONE"]));
     assert_eq!(
         err(call(&mut r, &["LOCK.ACQUIRE", "l3", "a", "1000"])),
-        refusal("allkeys-lru")
+        eviction_risk("allkeys-lru")
     );
     assert_eq!(
         err(call(&mut r, &["STOCK.DEDUCT", "s", "1", "ID", "o4"])),
-        refusal("allkeys-lru")
+        eviction_risk("allkeys-lru")
     );
     assert_eq!(
         int(call(&mut r, &["STOCK.DEDUCT", "s", "1", "ID", "o2"])),
@@ -848,7 +836,7 @@ fn an_aof_of_fence_effects_loads_under_allkeys_lru() {
     // Loaded, the server refuses its clients' risky writes as usual.
     assert_eq!(
         err(call(&mut con, &["LOCK.ACQUIRE", "l2", "a", "1000"])),
-        refusal("allkeys-lru")
+        eviction_risk("allkeys-lru")
     );
 
     // The module's own AOF, written while eviction was accepted, reloads with it refused.

@@ -167,7 +167,7 @@ fn check_stock(con: &mut Connection, f: &Fixtures) {
                 &(f.guard_token - 1).to_string(),
             ],
         ),
-        "STALE",
+        code::STALE,
     );
     assert_eq!(
         int(call(con, &["STOCK.DEDUCT", "fx:stock", "1", "ID", "new"])),

@@ -615,7 +615,7 @@ fn stock_ret(op: &StockCall, r: redis::RedisResult<Value>) -> StockRet {
     match r {
         Ok(Value::Int(n)) => StockRet::Int(n),
         Ok(Value::Nil) => StockRet::Nil,
-        Err(e) if e.code() == Some("STALE") => {
+        Err(e) if e.code() == Some(code::STALE) => {
             let detail = e.detail().unwrap_or_default();
             let highest = detail
                 .rsplit(' ')

@@ -9,11 +9,11 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::*;
+use fence_core::config::MAX_ID_LENGTH;
 use redis::{Connection, Value};
 
 /// The token clock's ceiling: 2^63 - 2^40.
 const CEILING: i64 = i64::MAX - (1 << 40) + 1;
-const CLOCK_EXHAUSTED: &str = "ERR the fencing-token clock is at its ceiling";
 /// Generous: how long a waiter may take to be answered on a loaded machine.
 const SOON: Duration = Duration::from_secs(10);
 
@@ -371,7 +371,7 @@ fn a_deduction_whose_events_do_not_fit_changes_neither_the_stock_nor_the_stream(
             &mut m,
             &["STOCK.DEDUCT", "sku", "1", "ID", "o1", "EVENTS", "events"],
         ),
-        "ERR The stream has exhausted the last possible ID",
+        STREAM_FULL,
     );
     assert_eq!(
         stream_state(&mut m, "events"),
@@ -397,7 +397,7 @@ fn a_deduction_whose_events_do_not_fit_changes_neither_the_stock_nor_the_stream(
             &mut m,
             &["STOCK.DEDUCT", "sku", "1", "ID", "o2", "EVENTS", "events"],
         ),
-        "ERR The stream has exhausted the last possible ID",
+        STREAM_FULL,
     );
     assert_eq!(stream_state(&mut m, "events"), before);
     assert_eq!(stock(&mut m, "sku"), 4);
@@ -449,21 +449,21 @@ fn a_lowered_max_id_length_bounds_new_state_only() {
     );
     assert_eq!(int(call(&mut con, &["STOCK.REQUEST", "S", &id])), 2);
     // New state with a long name is refused.
-    let too_long = "ERR owner is longer than 512 bytes (fence.max-id-length)";
+    let too_long = name_too_long(Name::Owner, MAX_ID_LENGTH.default);
     assert_err(
         call(&mut con, &["LOCK.ACQUIRE", "other", &owner, "60000"]),
-        too_long,
+        &too_long,
     );
     assert_err(
         call(&mut con, &["LOCK.ACQUIRE", "L", &"x".repeat(600), "60000"]),
-        too_long,
+        &too_long,
     );
     assert_err(
         call(
             &mut con,
             &["STOCK.DEDUCT", "S", "1", "ID", &"j".repeat(600)],
         ),
-        "ERR request id is longer than 512 bytes (fence.max-id-length)",
+        name_too_long(Name::RequestId, MAX_ID_LENGTH.default),
     );
     assert_eq!(exists(&mut con, "other"), 0);
     assert_eq!(stock(&mut con, "S"), 8);
@@ -496,7 +496,7 @@ fn a_waiter_whose_ttl_a_lowered_limit_forbids_gets_the_ttl_error_and_the_next_is
     assert_eq!(int(call(&mut con, &["LOCK.RELEASE", "L", "holder"])), 1);
     let refused = first.join().expect("first waiter");
     assert!(
-        matches!(&refused, Err(e) if e == "ERR ttl-ms must be an integer from 1 to 1000 (fence.max-ttl-ms)"),
+        matches!(&refused, Err(e) if *e == ttl_range(1000)),
         "{refused:?}"
     );
     let t = int(second.join().expect("second waiter"));

@@ -113,10 +113,7 @@ fn check_stock(con: &mut Connection, key: &str, f: &Fixture, what: &str) {
     let lower = (f.fence - 1).to_string();
     assert_err_ctx(
         call(con, &["STOCK.DEDUCT", key, "1", "FENCE", &lower]),
-        format!(
-            "STALE fencing token {lower} is below the highest accepted token {}",
-            f.fence
-        ),
+        stale_reply(f.fence - 1, f.fence),
         format!("{what}: {key} fence"),
     );
     // A replay deducts nothing.
@@ -208,7 +205,7 @@ fn dump_and_restore_keep_everything_on_the_same_server() {
     let mut corrupt = stock_dump.clone();
     let middle = corrupt.len() / 2;
     corrupt[middle] ^= 0xff;
-    assert_err(restore(&mut con, "bad", 0, &corrupt, &[]), "ERR");
+    assert_err(restore(&mut con, "bad", 0, &corrupt, &[]), code::ERR);
     assert_eq!(exists(&mut con, "bad"), 0);
 }
 

@@ -226,8 +226,7 @@ fn stock_info(con: &mut redis::Connection, key: &str) -> (i64, i64, i64, i64) {
 
 /// What A's resumed deduction must get once B deducted with `tb`.
 fn expect_stale(report: &str, ta: i64, tb: i64) {
-    let expected =
-        format!("DEDUCT error STALE fencing token {ta} is below the highest accepted token {tb}");
+    let expected = format!("DEDUCT error {}", stale_reply(ta, tb));
     assert_eq!(report, expected, "client A's deduction after its pause");
 }
 

@@ -10,8 +10,6 @@ use std::time::{Duration, Instant};
 use common::*;
 use redis::{Connection, Value};
 
-const INTERNAL: &str = "ERR this command is internal";
-
 /// A RESP command as it appears in an AOF file.
 fn resp(args: &[&str]) -> String {
     let mut out = format!("*{}\r\n", args.len());
@@ -80,7 +78,7 @@ fn check_fence(con: &mut Connection, fence: i64) {
     let lower = (fence - 1).to_string();
     assert_err(
         call(con, &["STOCK.DEDUCT", "sk", "1", "FENCE", &lower]),
-        format!("STALE fencing token {lower} is below the highest accepted token {fence}"),
+        stale_reply(fence - 1, fence),
     );
 }
 
@@ -135,21 +133,21 @@ fn internal_commands_are_refused_to_clients() {
     let expire = (now_ms() + 60_000).to_string();
     assert_err(
         call(&mut con, &["FENCE.LOCK", "lk", "o", &forged, &expire]),
-        INTERNAL,
+        INTERNAL_ONLY,
     );
     assert_err(
         call(&mut con, &["FENCE.STOCK", "sk", "10", "0", "0", "RESET"]),
-        INTERNAL,
+        INTERNAL_ONLY,
     );
     assert_err(
         call(
             &mut con,
             &["FENCE.STOCK", "sk", "10", "0", "0", "RESET", "a", "1"],
         ),
-        INTERNAL,
+        INTERNAL_ONLY,
     );
     let script = format!("return redis.call('FENCE.LOCK', KEYS[1], 'o', '{forged}', '{expire}')");
-    assert_err(call(&mut con, &["EVAL", &script, "1", "lk"]), "ERR");
+    assert_err(call(&mut con, &["EVAL", &script, "1", "lk"]), code::ERR);
     assert_eq!(dbsize(&mut con), 0);
     // The forged token did not reach the clock.
     let t = int(call(&mut con, &["LOCK.ACQUIRE", "lk", "o", "1000"]));
@@ -161,7 +159,7 @@ fn internal_commands_are_refused_to_clients() {
     okay(call(&mut con, &["STOCK.SET", "sk", "5"]));
     assert_err(
         call(&mut con, &["FENCE.STOCK", "sk", "10", "0", "0", "RESET"]),
-        INTERNAL,
+        INTERNAL_ONLY,
     );
     assert_eq!(stock(&mut con, "sk"), 5);
 }
@@ -336,7 +334,7 @@ fn copy_duplicates_locks_and_stocks() {
     let lower = (fence - 1).to_string();
     assert_err(
         call(&mut con, &["STOCK.DEDUCT", "sk2", "1", "FENCE", &lower]),
-        format!("STALE fencing token {lower} is below the highest accepted token {fence}"),
+        stale_reply(fence - 1, fence),
     );
     // A deep copy: changing the copy leaves the original alone.
     assert_eq!(
@@ -604,7 +602,7 @@ fn build(con: &mut Connection, futures: bool) -> Model {
     let stale = issued[0].to_string();
     assert_err(
         call(con, &["STOCK.DEDUCT", "sk:a", "1", "FENCE", &stale]),
-        "STALE",
+        code::STALE,
     );
     a.ledger.push(("a-unknown".into(), None));
 
@@ -724,10 +722,7 @@ fn check_model(con: &mut Connection, m: &Model, when: &str) {
             let lower = (s.fence - 1).to_string();
             assert_err_ctx(
                 call(con, &["STOCK.DEDUCT", &s.key, "1", "FENCE", &lower]),
-                format!(
-                    "STALE fencing token {lower} is below the highest accepted token {}",
-                    s.fence
-                ),
+                stale_reply(s.fence - 1, s.fence),
                 format!("{when}: {} fence", s.key),
             );
         }
@@ -1160,13 +1155,17 @@ fn internal_commands_are_refused_in_transactions_and_scripts() {
     ];
     for forgery in forgeries {
         // Plain.
-        assert_err_ctx(call(&mut con, forgery), INTERNAL, format!("{forgery:?}"));
+        assert_err_ctx(
+            call(&mut con, forgery),
+            INTERNAL_ONLY,
+            format!("{forgery:?}"),
+        );
         // Inside MULTI/EXEC, alone and next to a legitimate write.
         okay(call(&mut con, &["MULTI"]));
         assert_eq!(simple(call(&mut con, forgery)), "QUEUED");
         assert_err_ctx(
             call(&mut con, &["EXEC"]),
-            INTERNAL,
+            INTERNAL_ONLY,
             format!("MULTI {forgery:?} EXEC"),
         );
         okay(call(&mut con, &["MULTI"]));
@@ -1174,7 +1173,7 @@ fn internal_commands_are_refused_in_transactions_and_scripts() {
         simple(call(&mut con, forgery));
         assert_err_ctx(
             call(&mut con, &["EXEC"]),
-            INTERNAL,
+            INTERNAL_ONLY,
             format!("MULTI STOCK.GET {forgery:?} EXEC"),
         );
         // From a script, with redis.call and with redis.pcall.
@@ -1183,7 +1182,7 @@ fn internal_commands_are_refused_in_transactions_and_scripts() {
             let script = format!("return redis.{f}({})", quoted.join(", "));
             assert_err_ctx(
                 call(&mut con, &["EVAL", &script, "1", forgery[1]]),
-                INTERNAL,
+                INTERNAL_ONLY,
                 format!("EVAL {script}"),
             );
         }
@@ -1192,7 +1191,7 @@ fn internal_commands_are_refused_in_transactions_and_scripts() {
     okay(call(&mut con, &["MULTI"]));
     simple(call(&mut con, &["STOCK.ADD", "sk", "1"]));
     simple(call(&mut con, forgeries[2]));
-    assert_err(call(&mut con, &["EXEC"]), INTERNAL);
+    assert_err(call(&mut con, &["EXEC"]), INTERNAL_ONLY);
     assert_eq!(stock(&mut con, "sk"), 6);
     // Nothing else changed: keys, lock, stock, ledger, fence, the token clock, the AOF.
     assert_eq!(changes(&mut con), before + 1);

@@ -155,7 +155,7 @@ impl Load {
                         self.count("deducted");
                     }
                     Ok(Value::Nil) => self.count("sold out"),
-                    Err(e) if error_text(&e).starts_with("STALE") => self.count("stale"),
+                    Err(e) if error_text(&e).starts_with(code::STALE) => self.count("stale"),
                     other => panic!("{args:?}: {other:?}"),
                 }
             }

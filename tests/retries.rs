@@ -23,6 +23,7 @@ use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
 use common::*;
+use fence_core::config::MAX_TTL_MS;
 use redis::{Connection, RedisError, RedisResult, Value};
 
 // ---------------------------------------------------------------------------------------------
@@ -176,25 +177,6 @@ fn resend(proxy: &Proxy, args: &[&str]) -> RedisResult<Value> {
 fn sent_twice(proxy: &Proxy, args: &[&str]) -> RedisResult<Value> {
     lost_reply(proxy, args);
     resend(proxy, args)
-}
-
-/// How many times the server executed `command` (`INFO commandstats`), 0 when never.
-fn calls(con: &mut Connection, command: &str) -> i64 {
-    let text = info(con, "commandstats");
-    let prefix = format!("cmdstat_{}:", command.to_ascii_lowercase());
-    text.lines()
-        .find_map(|line| {
-            let line = line.trim_end();
-            let head = line.get(..prefix.len())?;
-            (head.to_ascii_lowercase() == prefix).then(|| line[prefix.len()..].to_string())
-        })
-        .and_then(|stats| {
-            stats
-                .split(',')
-                .find_map(|kv| kv.strip_prefix("calls="))
-                .and_then(|n| n.parse().ok())
-        })
-        .unwrap_or(0)
 }
 
 fn fence_stat(con: &mut Connection, field: &str) -> i64 {
@@ -500,8 +482,7 @@ fn stock_add_with_id_is_bounded_by_the_ledger_and_id_limits() {
     let before = digest_value(&mut con, "sku");
     assert_err(
         call(&mut con, &["STOCK.ADD", "sku", "1", "ID", "r3"]),
-        "ERR restock ledger is full (2 entries, fence.max-ledger-entries): start a new sale \
-         with STOCK.SET or raise the limit",
+        restocks_full(2),
     );
     assert_eq!(
         digest_value(&mut con, "sku"),
@@ -536,7 +517,7 @@ fn stock_add_with_id_is_bounded_by_the_ledger_and_id_limits() {
     let before = digest_value(&mut con, "sku");
     assert_err(
         call(&mut con, &["STOCK.ADD", "sku", "1", "ID", "r-new"]),
-        "ERR restock id is longer than 4 bytes (fence.max-id-length)",
+        name_too_long(Name::RestockId, 4),
     );
     assert_eq!(digest_value(&mut con, "sku"), before);
     assert_eq!(
@@ -546,7 +527,7 @@ fn stock_add_with_id_is_bounded_by_the_ledger_and_id_limits() {
     // A refused call on a missing key creates nothing.
     assert_err(
         call(&mut con, &["STOCK.ADD", "none", "1", "ID", "r-new"]),
-        "ERR restock id is longer than 4 bytes",
+        name_too_long(Name::RestockId, 4),
     );
     assert_eq!(exists(&mut con, "none"), 0);
     okay(call(
@@ -559,7 +540,7 @@ fn stock_add_with_id_is_bounded_by_the_ledger_and_id_limits() {
     ));
     assert_err(
         call(&mut con, &["STOCK.ADD", "none", "1", "ID", "r1"]),
-        "ERR restock ledger is full (0 entries",
+        restocks_full(0),
     );
     assert_eq!(exists(&mut con, "none"), 0);
     assert_eq!(dbsize(&mut con), 1);
@@ -574,7 +555,7 @@ fn stock_add_with_id_is_bounded_by_the_ledger_and_id_limits() {
     let before = digest_value(&mut con, "big");
     assert_err(
         call(&mut con, &["STOCK.ADD", "big", "2", "ID", "r1"]),
-        "ERR stock would pass 9223372036854775807",
+        OVERFLOW,
     );
     assert_eq!(digest_value(&mut con, "big"), before);
     assert_eq!(stock_info(&mut con, "big")["restocks"], 0);
@@ -592,29 +573,23 @@ fn stock_add_with_id_refuses_bad_arguments_and_plain_strings() {
     for (args, error) in [
         (
             &["STOCK.ADD", "sku", "1", "ID", ""][..],
-            "ERR restock id must not be empty",
+            empty_name(Name::RestockId),
         ),
-        (
-            &["STOCK.ADD", "sku", "1", "ID"],
-            "ERR option 'ID' needs a value",
-        ),
+        (&["STOCK.ADD", "sku", "1", "ID"], missing_value("ID")),
         (
             &["STOCK.ADD", "sku", "1", "ID", "a", "ID", "b"],
-            "ERR option 'ID' given more than once",
+            repeated_option("ID"),
         ),
         (
             &["STOCK.ADD", "sku", "1", "ID", "a", "X"],
-            "ERR unknown option 'X'",
+            unknown_option("X"),
         ),
         (
             &["STOCK.ADD", "sku", "1", "TOKEN", "5"],
-            "ERR unknown option 'TOKEN'",
+            unknown_option("TOKEN"),
         ),
-        (
-            &["STOCK.ADD", "sku", "0", "ID", "a"],
-            "ERR quantity must be an integer from 1 to 9223372036854775807",
-        ),
-        (&["STOCK.ADD", "sku"], "ERR wrong number of arguments for"),
+        (&["STOCK.ADD", "sku", "0", "ID", "a"], quantity_range(1)),
+        (&["STOCK.ADD", "sku"], arity_lead()),
     ] {
         assert_err(call(&mut con, args), error);
     }
@@ -940,36 +915,33 @@ fn token_option_errors_change_nothing() {
             vec!["LOCK.RELEASE", "lk", "w1", "TOKEN", bad],
             vec!["LOCK.RENEW", "lk", "w1", "600000", "TOKEN", bad],
         ] {
-            assert_err(
-                call(&mut con, &args),
-                "ERR token must be a positive integer",
-            );
+            assert_err(call(&mut con, &args), TOKEN_NOT_POSITIVE);
         }
     }
     for (args, error) in [
         (
             &["LOCK.RELEASE", "lk", "w1", "TOKEN"][..],
-            "ERR option 'TOKEN' needs a value",
+            missing_value("TOKEN"),
         ),
         (
             &["LOCK.RELEASE", "lk", "w1", "TOKEN", &ts, "TOKEN", &ts],
-            "ERR option 'TOKEN' given more than once",
+            repeated_option("TOKEN"),
         ),
         (
             &["LOCK.RELEASE", "lk", "w1", "TOKEN", &ts, "X"],
-            "ERR unknown option 'X'",
+            unknown_option("X"),
         ),
         (
             &["LOCK.RELEASE", "lk", "w1", "ID", &ts],
-            "ERR unknown option 'ID'",
+            unknown_option("ID"),
         ),
         (
             &["LOCK.RELEASE", "lk", "w1", "WAIT", "5"],
-            "ERR unknown option 'WAIT'",
+            unknown_option("WAIT"),
         ),
         (
             &["LOCK.RENEW", "lk", "w1", "600000", "TOKEN"],
-            "ERR option 'TOKEN' needs a value",
+            missing_value("TOKEN"),
         ),
         (
             &[
@@ -982,25 +954,22 @@ fn token_option_errors_change_nothing() {
                 "token",
                 &ts,
             ],
-            "ERR option 'TOKEN' given more than once",
+            repeated_option("TOKEN"),
         ),
         (
             &["LOCK.RENEW", "lk", "w1", "600000", "FENCE", &ts],
-            "ERR unknown option 'FENCE'",
+            unknown_option("FENCE"),
         ),
         (
             &["LOCK.RENEW", "lk", "w1", "0", "TOKEN", &ts],
-            "ERR ttl-ms must be an integer from 1 to",
+            ttl_range(MAX_TTL_MS.default),
         ),
         (
             &["LOCK.RENEW", "lk", "", "1000", "TOKEN", &ts],
-            "ERR owner must not be empty",
+            empty_name(Name::Owner),
         ),
-        (&["LOCK.RELEASE", "lk"], "ERR wrong number of arguments for"),
-        (
-            &["LOCK.RENEW", "lk", "w1"],
-            "ERR wrong number of arguments for",
-        ),
+        (&["LOCK.RELEASE", "lk"], arity_lead()),
+        (&["LOCK.RENEW", "lk", "w1"], arity_lead()),
     ] {
         assert_err(call(&mut con, args), error);
     }
@@ -1018,7 +987,7 @@ fn token_option_errors_change_nothing() {
     );
     assert_err(
         call(&mut con, &["LOCK.RELEASE", "str", "w1", "TOKEN", "0"]),
-        "ERR token",
+        TOKEN_NOT_POSITIVE,
     );
 }
 

@@ -10,6 +10,8 @@ use crate::args::parse_i64;
 pub struct Setting {
     /// The name after `fence.`.
     pub name: &'static str,
+    /// The value until a module argument or `CONFIG SET` changes it.
+    pub default: i64,
     pub min: i64,
     pub max: i64,
     value: AtomicI64,
@@ -19,6 +21,7 @@ impl Setting {
     const fn new(name: &'static str, default: i64, min: i64, max: i64) -> Self {
         Self {
             name,
+            default,
             min,
             max,
             value: AtomicI64::new(default),

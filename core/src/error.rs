@@ -6,6 +6,16 @@
 use std::borrow::Cow;
 use std::fmt;
 
+/// The codes replies begin with: what a client matches (`RedisError::code`).
+pub mod code {
+    /// Every refusal but a wrong type and a stale token.
+    pub const ERR: &str = "ERR";
+    /// A key of another type (Redis's own code).
+    pub const WRONGTYPE: &str = "WRONGTYPE";
+    /// A fencing token below the highest one the stock accepted.
+    pub const STALE: &str = "STALE";
+}
+
 /// Redis's standard reply for a key of the wrong type.
 pub const WRONGTYPE: &str = "WRONGTYPE Operation against a key holding the wrong kind of value";
 /// Redis's own reply for a string that is not an integer (as `INCRBY` sends it).
@@ -31,6 +41,94 @@ pub const CLOCK_EXHAUSTED: &str = "ERR the fencing-token clock is at its ceiling
      fence); no token can be issued without repeating one";
 /// A panic caught at the FFI boundary (a bug; the server keeps running).
 pub const PANIC: &str = "ERR internal error in the fence module (see the server log)";
+/// `MAXLEN` without a non-negative integer.
+pub const BAD_MAXLEN: &str = "ERR MAXLEN needs an integer of 0 or more";
+
+/// Wrong number of arguments for `command` (in lower case), as Redis itself words it.
+pub fn arity(command: &str) -> String {
+    format!("ERR wrong number of arguments for '{command}' command")
+}
+
+/// A `ttl-ms` outside 1..=`max` (`fence.max-ttl-ms`).
+pub fn ttl_range(max: i64) -> String {
+    format!("ERR ttl-ms must be an integer from 1 to {max} (fence.max-ttl-ms)")
+}
+
+/// A `WAIT timeout-ms` outside 0..=`max`.
+pub fn timeout_range(max: i64) -> String {
+    format!("ERR timeout-ms must be an integer from 0 to {max}")
+}
+
+/// A `quantity` outside `min`..=`i64::MAX`.
+pub fn quantity_range(min: i64) -> String {
+    format!("ERR quantity must be an integer from {min} to {}", i64::MAX)
+}
+
+/// An empty owner or id.
+pub fn empty_name(name: Name) -> String {
+    format!("ERR {} must not be empty", name.as_str())
+}
+
+/// An owner or id longer than `max` bytes (`fence.max-id-length`).
+pub fn name_too_long(name: Name, max: i64) -> String {
+    format!(
+        "ERR {} is longer than {max} bytes (fence.max-id-length)",
+        name.as_str()
+    )
+}
+
+/// A fencing token below the highest accepted one.
+pub fn stale(token: u64, highest: u64) -> String {
+    format!(
+        "{} fencing token {token} is below the highest accepted token {highest}",
+        code::STALE
+    )
+}
+
+/// An option the command does not know (as the client spelled it).
+pub fn unknown_option(option: &str) -> String {
+    format!("ERR unknown option '{option}'")
+}
+
+/// An option given twice.
+pub fn repeated_option(option: &str) -> String {
+    format!("ERR option '{option}' given more than once")
+}
+
+/// An option without its value.
+pub fn missing_value(option: &str) -> String {
+    format!("ERR option '{option}' needs a value")
+}
+
+/// A request ledger holding `max` ids (`fence.max-ledger-entries`).
+pub fn ledger_full(max: i64) -> String {
+    format!(
+        "ERR request ledger is full ({max} entries, fence.max-ledger-entries): start a new \
+         sale with STOCK.SET or raise the limit"
+    )
+}
+
+/// A restock ledger holding `max` ids (`fence.max-ledger-entries`).
+pub fn restocks_full(max: i64) -> String {
+    format!(
+        "ERR restock ledger is full ({max} entries, fence.max-ledger-entries): start a new \
+         sale with STOCK.SET or raise the limit"
+    )
+}
+
+/// A write the eviction policy `policy` could undo, while `fence.allow-eviction` is `no`.
+pub fn eviction_risk(policy: &str) -> String {
+    format!(
+        "ERR maxmemory-policy {} can evict this key; set fence.allow-eviction yes to accept \
+         that",
+        printable(policy.as_bytes())
+    )
+}
+
+/// A malformed replication-only command.
+pub fn bad_internal(what: &str) -> String {
+    format!("ERR malformed replication command: {what}")
+}
 
 /// Which user-supplied name a length or emptiness error is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -114,63 +212,29 @@ impl FenceError {
     /// The reply text, code first.
     pub fn message(&self) -> Cow<'static, str> {
         match self {
-            FenceError::Arity(cmd) => {
-                format!("ERR wrong number of arguments for '{cmd}' command").into()
-            }
+            FenceError::Arity(cmd) => arity(cmd).into(),
             FenceError::WrongType => WRONGTYPE.into(),
             FenceError::NotInteger => NOT_INTEGER.into(),
-            FenceError::Ttl { max } => {
-                format!("ERR ttl-ms must be an integer from 1 to {max} (fence.max-ttl-ms)").into()
-            }
-            FenceError::Timeout { max } => {
-                format!("ERR timeout-ms must be an integer from 0 to {max}").into()
-            }
-            FenceError::MaxLen => "ERR MAXLEN needs an integer of 0 or more".into(),
+            FenceError::Ttl { max } => ttl_range(*max).into(),
+            FenceError::Timeout { max } => timeout_range(*max).into(),
+            FenceError::MaxLen => BAD_MAXLEN.into(),
             FenceError::StreamFull => STREAM_FULL.into(),
-            FenceError::Quantity { min } => {
-                format!("ERR quantity must be an integer from {min} to {}", i64::MAX).into()
-            }
-            FenceError::EmptyName(name) => {
-                format!("ERR {} must not be empty", name.as_str()).into()
-            }
-            FenceError::NameTooLong { name, max } => format!(
-                "ERR {} is longer than {max} bytes (fence.max-id-length)",
-                name.as_str()
-            )
-            .into(),
+            FenceError::Quantity { min } => quantity_range(*min).into(),
+            FenceError::EmptyName(name) => empty_name(*name).into(),
+            FenceError::NameTooLong { name, max } => name_too_long(*name, *max).into(),
             FenceError::TokenNotPositive => TOKEN_NOT_POSITIVE.into(),
             FenceError::TokenFromFuture => TOKEN_FROM_FUTURE.into(),
-            FenceError::Stale { token, highest } => {
-                format!("STALE fencing token {token} is below the highest accepted token {highest}")
-                    .into()
-            }
-            FenceError::UnknownOption(opt) => format!("ERR unknown option '{opt}'").into(),
-            FenceError::RepeatedOption(opt) => {
-                format!("ERR option '{opt}' given more than once").into()
-            }
-            FenceError::MissingValue(opt) => format!("ERR option '{opt}' needs a value").into(),
+            FenceError::Stale { token, highest } => stale(*token, *highest).into(),
+            FenceError::UnknownOption(opt) => unknown_option(opt).into(),
+            FenceError::RepeatedOption(opt) => repeated_option(opt).into(),
+            FenceError::MissingValue(opt) => missing_value(opt).into(),
             FenceError::Overflow => OVERFLOW.into(),
-            FenceError::LedgerFull { max } => format!(
-                "ERR request ledger is full ({max} entries, fence.max-ledger-entries): \
-                 start a new sale with STOCK.SET or raise the limit"
-            )
-            .into(),
-            FenceError::RestocksFull { max } => format!(
-                "ERR restock ledger is full ({max} entries, fence.max-ledger-entries): \
-                 start a new sale with STOCK.SET or raise the limit"
-            )
-            .into(),
+            FenceError::LedgerFull { max } => ledger_full(*max).into(),
+            FenceError::RestocksFull { max } => restocks_full(*max).into(),
             FenceError::NeedsStock => NEEDS_STOCK.into(),
             FenceError::InternalOnly => INTERNAL_ONLY.into(),
-            FenceError::EvictionRisk { policy } => format!(
-                "ERR maxmemory-policy {} can evict this key; set fence.allow-eviction yes to \
-                 accept that",
-                printable(policy.as_bytes())
-            )
-            .into(),
-            FenceError::BadInternal(what) => {
-                format!("ERR malformed replication command: {what}").into()
-            }
+            FenceError::EvictionRisk { policy } => eviction_risk(policy).into(),
+            FenceError::BadInternal(what) => bad_internal(what).into(),
             FenceError::ClockExhausted => CLOCK_EXHAUSTED.into(),
             FenceError::Internal(what) => format!("ERR {what}").into(),
         }
@@ -280,6 +344,61 @@ mod tests {
             "ERR maxmemory-policy volatile-ttl can evict this key; set fence.allow-eviction \
              yes to accept that"
         );
+    }
+
+    #[test]
+    fn codes_begin_their_replies() {
+        assert!(WRONGTYPE.starts_with(&format!("{} ", code::WRONGTYPE)));
+        assert!(stale(1, 2).starts_with(&format!("{} ", code::STALE)));
+        for m in [NOT_INTEGER, NEEDS_STOCK, OVERFLOW, PANIC, BAD_MAXLEN] {
+            assert!(m.starts_with(&format!("{} ", code::ERR)), "{m}");
+        }
+    }
+
+    /// The texts the builders make, pinned: tests and clients compare replies with them.
+    #[test]
+    fn built_messages_keep_their_text() {
+        assert_eq!(
+            arity("lock.acquire"),
+            "ERR wrong number of arguments for 'lock.acquire' command"
+        );
+        assert_eq!(
+            ttl_range(1000),
+            "ERR ttl-ms must be an integer from 1 to 1000 (fence.max-ttl-ms)"
+        );
+        assert_eq!(
+            timeout_range(5),
+            "ERR timeout-ms must be an integer from 0 to 5"
+        );
+        assert_eq!(
+            quantity_range(0),
+            "ERR quantity must be an integer from 0 to 9223372036854775807"
+        );
+        assert_eq!(
+            empty_name(Name::RestockId),
+            "ERR restock id must not be empty"
+        );
+        assert_eq!(
+            name_too_long(Name::Owner, 512),
+            "ERR owner is longer than 512 bytes (fence.max-id-length)"
+        );
+        assert_eq!(unknown_option("X"), "ERR unknown option 'X'");
+        assert_eq!(
+            repeated_option("ID"),
+            "ERR option 'ID' given more than once"
+        );
+        assert_eq!(missing_value("ID"), "ERR option 'ID' needs a value");
+        assert_eq!(
+            ledger_full(3),
+            "ERR request ledger is full (3 entries, fence.max-ledger-entries): start a new \
+             sale with STOCK.SET or raise the limit"
+        );
+        assert_eq!(
+            restocks_full(0),
+            "ERR restock ledger is full (0 entries, fence.max-ledger-entries): start a new \
+             sale with STOCK.SET or raise the limit"
+        );
+        assert_eq!(bad_internal("x"), "ERR malformed replication command: x");
     }
 
     #[test]

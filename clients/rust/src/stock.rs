@@ -1,11 +1,9 @@
 //! `STOCK.*`: [`Stock`] and its typed replies [`Deduct`] and [`RequestState`].
 
+use fence_core::error::code;
 use redis::ConnectionLike;
 
 use crate::Result;
-
-/// The error code the module puts before a stale fencing token's error reply.
-const STALE: &str = "STALE";
 
 /// The stock commands of the fence module: an available quantity that is checked and deducted
 /// in one atomic step, a ledger of request ids for idempotent deductions and refunds, and the
@@ -101,7 +99,7 @@ impl Stock {
         match cmd.query::<Option<i64>>(conn) {
             Ok(Some(remaining)) => Ok(Deduct::Remaining(remaining)),
             Ok(None) => Ok(Deduct::SoldOut),
-            Err(e) if e.code() == Some(STALE) => Ok(Deduct::Stale),
+            Err(e) if e.code() == Some(code::STALE) => Ok(Deduct::Stale),
             Err(e) => Err(e),
         }
     }

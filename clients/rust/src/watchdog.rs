@@ -15,6 +15,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
+use fence_core::error::code;
 use redis::{Client, Connection};
 
 use crate::lock::renew_command;
@@ -293,7 +294,7 @@ impl Renewer {
             // so the lock is gone.
             Err(e) if e.code().is_some() => {
                 self.state.set_error(&e);
-                if e.code() == Some("WRONGTYPE") {
+                if e.code() == Some(code::WRONGTYPE) {
                     self.state.mark_lost();
                 }
                 Outcome::Stop

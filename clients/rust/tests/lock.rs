@@ -6,6 +6,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::{calls, ms, sleep_ms, wait_until, Monitor, Server, EVENT_DEADLINE};
+use fence_core::error::code;
 use redis_fence_client::{Lock, LockStatus};
 
 fn holder(con: &mut redis::Connection, key: &str) -> Option<(String, u64)> {
@@ -288,16 +289,16 @@ fn bad_arguments_are_errors() {
     let server = Server::start();
     let mut con = server.conn();
     let e = Lock::acquire(&mut con, "lock:e", "w1", Duration::ZERO).unwrap_err();
-    assert_eq!(e.code(), Some("ERR"), "{e}");
+    assert_eq!(e.code(), Some(code::ERR), "{e}");
     let e = Lock::acquire(&mut con, "lock:e", "", ms(1_000)).unwrap_err();
-    assert_eq!(e.code(), Some("ERR"), "{e}");
+    assert_eq!(e.code(), Some(code::ERR), "{e}");
     redis::cmd("SET")
         .arg("plain")
         .arg("x")
         .query::<()>(&mut con)
         .unwrap();
     let e = Lock::acquire(&mut con, "plain", "w1", ms(1_000)).unwrap_err();
-    assert_eq!(e.code(), Some("WRONGTYPE"), "{e}");
+    assert_eq!(e.code(), Some(code::WRONGTYPE), "{e}");
     // A sub-millisecond TTL is rounded up, not refused.
     let guard = Lock::acquire(&mut con, "lock:e", "w1", Duration::from_micros(10)).unwrap();
     assert!(guard.is_some());

@@ -3,6 +3,7 @@
 mod common;
 
 use common::{ms, Server};
+use fence_core::error::code;
 use redis_fence_client::{Deduct, Lock, RequestState, Stock};
 
 #[test]
@@ -17,7 +18,7 @@ fn set_add_get() {
     Stock::set(&mut con, "sku:1", 0).unwrap();
     assert_eq!(Stock::get(&mut con, "sku:1").unwrap(), Some(0));
     let e = Stock::set(&mut con, "sku:1", -1).unwrap_err();
-    assert_eq!(e.code(), Some("ERR"), "{e}");
+    assert_eq!(e.code(), Some(code::ERR), "{e}");
 }
 
 #[test]
@@ -109,9 +110,9 @@ fn other_error_replies_stay_errors() {
     let mut con = server.conn();
     Stock::set(&mut con, "sku:4", 10).unwrap();
     let e = Stock::deduct(&mut con, "sku:4", 0, None, None).unwrap_err();
-    assert_eq!(e.code(), Some("ERR"), "{e}");
+    assert_eq!(e.code(), Some(code::ERR), "{e}");
     let e = Stock::deduct(&mut con, "sku:4", 1, Some(""), None).unwrap_err();
-    assert_eq!(e.code(), Some("ERR"), "{e}");
+    assert_eq!(e.code(), Some(code::ERR), "{e}");
     // A token a day ahead of the server's clock.
     let future = Lock::acquire(&mut con, "l", "w", ms(1_000))
         .unwrap()
@@ -119,23 +120,23 @@ fn other_error_replies_stay_errors() {
         .token()
         + 2 * 86_400 * 1_000_000;
     let e = Stock::deduct(&mut con, "sku:4", 1, None, Some(future)).unwrap_err();
-    assert_eq!(e.code(), Some("ERR"), "{e}");
+    assert_eq!(e.code(), Some(code::ERR), "{e}");
     redis::cmd("SET")
         .arg("sku:plain")
         .arg(5)
         .query::<()>(&mut con)
         .unwrap();
     let e = Stock::deduct(&mut con, "sku:plain", 1, Some("id"), None).unwrap_err();
-    assert_eq!(e.code(), Some("ERR"), "{e}");
+    assert_eq!(e.code(), Some(code::ERR), "{e}");
     redis::cmd("LPUSH")
         .arg("list")
         .arg(1)
         .query::<()>(&mut con)
         .unwrap();
     let e = Stock::deduct(&mut con, "list", 1, None, None).unwrap_err();
-    assert_eq!(e.code(), Some("WRONGTYPE"), "{e}");
+    assert_eq!(e.code(), Some(code::WRONGTYPE), "{e}");
     let e = Stock::request(&mut con, "sku:plain", "id").unwrap_err();
-    assert_eq!(e.code(), Some("ERR"), "{e}");
+    assert_eq!(e.code(), Some(code::ERR), "{e}");
     assert_eq!(Stock::get(&mut con, "sku:4").unwrap(), Some(10));
 }
 
