@@ -151,7 +151,7 @@ fn encver(of: &Payload) -> u64 {
 
 /// A stock value: available, fence, deducted, then `count` and the entries: one by one up to
 /// encoding 2 (which adds an empty restock ledger), as one blob of records from encoding 3 on
-/// (with an empty restock ledger).
+/// (with an empty restock ledger). Negative quantities are written as their bits.
 fn stock_body(
     of: &Payload,
     available: i64,
@@ -166,18 +166,24 @@ fn stock_body(
         .signed(deducted)
         .unsigned(count);
     if encver(of) >= 3 {
+        // One blob of records: quantity and id length as LEB128 varints, then the id.
+        let varint = |out: &mut Vec<u8>, mut v: u64| {
+            while v >= 0x80 {
+                out.push((v as u8 & 0x7f) | 0x80);
+                v >>= 7;
+            }
+            out.push(v as u8);
+        };
         let mut blob = Vec::new();
         for (id, q) in entries {
-            blob.extend_from_slice(&q.to_le_bytes());
-            blob.extend_from_slice(&(id.len() as u32).to_le_bytes());
+            varint(&mut blob, *q as u64);
+            varint(&mut blob, id.len() as u64);
             blob.extend_from_slice(id);
         }
-        if entries.is_empty() {
-            e.unsigned(0);
-        } else {
-            e.unsigned(1).string(&blob);
+        if !entries.is_empty() {
+            e.string(&blob);
         }
-        e.unsigned(0).unsigned(0);
+        e.unsigned(0);
         return e.done();
     }
     for (id, q) in entries {

@@ -15,9 +15,9 @@ pub const LOCK_ENCODING: i32 = 1;
 /// The encoding version of `fence-stk`; its loader reads every version up to it:
 /// 1: available, fence, deducted, the ledger (a count, then id and quantity per entry);
 /// 2: the same, then the restock ledger (`STOCK.ADD … ID`);
-/// 3: available, fence, deducted, then each ledger as its entry count, a blob count and the
-///    blobs, each a run of whole records (quantity: 8 bytes little-endian, id length: 4, id),
-///    so a million entries load as a few hundred strings, not two million values.
+/// 3: available, fence, deducted, then each ledger as its entry count and blobs of whole
+///    records (quantity and id length as LEB128 varints, then the id) until the records add up
+///    to the count, so a million entries load as a few hundred strings, not two million values.
 pub const STOCK_ENCODING: i32 = 3;
 
 /// The values a type's loader reads, in order; `None` when the stream failed (short read,
@@ -158,21 +158,20 @@ pub fn load_stock(src: &mut impl Source, encver: i32) -> Result<Stock, LoadError
     Ok(stock)
 }
 
-/// Reads one ledger of encoding 3: its entry count, its blob count, the blobs; the records must
-/// add up to the count.
+/// Reads one ledger of encoding 3: its entry count, then blobs until their records add up to
+/// it (a blob with no record, or records past the count, are refused).
 fn load_blobs(src: &mut impl Source, stock: &mut Stock, which: Which) -> Result<(), LoadError> {
     let what = match which {
         Which::Ledger => "ledger",
         Which::Restocks => "restock ledger",
     };
     let entries = src.unsigned().ok_or(LoadError::Read("ledger size"))?;
-    let blobs = src.unsigned().ok_or(LoadError::Read("ledger blob count"))?;
     match which {
         Which::Ledger => stock.reserve(usize::try_from(entries).unwrap_or(usize::MAX), 0),
         Which::Restocks => stock.reserve(0, usize::try_from(entries).unwrap_or(usize::MAX)),
     }
     let mut loaded: u64 = 0;
-    for _ in 0..blobs {
+    while loaded < entries {
         let added = src
             .with_bytes(|blob| match which {
                 Which::Ledger => stock.insert_entry_blob(blob),
@@ -180,6 +179,12 @@ fn load_blobs(src: &mut impl Source, stock: &mut Stock, which: Which) -> Result<
             })
             .ok_or(LoadError::Read("ledger blob"))?
             .map_err(|why| LoadError::Blob { what, why })?;
+        if added == 0 {
+            return Err(LoadError::Blob {
+                what,
+                why: "a blob holds no record",
+            });
+        }
         loaded = loaded.saturating_add(added as u64);
     }
     if loaded != entries {
@@ -387,18 +392,12 @@ pub mod tests {
             Value::S(s.deducted),
             Value::U(s.ledger_len() as u64),
         ];
-        let blobs: Vec<&'static [u8]> = s
-            .entry_blobs()
-            .map(|b| &*Box::leak(b.to_vec().into_boxed_slice()))
-            .collect();
-        v.push(Value::U(blobs.len() as u64));
+        let mut blobs: Vec<&'static [u8]> = Vec::new();
+        s.save_entry_blobs(|b| blobs.push(Box::leak(b.to_vec().into_boxed_slice())));
         v.extend(blobs.into_iter().map(Value::B));
         v.push(Value::U(s.restocks_len() as u64));
-        let blobs: Vec<&'static [u8]> = s
-            .restock_blobs()
-            .map(|b| &*Box::leak(b.to_vec().into_boxed_slice()))
-            .collect();
-        v.push(Value::U(blobs.len() as u64));
+        let mut blobs: Vec<&'static [u8]> = Vec::new();
+        s.save_restock_blobs(|b| blobs.push(Box::leak(b.to_vec().into_boxed_slice())));
         v.extend(blobs.into_iter().map(Value::B));
         Values(v.into_iter().collect())
     }
@@ -415,13 +414,20 @@ pub mod tests {
         let back = load_stock(&mut v3_values(&s), 3).unwrap();
         assert_eq!(back, s);
         assert_eq!(back.restock_of(b"r1"), Some(4));
-        // A count that does not match the records is refused.
+        // A count that does not match the records is refused: fewer records than the count
+        // (the next value is no blob), more, or a blob with none.
+        let mut v = v3_values(&s);
+        v.0[3] = Value::U(3001);
+        assert!(load_stock(&mut v, 3).is_err());
         let mut v = v3_values(&s);
         v.0[3] = Value::U(2999);
         assert!(load_stock(&mut v, 3).is_err());
+        let mut v = v3_values(&s);
+        v.0[4] = Value::B(b"");
+        assert!(load_stock(&mut v, 3).is_err());
         // A blob that is not whole records is refused.
         let mut v = v3_values(&s);
-        v.0[5] = Value::B(b"short");
+        v.0[4] = Value::B(b"\x05\x09short");
         assert!(load_stock(&mut v, 3).is_err());
         // An empty stock.
         let e = Stock::new(3);

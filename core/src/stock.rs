@@ -262,14 +262,14 @@ impl Stock {
         self.restocks.reserve(restocks);
     }
 
-    /// The request ledger's records as blobs (see `Ledger::blobs`).
-    pub fn entry_blobs(&self) -> impl Iterator<Item = &[u8]> {
-        self.ledger.blobs()
+    /// Hands the request ledger to `out` as blobs of records (see `Ledger::save_blobs`).
+    pub fn save_entry_blobs(&self, out: impl FnMut(&[u8])) {
+        self.ledger.save_blobs(out);
     }
 
-    /// The restock ledger's records as blobs.
-    pub fn restock_blobs(&self) -> impl Iterator<Item = &[u8]> {
-        self.restocks.blobs()
+    /// Hands the restock ledger to `out` as blobs of records.
+    pub fn save_restock_blobs(&self, out: impl FnMut(&[u8])) {
+        self.restocks.save_blobs(out);
     }
 
     /// Adds a blob of request-ledger records (a load); how many, or why it is refused.

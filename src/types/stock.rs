@@ -45,22 +45,15 @@ impl ModuleType for StockType {
         tokens::loaded(origin, id, stock.fence);
     }
 
-    /// Encoding 3: the scalars, then each ledger as its entry count, its blob count and its
-    /// blobs of whole records.
+    /// Encoding 3: the scalars, then each ledger as its entry count and its blobs of records.
     fn save(out: &mut RdbOut<'_>, stock: &Stock) {
         out.signed(stock.available);
         out.unsigned(stock.fence);
         out.signed(stock.deducted);
         out.unsigned(stock.ledger_len() as u64);
-        out.unsigned(stock.entry_blobs().count() as u64);
-        for blob in stock.entry_blobs() {
-            out.bytes(blob);
-        }
+        stock.save_entry_blobs(|blob| out.bytes(blob));
         out.unsigned(stock.restocks_len() as u64);
-        out.unsigned(stock.restock_blobs().count() as u64);
-        for blob in stock.restock_blobs() {
-            out.bytes(blob);
-        }
+        stock.save_restock_blobs(|blob| out.bytes(blob));
     }
 
     fn rewrite(aof: &mut Aof<'_>, key: RStr<'_>, stock: &Stock) {
