@@ -1,7 +1,7 @@
-//! Old encodings keep loading: the encoding-1 fixtures (DUMP payloads, an RDB file and an
-//! AOF in the effect format, written by the module when both types were at encoding version 1;
-//! see tests/fixtures/encoding-1/make.py) are loaded on the server under test, and every value
-//! in them reads back as it was written.
+//! Old encodings keep loading: the fixtures of each encoding (DUMP payloads, an RDB file and an
+//! AOF in the effect format, written by the module at that encoding; see each directory's
+//! make.py under tests/fixtures/) are loaded on the server under test, and every value in them
+//! reads back as it was written.
 
 mod common;
 
@@ -53,6 +53,22 @@ const ENCODING_2: Fixtures = Fixtures {
     lock_persist_token: 1_796_058_948_259_523,
     guard_token: 1_796_058_948_259_733,
     live_lock_token: 1_796_058_948_597_238,
+    stock_available: 1038,
+    restocks: &[("restock-1", 20), ("restock-2", 30)],
+    live_available: 31,
+    live_restocks: &[("live-restock", 4)],
+};
+
+const ENCODING_3: Fixtures = Fixtures {
+    lock_dump: include_bytes!("fixtures/encoding-3/lock.dump"),
+    stock_dump: include_bytes!("fixtures/encoding-3/stock.dump"),
+    stock_no_ledger_dump: include_bytes!("fixtures/encoding-3/stock-no-ledger.dump"),
+    rdb: include_bytes!("fixtures/encoding-3/dump.rdb"),
+    aof: include_bytes!("fixtures/encoding-3/appendonly.aof"),
+    lock_token: 1_796_065_166_075_851,
+    lock_persist_token: 1_796_065_166_076_295,
+    guard_token: 1_796_065_166_076_521,
+    live_lock_token: 1_796_065_166_382_006,
     stock_available: 1038,
     restocks: &[("restock-1", 20), ("restock-2", 30)],
     live_available: 31,
@@ -296,4 +312,19 @@ fn encoding_2_rdb_file_loads() {
 #[test]
 fn encoding_2_aof_in_the_effect_format_loads() {
     aof_loads(&ENCODING_2);
+}
+
+#[test]
+fn encoding_3_dump_payloads_restore() {
+    dump_payloads_restore(&ENCODING_3);
+}
+
+#[test]
+fn encoding_3_rdb_file_loads() {
+    rdb_file_loads(&ENCODING_3);
+}
+
+#[test]
+fn encoding_3_aof_in_the_effect_format_loads() {
+    aof_loads(&ENCODING_3);
 }
