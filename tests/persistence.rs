@@ -346,6 +346,68 @@ fn copy_duplicates_locks_and_stocks() {
     check_populated(&mut con, t);
 }
 
+/// A ledger saved as many blobs of records (encoding 3): thousands of ids fill several record
+/// chunks, an id past a quarter of a chunk gets one of its own, and the restock ids theirs;
+/// every entry reads back after an RDB reload and a DUMP/RESTORE, with the same digest.
+#[test]
+fn a_ledger_of_many_blobs_survives_reload_and_restore() {
+    let server = Server::start_with(&["max-id-length", "40000", "--enable-debug-command", "yes"]);
+    let mut con = server.conn();
+    okay(call(&mut con, &["STOCK.SET", "many", "1000000"]));
+    let ids: Vec<String> = (0..5000).map(|i| format!("order-{i:040}")).collect();
+    let big = "x".repeat(20_000);
+    let mut pipe = redis::pipe();
+    for (i, id) in ids.iter().enumerate() {
+        pipe.cmd("STOCK.DEDUCT")
+            .arg("many")
+            .arg(1 + i % 3)
+            .arg("ID")
+            .arg(id);
+        if i == 2500 {
+            pipe.cmd("STOCK.DEDUCT")
+                .arg("many")
+                .arg(7)
+                .arg("ID")
+                .arg(&big);
+        }
+    }
+    let _: Vec<i64> = pipe.query(&mut con).unwrap();
+    for i in (0..5000).step_by(7) {
+        int(call(&mut con, &["STOCK.REFUND", "many", &ids[i]]));
+    }
+    for r in 0..300 {
+        let id = format!("restock-{r}");
+        int(call(&mut con, &["STOCK.ADD", "many", "1", "ID", &id]));
+    }
+    let info = |con: &mut Connection| call(con, &["STOCK.INFO", "many"]).unwrap();
+    let before = (info(&mut con), digest_value(&mut con, "many"));
+    let check = |con: &mut Connection, key: &str, when: &str| {
+        for (i, id) in ids.iter().enumerate() {
+            let want = if i % 7 == 0 { 0 } else { 1 + i as i64 % 3 };
+            let got = int(call(con, &["STOCK.REQUEST", key, id]));
+            assert_eq!(got, want, "{when}: {id}");
+        }
+        assert_eq!(int(call(con, &["STOCK.REQUEST", key, &big])), 7, "{when}");
+        let available = stock(con, key);
+        assert_eq!(
+            int(call(con, &["STOCK.ADD", key, "1", "ID", "restock-299"])),
+            available,
+            "{when}: a restock id replays"
+        );
+    };
+    let payload = dump(&mut con, "many");
+    okay(call(&mut con, &["DEBUG", "RELOAD"]));
+    assert_eq!(
+        (info(&mut con), digest_value(&mut con, "many")),
+        before,
+        "after DEBUG RELOAD"
+    );
+    check(&mut con, "many", "after DEBUG RELOAD");
+    okay(restore(&mut con, "copy", 0, &payload, &[]));
+    assert_eq!(digest_value(&mut con, "copy"), before.1, "after RESTORE");
+    check(&mut con, "copy", "after RESTORE");
+}
+
 #[test]
 fn memory_usage_reports_locks_and_stocks() {
     let server = Server::start();
