@@ -52,6 +52,7 @@ fn setup(ctx: &ffi::Ctx<'_>, args: &[RedisString]) -> Result<(), String> {
     services::eviction::register(ctx)?;
     commands::register(ctx)?;
     services::waiting::subscribe(ctx)?;
+    services::holds::subscribe(ctx)?;
     // Only expirations at load: no callback on ordinary writes.
     events::subscribe_keyspace::<services::expiry::OnExpired>(
         ctx,

@@ -185,6 +185,9 @@ pub struct DeductOptions<'a> {
     pub id: Option<&'a [u8]>,
     pub fence: Option<u64>,
     pub events: Option<Events>,
+    /// `HOLD ms`: a positive integer (its upper bound, `fence.max-hold-ms`, is the command's
+    /// to check); only with `ID`.
+    pub hold: Option<i64>,
 }
 
 /// Parses `EVENTS stream-key [MAXLEN [~|=] n]` starting at `words[at]` (the word after
@@ -254,11 +257,46 @@ pub fn parse_deduct_options<'a>(args: &[&'a [u8]]) -> Result<DeductOptions<'a>, 
             let (events, used) = parse_events(args, i + 1)?;
             options.events = Some(events);
             i += 1 + used;
+        } else if name.eq_ignore_ascii_case(b"HOLD") {
+            let value = value.ok_or(FenceError::MissingValue("HOLD"))?;
+            if options.hold.is_some() {
+                return Err(FenceError::RepeatedOption("HOLD"));
+            }
+            let ms = parse_i64(value)
+                .filter(|ms| *ms >= 1)
+                .ok_or(FenceError::HoldRange {
+                    max: crate::config::MAX_HOLD_MS.get(),
+                })?;
+            options.hold = Some(ms);
+            i += 2;
         } else {
             return Err(FenceError::UnknownOption(printable(name)));
         }
     }
+    if options.hold.is_some() && options.id.is_none() {
+        return Err(FenceError::HoldNeedsId);
+    }
     Ok(options)
+}
+
+/// Parses `STOCK.REQUEST`'s options: nothing, or `DETAIL`.
+pub fn parse_request_options(args: &[&[u8]]) -> Result<bool, FenceError> {
+    match args {
+        [] => Ok(false),
+        [w] if w.eq_ignore_ascii_case(b"DETAIL") => Ok(true),
+        [w, rest @ ..] => {
+            if !w.eq_ignore_ascii_case(b"DETAIL") {
+                return Err(FenceError::UnknownOption(printable(w)));
+            }
+            match rest.first() {
+                Some(&w) if w.eq_ignore_ascii_case(b"DETAIL") => {
+                    Err(FenceError::RepeatedOption("DETAIL"))
+                }
+                Some(&w) => Err(FenceError::UnknownOption(printable(w))),
+                None => Ok(true),
+            }
+        }
+    }
 }
 
 /// Parses at most one option `NAME value` (e.g. `[ID restock-id]`, `[TOKEN token]`): its value,
@@ -474,6 +512,7 @@ mod tests {
         assert_eq!(
             o,
             DeductOptions {
+                hold: None,
                 id: Some(b"order-1"),
                 fence: Some(9),
                 events: None

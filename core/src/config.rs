@@ -48,8 +48,17 @@ pub static MAX_ID_LENGTH: Setting = Setting::new("max-id-length", 512, 1, 512 * 
 /// The most request ids one stock's ledger holds.
 pub static MAX_LEDGER_ENTRIES: Setting = Setting::new("max-ledger-entries", 1_000_000, 0, i64::MAX);
 
+/// The longest hold (`STOCK.DEDUCT … HOLD ms`), default 7 days, at most 10 years.
+pub static MAX_HOLD_MS: Setting =
+    Setting::new("max-hold-ms", 7 * 24 * 3600 * 1000, 1, 315_360_000_000);
+
 /// Every setting.
-pub static SETTINGS: [&Setting; 3] = [&MAX_TTL_MS, &MAX_ID_LENGTH, &MAX_LEDGER_ENTRIES];
+pub static SETTINGS: [&Setting; 4] = [
+    &MAX_TTL_MS,
+    &MAX_ID_LENGTH,
+    &MAX_LEDGER_ENTRIES,
+    &MAX_HOLD_MS,
+];
 
 /// One yes/no setting.
 pub struct Flag {

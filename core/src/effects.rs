@@ -6,19 +6,44 @@
 //!
 //! - `FENCE.LOCK key owner token expire-at-ms` (expire-at 0: leave the key's expiry alone);
 //! - `FENCE.STOCK key available fence deducted RESET|KEEP [request-id quantity ...]`;
-//! - `FENCE.RESTOCK key available restock-id quantity`.
+//! - `FENCE.RESTOCK key available restock-id quantity`;
+//! - `FENCE.ENTRY key available fence deducted request-id quantity state [deadline] [events]`:
+//!   one request-ledger entry as it stands (a deduction, a hold, a confirmation, a refund, an
+//!   expiry), with the stock's scalars after the change;
+//! - `FENCE.EXPIRESTREAM key [stream-key [MAXLEN =|~ n]]`: where the stock announces expired
+//!   holds (none without a stream key).
 //!
 //! Every value is checked on decoding as the loaders check it (src/encoding.rs): what the
 //! module writes always decodes, and a damaged or forged stream is refused.
 
 use std::ffi::CStr;
 
-use crate::args::{parse_i64, Decimal};
+use crate::args::{parse_i64, Decimal, MaxLen};
+use crate::ledger::{State, Value};
 
 /// The internal command of each effect.
 pub const LOCK: &CStr = c"FENCE.LOCK";
 pub const STOCK: &CStr = c"FENCE.STOCK";
 pub const RESTOCK: &CStr = c"FENCE.RESTOCK";
+pub const ENTRY: &CStr = c"FENCE.ENTRY";
+pub const EXPIRE_STREAM: &CStr = c"FENCE.EXPIRESTREAM";
+
+/// One request-ledger entry as it stands, with the stock's scalars after the change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EntryEffect<'a> {
+    pub available: i64,
+    pub fence: u64,
+    pub deducted: i64,
+    pub id: &'a [u8],
+    pub value: Value,
+}
+
+/// Where a stock announces expired holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExpireStreamEffect<'a> {
+    pub key: Option<&'a [u8]>,
+    pub maxlen: Option<MaxLen>,
+}
 
 /// A lock's grant, renewal or load: the lease and its absolute expiry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,17 +91,20 @@ impl Arg<'_> {
     }
 }
 
-/// Up to six arguments after the key, without allocating.
+/// The most arguments an effect has after the key.
+const MAX_ARGS: usize = 8;
+
+/// Up to `MAX_ARGS` arguments after the key, without allocating.
 pub struct Encoded<'a> {
     pub command: &'static CStr,
-    args: [Arg<'a>; 6],
+    args: [Arg<'a>; MAX_ARGS],
     len: usize,
 }
 
 impl<'a> Encoded<'a> {
     fn new(command: &'static CStr, args: &[Arg<'a>]) -> Encoded<'a> {
-        let mut out = [Arg::Word(""); 6];
-        let len = args.len().min(6);
+        let mut out = [Arg::Word(""); MAX_ARGS];
+        let len = args.len().min(MAX_ARGS);
         for (slot, a) in out.iter_mut().zip(args) {
             *slot = *a;
         }
@@ -151,6 +179,52 @@ impl<'a> RestockEffect<'a> {
             RESTOCK,
             &[num(self.available), Arg::Bytes(self.id), num(self.quantity)],
         )
+    }
+}
+
+impl<'a> EntryEffect<'a> {
+    /// `FENCE.ENTRY key available fence deducted request-id quantity state [deadline]
+    /// [events]`.
+    pub fn encode(&self) -> Encoded<'a> {
+        let mut args = [Arg::Word(""); MAX_ARGS];
+        let head = [
+            num(self.available),
+            token(self.fence),
+            num(self.deducted),
+            Arg::Bytes(self.id),
+            num(self.value.quantity),
+            Arg::Word(self.value.state.name()),
+        ];
+        let mut n = head.len();
+        args[..n].copy_from_slice(&head);
+        if self.value.state.keeps_deadline() {
+            args[n] = num(i64::try_from(self.value.deadline).unwrap_or(i64::MAX));
+            n += 1;
+        }
+        if self.value.events {
+            args[n] = Arg::Word("events");
+            n += 1;
+        }
+        Encoded::new(ENTRY, &args[..n])
+    }
+}
+
+impl<'a> ExpireStreamEffect<'a> {
+    /// `FENCE.EXPIRESTREAM key [stream-key [MAXLEN =|~ n]]`.
+    pub fn encode(&self) -> Encoded<'a> {
+        match (self.key, self.maxlen) {
+            (None, _) => Encoded::new(EXPIRE_STREAM, &[]),
+            (Some(k), None) => Encoded::new(EXPIRE_STREAM, &[Arg::Bytes(k)]),
+            (Some(k), Some(m)) => Encoded::new(
+                EXPIRE_STREAM,
+                &[
+                    Arg::Bytes(k),
+                    Arg::Word("MAXLEN"),
+                    Arg::Word(if m.approx { "~" } else { "=" }),
+                    num(m.len),
+                ],
+            ),
+        }
     }
 }
 
@@ -238,6 +312,77 @@ pub fn decode_stock<'a>(args: &[&'a [u8]]) -> Result<(StockEffect, Entries<'a>),
         entries.push((*id, quantity(q, "quantity")?));
     }
     Ok((state, entries))
+}
+
+/// Decodes the arguments after the key of `FENCE.ENTRY`.
+pub fn decode_entry<'a>(args: &[&'a [u8]]) -> Result<EntryEffect<'a>, Bad> {
+    let (head, rest) = args.split_at_checked(6).ok_or(Bad::Arity)?;
+    let [available, fence, deducted, id, q, state] = head else {
+        return Err(Bad::Arity);
+    };
+    if id.is_empty() {
+        return Err(Bad::Field("request id"));
+    }
+    let state = State::from_name(state).ok_or(Bad::Field("state"))?;
+    let mut rest = rest.iter();
+    let mut deadline = 0;
+    if state.keeps_deadline() {
+        let d = rest.next().ok_or(Bad::Arity)?;
+        deadline = u64::try_from(int(d, "deadline")?)
+            .ok()
+            .filter(|d| *d >= 1)
+            .ok_or(Bad::Field("deadline"))?;
+    }
+    let events = match rest.next() {
+        None => false,
+        Some(w) if w.eq_ignore_ascii_case(b"events") => true,
+        Some(_) => return Err(Bad::Field("events")),
+    };
+    if rest.next().is_some() {
+        return Err(Bad::Arity);
+    }
+    Ok(EntryEffect {
+        available: quantity(available, "available")?,
+        fence: token_of(fence, "fence", 0)?,
+        deducted: quantity(deducted, "deducted")?,
+        id,
+        value: Value {
+            quantity: quantity(q, "quantity")?,
+            state,
+            deadline,
+            events,
+        },
+    })
+}
+
+/// Decodes the arguments after the key of `FENCE.EXPIRESTREAM`.
+pub fn decode_expire_stream<'a>(args: &[&'a [u8]]) -> Result<ExpireStreamEffect<'a>, Bad> {
+    match args {
+        [] => Ok(ExpireStreamEffect {
+            key: None,
+            maxlen: None,
+        }),
+        [k] if !k.is_empty() => Ok(ExpireStreamEffect {
+            key: Some(k),
+            maxlen: None,
+        }),
+        [k, word, mode, n] if !k.is_empty() && word.eq_ignore_ascii_case(b"MAXLEN") => {
+            let approx = match *mode {
+                b"~" => true,
+                b"=" => false,
+                _ => return Err(Bad::Field("maxlen mode")),
+            };
+            Ok(ExpireStreamEffect {
+                key: Some(k),
+                maxlen: Some(MaxLen {
+                    approx,
+                    len: quantity(n, "maxlen")?,
+                }),
+            })
+        }
+        [[], ..] => Err(Bad::Field("stream key")),
+        _ => Err(Bad::Arity),
+    }
 }
 
 /// Decodes the arguments after the key of `FENCE.RESTOCK`.
@@ -360,6 +505,101 @@ mod tests {
                 .map(|(_, e)| e.len()),
             Ok(2)
         );
+    }
+
+    #[test]
+    fn entries_and_expire_streams_round_trip() {
+        for (state, deadline, events) in [
+            (State::Deducted, 0, false),
+            (State::Held, 1_796_000_000_000, true),
+            (State::Held, 5, false),
+            (State::Confirmed, 0, true),
+            (State::Refunded, 0, false),
+            (State::Expired, 1_796_000_000_000, true),
+        ] {
+            let e = EntryEffect {
+                available: 5,
+                fence: 3,
+                deducted: 7,
+                id: b"order-1",
+                value: Value {
+                    quantity: 2,
+                    state,
+                    deadline,
+                    events,
+                },
+            };
+            let enc = e.encode();
+            assert_eq!(enc.command, c"FENCE.ENTRY");
+            assert_eq!(decode_entry(&words(&enc)), Ok(e), "{state:?}");
+        }
+        let plain = EntryEffect {
+            available: 5,
+            fence: 0,
+            deducted: 1,
+            id: b"o",
+            value: Value::plain(1),
+        };
+        assert_eq!(
+            words(&plain.encode()),
+            vec![&b"5"[..], b"0", b"1", b"o", b"1", b"deducted"]
+        );
+        for e in [
+            ExpireStreamEffect {
+                key: None,
+                maxlen: None,
+            },
+            ExpireStreamEffect {
+                key: Some(b"events"),
+                maxlen: None,
+            },
+            ExpireStreamEffect {
+                key: Some(b"events"),
+                maxlen: Some(MaxLen {
+                    approx: true,
+                    len: 1000,
+                }),
+            },
+        ] {
+            assert_eq!(decode_expire_stream(&words(&e.encode())), Ok(e));
+        }
+    }
+
+    #[test]
+    fn bad_entries_are_refused() {
+        let ok: [&[u8]; 7] = [b"5", b"0", b"1", b"o", b"1", b"held", b"9"];
+        assert!(decode_entry(&ok).is_ok());
+        assert_eq!(decode_entry(&ok[..6]), Err(Bad::Arity));
+        let mut bad = ok;
+        bad[5] = b"lost";
+        assert_eq!(decode_entry(&bad), Err(Bad::Field("state")));
+        let mut bad = ok;
+        bad[6] = b"0";
+        assert_eq!(decode_entry(&bad), Err(Bad::Field("deadline")));
+        let mut bad = ok;
+        bad[3] = b"";
+        assert_eq!(decode_entry(&bad), Err(Bad::Field("request id")));
+        let mut bad = ok;
+        bad[4] = b"-1";
+        assert_eq!(decode_entry(&bad), Err(Bad::Field("quantity")));
+        assert_eq!(
+            decode_entry(&[b"5", b"0", b"1", b"o", b"1", b"deducted", b"x"]),
+            Err(Bad::Field("events"))
+        );
+        assert_eq!(
+            decode_entry(&[b"5", b"0", b"1", b"o", b"1", b"deducted", b"events", b"x"]),
+            Err(Bad::Arity)
+        );
+        assert_eq!(decode_expire_stream(&[b""]), Err(Bad::Field("stream key")));
+        assert_eq!(
+            decode_expire_stream(&[b"s", b"MAXLEN", b"?", b"1"]),
+            Err(Bad::Field("maxlen mode"))
+        );
+        assert_eq!(
+            decode_expire_stream(&[b"s", b"MAXLEN", b"~", b"-1"]),
+            Err(Bad::Field("maxlen"))
+        );
+        assert_eq!(decode_expire_stream(&[b"s", b"x"]), Err(Bad::Arity));
     }
 
     proptest! {

@@ -8,7 +8,9 @@
 
 use std::fmt;
 
-use crate::stock::Stock;
+use crate::args::MaxLen;
+use crate::ledger::Format;
+use crate::stock::{ExpireStream, Stock};
 
 /// The encoding version of `fence-lck`: 1 (token, owner).
 pub const LOCK_ENCODING: i32 = 1;
@@ -17,8 +19,11 @@ pub const LOCK_ENCODING: i32 = 1;
 /// 2: the same, then the restock ledger (`STOCK.ADD … ID`);
 /// 3: available, fence, deducted, then each ledger as its entry count and blobs of whole
 ///    records (quantity and id length as LEB128 varints, then the id) until the records add up
-///    to the count, so a million entries load as a few hundred strings, not two million values.
-pub const STOCK_ENCODING: i32 = 3;
+///    to the count, so a million entries load as a few hundred strings, not two million values;
+/// 4: available, fence, deducted, the expire stream (its key, empty for none; its `MAXLEN`
+///    mode, 0 none, 1 `=`, 2 `~`, and then its length), then both ledgers as in 3 with records
+///    of `ledger::Format::V4` (each entry's state, and a held or expired entry's deadline).
+pub const STOCK_ENCODING: i32 = 4;
 
 /// The values a type's loader reads, in order; `None` when the stream failed (short read,
 /// wrong opcode).
@@ -138,9 +143,13 @@ pub fn load_stock(src: &mut impl Source, encver: i32) -> Result<Stock, LoadError
     let mut stock = Stock::new(available);
     stock.fence = fence;
     stock.deducted = deducted;
+    if encver >= 4 {
+        stock.expire_stream = load_expire_stream(src)?;
+    }
     if encver >= 3 {
-        load_blobs(src, &mut stock, Which::Ledger)?;
-        load_blobs(src, &mut stock, Which::Restocks)?;
+        let format = if encver >= 4 { Format::V4 } else { Format::V3 };
+        load_blobs(src, &mut stock, Which::Ledger, format)?;
+        load_blobs(src, &mut stock, Which::Restocks, format)?;
         stock.loaded();
         return Ok(stock);
     }
@@ -158,9 +167,78 @@ pub fn load_stock(src: &mut impl Source, encver: i32) -> Result<Stock, LoadError
     Ok(stock)
 }
 
-/// Reads one ledger of encoding 3: its entry count, then blobs until their records add up to
-/// it (a blob with no record, or records past the count, are refused).
-fn load_blobs(src: &mut impl Source, stock: &mut Stock, which: Which) -> Result<(), LoadError> {
+/// The `MAXLEN` modes of a saved expire stream.
+const MAXLEN_NONE: u64 = 0;
+const MAXLEN_EXACT: u64 = 1;
+const MAXLEN_APPROX: u64 = 2;
+
+/// A stock's expire stream as encoding 4 saves it: the key (empty for none), the `MAXLEN` mode
+/// and, with a mode, the length.
+pub fn expire_stream_saved(stream: Option<&ExpireStream>) -> (&[u8], u64, Option<i64>) {
+    match stream {
+        None => (b"", MAXLEN_NONE, None),
+        Some(s) => match s.maxlen {
+            None => (&s.key, MAXLEN_NONE, None),
+            Some(m) => (
+                &s.key,
+                if m.approx {
+                    MAXLEN_APPROX
+                } else {
+                    MAXLEN_EXACT
+                },
+                Some(m.len),
+            ),
+        },
+    }
+}
+
+/// Reads a stock's expire stream (encoding 4).
+fn load_expire_stream(src: &mut impl Source) -> Result<Option<ExpireStream>, LoadError> {
+    let key = src.bytes().ok_or(LoadError::Read("expire stream"))?;
+    let mode = src
+        .unsigned()
+        .ok_or(LoadError::Read("expire stream maxlen"))?;
+    let maxlen = match mode {
+        MAXLEN_NONE => None,
+        MAXLEN_EXACT | MAXLEN_APPROX => {
+            let len = src
+                .signed()
+                .ok_or(LoadError::Read("expire stream maxlen"))?;
+            Some(MaxLen {
+                approx: mode == MAXLEN_APPROX,
+                len: quantity("expire stream maxlen", len)?,
+            })
+        }
+        other => {
+            return Err(LoadError::Range {
+                field: "expire stream maxlen mode",
+                value: i128::from(other),
+            })
+        }
+    };
+    if key.is_empty() {
+        if maxlen.is_some() {
+            return Err(LoadError::Range {
+                field: "expire stream maxlen mode",
+                value: i128::from(mode),
+            });
+        }
+        return Ok(None);
+    }
+    Ok(Some(ExpireStream {
+        key: key.into_vec(),
+        maxlen,
+    }))
+}
+
+/// Reads one ledger of encoding 3 or 4: its entry count, then blobs until their records add up
+/// to it (a blob with no record, or records past the count, are refused).
+fn load_blobs(
+    src: &mut impl Source,
+    stock: &mut Stock,
+    which: Which,
+    format: Format,
+) -> Result<(), LoadError> {
     let what = match which {
         Which::Ledger => "ledger",
         Which::Restocks => "restock ledger",
@@ -174,8 +252,8 @@ fn load_blobs(src: &mut impl Source, stock: &mut Stock, which: Which) -> Result<
     while loaded < entries {
         let added = src
             .with_bytes(|blob| match which {
-                Which::Ledger => stock.insert_entry_blob(blob),
-                Which::Restocks => stock.insert_restock_blob(blob),
+                Which::Ledger => stock.insert_entry_blob(blob, format),
+                Which::Restocks => stock.insert_restock_blob(blob, format),
             })
             .ok_or(LoadError::Read("ledger blob"))?
             .map_err(|why| LoadError::Blob { what, why })?;
@@ -238,7 +316,7 @@ fn load_entries(
         added?;
         let held = quantity(qty_what, src.signed().ok_or(LoadError::Read(qty_what))?)?;
         match which {
-            Which::Ledger => stock.set_last_entry(held),
+            Which::Ledger => stock.set_last_entry(crate::ledger::Value::legacy(held)),
             Which::Restocks => stock.set_last_restock(held),
         }
     }
@@ -320,8 +398,8 @@ pub mod tests {
             Err(LoadError::Version(2))
         );
         assert_eq!(
-            load_stock(&mut values(&[S(1), U(0), S(0), U(0), U(0)]), 4),
-            Err(LoadError::Version(4))
+            load_stock(&mut values(&[S(1), U(0), S(0), U(0), U(0)]), 5),
+            Err(LoadError::Version(5))
         );
         assert_eq!(
             load_lock(&mut values(&[U(1), B(b"w")]), 0),
@@ -384,7 +462,20 @@ pub mod tests {
         }
     }
 
-    /// A stock as encoding 3 writes it, through the same blobs a save takes.
+    fn varint(out: &mut Vec<u8>, mut v: u64) {
+        while v >= 0x80 {
+            out.push((v as u8 & 0x7f) | 0x80);
+            v >>= 7;
+        }
+        out.push(v as u8);
+    }
+
+    fn leak(b: Vec<u8>) -> &'static [u8] {
+        Box::leak(b.into_boxed_slice())
+    }
+
+    /// A stock as encoding 3 wrote it: each ledger's count, then one blob of (quantity, id
+    /// length, id) records (0 for a refunded entry).
     fn v3_values(s: &Stock) -> Values {
         let mut v = vec![
             Value::S(s.available),
@@ -392,14 +483,118 @@ pub mod tests {
             Value::S(s.deducted),
             Value::U(s.ledger_len() as u64),
         ];
-        let mut blobs: Vec<&'static [u8]> = Vec::new();
-        s.save_entry_blobs(|b| blobs.push(Box::leak(b.to_vec().into_boxed_slice())));
-        v.extend(blobs.into_iter().map(Value::B));
+        let mut blob = Vec::new();
+        for (id, value) in s.entries() {
+            varint(&mut blob, value.units() as u64);
+            varint(&mut blob, id.len() as u64);
+            blob.extend_from_slice(id);
+        }
+        if !blob.is_empty() {
+            v.push(Value::B(leak(blob)));
+        }
         v.push(Value::U(s.restocks_len() as u64));
-        let mut blobs: Vec<&'static [u8]> = Vec::new();
-        s.save_restock_blobs(|b| blobs.push(Box::leak(b.to_vec().into_boxed_slice())));
-        v.extend(blobs.into_iter().map(Value::B));
+        let mut blob = Vec::new();
+        for (id, q) in s.restock_entries() {
+            varint(&mut blob, q as u64);
+            varint(&mut blob, id.len() as u64);
+            blob.extend_from_slice(id);
+        }
+        if !blob.is_empty() {
+            v.push(Value::B(leak(blob)));
+        }
         Values(v.into_iter().collect())
+    }
+
+    /// A stock as encoding 4 writes it, through the same calls a save makes.
+    fn v4_values(s: &Stock) -> Values {
+        let mut v = vec![
+            Value::S(s.available),
+            Value::U(s.fence),
+            Value::S(s.deducted),
+        ];
+        let (key, mode, len) = expire_stream_saved(s.expire_stream.as_ref());
+        v.push(Value::B(leak(key.to_vec())));
+        v.push(Value::U(mode));
+        v.extend(len.map(Value::S));
+        v.push(Value::U(s.ledger_len() as u64));
+        s.save_entry_blobs(|b| v.push(Value::B(leak(b.to_vec()))));
+        v.push(Value::U(s.restocks_len() as u64));
+        s.save_restock_blobs(|b| v.push(Value::B(leak(b.to_vec()))));
+        Values(v.into_iter().collect())
+    }
+
+    #[test]
+    fn version_4_keeps_holds_states_and_the_expire_stream() {
+        use crate::ledger::{State, Value as V};
+        let mut s = Stock::new(10);
+        s.fence = 5;
+        s.deducted = 7;
+        let states = [
+            V::plain(2),
+            V {
+                quantity: 3,
+                state: State::Held,
+                deadline: 1_800_000_000_000,
+                events: true,
+            },
+            V {
+                quantity: 1,
+                state: State::Confirmed,
+                deadline: 0,
+                events: true,
+            },
+            V {
+                quantity: 4,
+                state: State::Refunded,
+                deadline: 0,
+                events: false,
+            },
+            V {
+                quantity: 5,
+                state: State::Expired,
+                deadline: 1_700_000_000_000,
+                events: false,
+            },
+        ];
+        for i in 0..3000u32 {
+            let v = states[i as usize % states.len()];
+            assert!(s.put_entry(format!("order-{i}").as_bytes(), v));
+        }
+        s.put_restock(b"r1", 4);
+        s.expire_stream = Some(ExpireStream {
+            key: b"events".to_vec(),
+            maxlen: Some(MaxLen {
+                approx: true,
+                len: 100,
+            }),
+        });
+        let back = load_stock(&mut v4_values(&s), 4).unwrap();
+        assert_eq!(back, s);
+        assert_eq!(back.view(0).held, 600);
+        assert_eq!(back.view(0).held_units, 1800);
+        assert_eq!(back.view(0).next_deadline, Some(1_800_000_000_000));
+        // Every hold is due after its deadline: back in the view.
+        let later = back.view(1_800_000_000_000);
+        assert_eq!((later.held, later.available), (0, 10 + 1800));
+        // No expire stream.
+        s.expire_stream = None;
+        assert_eq!(load_stock(&mut v4_values(&s), 4).unwrap(), s);
+        // A bad expire stream: a MAXLEN mode that does not exist, a MAXLEN without a key.
+        let mut v = v4_values(&s);
+        v.0[4] = Value::U(7);
+        assert!(load_stock(&mut v, 4).is_err());
+        let mut v = v4_values(&s);
+        v.0[4] = Value::U(1);
+        v.0.insert(5, Value::S(3));
+        assert!(load_stock(&mut v, 4).is_err());
+        // A restock entry with a state is refused.
+        let mut bad = Stock::new(1);
+        bad.put_entry(b"o", V::plain(1));
+        let mut v = v4_values(&bad);
+        let last = v.0.len() - 1;
+        v.0[last] = Value::U(1);
+        v.0.push_back(Value::B(b"\x01\x01\x02r"));
+        assert!(load_stock(&mut v, 4).is_err());
     }
 
     #[test]
@@ -408,7 +603,10 @@ pub mod tests {
         s.fence = 5;
         s.deducted = 7;
         for i in 0..3000u32 {
-            s.put_entry(format!("order-{i}").as_bytes(), i64::from(i % 3));
+            s.put_entry(
+                format!("order-{i}").as_bytes(),
+                crate::ledger::Value::legacy(i64::from(i % 3)),
+            );
         }
         s.put_restock(b"r1", 4);
         let back = load_stock(&mut v3_values(&s), 3).unwrap();

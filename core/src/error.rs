@@ -14,6 +14,10 @@ pub mod code {
     pub const WRONGTYPE: &str = "WRONGTYPE";
     /// A fencing token below the highest one the stock accepted.
     pub const STALE: &str = "STALE";
+    /// `STOCK.CONFIRM` of a hold whose deadline passed: its units went back.
+    pub const EXPIRED: &str = "EXPIRED";
+    /// `STOCK.CONFIRM` of a request that was refunded.
+    pub const REFUNDED: &str = "REFUNDED";
 }
 
 /// Redis's standard reply for a key of the wrong type.
@@ -43,6 +47,25 @@ pub const CLOCK_EXHAUSTED: &str = "ERR the fencing-token clock is at its ceiling
 pub const PANIC: &str = "ERR internal error in the fence module (see the server log)";
 /// `MAXLEN` without a non-negative integer.
 pub const BAD_MAXLEN: &str = "ERR MAXLEN needs an integer of 0 or more";
+
+/// `HOLD` without `ID`.
+pub const HOLD_NEEDS_ID: &str =
+    "ERR HOLD needs ID: a hold lives in the request ledger under its request id";
+
+/// A `HOLD ms` outside 1..=`max` (`fence.max-hold-ms`).
+pub fn hold_range(max: i64) -> String {
+    format!("ERR hold ms must be an integer from 1 to {max} (fence.max-hold-ms)")
+}
+
+/// `STOCK.CONFIRM` of a hold that expired at `at` (Unix ms): its units went back.
+pub fn expired(id: &str, at: u64) -> String {
+    format!("{} request {id} expired at {at}", code::EXPIRED)
+}
+
+/// `STOCK.CONFIRM` of a request that was refunded.
+pub fn refunded(id: &str) -> String {
+    format!("{} request {id} was refunded", code::REFUNDED)
+}
 
 /// Wrong number of arguments for `command` (in lower case), as Redis itself words it.
 pub fn arity(command: &str) -> String {
@@ -206,6 +229,20 @@ pub enum FenceError {
     ClockExhausted,
     /// Redis refused what the module asked of it (blocking a client, a subscription).
     Internal(String),
+    HoldNeedsId,
+    /// `HOLD ms` outside 1..=max.
+    HoldRange {
+        max: i64,
+    },
+    /// `STOCK.CONFIRM` of an expired hold; the id as `printable` shows it.
+    Expired {
+        id: String,
+        at: u64,
+    },
+    /// `STOCK.CONFIRM` of a refunded request; the id as `printable` shows it.
+    Refunded {
+        id: String,
+    },
 }
 
 impl FenceError {
@@ -237,6 +274,10 @@ impl FenceError {
             FenceError::BadInternal(what) => bad_internal(what).into(),
             FenceError::ClockExhausted => CLOCK_EXHAUSTED.into(),
             FenceError::Internal(what) => format!("ERR {what}").into(),
+            FenceError::HoldNeedsId => HOLD_NEEDS_ID.into(),
+            FenceError::HoldRange { max } => hold_range(*max).into(),
+            FenceError::Expired { id, at } => expired(id, *at).into(),
+            FenceError::Refunded { id } => refunded(id).into(),
         }
     }
 }
@@ -306,11 +347,20 @@ mod tests {
             FenceError::BadInternal("x"),
             FenceError::ClockExhausted,
             FenceError::Internal("cannot block this client".into()),
+            FenceError::HoldNeedsId,
+            FenceError::HoldRange { max: 5 },
+            FenceError::Expired {
+                id: "o1".into(),
+                at: 5,
+            },
+            FenceError::Refunded { id: "o1".into() },
         ];
         for e in all {
             let m = e.message();
             assert!(
-                m.starts_with("ERR ") || m.starts_with("WRONGTYPE ") || m.starts_with("STALE "),
+                ["ERR ", "WRONGTYPE ", "STALE ", "EXPIRED ", "REFUNDED "]
+                    .iter()
+                    .any(|c| m.starts_with(c)),
                 "{m}"
             );
             assert!(
@@ -399,6 +449,12 @@ mod tests {
              sale with STOCK.SET or raise the limit"
         );
         assert_eq!(bad_internal("x"), "ERR malformed replication command: x");
+        assert_eq!(expired("o1", 17), "EXPIRED request o1 expired at 17");
+        assert_eq!(refunded("o1"), "REFUNDED request o1 was refunded");
+        assert_eq!(
+            hold_range(9),
+            "ERR hold ms must be an integer from 1 to 9 (fence.max-hold-ms)"
+        );
     }
 
     #[test]

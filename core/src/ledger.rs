@@ -28,8 +28,16 @@ const ENTRY_BLOCK: usize = 4096;
 /// Old buckets moved to the new table by each insert while the table grows; with twice as
 /// many new buckets as entries at the start of a resize, the move ends long before the next.
 const MIGRATE_PER_INSERT: usize = 4;
-/// Bytes before the id in a record: the quantity (8) and the id's length (4).
-const RECORD_HEADER: usize = 12;
+/// Bytes before the id in a record: the quantity (8), the id's length (4) and the flags (1);
+/// a held entry's record has its deadline (8) after them (`SLOT`).
+const RECORD_HEADER: usize = 13;
+/// Bytes of a deadline slot.
+const SLOT_BYTES: usize = 8;
+/// Flag bits of a record: the state (3 bits), the hold's events, and whether the record has a
+/// deadline slot (made held; the slot stays when the state changes, so a record never moves).
+const STATE_BITS: u8 = 0b111;
+const EVENTS_BIT: u8 = 1 << 3;
+const SLOT_BIT: u8 = 1 << 4;
 /// Bytes of records a saved blob holds (it ends after the record that reaches this).
 const BLOB_TARGET: usize = 64 * 1024;
 /// Records a load reads ahead of their inserts (see `Ledger::touch`).
@@ -68,6 +76,127 @@ impl Table {
 
     fn bytes(&self) -> usize {
         self.heads.len() * std::mem::size_of::<u32>()
+    }
+}
+
+/// Where a ledger entry stands. A request-ledger entry is `Deducted` when made without a hold
+/// and `Held` with one; a hold ends `Confirmed`, `Refunded` or `Expired`; a deducted or
+/// confirmed entry can be `Refunded`. Restock-ledger entries are always `Deducted`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]
+pub enum State {
+    #[default]
+    Deducted,
+    Held,
+    Confirmed,
+    Refunded,
+    Expired,
+}
+
+impl State {
+    /// Whether the entry's units are sold or reserved (not given back).
+    pub fn holds_units(self) -> bool {
+        matches!(self, State::Deducted | State::Held | State::Confirmed)
+    }
+
+    fn code(self) -> u8 {
+        match self {
+            State::Deducted => 0,
+            State::Held => 1,
+            State::Confirmed => 2,
+            State::Refunded => 3,
+            State::Expired => 4,
+        }
+    }
+
+    fn from_code(code: u8) -> Option<State> {
+        Some(match code {
+            0 => State::Deducted,
+            1 => State::Held,
+            2 => State::Confirmed,
+            3 => State::Refunded,
+            4 => State::Expired,
+            _ => return None,
+        })
+    }
+
+    /// The state's name in replies and effects.
+    pub fn name(self) -> &'static str {
+        match self {
+            State::Deducted => "deducted",
+            State::Held => "held",
+            State::Confirmed => "confirmed",
+            State::Refunded => "refunded",
+            State::Expired => "expired",
+        }
+    }
+
+    /// The state named `name` (as `name` spells it).
+    pub fn from_name(name: &[u8]) -> Option<State> {
+        [
+            State::Deducted,
+            State::Held,
+            State::Confirmed,
+            State::Refunded,
+            State::Expired,
+        ]
+        .into_iter()
+        .find(|s| s.name().as_bytes() == name)
+    }
+}
+
+/// What a ledger entry holds besides its id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]
+pub struct Value {
+    /// The units the request took (kept when they are given back).
+    pub quantity: i64,
+    pub state: State,
+    /// When a held entry's units go back (an expired entry's: when they did), in Unix
+    /// milliseconds; 0 in any other state.
+    pub deadline: u64,
+    /// The hold was made with `EVENTS`: its expiry is announced on the stock's expire stream.
+    pub events: bool,
+}
+
+impl Value {
+    /// A plain entry: `quantity` units, deducted (a restock, or a deduction without a hold).
+    pub fn plain(quantity: i64) -> Value {
+        Value {
+            quantity,
+            ..Value::default()
+        }
+    }
+
+    /// The entry as an encoding without states held it: a quantity of 0 was a refund.
+    pub fn legacy(quantity: i64) -> Value {
+        if quantity == 0 {
+            Value {
+                state: State::Refunded,
+                ..Value::default()
+            }
+        } else {
+            Value::plain(quantity)
+        }
+    }
+
+    /// The units it holds now (0 once given back): what `STOCK.REQUEST` answers.
+    pub fn units(&self) -> i64 {
+        if self.state.holds_units() {
+            self.quantity
+        } else {
+            0
+        }
+    }
+
+    fn flags(&self) -> u8 {
+        self.state.code() | if self.events { EVENTS_BIT } else { 0 }
+    }
+}
+
+impl State {
+    /// Whether an entry in this state keeps a deadline: a held one until it, an expired one
+    /// the time its units came back.
+    pub fn keeps_deadline(self) -> bool {
+        matches!(self, State::Held | State::Expired)
     }
 }
 
@@ -156,10 +285,11 @@ impl Ledger {
             .and_then(|b| b.get_mut(i % ENTRY_BLOCK))
     }
 
-    fn record(&self, loc: Loc) -> (&[u8], i64) {
+    /// The id and value of the record at `loc`.
+    fn record(&self, loc: Loc) -> (&[u8], Value) {
         let (chunk, at) = ((loc >> 32) as usize, (loc & 0xffff_ffff) as usize);
         let Some(c) = self.chunks.get(chunk) else {
-            return (&[], 0);
+            return (&[], Value::default());
         };
         let qty = c
             .get(at..at + 8)
@@ -169,19 +299,53 @@ impl Ledger {
             .get(at + 8..at + 12)
             .and_then(|b| b.try_into().ok())
             .map_or(0, u32::from_le_bytes) as usize;
-        let id = c.get(at + 12..at + 12 + len).unwrap_or_default();
-        (id, qty)
+        let flags = c.get(at + 12).copied().unwrap_or(0);
+        let state = State::from_code(flags & STATE_BITS).unwrap_or_default();
+        let mut start = at + RECORD_HEADER;
+        let mut deadline = 0;
+        if flags & SLOT_BIT != 0 {
+            if state.keeps_deadline() {
+                deadline = c
+                    .get(start..start + SLOT_BYTES)
+                    .and_then(|b| b.try_into().ok())
+                    .map_or(0, u64::from_le_bytes);
+            }
+            start += SLOT_BYTES;
+        }
+        let id = c.get(start..start + len).unwrap_or_default();
+        let value = Value {
+            quantity: qty,
+            state,
+            deadline,
+            events: flags & EVENTS_BIT != 0,
+        };
+        (id, value)
     }
 
-    fn set_quantity(&mut self, loc: Loc, qty: i64) {
+    /// Rewrites the value of the record at `loc` in place; false (nothing changed) when it
+    /// would need a deadline slot the record was not made with.
+    fn write_value(&mut self, loc: Loc, value: Value) -> bool {
         let (chunk, at) = ((loc >> 32) as usize, (loc & 0xffff_ffff) as usize);
-        if let Some(b) = self
-            .chunks
-            .get_mut(chunk)
-            .and_then(|c| c.get_mut(at..at + 8))
-        {
-            b.copy_from_slice(&qty.to_le_bytes());
+        let Some(c) = self.chunks.get_mut(chunk) else {
+            return false;
+        };
+        let slot = c.get(at + 12).is_some_and(|f| f & SLOT_BIT != 0);
+        if value.state == State::Held && !slot {
+            return false;
         }
+        if let Some(b) = c.get_mut(at..at + 8) {
+            b.copy_from_slice(&value.quantity.to_le_bytes());
+        }
+        if let Some(f) = c.get_mut(at + 12) {
+            *f = value.flags() | if slot { SLOT_BIT } else { 0 };
+        }
+        if slot && value.state.keeps_deadline() {
+            let start = at + RECORD_HEADER;
+            if let Some(b) = c.get_mut(start..start + SLOT_BYTES) {
+                b.copy_from_slice(&value.deadline.to_le_bytes());
+            }
+        }
+        true
     }
 
     /// The index of `id`'s entry, looked for in the table and, while it grows, the old one.
@@ -204,52 +368,84 @@ impl Ledger {
         None
     }
 
-    /// The quantity request `id` holds (0 once refunded), or None when it is not here.
-    pub fn get(&self, id: &[u8]) -> Option<i64> {
+    /// The index of `id`'s entry (its place in insertion order), or None.
+    pub fn index_of(&self, id: &[u8]) -> Option<usize> {
         if self.is_empty() {
             return None;
         }
-        let i = self.find(self.hash(id), id)?;
+        self.find(self.hash(id), id)
+    }
+
+    /// The id and value of the entry at `index`.
+    pub fn at(&self, index: usize) -> Option<(&[u8], Value)> {
+        (index < self.len).then(|| self.record(self.entry(index).loc))
+    }
+
+    /// The value of `id`'s entry, or None when it is not here.
+    pub fn value(&self, id: &[u8]) -> Option<Value> {
+        let i = self.index_of(id)?;
         Some(self.record(self.entry(i).loc).1)
     }
 
-    /// Sets the quantity of an id that is here; false (nothing changed) when it is not.
+    /// The quantity of `id`'s entry, or None when it is not here.
+    pub fn get(&self, id: &[u8]) -> Option<i64> {
+        self.value(id).map(|v| v.quantity)
+    }
+
+    /// Sets the value of the entry at `index`; false (nothing changed) when there is none, or
+    /// when the value is held and the entry was not made held (it has no deadline slot).
+    pub fn set_at(&mut self, index: usize, value: Value) -> bool {
+        if index >= self.len {
+            return false;
+        }
+        let loc = self.entry(index).loc;
+        self.write_value(loc, value)
+    }
+
+    /// Sets the value of an id that is here; false (nothing changed) when it is not, or as
+    /// `set_at` refuses.
+    pub fn set_value(&mut self, id: &[u8], value: Value) -> bool {
+        match self.index_of(id) {
+            Some(i) => self.set_at(i, value),
+            None => false,
+        }
+    }
+
+    /// Sets the quantity of an id that is here (a plain entry); false when it is not.
     pub fn set(&mut self, id: &[u8], qty: i64) -> bool {
-        if self.len == 0 {
-            return false;
-        }
-        let Some(i) = self.find(self.hash(id), id) else {
-            return false;
-        };
-        let loc = self.entry(i).loc;
-        self.set_quantity(loc, qty);
-        true
+        self.set_value(id, Value::plain(qty))
     }
 
-    /// Sets the quantity of the latest insert.
-    pub fn set_last(&mut self, qty: i64) {
-        if let Some(last) = self.len.checked_sub(1) {
-            let loc = self.entry(last).loc;
-            self.set_quantity(loc, qty);
+    /// Sets the value of the latest insert.
+    pub fn set_last(&mut self, value: Value) -> bool {
+        match self.len.checked_sub(1) {
+            Some(last) => self.set_at(last, value),
+            None => false,
         }
     }
 
-    /// Adds `id` with `qty` at the end, unless it is here already.
+    /// Adds a plain entry `id` with `qty` at the end, unless it is here already.
     pub fn insert(&mut self, id: &[u8], qty: i64) -> Insert {
-        let hash = self.hash(id);
-        self.insert_hashed(hash, id, qty)
+        self.insert_value(id, Value::plain(qty))
     }
 
-    /// `insert`, with `id`'s hash already computed.
-    fn insert_hashed(&mut self, hash: u32, id: &[u8], qty: i64) -> Insert {
+    /// Adds `id` with `value` at the end, unless it is here already. A held value gets a
+    /// deadline slot (and only a held one).
+    pub fn insert_value(&mut self, id: &[u8], value: Value) -> Insert {
+        let hash = self.hash(id);
+        self.insert_hashed(hash, id, value)
+    }
+
+    /// `insert_value`, with `id`'s hash already computed.
+    fn insert_hashed(&mut self, hash: u32, id: &[u8], value: Value) -> Insert {
         if self.len > 0 && self.find(hash, id).is_some() {
             return Insert::Exists;
         }
-        if self.len >= MAX_ENTRIES || id.len() > u32::MAX as usize - RECORD_HEADER {
+        if self.len >= MAX_ENTRIES || id.len() > u32::MAX as usize - RECORD_HEADER - SLOT_BYTES {
             return Insert::Full;
         }
         self.grow_table();
-        let loc = self.append_record(id, qty);
+        let loc = self.append_record(id, value);
         self.link(hash, loc);
         Insert::Added
     }
@@ -334,8 +530,9 @@ impl Ledger {
     }
 
     /// Writes a record where it will stay; returns its location.
-    fn append_record(&mut self, id: &[u8], qty: i64) -> Loc {
-        let size = RECORD_HEADER + id.len();
+    fn append_record(&mut self, id: &[u8], value: Value) -> Loc {
+        let slot = value.state.keeps_deadline();
+        let size = RECORD_HEADER + if slot { SLOT_BYTES } else { 0 } + id.len();
         let fits = self
             .current
             .and_then(|c| self.chunks.get(c))
@@ -357,8 +554,12 @@ impl Ledger {
             return 0;
         };
         let at = c.len();
-        c.extend_from_slice(&qty.to_le_bytes());
+        c.extend_from_slice(&value.quantity.to_le_bytes());
         c.extend_from_slice(&(id.len() as u32).to_le_bytes());
+        c.push(value.flags() | if slot { SLOT_BIT } else { 0 });
+        if slot {
+            c.extend_from_slice(&value.deadline.to_le_bytes());
+        }
         c.extend_from_slice(id);
         ((chunk as u64) << 32) | at as u64
     }
@@ -452,16 +653,22 @@ impl Ledger {
         self.migrate(usize::MAX);
     }
 
-    /// Hands every entry to `out` as blobs of whole records, in insertion order: each record
-    /// is the quantity and the id's length as LEB128 varints, then the id; a blob ends once it
-    /// holds `BLOB_TARGET` bytes. What an RDB saves: a few large strings instead of two values
-    /// per entry, and headers of 2 bytes for most records, not the 12 kept in memory (Redis
-    /// compresses large strings in an RDB, and a load then decompresses every byte).
+    /// Hands every entry to `out` as blobs of whole records, in insertion order (`Format::V4`):
+    /// each record is the quantity and the id's length as LEB128 varints, a flags byte (the
+    /// state, and whether a hold announces its expiry), a held entry's deadline as a varint,
+    /// then the id; a blob ends once it holds `BLOB_TARGET` bytes. What an RDB saves: a few
+    /// large strings instead of several values per entry, and headers of 3 bytes for most
+    /// records, not the 13 kept in memory (Redis compresses large strings in an RDB, and a
+    /// load then decompresses every byte).
     pub fn save_blobs(&self, mut out: impl FnMut(&[u8])) {
-        let mut blob = Vec::with_capacity(BLOB_TARGET + 2 * MAX_VARINT);
-        for (id, qty) in self.iter() {
-            put_varint(&mut blob, qty.max(0) as u64);
+        let mut blob = Vec::with_capacity(BLOB_TARGET + 3 * MAX_VARINT + 1);
+        for (id, value) in self.iter() {
+            put_varint(&mut blob, value.quantity.max(0) as u64);
             put_varint(&mut blob, id.len() as u64);
+            blob.push(value.flags());
+            if value.state.keeps_deadline() {
+                put_varint(&mut blob, value.deadline);
+            }
             blob.extend_from_slice(id);
             if blob.len() >= BLOB_TARGET {
                 out(&blob);
@@ -473,28 +680,29 @@ impl Ledger {
         }
     }
 
-    /// Adds every record of `blob` (as `save_blobs` writes them), checked: whole records only,
-    /// canonical varints, quantities from 0 to `i64::MAX`, ids not empty and not already here.
-    /// Returns how many it added; on an error the ledger may hold part of the blob (the caller
-    /// drops it).
-    pub fn insert_blob(&mut self, blob: &[u8]) -> Result<usize, &'static str> {
+    /// Adds every record of `blob` (as `save_blobs` writes them in `format`), checked: whole
+    /// records only, canonical varints, quantities from 0 to `i64::MAX`, known flags, a
+    /// deadline of at least 1 on held entries, ids not empty and not already here. Returns how
+    /// many it added; on an error the ledger may hold part of the blob (the caller drops it).
+    pub fn insert_blob(&mut self, blob: &[u8], format: Format) -> Result<usize, &'static str> {
         let mut rest = blob;
         let mut added = 0;
         while !rest.is_empty() {
-            let mut batch: [(u32, &[u8], i64); LOAD_BATCH] = [(0, &[], 0); LOAD_BATCH];
+            let mut batch: [(u32, &[u8], Value); LOAD_BATCH] =
+                [(0, &[], Value::default()); LOAD_BATCH];
             let mut n = 0;
             while n < LOAD_BATCH && !rest.is_empty() {
-                let (id, qty, tail) = split_record(rest)?;
+                let (id, value, tail) = split_record(rest, format)?;
                 if let Some(slot) = batch.get_mut(n) {
-                    *slot = (self.hash(id), id, qty);
+                    *slot = (self.hash(id), id, value);
                 }
                 n += 1;
                 rest = tail;
             }
             let batch = batch.get(..n).unwrap_or_default();
             self.touch(batch.iter().map(|b| b.0));
-            for &(hash, id, qty) in batch {
-                match self.insert_hashed(hash, id, qty) {
+            for &(hash, id, value) in batch {
+                match self.insert_hashed(hash, id, value) {
                     Insert::Added => added += 1,
                     Insert::Exists => return Err("an id appears twice"),
                     Insert::Full => return Err("too many entries"),
@@ -541,32 +749,27 @@ impl Ledger {
     }
 
     /// Every entry, in insertion order.
-    pub fn iter(&self) -> impl Iterator<Item = (&[u8], i64)> + '_ {
+    pub fn iter(&self) -> impl Iterator<Item = (&[u8], Value)> + '_ {
         (0..self.len).map(move |i| self.record(self.entry(i).loc))
     }
 
-    /// Every entry's stored record (quantity, id length, id: bytes that fully describe the
-    /// entry), in insertion order, without copying: what a digest hashes.
-    pub fn records(&self) -> impl Iterator<Item = &[u8]> + '_ {
-        (0..self.len).map(move |i| {
-            let loc = self.entry(i).loc;
-            let (chunk, at) = ((loc >> 32) as usize, (loc & 0xffff_ffff) as usize);
-            let (id, _) = self.record(loc);
-            self.chunks
-                .get(chunk)
-                .and_then(|c| c.get(at..at + RECORD_HEADER + id.len()))
-                .unwrap_or_default()
-        })
-    }
-
     /// An order-independent summary of every entry, for a digest: the XOR of a 128-bit hash of
-    /// each stored record (quantity, id length, id; ids are unique, so nothing cancels out).
-    /// The hash is fixed (no random key), so every server computes the same summary for the
-    /// same entries; Redis's own SHA-1 per entry would cost four blocks each.
+    /// each entry as it is, whatever its record's layout (quantity, state and events, a held
+    /// entry's deadline, id; ids are unique, so nothing cancels out). The hash is fixed (no
+    /// random key), so every server computes the same summary for the same entries; Redis's
+    /// own SHA-1 per entry would cost four blocks each.
     pub fn summary(&self) -> [u8; 16] {
         let (mut a, mut b) = (0u64, 0u64);
-        for record in self.records() {
-            let (x, y) = hash128(record);
+        let mut canonical = Vec::new();
+        for (id, value) in self.iter() {
+            canonical.clear();
+            canonical.extend_from_slice(&value.quantity.to_le_bytes());
+            canonical.push(value.flags());
+            if value.state.keeps_deadline() {
+                canonical.extend_from_slice(&value.deadline.to_le_bytes());
+            }
+            canonical.extend_from_slice(id);
+            let (x, y) = hash128(&canonical);
             a ^= x;
             b ^= y;
         }
@@ -615,19 +818,56 @@ impl Clone for Ledger {
     }
 }
 
+/// How a blob's records are laid out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// Stock encoding 3: quantity, id length, id (a quantity of 0 was a refund).
+    V3,
+    /// Stock encoding 4: quantity, id length, flags, a held or expired entry's deadline, id.
+    V4,
+}
+
 /// The first record of `bytes` (as `Ledger::save_blobs` writes them), checked: whole, canonical
-/// varints, quantity from 0 to `i64::MAX`, id not empty. Returns the id, the quantity and what
-/// follows.
-fn split_record(bytes: &[u8]) -> Result<(&[u8], i64, &[u8]), &'static str> {
+/// varints, quantity from 0 to `i64::MAX`, known flags, a held or expired entry's deadline at
+/// least 1, id
+/// not empty. Returns the id, the value and what follows.
+fn split_record(bytes: &[u8], format: Format) -> Result<(&[u8], Value, &[u8]), &'static str> {
     let (qty, tail) = take_varint(bytes)?;
-    let (len, tail) = take_varint(tail)?;
+    let (len, mut tail) = take_varint(tail)?;
     let qty = i64::try_from(qty).map_err(|_| "a quantity is out of range")?;
+    let value = match format {
+        Format::V3 => Value::legacy(qty),
+        Format::V4 => {
+            let (&flags, rest) = tail.split_first().ok_or("a record is cut short")?;
+            tail = rest;
+            if flags & !(STATE_BITS | EVENTS_BIT) != 0 {
+                return Err("a record has unknown flags");
+            }
+            let state =
+                State::from_code(flags & STATE_BITS).ok_or("a record has an unknown state")?;
+            let mut deadline = 0;
+            if state.keeps_deadline() {
+                let (d, rest) = take_varint(tail)?;
+                if d == 0 || d > i64::MAX as u64 {
+                    return Err("a deadline is out of range");
+                }
+                deadline = d;
+                tail = rest;
+            }
+            Value {
+                quantity: qty,
+                state,
+                deadline,
+                events: flags & EVENTS_BIT != 0,
+            }
+        }
+    };
     let len = usize::try_from(len).map_err(|_| "a record is cut short")?;
     let (id, tail) = tail.split_at_checked(len).ok_or("a record is cut short")?;
     if id.is_empty() {
         return Err("an id is empty");
     }
-    Ok((id, qty, tail))
+    Ok((id, value, tail))
 }
 
 /// The longest LEB128 encoding of a u64.
@@ -702,9 +942,9 @@ fn hash128(bytes: &[u8]) -> (u64, u64) {
 }
 
 impl PartialEq for Ledger {
-    /// The same ids with the same quantities, whatever the order.
+    /// The same ids with the same values, whatever the order.
     fn eq(&self, other: &Ledger) -> bool {
-        self.len == other.len && self.iter().all(|(id, q)| other.get(id) == Some(q))
+        self.len == other.len && self.iter().all(|(id, v)| other.value(id) == Some(v))
     }
 }
 
@@ -713,7 +953,7 @@ impl Eq for Ledger {}
 impl fmt::Debug for Ledger {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_map()
-            .entries(self.iter().map(|(id, q)| (String::from_utf8_lossy(id), q)))
+            .entries(self.iter().map(|(id, v)| (String::from_utf8_lossy(id), v)))
             .finish()
     }
 }
@@ -736,7 +976,13 @@ mod tests {
         assert!(!l.set(b"zz", 1));
         assert_eq!(l.get(b"a"), Some(0));
         let all: Vec<_> = l.iter().map(|(i, q)| (i.to_vec(), q)).collect();
-        assert_eq!(all, vec![(b"a".to_vec(), 0), (b"b".to_vec(), 4)]);
+        assert_eq!(
+            all,
+            vec![
+                (b"a".to_vec(), Value::plain(0)),
+                (b"b".to_vec(), Value::plain(4))
+            ]
+        );
         assert_eq!(l.len(), 2);
     }
 
@@ -757,7 +1003,7 @@ mod tests {
             assert_eq!(l.get(format!("order-{i}").as_bytes()), Some(i64::from(i)));
         }
         assert_eq!(l.get(b"order-200000"), None);
-        let order: Vec<i64> = l.iter().map(|(_, q)| q).take(5).collect();
+        let order: Vec<i64> = l.iter().map(|(_, v)| v.quantity).take(5).collect();
         assert_eq!(order, vec![0, 1, 2, 3, 4]);
     }
 
@@ -891,7 +1137,7 @@ mod tests {
         back.reserve(l.len());
         let mut n = 0;
         for blob in &blobs {
-            n += back.insert_blob(blob).unwrap();
+            n += back.insert_blob(blob, Format::V4).unwrap();
         }
         back.loaded();
         assert_eq!(n, l.len());
@@ -907,54 +1153,57 @@ mod tests {
         let mut one = Vec::new();
         record_bytes(&mut one, b"ab", 5);
         assert_eq!(one, [5, 2, b'a', b'b']);
-        assert_eq!(Ledger::new().insert_blob(&one), Ok(1));
+        assert_eq!(Ledger::new().insert_blob(&one, Format::V3), Ok(1));
         for cut in 1..one.len() {
             assert!(
-                Ledger::new().insert_blob(&one[..cut]).is_err(),
+                Ledger::new().insert_blob(&one[..cut], Format::V3).is_err(),
                 "cut at {cut}"
             );
         }
         let twice = [one.clone(), one.clone()].concat();
         assert_eq!(
-            Ledger::new().insert_blob(&twice),
+            Ledger::new().insert_blob(&twice, Format::V3),
             Err("an id appears twice")
         );
         let mut l = Ledger::new();
         l.insert(b"ab", 1);
-        assert_eq!(l.insert_blob(&one), Err("an id appears twice"));
+        assert_eq!(l.insert_blob(&one, Format::V3), Err("an id appears twice"));
         let mut negative = Vec::new();
         record_bytes(&mut negative, b"ab", 1 << 63);
         assert_eq!(
-            Ledger::new().insert_blob(&negative),
+            Ledger::new().insert_blob(&negative, Format::V3),
             Err("a quantity is out of range")
         );
         let mut empty = Vec::new();
         record_bytes(&mut empty, b"", 5);
-        assert_eq!(Ledger::new().insert_blob(&empty), Err("an id is empty"));
+        assert_eq!(
+            Ledger::new().insert_blob(&empty, Format::V3),
+            Err("an id is empty")
+        );
         // A length past the blob, and past any memory.
         let mut long = vec![5];
         put_varint(&mut long, u64::MAX);
         long.extend_from_slice(b"ab");
         assert_eq!(
-            Ledger::new().insert_blob(&long),
+            Ledger::new().insert_blob(&long, Format::V3),
             Err("a record is cut short")
         );
         // Varints: not canonical, too long, past 64 bits.
         assert_eq!(
-            Ledger::new().insert_blob(&[0x85, 0x00, 2, b'a', b'b']),
+            Ledger::new().insert_blob(&[0x85, 0x00, 2, b'a', b'b'], Format::V3),
             Err("a varint is not canonical")
         );
         assert_eq!(
-            Ledger::new().insert_blob(&[0xff; 11]),
+            Ledger::new().insert_blob(&[0xff; 11], Format::V3),
             Err("a varint is out of range")
         );
         let mut wide = vec![0xff; 9];
         wide.push(0x02);
         assert_eq!(
-            Ledger::new().insert_blob(&wide),
+            Ledger::new().insert_blob(&wide, Format::V3),
             Err("a varint is out of range")
         );
-        assert_eq!(Ledger::new().insert_blob(&[]), Ok(0));
+        assert_eq!(Ledger::new().insert_blob(&[], Format::V3), Ok(0));
     }
 
     #[test]

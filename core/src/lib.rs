@@ -14,6 +14,7 @@ pub mod effects;
 pub mod encoding;
 pub mod error;
 pub mod eviction;
+pub mod holds;
 pub mod lease;
 pub mod ledger;
 pub mod stats;

@@ -38,12 +38,17 @@ pub static SOLD_OUT: Counter = Counter::new();
 pub static REPLAYS: Counter = Counter::new();
 pub static STALE: Counter = Counter::new();
 pub static REFUNDS: Counter = Counter::new();
+pub static HOLDS: Counter = Counter::new();
+pub static CONFIRMS: Counter = Counter::new();
+pub static HOLDS_EXPIRED: Counter = Counter::new();
+/// `expire` events the stream could not take (the units came back all the same).
+pub static EXPIRE_EVENTS_DROPPED: Counter = Counter::new();
 
 /// Lock values in memory: held locks, and expired ones Redis has not reclaimed yet.
 pub static LOCKS: AtomicI64 = AtomicI64::new(0);
 
 /// Every counter with its `INFO` field name, in display order.
-pub fn counters() -> [(&'static str, u64); 16] {
+pub fn counters() -> [(&'static str, u64); 20] {
     [
         ("grants", GRANTS.get()),
         ("reacquires", REACQUIRES.get()),
@@ -61,6 +66,10 @@ pub fn counters() -> [(&'static str, u64); 16] {
         ("replays", REPLAYS.get()),
         ("stale_refusals", STALE.get()),
         ("refunds", REFUNDS.get()),
+        ("holds", HOLDS.get()),
+        ("confirms", CONFIRMS.get()),
+        ("holds_expired", HOLDS_EXPIRED.get()),
+        ("expire_events_dropped", EXPIRE_EVENTS_DROPPED.get()),
     ]
 }
 

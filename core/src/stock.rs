@@ -1,23 +1,88 @@
-//! Stock arithmetic: the available quantity, the request-id ledger and the fence floor.
-//! Plain Rust; the Redis glue only stores a `Stock` and replies with what it decides.
+//! Stock arithmetic: the available quantity, the request-id ledger with its holds, and the
+//! fence floor. Plain Rust; the Redis glue only stores a `Stock` and replies with what it
+//! decides.
+//!
+//! Holds (`STOCK.DEDUCT … HOLD ms`): a held entry's units come back at its deadline unless it
+//! is confirmed first. The stored state changes when an expiry is applied (`expire_due`, by the
+//! module's timer or by a command that touches the stock); until then `view` shows the stock
+//! as it is once every due hold is returned, which is what every reply tells.
 
-use crate::error::{FenceError, Name};
-use crate::ledger::{Insert, Ledger};
+use std::cell::Cell;
+
+use crate::args::MaxLen;
+use crate::error::{printable, FenceError, Name};
+use crate::holds::Holds;
+use crate::ledger::{Format, Insert, Ledger, State, Value};
+
+/// Where the expiries of holds made with `EVENTS` are announced (the last `EVENTS` a hold was
+/// made with).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExpireStream {
+    pub key: Vec<u8>,
+    pub maxlen: Option<MaxLen>,
+}
+
+/// The module's bookkeeping of a stock in its index of stocks with holds: not saved, not
+/// compared, and not copied (a copy is another stock). Cells, so the index can note a stock
+/// it only reads.
+#[derive(Debug, Default)]
+pub struct Tracking {
+    /// Tells this stock from another under the same name (0: not indexed yet).
+    pub uid: Cell<u64>,
+    /// The deadline the index has it under (0: none).
+    pub indexed_due: Cell<u64>,
+}
+
+impl Clone for Tracking {
+    fn clone(&self) -> Tracking {
+        Tracking::default()
+    }
+}
+
+impl PartialEq for Tracking {
+    fn eq(&self, _other: &Tracking) -> bool {
+        true
+    }
+}
+
+impl Eq for Tracking {}
 
 /// A stock: what is available, what each request took, and the highest token accepted.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default)]
 pub struct Stock {
     /// The quantity available to sell.
     pub available: i64,
     /// The highest fencing token a successful deduction has presented (0: none yet).
     pub fence: u64,
-    /// The total deducted and not refunded since the sale started (saturating).
+    /// The total deducted and not given back since the sale started (saturating).
     pub deducted: i64,
-    /// Request id -> quantity it holds (0 once refunded).
+    /// Request id -> what it took and where it stands.
     ledger: Ledger,
     /// Restock id -> quantity it added (`STOCK.ADD … ID`), so a restock sent twice adds once.
     restocks: Ledger,
+    /// Held entries by deadline.
+    holds: Holds,
+    /// Entries held now, and their units (expiries not yet applied included).
+    held: u64,
+    held_units: i64,
+    /// Where expiries of holds made with `EVENTS` go.
+    pub expire_stream: Option<ExpireStream>,
+    pub tracking: Tracking,
 }
+
+impl PartialEq for Stock {
+    /// The same saved state (the hold index and counters follow from the ledger).
+    fn eq(&self, other: &Stock) -> bool {
+        self.available == other.available
+            && self.fence == other.fence
+            && self.deducted == other.deducted
+            && self.ledger == other.ledger
+            && self.restocks == other.restocks
+            && self.expire_stream == other.expire_stream
+    }
+}
+
+impl Eq for Stock {}
 
 /// The result of a restock that was not refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,12 +112,53 @@ pub enum Deduct {
     SoldOut,
 }
 
+/// A hold asked for with a deduction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Hold {
+    /// When its units go back, in Unix milliseconds.
+    pub deadline: u64,
+    /// Made with `EVENTS`: its expiry is announced.
+    pub events: bool,
+}
+
 /// What a deduction asks for, already parsed and validated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DeductRequest<'a> {
     pub quantity: i64,
     pub id: Option<&'a [u8]>,
     pub fence: Option<u64>,
+    /// With `HOLD` (an id is then required: the argument parser sees to it).
+    pub hold: Option<Hold>,
+}
+
+/// A hold whose deadline passed, now returned: what its announcements need.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Expired {
+    pub id: Vec<u8>,
+    pub value: Value,
+}
+
+/// What `STOCK.CONFIRM` found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Confirm {
+    /// Held until now, confirmed by this call.
+    Confirmed,
+    /// Confirmed already, or deducted without a hold: nothing changed.
+    Already,
+    /// The id is not in the ledger.
+    Unknown,
+}
+
+/// A stock as it is once every due hold is returned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct View {
+    pub available: i64,
+    pub deducted: i64,
+    /// Entries held, and their units.
+    pub held: u64,
+    pub held_units: i64,
+    /// The earliest deadline of a hold, if any.
+    pub next_deadline: Option<u64>,
 }
 
 impl Stock {
@@ -64,13 +170,16 @@ impl Stock {
         }
     }
 
-    /// Starts a new sale: `available` set, both ledgers cleared, fence kept.
+    /// Starts a new sale: `available` set, both ledgers and every hold cleared, fence kept.
     pub fn reset(&mut self, available: i64) {
         self.available = available;
         self.deducted = 0;
         // Freed in blocks: a million ids cost a few hundred frees.
         self.ledger = Ledger::new();
         self.restocks = Ledger::new();
+        self.holds.clear();
+        self.held = 0;
+        self.held_units = 0;
     }
 
     /// Restocks by `quantity`; returns the new available quantity.
@@ -100,7 +209,8 @@ impl Stock {
     /// `deduct`, where a request id the ledger does not hold must also pass `admit_new_id`
     /// (called in the id step, after a replay is recognised and the id's length checked, and
     /// before the ledger bound), so a replay is still answered and a deduction without an id is
-    /// never asked.
+    /// never asked. A replay answers the stored available quantity: the caller returns due
+    /// holds first.
     pub fn deduct_admitting(
         &mut self,
         req: DeductRequest<'_>,
@@ -117,7 +227,7 @@ impl Stock {
             }
         }
         if let Some(id) = req.id {
-            if self.ledger.get(id).is_some() {
+            if self.ledger.index_of(id).is_some() {
                 return Ok(Deduct::Replayed(self.available));
             }
             if i64::try_from(id.len()).map_or(true, |len| len > max_id_length) {
@@ -142,8 +252,17 @@ impl Stock {
             self.fence = token;
         }
         if let Some(id) = req.id {
+            let value = match req.hold {
+                Some(hold) => Value {
+                    quantity: req.quantity,
+                    state: State::Held,
+                    deadline: hold.deadline,
+                    events: hold.events,
+                },
+                None => Value::plain(req.quantity),
+            };
             // Room was checked above, and the id is new.
-            self.ledger.insert(id, req.quantity);
+            self.insert_entry_value(id, value);
         }
         Ok(Deduct::Deducted(self.available))
     }
@@ -157,42 +276,264 @@ impl Stock {
         }
     }
 
-    /// Takes back a deduction or refund: the scalars as in `before`, and the ledger entry of
-    /// `id` as it was (`None`: it did not exist).
-    pub fn restore(&mut self, before: Snapshot, id: Option<(&[u8], Option<i64>)>) {
+    /// Takes back a deduction, refund or confirmation: the scalars as in `before`, and the
+    /// ledger entry of `id` as it was (`None`: it did not exist, and was the latest insert).
+    pub fn restore(&mut self, before: Snapshot, id: Option<(&[u8], Option<Value>)>) {
         self.available = before.available;
         self.fence = before.fence;
         self.deducted = before.deducted;
         match id {
-            Some((id, Some(quantity))) => self.put_entry(id, quantity),
+            Some((id, Some(value))) => {
+                if let Some(i) = self.ledger.index_of(id) {
+                    self.set_entry_at(i, value);
+                }
+            }
             Some((id, None)) => {
-                self.ledger.remove_last(id);
+                let last = self.ledger.len().checked_sub(1);
+                let old = last.and_then(|i| self.ledger.at(i)).map(|(_, v)| v);
+                if self.ledger.remove_last(id) {
+                    if let (Some(i), Some(old)) = (last, old) {
+                        self.count(old, -1);
+                        if old.state == State::Held {
+                            self.holds.remove_index(i as u32);
+                        }
+                    }
+                }
             }
             None => {}
         }
     }
 
-    /// Returns what request `id` took, once; 0 for an unknown or refunded id.
+    /// Adjusts the held counters for `value` leaving (`sign` -1) or joining (+1) the ledger.
+    fn count(&mut self, value: Value, sign: i64) {
+        if value.state != State::Held {
+            return;
+        }
+        if sign > 0 {
+            self.held += 1;
+            self.held_units = self.held_units.saturating_add(value.quantity);
+        } else {
+            self.held = self.held.saturating_sub(1);
+            self.held_units = self.held_units.saturating_sub(value.quantity).max(0);
+        }
+    }
+
+    /// Inserts a new entry (the id is not there), indexing a hold.
+    fn insert_entry_value(&mut self, id: &[u8], value: Value) -> bool {
+        if self.ledger.insert_value(id, value) != Insert::Added {
+            return false;
+        }
+        self.count(value, 1);
+        if value.state == State::Held {
+            self.holds
+                .push(value.deadline, (self.ledger.len() - 1) as u32);
+        }
+        true
+    }
+
+    /// Sets entry `index` to `value`, keeping the counters and the hold index; false (nothing
+    /// changed) when the ledger refuses (a hold on an entry not made held).
+    fn set_entry_at(&mut self, index: usize, value: Value) -> bool {
+        let Some((_, old)) = self.ledger.at(index) else {
+            return false;
+        };
+        if !self.ledger.set_at(index, value) {
+            return false;
+        }
+        self.count(old, -1);
+        self.count(value, 1);
+        if value.state == State::Held
+            && !(old.state == State::Held && old.deadline == value.deadline)
+        {
+            self.holds.push(value.deadline, index as u32);
+        }
+        true
+    }
+
+    /// Gives back what request `id` took, once; 0 for an unknown id or one whose units came
+    /// back already (refunded, expired). A held entry's hold is cancelled, a confirmed entry's
+    /// sale undone. (The caller returns the entry first if its hold is due.)
     pub fn refund(&mut self, id: &[u8]) -> Result<i64, FenceError> {
-        let Some(quantity) = self.ledger.get(id) else {
+        let Some(index) = self.ledger.index_of(id) else {
             return Ok(0);
         };
-        if quantity == 0 {
+        let Some((_, value)) = self.ledger.at(index) else {
+            return Ok(0);
+        };
+        if !value.state.holds_units() {
             return Ok(0);
         }
+        let quantity = value.quantity;
         let available = self
             .available
             .checked_add(quantity)
             .ok_or(FenceError::Overflow)?;
-        self.ledger.set(id, 0);
+        let refunded = Value {
+            state: State::Refunded,
+            deadline: 0,
+            ..value
+        };
+        if !self.set_entry_at(index, refunded) {
+            return Ok(0);
+        }
         self.available = available;
         self.deducted = self.deducted.saturating_sub(quantity).max(0);
         Ok(quantity)
     }
 
-    /// What the ledger knows of request `id`: the quantity held, 0 if refunded, None if unknown.
+    /// Confirms request `id`'s hold: its units stay sold. An id deducted without a hold, or
+    /// confirmed already, is `Already`; a refunded or expired one is refused with its own
+    /// error. (The caller returns the entry first if its hold is due.)
+    pub fn confirm(&mut self, id: &[u8]) -> Result<Confirm, FenceError> {
+        let Some(index) = self.ledger.index_of(id) else {
+            return Ok(Confirm::Unknown);
+        };
+        let Some((_, value)) = self.ledger.at(index) else {
+            return Ok(Confirm::Unknown);
+        };
+        match value.state {
+            State::Deducted | State::Confirmed => Ok(Confirm::Already),
+            State::Refunded => Err(FenceError::Refunded { id: printable(id) }),
+            State::Expired => Err(FenceError::Expired {
+                id: printable(id),
+                at: value.deadline,
+            }),
+            State::Held => {
+                let confirmed = Value {
+                    state: State::Confirmed,
+                    deadline: 0,
+                    ..value
+                };
+                if self.set_entry_at(index, confirmed) {
+                    Ok(Confirm::Confirmed)
+                } else {
+                    Ok(Confirm::Unknown)
+                }
+            }
+        }
+    }
+
+    /// Returns entry `index`'s hold (it is held): units back, state expired.
+    fn expire_at_index(&mut self, index: usize, value: Value) {
+        let expired = Value {
+            state: State::Expired,
+            ..value
+        };
+        if self.set_entry_at(index, expired) {
+            self.available = self.available.saturating_add(value.quantity);
+            self.deducted = self.deducted.saturating_sub(value.quantity).max(0);
+        }
+    }
+
+    /// Whether a hold may be due at `now` (its earliest slot is).
+    pub fn has_due(&self, now: u64) -> bool {
+        self.holds.peek().is_some_and(|(d, _)| d <= now)
+    }
+
+    /// Returns up to `max` holds whose deadline is `now` or earlier, earliest first.
+    pub fn expire_due(&mut self, now: u64, max: usize) -> Vec<Expired> {
+        let mut out = Vec::new();
+        while out.len() < max {
+            let Some((deadline, index)) = self.holds.peek() else {
+                break;
+            };
+            if deadline > now {
+                break;
+            }
+            self.holds.pop();
+            let index = index as usize;
+            let Some((id, value)) = self.ledger.at(index) else {
+                continue;
+            };
+            if value.state != State::Held || value.deadline != deadline {
+                continue;
+            }
+            let id = id.to_vec();
+            self.expire_at_index(index, value);
+            out.push(Expired {
+                id,
+                value: Value {
+                    state: State::Expired,
+                    ..value
+                },
+            });
+        }
+        out
+    }
+
+    /// Returns request `id`'s hold now if it is due (before `STOCK.CONFIRM` or `STOCK.REFUND`
+    /// decides on it).
+    pub fn expire_if_due(&mut self, id: &[u8], now: u64) -> Option<Expired> {
+        let index = self.ledger.index_of(id)?;
+        let (_, value) = self.ledger.at(index)?;
+        if value.state != State::Held || value.deadline > now {
+            return None;
+        }
+        self.expire_at_index(index, value);
+        Some(Expired {
+            id: id.to_vec(),
+            value: Value {
+                state: State::Expired,
+                ..value
+            },
+        })
+    }
+
+    /// Whether the slot (deadline, index) is a hold still in force.
+    fn is_live(&self, deadline: u64, index: u32) -> bool {
+        self.ledger
+            .at(index as usize)
+            .is_some_and(|(_, v)| v.state == State::Held && v.deadline == deadline)
+    }
+
+    /// The stock as it is once every hold due at `now` is returned: what replies tell. Costs
+    /// the number of due holds not yet returned (normally none).
+    pub fn view(&self, now: u64) -> View {
+        let mut view = View {
+            available: self.available,
+            deducted: self.deducted,
+            held: self.held,
+            held_units: self.held_units,
+            next_deadline: None,
+        };
+        if self.holds.is_empty() {
+            return view;
+        }
+        for (deadline, index) in self.holds.due(now) {
+            if let Some((_, v)) = self.ledger.at(index as usize) {
+                if v.state == State::Held && v.deadline == deadline {
+                    view.available = view.available.saturating_add(v.quantity);
+                    view.deducted = view.deducted.saturating_sub(v.quantity).max(0);
+                    view.held = view.held.saturating_sub(1);
+                    view.held_units = view.held_units.saturating_sub(v.quantity).max(0);
+                }
+            }
+        }
+        view.next_deadline = self
+            .holds
+            .first_live_after(now, |d, i| self.is_live(d, i))
+            .map(|(d, _)| d);
+        view
+    }
+
+    /// The earliest deadline in the hold index (live or not): when the module should look at
+    /// this stock next. None without holds.
+    pub fn earliest_slot(&self) -> Option<u64> {
+        self.holds.peek().map(|(d, _)| d)
+    }
+
+    /// What the ledger knows of request `id` as of `now` (a due hold shows as expired).
+    pub fn request_at(&self, id: &[u8], now: u64) -> Option<Value> {
+        let mut value = self.ledger.value(id)?;
+        if value.state == State::Held && value.deadline <= now {
+            value.state = State::Expired;
+        }
+        Some(value)
+    }
+
+    /// The units request `id` holds now (0 once given back), None if unknown (stored state).
     pub fn request(&self, id: &[u8]) -> Option<i64> {
-        self.ledger.get(id)
+        self.ledger.value(id).map(|v| v.units())
     }
 
     /// Restocks by `quantity`, once per restock id: a restock id already seen adds nothing
@@ -241,7 +582,7 @@ impl Stock {
 
     /// Restock entries in the order they were made.
     pub fn restock_entries(&self) -> impl Iterator<Item = (&[u8], i64)> {
-        self.restocks.iter()
+        self.restocks.iter().map(|(id, v)| (id, v.quantity))
     }
 
     /// Adds a loaded restock entry; false (and nothing changed) when the id is there already.
@@ -272,20 +613,56 @@ impl Stock {
         self.restocks.save_blobs(out);
     }
 
-    /// Adds a blob of request-ledger records (a load); how many, or why it is refused.
-    pub fn insert_entry_blob(&mut self, blob: &[u8]) -> Result<usize, &'static str> {
-        self.ledger.insert_blob(blob)
+    /// Adds a blob of request-ledger records (a load); how many, or why it is refused. The
+    /// hold index is built by `loaded`.
+    pub fn insert_entry_blob(
+        &mut self,
+        blob: &[u8],
+        format: Format,
+    ) -> Result<usize, &'static str> {
+        self.ledger.insert_blob(blob, format)
     }
 
-    /// Adds a blob of restock-ledger records (a load).
-    pub fn insert_restock_blob(&mut self, blob: &[u8]) -> Result<usize, &'static str> {
-        self.restocks.insert_blob(blob)
+    /// Adds a blob of restock-ledger records (a load); restock entries are plain.
+    pub fn insert_restock_blob(
+        &mut self,
+        blob: &[u8],
+        format: Format,
+    ) -> Result<usize, &'static str> {
+        let before = self.restocks.len();
+        let added = self.restocks.insert_blob(blob, format)?;
+        let plain = (before..self.restocks.len())
+            .filter_map(|i| self.restocks.at(i))
+            .all(|(_, v)| v.state == State::Deducted && !v.events);
+        if !plain {
+            return Err("a restock entry has a state");
+        }
+        Ok(added)
     }
 
-    /// The load is over.
+    /// The load is over: the hold index and counters are built from the ledger.
     pub fn loaded(&mut self) {
         self.ledger.loaded();
         self.restocks.loaded();
+        self.rebuild_holds();
+    }
+
+    /// Rebuilds the hold index and counters from the ledger (after a load).
+    fn rebuild_holds(&mut self) {
+        self.holds.clear();
+        self.held = 0;
+        self.held_units = 0;
+        let held: Vec<(u64, u32, Value)> = self
+            .ledger
+            .iter()
+            .enumerate()
+            .filter(|(_, (_, v))| v.state == State::Held)
+            .map(|(i, (_, v))| (v.deadline, i as u32, v))
+            .collect();
+        for (deadline, index, value) in held {
+            self.holds.push(deadline, index);
+            self.count(value, 1);
+        }
     }
 
     /// Order-independent summaries of the request and restock ledgers, for a digest.
@@ -293,57 +670,54 @@ impl Stock {
         (self.ledger.summary(), self.restocks.summary())
     }
 
-    /// The quantity request `id` holds now (0 when refunded), for replicating one entry.
+    /// How many request ids the ledger holds.
     pub fn ledger_len(&self) -> usize {
         self.ledger.len()
     }
 
-    /// Adds a loaded ledger entry; false (and nothing changed) when the id is there already.
+    /// Adds a loaded ledger entry (an encoding without blobs); false (and nothing changed)
+    /// when the id is there already.
     pub fn insert_entry(&mut self, id: &[u8], quantity: i64) -> bool {
         self.ledger.insert(id, quantity) == Insert::Added
     }
 
-    /// Sets the quantity of the latest ledger entry (a load reads the id first).
-    pub fn set_last_entry(&mut self, quantity: i64) {
-        self.ledger.set_last(quantity);
+    /// Sets the value of the latest ledger entry (a load reads the id first).
+    pub fn set_last_entry(&mut self, value: Value) {
+        self.ledger.set_last(value);
     }
 
     /// Sets the quantity of the latest restock entry (a load reads the id first).
     pub fn set_last_restock(&mut self, quantity: i64) {
-        self.restocks.set_last(quantity);
+        self.restocks.set_last(Value::plain(quantity));
     }
 
-    /// Sets one ledger entry as replicated; no checks.
-    pub fn put_entry(&mut self, id: &[u8], quantity: i64) {
-        if !self.ledger.set(id, quantity) {
-            self.ledger.insert(id, quantity);
+    /// Sets one ledger entry as replicated; false when refused (a hold on an entry that was
+    /// not made held).
+    pub fn put_entry(&mut self, id: &[u8], value: Value) -> bool {
+        match self.ledger.index_of(id) {
+            Some(i) => self.set_entry_at(i, value),
+            None => self.insert_entry_value(id, value),
         }
     }
 
     /// Ledger entries in the order they were made (the same on every server that applied the
     /// same effects, so rewrites and digests need no sort).
-    pub fn entries(&self) -> impl Iterator<Item = (&[u8], i64)> {
+    pub fn entries(&self) -> impl Iterator<Item = (&[u8], Value)> {
         self.ledger.iter()
-    }
-
-    /// Each ledger entry as bytes that describe it fully, without copying (for digests).
-    pub fn entry_records(&self) -> impl Iterator<Item = &[u8]> {
-        self.ledger.records()
-    }
-
-    /// Each restock entry as bytes that describe it fully, without copying (for digests).
-    pub fn restock_records(&self) -> impl Iterator<Item = &[u8]> {
-        self.restocks.records()
     }
 
     /// Bytes of memory used, kept as the ledgers grow: O(1).
     pub fn mem_usage(&self) -> usize {
-        std::mem::size_of::<Self>() + self.ledger.mem_usage() + self.restocks.mem_usage()
+        std::mem::size_of::<Self>()
+            + self.ledger.mem_usage()
+            + self.restocks.mem_usage()
+            + self.holds.mem_usage()
+            + self.expire_stream.as_ref().map_or(0, |e| e.key.capacity())
     }
 
     /// How many blocks freeing it frees (for Redis's lazy-free decision).
     pub fn free_effort(&self) -> usize {
-        self.ledger.blocks() + self.restocks.blocks()
+        self.ledger.blocks() + self.restocks.blocks() + 1
     }
 }
 
@@ -366,6 +740,7 @@ mod tests {
             quantity,
             id,
             fence,
+            hold: None,
         }
     }
 
@@ -595,9 +970,9 @@ mod tests {
     fn entries_come_in_the_order_they_were_made() {
         let mut a = Stock::new(0);
         for id in [&b"x"[..], b"a", b"m"] {
-            a.put_entry(id, 1);
+            a.put_entry(id, Value::plain(1));
         }
-        a.put_entry(b"a", 0);
+        a.put_entry(b"a", Value::legacy(0));
         let ids: Vec<&[u8]> = a.entries().map(|(id, _)| id).collect();
         assert_eq!(ids, vec![&b"x"[..], b"a", b"m"]);
         assert_eq!(a.request(b"a"), Some(0));
@@ -650,9 +1025,187 @@ mod tests {
         );
         let before = s.snapshot();
         assert_eq!(s.refund(b"a"), Ok(3));
-        s.restore(before, Some((b"a", Some(3))));
+        s.restore(before, Some((b"a", Some(Value::plain(3)))));
         assert_eq!(s.available, 7);
         assert_eq!(s.request(b"a"), Some(3));
+    }
+
+    fn hold(quantity: i64, id: &[u8], deadline: u64) -> DeductRequest<'_> {
+        DeductRequest {
+            quantity,
+            id: Some(id),
+            fence: None,
+            hold: Some(Hold {
+                deadline,
+                events: false,
+            }),
+        }
+    }
+
+    #[test]
+    fn a_hold_comes_back_at_its_deadline_unless_confirmed() {
+        let mut s = Stock::new(10);
+        assert_eq!(
+            s.deduct(hold(3, b"a", 100), 10, 512),
+            Ok(Deduct::Deducted(7))
+        );
+        assert_eq!(
+            s.deduct(hold(2, b"b", 200), 10, 512),
+            Ok(Deduct::Deducted(5))
+        );
+        assert_eq!(
+            s.deduct(req(1, Some(b"c"), None), 10, 512),
+            Ok(Deduct::Deducted(4))
+        );
+        // A replay does not move the deadline.
+        assert_eq!(
+            s.deduct(hold(3, b"a", 999), 10, 512),
+            Ok(Deduct::Replayed(4))
+        );
+        assert_eq!(s.request_at(b"a", 0).map(|v| v.deadline), Some(100));
+        let v = s.view(50);
+        assert_eq!(
+            (v.available, v.held, v.held_units, v.next_deadline),
+            (4, 2, 5, Some(100))
+        );
+        // At 100, a's hold is due: the view has it back before anything is applied.
+        let v = s.view(100);
+        assert_eq!(
+            (v.available, v.deducted, v.held, v.next_deadline),
+            (7, 3, 1, Some(200))
+        );
+        assert_eq!(
+            s.request_at(b"a", 100).map(|v| v.state),
+            Some(State::Expired)
+        );
+        assert_eq!(s.available, 4);
+        // Confirm b before its deadline; then a's expiry is applied.
+        assert_eq!(s.confirm(b"b"), Ok(Confirm::Confirmed));
+        assert_eq!(s.confirm(b"b"), Ok(Confirm::Already));
+        assert_eq!(s.confirm(b"c"), Ok(Confirm::Already));
+        assert_eq!(s.confirm(b"zz"), Ok(Confirm::Unknown));
+        let expired = s.expire_due(1000, 10);
+        assert_eq!(expired.len(), 1, "b was confirmed: its slot is dead");
+        assert_eq!(expired[0].id, b"a");
+        assert_eq!(expired[0].value.quantity, 3);
+        assert_eq!((s.available, s.deducted), (7, 3));
+        assert!(!s.has_due(1000));
+        assert_eq!(
+            s.confirm(b"a"),
+            Err(FenceError::Expired {
+                id: "a".into(),
+                at: 100
+            })
+        );
+        // An expired entry refunds nothing; a confirmed one gives its units back once.
+        assert_eq!(s.refund(b"a"), Ok(0));
+        assert_eq!(s.refund(b"b"), Ok(2));
+        assert_eq!(s.refund(b"b"), Ok(0));
+        assert_eq!(
+            s.confirm(b"b"),
+            Err(FenceError::Refunded { id: "b".into() })
+        );
+        assert_eq!(s.request(b"a"), Some(0));
+        assert_eq!(s.request(b"b"), Some(0));
+        assert_eq!(s.request(b"c"), Some(1));
+        let v = s.view(1000);
+        assert_eq!(
+            (
+                v.available,
+                v.deducted,
+                v.held,
+                v.held_units,
+                v.next_deadline
+            ),
+            (9, 1, 0, 0, None)
+        );
+    }
+
+    #[test]
+    fn refunding_a_hold_cancels_it() {
+        let mut s = Stock::new(5);
+        assert_eq!(
+            s.deduct(hold(5, b"a", 100), 10, 512),
+            Ok(Deduct::Deducted(0))
+        );
+        assert_eq!(s.refund(b"a"), Ok(5));
+        assert_eq!(s.view(50).held, 0);
+        assert!(
+            s.expire_due(200, 10).is_empty(),
+            "a refunded hold never expires"
+        );
+        assert_eq!(s.available, 5);
+        // expire_if_due: only a due hold.
+        assert_eq!(
+            s.deduct(hold(2, b"b", 300), 10, 512),
+            Ok(Deduct::Deducted(3))
+        );
+        assert_eq!(s.expire_if_due(b"b", 299), None);
+        assert_eq!(
+            s.expire_if_due(b"b", 300).map(|e| e.value.quantity),
+            Some(2)
+        );
+        assert_eq!(s.expire_if_due(b"b", 300), None);
+        assert_eq!(s.available, 5);
+        assert!(s.expire_due(1000, 10).is_empty(), "its slot is dead now");
+    }
+
+    #[test]
+    fn expiry_is_bounded_per_call_and_in_deadline_order() {
+        let mut s = Stock::new(100);
+        for i in 0..50u64 {
+            let id = format!("o{i}");
+            assert!(matches!(
+                s.deduct(hold(1, id.as_bytes(), 1000 - i), 100, 512),
+                Ok(Deduct::Deducted(_))
+            ));
+        }
+        let first = s.expire_due(2000, 20);
+        assert_eq!(first.len(), 20);
+        assert_eq!(first[0].id, b"o49");
+        assert_eq!(s.view(2000).available, 100);
+        assert_eq!(s.available, 70);
+        assert_eq!(s.expire_due(2000, 100).len(), 30);
+        assert_eq!((s.available, s.deducted, s.view(0).held), (100, 0, 0));
+    }
+
+    #[test]
+    fn taking_a_hold_back_forgets_it() {
+        let mut s = Stock::new(5);
+        let before = s.snapshot();
+        assert_eq!(
+            s.deduct(hold(2, b"a", 100), 10, 512),
+            Ok(Deduct::Deducted(3))
+        );
+        s.restore(before, Some((b"a", None)));
+        assert_eq!(s, Stock::new(5));
+        assert_eq!(s.view(0).held, 0);
+        assert!(s.expire_due(1000, 10).is_empty());
+        assert_eq!(s.available, 5);
+        // A confirmation taken back holds again, with its deadline.
+        assert_eq!(
+            s.deduct(hold(2, b"b", 100), 10, 512),
+            Ok(Deduct::Deducted(3))
+        );
+        let before = s.snapshot();
+        let held = s.request_at(b"b", 0);
+        assert_eq!(s.confirm(b"b"), Ok(Confirm::Confirmed));
+        s.restore(before, Some((b"b", held)));
+        assert_eq!(s.view(0).held, 1);
+        assert_eq!(s.expire_due(100, 10).len(), 1);
+        assert_eq!(s.available, 5);
+    }
+
+    #[test]
+    fn a_reset_drops_every_hold() {
+        let mut s = Stock::new(5);
+        assert_eq!(
+            s.deduct(hold(2, b"a", 100), 10, 512),
+            Ok(Deduct::Deducted(3))
+        );
+        s.reset(7);
+        assert!(s.expire_due(1000, 10).is_empty());
+        assert_eq!((s.available, s.view(0).held), (7, 0));
     }
 
     #[test]

@@ -3,13 +3,16 @@
 //! clock- or counter-based logic. Ordinary clients are refused, so nobody can forge a token or
 //! a ledger entry; an effect that breaks an invariant is refused and logged.
 
-use fence_core::effects::{decode_lock, decode_restock, decode_stock, Bad};
+use fence_core::effects::{
+    decode_entry, decode_expire_stream, decode_lock, decode_restock, decode_stock, Bad,
+};
 use fence_core::error::{printable, FenceError};
-use fence_core::stock::Stock;
+use fence_core::ledger::Value;
+use fence_core::stock::{ExpireStream, Stock};
 
 use super::CommandResult;
 use crate::ffi::{Args, Ctx, Key, Kind, Reply};
-use crate::services::tokens;
+use crate::services::{holds, tokens};
 
 /// A decoding error as the reply (nobody reads it) and the log line say it.
 fn bad(command: &'static str, b: Bad) -> FenceError {
@@ -91,7 +94,8 @@ fn apply_stock(ctx: &Ctx<'_>, args: &Args<'_>) -> CommandResult {
     stock.fence = state.fence;
     stock.deducted = state.deducted;
     for (id, quantity) in entries {
-        stock.put_entry(id, quantity);
+        // Written before entries had states: a quantity of 0 was a refund.
+        stock.put_entry(id, Value::legacy(quantity));
     }
     tokens::observe(state.fence);
     ctx.replicate_verbatim();
@@ -114,6 +118,56 @@ fn apply_restock(ctx: &Ctx<'_>, args: &Args<'_>) -> CommandResult {
     };
     stock.available = effect.available;
     stock.put_restock(effect.id, effect.quantity);
+    ctx.replicate_verbatim();
+    key.signal_modified();
+    Ok(Reply::Ok)
+}
+
+/// `FENCE.ENTRY key available fence deducted request-id quantity state [deadline] [events]`:
+/// one request-ledger entry as the master left it (a deduction, hold, confirmation, refund or
+/// expiry), with the stock's scalars.
+pub fn entry(ctx: &Ctx<'_>, args: &Args<'_>) -> CommandResult {
+    internal(ctx, args, apply_entry)
+}
+
+fn apply_entry(ctx: &Ctx<'_>, args: &Args<'_>) -> CommandResult {
+    let tail = args.tail(2);
+    let effect = decode_entry(&tail).map_err(|b| bad("fence.entry", b))?;
+    let mut key = stock_key(ctx, args)?;
+    let Some(stock) = key.stock_mut() else {
+        return Err(FenceError::WrongType);
+    };
+    if !stock.put_entry(effect.id, effect.value) {
+        return Err(FenceError::BadInternal("a hold on an entry that was not made held"));
+    }
+    stock.available = effect.available;
+    stock.fence = effect.fence;
+    stock.deducted = effect.deducted;
+    tokens::observe(effect.fence);
+    // A replica keeps the index too, so that it returns the holds at once if promoted.
+    holds::track(ctx, args.bytes(1), stock, false);
+    ctx.replicate_verbatim();
+    key.signal_modified();
+    Ok(Reply::Ok)
+}
+
+/// `FENCE.EXPIRESTREAM key [stream-key [MAXLEN =|~ n]]`: where the stock announces expired
+/// holds.
+pub fn expire_stream(ctx: &Ctx<'_>, args: &Args<'_>) -> CommandResult {
+    internal(ctx, args, apply_expire_stream)
+}
+
+fn apply_expire_stream(ctx: &Ctx<'_>, args: &Args<'_>) -> CommandResult {
+    let tail = args.tail(2);
+    let effect = decode_expire_stream(&tail).map_err(|b| bad("fence.expirestream", b))?;
+    let mut key = stock_key(ctx, args)?;
+    let Some(stock) = key.stock_mut() else {
+        return Err(FenceError::WrongType);
+    };
+    stock.expire_stream = effect.key.map(|k| ExpireStream {
+        key: k.to_vec(),
+        maxlen: effect.maxlen,
+    });
     ctx.replicate_verbatim();
     key.signal_modified();
     Ok(Reply::Ok)

@@ -30,9 +30,12 @@ entry_points! {
     stock_refund => stock::refund,
     stock_request => stock::request,
     stock_info => stock::info,
+    stock_confirm => stock::confirm,
     fence_lock => internal::lock,
     fence_stock => internal::stock,
     fence_restock => internal::restock,
+    fence_entry => internal::entry,
+    fence_expire_stream => internal::expire_stream,
 }
 
 /// Name, entry point, flags and ACL categories (besides `@fence`) of every command. Each
@@ -99,10 +102,23 @@ const COMMANDS: &[(&CStr, EntryPoint, &CStr, &CStr)] = &[
         c"readonly fast",
         c"fence read fast",
     ),
+    (
+        c"STOCK.CONFIRM",
+        stock_confirm,
+        c"write fast",
+        c"fence write fast",
+    ),
     // Replication-only forms: refused unless they come from the master link or the AOF.
     (c"FENCE.LOCK", fence_lock, c"write", c"fence write"),
     (c"FENCE.STOCK", fence_stock, c"write", c"fence write"),
     (c"FENCE.RESTOCK", fence_restock, c"write", c"fence write"),
+    (c"FENCE.ENTRY", fence_entry, c"write", c"fence write"),
+    (
+        c"FENCE.EXPIRESTREAM",
+        fence_expire_stream,
+        c"write",
+        c"fence write",
+    ),
 ];
 
 /// Registers every command with Redis, its ACL categories and its documentation.

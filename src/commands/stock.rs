@@ -1,21 +1,28 @@
-//! STOCK.SET, STOCK.ADD, STOCK.GET, STOCK.DEDUCT, STOCK.REFUND, STOCK.REQUEST, STOCK.INFO:
-//! parse, decide (`fence_core::stock`), apply, replicate (`fence_core::effects`), reply.
+//! STOCK.SET, STOCK.ADD, STOCK.GET, STOCK.DEDUCT, STOCK.REFUND, STOCK.CONFIRM, STOCK.REQUEST,
+//! STOCK.INFO: parse, decide (`fence_core::stock`), apply, replicate (`fence_core::effects`),
+//! reply. A command that changes a stock first returns its due holds (`services::holds`);
+//! a read shows them returned (`Stock::view`).
 
 use fence_core::args::{
     parse_deduct_options, parse_i64, parse_name, parse_one_option, parse_quantity,
-    parse_refund_options, Decimal, DeductOptions,
+    parse_refund_options, parse_request_options, Decimal, DeductOptions,
 };
 use fence_core::clock::{is_from_future, now_us};
-use fence_core::config::{MAX_ID_LENGTH, MAX_LEDGER_ENTRIES};
-use fence_core::effects::{RestockEffect, StockEffect};
+use fence_core::config::{MAX_HOLD_MS, MAX_ID_LENGTH, MAX_LEDGER_ENTRIES};
+use fence_core::effects::{EntryEffect, ExpireStreamEffect, RestockEffect, StockEffect};
 use fence_core::error::{FenceError, Name};
+use fence_core::ledger::{State, Value};
 use fence_core::stats;
-use fence_core::stock::{plain_add, plain_deduct, Deduct, DeductRequest, Restock, Stock};
+use fence_core::stock::{
+    plain_add, plain_deduct, Confirm, Deduct, DeductRequest, ExpireStream, Hold, Restock, Stock,
+};
 
-use super::events::{self, Batch, Stream};
+use super::events;
 use super::CommandResult;
 use crate::ffi::ctx::replicate_set_keepttl;
 use crate::ffi::{Args, Ctx, Field, Key, Kind, RStr, Reply};
+use crate::services::holds::{self, now_ms};
+use crate::services::streams::{Batch, Stream};
 use crate::services::{eviction, tokens};
 
 /// The integer in a plain string stock, read through `GET`, which leaves the stored object as
@@ -34,9 +41,21 @@ fn write_plain(ctx: &Ctx<'_>, name: RStr<'_>, value: i64) {
     replicate_set_keepttl(ctx, name, &value);
 }
 
-/// Replicates a stock's scalar state and at most one ledger entry.
-fn replicate_stock(ctx: &Ctx<'_>, name: RStr<'_>, state: StockEffect, entry: Option<(&[u8], i64)>) {
-    ctx.replicate(name, &state.encode(entry), None);
+/// Replicates a stock's scalar state.
+fn replicate_stock(ctx: &Ctx<'_>, name: RStr<'_>, state: StockEffect) {
+    ctx.replicate(name, &state.encode(None), None);
+}
+
+/// Replicates a stock's scalar state with one request-ledger entry as it stands.
+fn replicate_entry(ctx: &Ctx<'_>, name: RStr<'_>, stock: &Stock, id: &[u8], value: Value) {
+    let effect = EntryEffect {
+        available: stock.available,
+        fence: stock.fence,
+        deducted: stock.deducted,
+        id,
+        value,
+    };
+    ctx.replicate(name, &effect.encode(), None);
 }
 
 fn state_of(stock: &Stock, reset: bool) -> StockEffect {
@@ -79,7 +98,7 @@ pub fn set(ctx: &Ctx<'_>, args: &Args<'_>) -> CommandResult {
         _ => return Err(FenceError::WrongType),
     }
     if let Some(stock) = key.stock() {
-        replicate_stock(ctx, name, state_of(stock, true), None);
+        replicate_stock(ctx, name, state_of(stock, true));
     }
     key.signal_modified();
     Ok(Reply::Ok)
@@ -116,13 +135,14 @@ pub fn add(ctx: &Ctx<'_>, args: &Args<'_>) -> CommandResult {
         }
         _ => return Err(FenceError::WrongType),
     }
+    holds::before_write(ctx, name, &mut key, None);
     let Some(stock) = key.stock_mut() else {
         return Err(FenceError::WrongType);
     };
     let Some(id) = id else {
         let available = stock.add(quantity)?;
         let state = state_of(stock, false);
-        replicate_stock(ctx, name, state, None);
+        replicate_stock(ctx, name, state);
         key.signal_modified();
         return Ok(Reply::Int(available));
     };
@@ -159,7 +179,9 @@ pub fn get(ctx: &Ctx<'_>, args: &Args<'_>) -> CommandResult {
     let key = Key::read(ctx, args.get(1));
     match key.kind() {
         Kind::Empty => Ok(Reply::Nil),
-        Kind::Stock => Ok(key.stock().map_or(Reply::Nil, |s| Reply::Int(s.available))),
+        Kind::Stock => Ok(key
+            .stock()
+            .map_or(Reply::Nil, |s| Reply::Int(s.view(now_ms()).available))),
         Kind::String => {
             drop(key);
             Ok(Reply::Int(plain_value(ctx, args.get(1))?))
@@ -212,8 +234,8 @@ fn deduct_events<'c>(
     }
 }
 
-/// `STOCK.DEDUCT key quantity [ID request-id] [FENCE token] [EVENTS stream-key [MAXLEN [~|=] n]]`
-/// → remaining, or nil.
+/// `STOCK.DEDUCT key quantity [ID request-id] [HOLD ms] [FENCE token] [EVENTS stream-key
+/// [MAXLEN [~|=] n]]` → remaining, or nil.
 pub fn deduct(ctx: &Ctx<'_>, args: &Args<'_>) -> CommandResult {
     let words = args.options(3);
     let parsed = parse_deduct_options(words.as_slice());
@@ -226,13 +248,22 @@ pub fn deduct(ctx: &Ctx<'_>, args: &Args<'_>) -> CommandResult {
     }
     let quantity = parse_quantity(args.bytes(2), 1)?;
     let options = parsed?;
+    let now = now_ms();
+    let hold = match options.hold {
+        Some(ms) if ms > MAX_HOLD_MS.get() => {
+            return Err(FenceError::HoldRange {
+                max: MAX_HOLD_MS.get(),
+            })
+        }
+        Some(ms) => Some(Hold {
+            deadline: now.saturating_add(ms.unsigned_abs()),
+            events: options.events.is_some(),
+        }),
+        None => None,
+    };
     if options.fence.is_some_and(|t| is_from_future(t, now_us())) {
         return Err(FenceError::TokenFromFuture);
     }
-    let mut stream = match options.events {
-        Some(e) => Some(Stream::open(ctx, args, 3, e)?),
-        None => None,
-    };
     let name = args.get(1);
     let mut key = Key::write(ctx, name);
     match key.kind() {
@@ -242,6 +273,10 @@ pub fn deduct(ctx: &Ctx<'_>, args: &Args<'_>) -> CommandResult {
                 return Err(FenceError::NeedsStock);
             }
             drop(key);
+            let mut stream = match options.events {
+                Some(e) => Some(events::open(ctx, args, 3, e)?),
+                None => None,
+            };
             let Some(value) = plain_deduct(plain_value(ctx, name)?, quantity) else {
                 stats::SOLD_OUT.incr();
                 return Ok(Reply::Nil);
@@ -266,6 +301,13 @@ pub fn deduct(ctx: &Ctx<'_>, args: &Args<'_>) -> CommandResult {
             Ok(Reply::Int(value))
         }
         Kind::Stock => {
+            // Due holds come back first (their own stream entries included), so the decision
+            // sees every unit that is for sale; then the call's own EVENTS stream is opened.
+            holds::before_write(ctx, name, &mut key, Some(quantity));
+            let mut stream = match options.events {
+                Some(e) => Some(events::open(ctx, args, 3, e)?),
+                None => None,
+            };
             // Asked of a new request id only; prepared before the stock is borrowed.
             let admission = match options.id {
                 Some(_) => eviction::check_stock(ctx, &key),
@@ -278,6 +320,7 @@ pub fn deduct(ctx: &Ctx<'_>, args: &Args<'_>) -> CommandResult {
                 quantity,
                 id: options.id,
                 fence: options.fence,
+                hold,
             };
             let before = stock.snapshot();
             let outcome = stock.deduct_admitting(
@@ -294,9 +337,9 @@ pub fn deduct(ctx: &Ctx<'_>, args: &Args<'_>) -> CommandResult {
                     stats::SOLD_OUT.incr();
                     return Ok(Reply::Nil);
                 }
-                Deduct::Replayed(remaining) => {
+                Deduct::Replayed(_) => {
                     stats::REPLAYS.incr();
-                    return Ok(Reply::Int(remaining));
+                    return Ok(Reply::Int(stock.view(now).available));
                 }
                 Deduct::Deducted(remaining) => remaining,
             };
@@ -318,8 +361,35 @@ pub fn deduct(ctx: &Ctx<'_>, args: &Args<'_>) -> CommandResult {
                 // stock that moved from another server is not refused.
                 tokens::observe(token);
             }
-            let state = state_of(stock, false);
-            replicate_stock(ctx, name, state, options.id.map(|id| (id, quantity)));
+            match options.id {
+                Some(id) => {
+                    let value = stock.request_at(id, 0).unwrap_or_default();
+                    replicate_entry(ctx, name, stock, id, value);
+                }
+                None => replicate_stock(ctx, name, state_of(stock, false)),
+            }
+            if let (Some(_), Some(stream)) = (hold, &stream) {
+                stats::HOLDS.incr();
+                // The stock announces its expiries where its latest hold with EVENTS asked.
+                let target = ExpireStream {
+                    key: stream.name().bytes().to_vec(),
+                    maxlen: options.events.and_then(|e| e.maxlen),
+                };
+                if stock.expire_stream.as_ref() != Some(&target) {
+                    let effect = ExpireStreamEffect {
+                        key: Some(&target.key),
+                        maxlen: target.maxlen,
+                    };
+                    ctx.replicate(name, &effect.encode(), None);
+                    stock.expire_stream = Some(target);
+                }
+            } else if hold.is_some() {
+                stats::HOLDS.incr();
+            }
+            let remaining = stock.view(now).available;
+            if hold.is_some() {
+                holds::track(ctx, name.bytes(), stock, false);
+            }
             key.signal_modified();
             deducted(ctx, name, remaining);
             if let (Some(stream), Some(batch)) = (&mut stream, batch) {
@@ -345,25 +415,30 @@ pub fn refund(ctx: &Ctx<'_>, args: &Args<'_>) -> CommandResult {
     }
     // Any length: what exists can be refunded and read back whatever the limit is now.
     let id = parse_name(args.bytes(2), Name::RequestId, i64::MAX)?;
-    let mut stream = match parsed? {
-        Some(e) => Some(Stream::open(ctx, args, 3, e)?),
-        None => None,
-    };
+    let events_option = parsed?;
     let name = args.get(1);
     let mut key = Key::write(ctx, name);
     match key.kind() {
         Kind::Empty => Ok(Reply::Int(0)),
         Kind::String => Err(FenceError::NeedsStock),
         Kind::Stock => {
+            // A due hold comes back first: refunding it then returns nothing.
+            holds::before_decision(ctx, name, &mut key, id);
+            holds::before_write(ctx, name, &mut key, None);
+            let mut stream = match events_option {
+                Some(e) => Some(events::open(ctx, args, 3, e)?),
+                None => None,
+            };
             let Some(stock) = key.stock_mut() else {
                 return Err(FenceError::WrongType);
             };
             let before = stock.snapshot();
+            let old = stock.request_at(id, 0);
             let quantity = stock.refund(id)?;
             if quantity == 0 {
                 return Ok(Reply::Int(0));
             }
-            let remaining = stock.available;
+            let remaining = stock.view(now_ms()).available;
             let mut batch = Batch::new();
             if let Some(stream) = &mut stream {
                 let (q, r) = (Decimal::new(quantity), Decimal::new(remaining));
@@ -376,12 +451,12 @@ pub fn refund(ctx: &Ctx<'_>, args: &Args<'_>) -> CommandResult {
                 ];
                 if let Err(e) = stream.add(ctx, &mut batch, &fields) {
                     stream.undo(batch);
-                    stock.restore(before, Some((id, Some(quantity))));
+                    stock.restore(before, Some((id, old)));
                     return Err(e);
                 }
             }
-            let state = state_of(stock, false);
-            replicate_stock(ctx, name, state, Some((id, 0)));
+            let value = stock.request_at(id, 0).unwrap_or_default();
+            replicate_entry(ctx, name, stock, id, value);
             key.signal_modified();
             ctx.notify(c"stock.refund", name);
             stats::REFUNDS.incr();
@@ -394,8 +469,44 @@ pub fn refund(ctx: &Ctx<'_>, args: &Args<'_>) -> CommandResult {
     }
 }
 
-/// `STOCK.INFO key` → available, deducted, requests, fence, restocks (available only for a
-/// plain integer string); nil when the key does not exist.
+/// `STOCK.CONFIRM key request-id` → 1 (confirmed now or already, or deducted without a hold),
+/// 0 (unknown id), or `EXPIRED …` / `REFUNDED …` when the hold already ended.
+pub fn confirm(ctx: &Ctx<'_>, args: &Args<'_>) -> CommandResult {
+    if args.len() != 3 {
+        return Err(FenceError::Arity("stock.confirm"));
+    }
+    let id = parse_name(args.bytes(2), Name::RequestId, i64::MAX)?;
+    let name = args.get(1);
+    let mut key = Key::write(ctx, name);
+    match key.kind() {
+        Kind::Empty => Ok(Reply::Int(0)),
+        Kind::String => Err(FenceError::NeedsStock),
+        Kind::Stock => {
+            // The deadline and the confirmation race here, inside Redis: a hold that is due
+            // comes back first, and the confirmation is then refused with EXPIRED.
+            holds::before_decision(ctx, name, &mut key, id);
+            let Some(stock) = key.stock_mut() else {
+                return Err(FenceError::WrongType);
+            };
+            match stock.confirm(id)? {
+                Confirm::Unknown => Ok(Reply::Int(0)),
+                Confirm::Already => Ok(Reply::Int(1)),
+                Confirm::Confirmed => {
+                    let value = stock.request_at(id, 0).unwrap_or_default();
+                    replicate_entry(ctx, name, stock, id, value);
+                    key.signal_modified();
+                    ctx.notify(c"stock.confirm", name);
+                    stats::CONFIRMS.incr();
+                    Ok(Reply::Int(1))
+                }
+            }
+        }
+        _ => Err(FenceError::WrongType),
+    }
+}
+
+/// `STOCK.INFO key` → available, deducted, requests, fence, restocks, held, held-units,
+/// next-deadline (available only for a plain integer string); nil when the key does not exist.
 pub fn info(ctx: &Ctx<'_>, args: &Args<'_>) -> CommandResult {
     if args.len() != 2 {
         return Err(FenceError::Arity("stock.info"));
@@ -412,37 +523,59 @@ pub fn info(ctx: &Ctx<'_>, args: &Args<'_>) -> CommandResult {
             let Some(stock) = key.stock() else {
                 return Err(FenceError::WrongType);
             };
+            let view = stock.view(now_ms());
             let count = |n: usize| Field::Int(i64::try_from(n).unwrap_or(i64::MAX));
+            let ms = |v: u64| Field::Int(i64::try_from(v).unwrap_or(i64::MAX));
             Ok(Reply::Map(vec![
-                ("available", Field::Int(stock.available)),
-                ("deducted", Field::Int(stock.deducted)),
+                ("available", Field::Int(view.available)),
+                ("deducted", Field::Int(view.deducted)),
                 ("requests", count(stock.ledger_len())),
                 (
                     "fence",
                     Field::Int(i64::try_from(stock.fence).unwrap_or(i64::MAX)),
                 ),
                 ("restocks", count(stock.restocks_len())),
+                ("held", ms(view.held)),
+                ("held-units", Field::Int(view.held_units)),
+                ("next-deadline", ms(view.next_deadline.unwrap_or(0))),
             ]))
         }
         _ => Err(FenceError::WrongType),
     }
 }
 
-/// `STOCK.REQUEST key request-id` → quantity held, 0 if refunded, nil if unknown.
+/// `STOCK.REQUEST key request-id [DETAIL]` → the units the request holds, 0 once refunded or
+/// expired, nil if unknown; with `DETAIL` a map: state, quantity, and a held entry's deadline.
 pub fn request(ctx: &Ctx<'_>, args: &Args<'_>) -> CommandResult {
-    if args.len() != 3 {
+    if args.len() < 3 {
         return Err(FenceError::Arity("stock.request"));
     }
     // Any length: what exists can be refunded and read back whatever the limit is now.
     let id = parse_name(args.bytes(2), Name::RequestId, i64::MAX)?;
+    let detail = parse_request_options(&args.tail(3))?;
     let key = Key::read(ctx, args.get(1));
     match key.kind() {
         Kind::Empty => Ok(Reply::Nil),
         Kind::String => Err(FenceError::NeedsStock),
-        Kind::Stock => Ok(key
-            .stock()
-            .and_then(|s| s.request(id))
-            .map_or(Reply::Nil, Reply::Int)),
+        Kind::Stock => {
+            let Some(value) = key.stock().and_then(|s| s.request_at(id, now_ms())) else {
+                return Ok(Reply::Nil);
+            };
+            if !detail {
+                return Ok(Reply::Int(value.units()));
+            }
+            let mut fields = vec![
+                ("state", Field::Bulk(value.state.name().as_bytes().to_vec())),
+                ("quantity", Field::Int(value.quantity)),
+            ];
+            if value.state == State::Held {
+                fields.push((
+                    "deadline",
+                    Field::Int(i64::try_from(value.deadline).unwrap_or(i64::MAX)),
+                ));
+            }
+            Ok(Reply::Map(fields))
+        }
         _ => Err(FenceError::WrongType),
     }
 }

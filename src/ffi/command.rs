@@ -119,6 +119,8 @@ pub enum ArgKind {
     Key,
     String,
     Integer,
+    /// A word alone (`DETAIL`): its token is the whole argument.
+    PureToken,
 }
 
 /// One argument of a command's syntax.
@@ -222,6 +224,9 @@ pub fn set_docs(ctx: &Ctx<'_>, docs: &[Doc]) -> usize {
                     ArgKind::Key => raw::RedisModuleCommandArgType_REDISMODULE_ARG_TYPE_KEY,
                     ArgKind::String => raw::RedisModuleCommandArgType_REDISMODULE_ARG_TYPE_STRING,
                     ArgKind::Integer => raw::RedisModuleCommandArgType_REDISMODULE_ARG_TYPE_INTEGER,
+                    ArgKind::PureToken => {
+                        raw::RedisModuleCommandArgType_REDISMODULE_ARG_TYPE_PURE_TOKEN
+                    }
                 };
                 // The stock is key spec 0; a stream after EVENTS is key spec 1.
                 arg.key_spec_index = match (a.kind == ArgKind::Key, a.token) {

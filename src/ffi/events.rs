@@ -3,6 +3,7 @@
 
 use std::ffi::{c_char, c_int, c_void, CStr};
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::Mutex;
 
 use redis_module::raw;
 
@@ -51,6 +52,16 @@ pub fn subscribe_keyspace<H: KeyspaceHandler>(
     Ok(())
 }
 
+/// `subscribe_keyspace`, from a place without a context (a data type's load callback; main
+/// thread only), through the module's own context.
+pub fn subscribe_keyspace_detached<H: KeyspaceHandler>(classes: c_int) -> Result<(), &'static str> {
+    let ctx = super::timer::detached_ctx();
+    if ctx.is_null() {
+        return Err("the module's own context is not there");
+    }
+    subscribe_keyspace::<H>(&Ctx::new(ctx), classes)
+}
+
 /// A server event, read into plain values.
 #[derive(Debug)]
 pub enum ServerEvent<'a> {
@@ -62,6 +73,10 @@ pub enum ServerEvent<'a> {
     AsyncLoadCompleted,
     /// `CONFIG SET` changed these settings.
     ConfigChange(Vec<&'a [u8]>),
+    /// This server became a master (`REPLICAOF NO ONE`, a failover).
+    BecameMaster,
+    /// Loading (RDB, AOF, a full sync from disk) ended.
+    LoadingEnded,
     /// Anything else of the subscribed event.
     Other,
 }
@@ -73,6 +88,8 @@ pub enum EventKind {
     SwapDb,
     AsyncLoad,
     Config,
+    RoleChanged,
+    Loading,
 }
 
 /// A server event handler.
@@ -102,6 +119,13 @@ fn read_event<'a>(id: u64, subevent: u64, data: *mut c_void) -> ServerEvent<'a> 
     {
         return ServerEvent::AsyncLoadCompleted;
     }
+    // REDISMODULE_EVENT_REPLROLECHANGED_NOW_MASTER is 0 (redismodule.h; not in the bindings).
+    if id == raw::REDISMODULE_EVENT_REPLICATION_ROLE_CHANGED && subevent == 0 {
+        return ServerEvent::BecameMaster;
+    }
+    if id == raw::REDISMODULE_EVENT_LOADING && subevent == raw::REDISMODULE_SUBEVENT_LOADING_ENDED {
+        return ServerEvent::LoadingEnded;
+    }
     if id == raw::REDISMODULE_EVENT_CONFIG && subevent == raw::REDISMODULE_SUBEVENT_CONFIG_CHANGE {
         // SAFETY: Redis passes a RedisModuleConfigChange with this event.
         let Some(change) = (unsafe { data.cast::<raw::RedisModuleConfigChange>().as_ref() }) else {
@@ -124,19 +148,32 @@ fn read_event<'a>(id: u64, subevent: u64, data: *mut c_void) -> ServerEvent<'a> 
     ServerEvent::Other
 }
 
-extern "C" fn server_cb<H: ServerEventHandler>(
+/// The handlers of each server event: Redis keeps one callback per module and event (a second
+/// subscription replaces the first), so the module subscribes one dispatcher per event and
+/// calls every handler registered for it, in the order they subscribed.
+type Handler = fn(&Ctx<'_>, ServerEvent<'_>);
+
+static HANDLERS: Mutex<Vec<(u64, Handler)>> = Mutex::new(Vec::new());
+
+extern "C" fn server_cb(
     ctx: *mut raw::RedisModuleCtx,
     eid: raw::RedisModuleEvent,
     subevent: u64,
     data: *mut c_void,
 ) {
-    let run = || H::on(&Ctx::new(ctx), read_event(eid.id, subevent, data));
-    if catch_unwind(AssertUnwindSafe(run)).is_err() {
-        log(ctx, "warning", "fence: caught a panic in a server event");
+    let handlers: Vec<Handler> = match HANDLERS.lock() {
+        Ok(h) => h.iter().filter(|(id, _)| *id == eid.id).map(|(_, f)| *f).collect(),
+        Err(_) => return,
+    };
+    for handler in handlers {
+        let run = || handler(&Ctx::new(ctx), read_event(eid.id, subevent, data));
+        if catch_unwind(AssertUnwindSafe(run)).is_err() {
+            log(ctx, "warning", "fence: caught a panic in a server event");
+        }
     }
 }
 
-/// Subscribes `H` to a server event.
+/// Subscribes `H` to a server event (beside any other handler of the same event).
 pub fn subscribe_server<H: ServerEventHandler>(
     ctx: &Ctx<'_>,
     kind: EventKind,
@@ -146,15 +183,24 @@ pub fn subscribe_server<H: ServerEventHandler>(
         EventKind::SwapDb => raw::REDISMODULE_EVENT_SWAPDB,
         EventKind::AsyncLoad => raw::REDISMODULE_EVENT_REPL_ASYNC_LOAD,
         EventKind::Config => raw::REDISMODULE_EVENT_CONFIG,
+        EventKind::RoleChanged => raw::REDISMODULE_EVENT_REPLICATION_ROLE_CHANGED,
+        EventKind::Loading => raw::REDISMODULE_EVENT_LOADING,
     };
-    let event = raw::RedisModuleEvent { id, dataver: 1 };
-    let status = call!(RedisModule_SubscribeToServerEvent(
-        ctx.raw(),
-        event,
-        Some(server_cb::<H>)
-    ));
-    if status != raw::REDISMODULE_OK as c_int {
-        return Err("cannot subscribe to a server event");
+    let mut handlers = HANDLERS
+        .lock()
+        .map_err(|_| "the server event table is poisoned")?;
+    let first = !handlers.iter().any(|(i, _)| *i == id);
+    if first {
+        let event = raw::RedisModuleEvent { id, dataver: 1 };
+        let status = call!(RedisModule_SubscribeToServerEvent(
+            ctx.raw(),
+            event,
+            Some(server_cb)
+        ));
+        if status != raw::REDISMODULE_OK as c_int {
+            return Err("cannot subscribe to a server event");
+        }
     }
+    handlers.push((id, H::on));
     Ok(())
 }

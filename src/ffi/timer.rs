@@ -111,6 +111,11 @@ pub fn init(ctx: &Ctx<'_>) -> Result<(), String> {
     Ok(())
 }
 
+/// The module's own context (null before `init`).
+pub(super) fn detached_ctx() -> *mut raw::RedisModuleCtx {
+    DETACHED.load(Ordering::Relaxed)
+}
+
 /// `start`, from a place without a context (main thread only).
 pub fn start_detached<H: TimerHandler>(delay_ms: i64, data: H::Data) -> Option<Timer<H>> {
     let ctx = DETACHED.load(Ordering::Relaxed);

@@ -414,7 +414,10 @@ impl ServerEventHandler for OnServerEvent {
             ServerEvent::Flush { start: false, db } => vec![(db >= 0).then_some(db)],
             ServerEvent::SwapDb(a, b) => vec![Some(a), Some(b)],
             ServerEvent::AsyncLoadCompleted => vec![None],
-            ServerEvent::ConfigChange(_) | ServerEvent::Other => return,
+            ServerEvent::ConfigChange(_)
+            | ServerEvent::BecameMaster
+            | ServerEvent::LoadingEnded
+            | ServerEvent::Other => return,
         };
         for db in dbs {
             for key in with(|q| q.keys(db)).unwrap_or_default() {

@@ -1,16 +1,16 @@
-//! `fence-stk`: a `Stock` (available, fence, deducted, the ledger of request ids, the restock
-//! ledger).
+//! `fence-stk`: a `Stock` (available, fence, deducted, the ledger of request ids with their
+//! holds, the restock ledger, the expire stream).
 
 use fence_core::clock::{is_from_future, now_us};
-use fence_core::effects::{RestockEffect, StockEffect};
-use fence_core::encoding::{load_stock, STOCK_ENCODING};
+use fence_core::effects::{EntryEffect, ExpireStreamEffect, RestockEffect, StockEffect};
+use fence_core::encoding::{expire_stream_saved, load_stock, STOCK_ENCODING};
 use fence_core::stock::Stock;
 use redis_module::native_types::RedisType;
 
 use crate::ffi::io::{Aof, Digest, Origin, Rdb, RdbOut};
 use crate::ffi::module_type::{methods, ModuleType, ValueId};
 use crate::ffi::RStr;
-use crate::services::tokens;
+use crate::services::{holds, tokens};
 
 /// The stock data type.
 pub static STOCK_TYPE: RedisType =
@@ -43,13 +43,22 @@ impl ModuleType for StockType {
     fn kept(origin: Origin, id: ValueId, stock: &Stock) {
         // A token a stock accepted is never issued again by this server.
         tokens::loaded(origin, id, stock.fence);
+        // Its holds are indexed by the `loaded` or `restore` event that follows.
+        holds::loaded(stock);
     }
 
-    /// Encoding 3: the scalars, then each ledger as its entry count and its blobs of records.
+    /// Encoding 4: the scalars, the expire stream, then each ledger as its entry count and its
+    /// blobs of records.
     fn save(out: &mut RdbOut<'_>, stock: &Stock) {
         out.signed(stock.available);
         out.unsigned(stock.fence);
         out.signed(stock.deducted);
+        let (key, mode, len) = expire_stream_saved(stock.expire_stream.as_ref());
+        out.bytes(key);
+        out.unsigned(mode);
+        if let Some(len) = len {
+            out.signed(len);
+        }
         out.unsigned(stock.ledger_len() as u64);
         stock.save_entry_blobs(|blob| out.bytes(blob));
         out.unsigned(stock.restocks_len() as u64);
@@ -66,12 +75,22 @@ impl ModuleType for StockType {
         aof.emit(key, &state.encode(None));
         // One command per entry, in the order the entries were made, so two rewrites of one
         // stock are byte-identical.
-        let keep = StockEffect {
-            reset: false,
-            ..state
-        };
-        for entry in stock.entries() {
-            aof.emit(key, &keep.encode(Some(entry)));
+        for (id, value) in stock.entries() {
+            let effect = EntryEffect {
+                available: stock.available,
+                fence: stock.fence,
+                deducted: stock.deducted,
+                id,
+                value,
+            };
+            aof.emit(key, &effect.encode());
+        }
+        if let Some(stream) = &stock.expire_stream {
+            let effect = ExpireStreamEffect {
+                key: Some(&stream.key),
+                maxlen: stream.maxlen,
+            };
+            aof.emit(key, &effect.encode());
         }
         for (id, quantity) in stock.restock_entries() {
             let effect = RestockEffect {
