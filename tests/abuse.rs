@@ -394,10 +394,15 @@ fn every_command<'a>(lock: &'a str, sku: &'a str) -> Vec<Vec<&'a str>> {
         vec!["STOCK.DEDUCT", sku, "1"],
         vec!["STOCK.DEDUCT", sku, "1", "ID", "order-9"],
         vec!["STOCK.REFUND", sku, "order-1"],
+        vec!["STOCK.DEDUCT", sku, "1", "ID", "order-8", "HOLD", "60000"],
+        vec!["STOCK.CONFIRM", sku, "order-8"],
         vec!["STOCK.REQUEST", sku, "order-1"],
+        vec!["STOCK.REQUEST", sku, "order-8", "DETAIL"],
         vec!["STOCK.INFO", sku],
         vec!["FENCE.LOCK", lock, "intruder", "99999999999999999", "0"],
         vec!["FENCE.STOCK", sku, "1000", "0", "0", "RESET"],
+        vec!["FENCE.ENTRY", sku, "1000", "0", "0", "o", "1", "deducted"],
+        vec!["FENCE.EXPIRESTREAM", sku, "orders:events"],
     ]
 }
 
@@ -409,8 +414,11 @@ const WRITES: &[&str] = &[
     "STOCK.ADD",
     "STOCK.DEDUCT",
     "STOCK.REFUND",
+    "STOCK.CONFIRM",
     "FENCE.LOCK",
     "FENCE.STOCK",
+    "FENCE.ENTRY",
+    "FENCE.EXPIRESTREAM",
 ];
 
 #[test]
@@ -431,7 +439,8 @@ fn acl_key_patterns_hold_for_every_module_command() {
     );
     let module_cmds = "+LOCK.ACQUIRE +LOCK.RENEW +LOCK.RELEASE +LOCK.STATUS +STOCK.SET \
                        +STOCK.ADD +STOCK.GET +STOCK.DEDUCT +STOCK.REFUND +STOCK.REQUEST \
-                       +STOCK.INFO +FENCE.LOCK +FENCE.STOCK";
+                       +STOCK.INFO +STOCK.CONFIRM +FENCE.LOCK +FENCE.STOCK +FENCE.ENTRY \
+                       +FENCE.EXPIRESTREAM";
     let users: [(&str, String); 3] = [
         ("all", "on >pw ~orders:* +@all".to_string()),
         ("mod", format!("on >pw ~orders:* -@all {module_cmds}")),

@@ -46,8 +46,11 @@ const COMMANDS: &[&str] = &[
     "STOCK.REFUND",
     "STOCK.REQUEST",
     "STOCK.INFO",
+    "STOCK.CONFIRM",
     "FENCE.LOCK",
     "FENCE.STOCK",
+    "FENCE.ENTRY",
+    "FENCE.EXPIRESTREAM",
 ];
 
 /// The handful of keys: locks, stocks, plain strings (integer, negative, text) and other types.

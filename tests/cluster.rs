@@ -80,7 +80,13 @@ fn command_forms(lock: &str, stock: &str, token: &str) -> Vec<(Vec<String>, bool
             vec!["STOCK.DEDUCT", stock, "3", "ID", "order-1", "FENCE", token],
             false,
         ),
+        (
+            vec!["STOCK.DEDUCT", stock, "1", "ID", "order-3", "HOLD", "60000"],
+            false,
+        ),
+        (vec!["STOCK.CONFIRM", stock, "order-3"], false),
         (vec!["STOCK.REQUEST", stock, "order-1"], true),
+        (vec!["STOCK.REQUEST", stock, "order-3", "DETAIL"], true),
         (vec!["STOCK.REFUND", stock, "order-2"], false),
         (vec!["STOCK.INFO", stock], true),
     ];

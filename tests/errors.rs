@@ -225,8 +225,10 @@ fn wrong_arity_for_every_command() {
             "STOCK.REFUND",
             vec![vec![], vec!["sk"]],
         ),
+        // A fourth argument is an option (`DETAIL`): see tests/holds.rs.
+        ("STOCK.REQUEST", vec![vec![], vec!["sk"]]),
         (
-            "STOCK.REQUEST",
+            "STOCK.CONFIRM",
             vec![vec![], vec!["sk"], vec!["sk", "a", "x"]],
         ),
     ];

@@ -1338,7 +1338,7 @@ fn check_aof_transactions(commands: &[Vec<String>]) -> usize {
             }
             "EXEC" => {
                 let b = block.take().expect("EXEC without MULTI");
-                let stock: Vec<_> = b.iter().filter(|c| c[0] == "FENCE.STOCK").collect();
+                let stock: Vec<_> = b.iter().filter(|c| c[0] == "FENCE.ENTRY").collect();
                 let xadds: Vec<_> = b.iter().filter(|c| c[0] == "XADD").collect();
                 if xadds.is_empty() {
                     continue;
@@ -1346,16 +1346,17 @@ fn check_aof_transactions(commands: &[Vec<String>]) -> usize {
                 blocks += 1;
                 assert_eq!(stock.len(), 1, "a transaction with XADD: {b:?}");
                 let effect = stock[0];
-                // FENCE.STOCK key available fence deducted KEEP request-id quantity
+                // FENCE.ENTRY key available fence deducted request-id quantity state
                 assert!(effect.len() >= 8, "{effect:?}");
+                assert_eq!(effect[7], "deducted", "{b:?}");
                 let entry = |x: &Vec<String>, f: &str| {
                     x[3..].chunks(2).find(|p| p[0] == f).map(|p| p[1].clone())
                 };
                 assert_eq!(entry(xadds[0], "type").as_deref(), Some("deduct"), "{b:?}");
-                assert_eq!(entry(xadds[0], "id").as_ref(), Some(&effect[6]), "{b:?}");
+                assert_eq!(entry(xadds[0], "id").as_ref(), Some(&effect[5]), "{b:?}");
                 assert_eq!(
                     entry(xadds[0], "quantity").as_ref(),
-                    Some(&effect[7]),
+                    Some(&effect[6]),
                     "{b:?}"
                 );
                 assert_eq!(

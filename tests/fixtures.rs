@@ -25,6 +25,15 @@ struct Fixtures {
     /// fx:live-stock's available quantity and restock ids.
     live_available: i64,
     live_restocks: &'static [(&'static str, i64)],
+    /// Encoding 4 on: stocks with an entry in every state (see `check_holds`).
+    holds: Option<Holds>,
+}
+
+/// `fx:holds` (a DUMP too) and `fx:live-holds`: the deadlines of their held entries.
+struct Holds {
+    dump: &'static [u8],
+    held_deadline: i64,
+    live_held_deadline: i64,
 }
 
 const ENCODING_1: Fixtures = Fixtures {
@@ -41,6 +50,7 @@ const ENCODING_1: Fixtures = Fixtures {
     restocks: &[],
     live_available: 27,
     live_restocks: &[],
+    holds: None,
 };
 
 const ENCODING_2: Fixtures = Fixtures {
@@ -57,6 +67,7 @@ const ENCODING_2: Fixtures = Fixtures {
     restocks: &[("restock-1", 20), ("restock-2", 30)],
     live_available: 31,
     live_restocks: &[("live-restock", 4)],
+    holds: None,
 };
 
 const ENCODING_3: Fixtures = Fixtures {
@@ -73,6 +84,28 @@ const ENCODING_3: Fixtures = Fixtures {
     restocks: &[("restock-1", 20), ("restock-2", 30)],
     live_available: 31,
     live_restocks: &[("live-restock", 4)],
+    holds: None,
+};
+
+const ENCODING_4: Fixtures = Fixtures {
+    lock_dump: include_bytes!("fixtures/encoding-4/lock.dump"),
+    stock_dump: include_bytes!("fixtures/encoding-4/stock.dump"),
+    stock_no_ledger_dump: include_bytes!("fixtures/encoding-4/stock-no-ledger.dump"),
+    rdb: include_bytes!("fixtures/encoding-4/dump.rdb"),
+    aof: include_bytes!("fixtures/encoding-4/appendonly.aof"),
+    lock_token: 1_796_068_671_372_411,
+    lock_persist_token: 1_796_068_671_372_561,
+    guard_token: 1_796_068_671_372_743,
+    live_lock_token: 1_796_068_671_684_477,
+    stock_available: 1038,
+    restocks: &[("restock-1", 20), ("restock-2", 30)],
+    live_available: 31,
+    live_restocks: &[("live-restock", 4)],
+    holds: Some(Holds {
+        dump: include_bytes!("fixtures/encoding-4/holds.dump"),
+        held_deadline: 2_111_428_671_373,
+        live_held_deadline: 2_111_428_671_685,
+    }),
 };
 
 /// The locks were taken for 10 years (fence.max-ttl-ms raised), on 2026-11-30.
@@ -192,6 +225,84 @@ fn check_stock(con: &mut Connection, f: &Fixtures) {
     assert_eq!(int(call(con, &["STOCK.REFUND", "fx:stock", "order-3"])), 4);
 }
 
+/// `STOCK.REQUEST key id DETAIL` as (state, quantity, deadline or 0).
+fn detail(con: &mut Connection, key: &str, id: &str) -> (String, i64, i64) {
+    let Ok(redis::Value::Array(items)) = call(con, &["STOCK.REQUEST", key, id, "DETAIL"]) else {
+        panic!("STOCK.REQUEST {key} {id} DETAIL");
+    };
+    let field = |name: &str| {
+        items
+            .chunks(2)
+            .find(|p| text(&p[0]) == name)
+            .map(|p| p[1].clone())
+    };
+    let state = field("state").map(|v| text(&v)).unwrap_or_default();
+    let number = |v: Option<redis::Value>| match v {
+        Some(redis::Value::Int(n)) => n,
+        None => 0,
+        other => panic!("{key} {id}: {other:?}"),
+    };
+    (state, number(field("quantity")), number(field("deadline")))
+}
+
+/// `fx:holds`: an entry in every state, read back with its deadline; the held one confirms,
+/// the expired one stays expired (and replays without deducting).
+fn check_holds_stock(con: &mut Connection, h: &Holds) {
+    let held = |s: &str, q: i64, d: i64| (s.to_string(), q, d);
+    assert_eq!(
+        detail(con, "fx:holds", "h-held"),
+        held("held", 1, h.held_deadline)
+    );
+    assert_eq!(
+        detail(con, "fx:holds", "h-confirmed"),
+        held("confirmed", 2, 0)
+    );
+    assert_eq!(detail(con, "fx:holds", "h-expired"), held("expired", 3, 0));
+    assert_eq!(
+        detail(con, "fx:holds", "h-refunded"),
+        held("refunded", 4, 0)
+    );
+    assert_eq!(detail(con, "fx:holds", "h-plain"), held("deducted", 5, 0));
+    let Ok(redis::Value::Array(info)) = call(con, &["STOCK.INFO", "fx:holds"]) else {
+        panic!("STOCK.INFO fx:holds");
+    };
+    let field = |name: &str| {
+        info.chunks(2)
+            .find(|p| text(&p[0]) == name)
+            .map(|p| p[1].clone())
+    };
+    for (name, value) in [
+        ("available", 92),
+        ("deducted", 8),
+        ("requests", 5),
+        ("held", 1),
+        ("held-units", 1),
+        ("next-deadline", h.held_deadline),
+    ] {
+        assert_eq!(
+            field(name),
+            Some(redis::Value::Int(value)),
+            "fx:holds {name}"
+        );
+    }
+    let e = err(call(con, &["STOCK.CONFIRM", "fx:holds", "h-expired"]));
+    let at = e.strip_prefix("EXPIRED request h-expired expired at ");
+    assert!(
+        at.and_then(|n| n.parse::<i64>().ok())
+            .is_some_and(|n| n > 1_796_000_000_000 && n < h.held_deadline),
+        "{e}"
+    );
+    assert_eq!(
+        int(call(
+            con,
+            &["STOCK.DEDUCT", "fx:holds", "9", "ID", "h-expired"]
+        )),
+        92
+    );
+    assert_eq!(int(call(con, &["STOCK.CONFIRM", "fx:holds", "h-held"])), 1);
+    assert_eq!(detail(con, "fx:holds", "h-held"), held("confirmed", 1, 0));
+}
+
 fn check_stock_no_ledger(con: &mut Connection) {
     assert_eq!(stock_info(con, "fx:stock-no-ledger"), (97, 3, 0, 0));
 }
@@ -226,6 +337,27 @@ fn check_everything(con: &mut Connection, f: &Fixtures) {
     assert_eq!(get_string(con, "fx:plain").as_deref(), Some("45"));
     assert_eq!(int(call(con, &["XLEN", "fx:events"])), 2);
     check_stock(con, f);
+    let mut keys = 10;
+    if let Some(h) = &f.holds {
+        keys += 3;
+        let held = |s: &str, q: i64, d: i64| (s.to_string(), q, d);
+        assert_eq!(
+            detail(con, "fx:live-holds", "l-held"),
+            held("held", 1, h.live_held_deadline)
+        );
+        assert_eq!(
+            detail(con, "fx:live-holds", "l-expired"),
+            held("expired", 2, 0)
+        );
+        assert_eq!(
+            detail(con, "fx:live-holds", "l-confirmed"),
+            held("confirmed", 3, 0)
+        );
+        assert_eq!(stock(con, "fx:live-holds"), 6);
+        // deduct, deduct, expire on each stock.
+        assert_eq!(int(call(con, &["XLEN", "fx:hold-events"])), 6);
+        check_holds_stock(con, h);
+    }
     // The token clock starts above everything the fixtures hold (the RDB's aux field, the
     // AOF's last grant).
     let next = int(call(con, &["LOCK.ACQUIRE", "fx:next", "w", "10000"]));
@@ -234,7 +366,7 @@ fn check_everything(con: &mut Connection, f: &Fixtures) {
         "next token {next} <= {}",
         f.live_lock_token
     );
-    assert_eq!(dbsize(con), 10);
+    assert_eq!(dbsize(con), keys);
 }
 
 fn dump_payloads_restore(f: &Fixtures) {
@@ -252,6 +384,10 @@ fn dump_payloads_restore(f: &Fixtures) {
         &[],
     ));
     check_stock_no_ledger(&mut con);
+    if let Some(h) = &f.holds {
+        okay(restore(&mut con, "fx:holds", 0, h.dump, &[]));
+        check_holds_stock(&mut con, h);
+    }
     // A restored lock's token is never issued again.
     let next = int(call(&mut con, &["LOCK.ACQUIRE", "other", "w", "10000"]));
     assert!(next > f.lock_token);
@@ -327,4 +463,19 @@ fn encoding_3_rdb_file_loads() {
 #[test]
 fn encoding_3_aof_in_the_effect_format_loads() {
     aof_loads(&ENCODING_3);
+}
+
+#[test]
+fn encoding_4_dump_payloads_restore() {
+    dump_payloads_restore(&ENCODING_4);
+}
+
+#[test]
+fn encoding_4_rdb_file_loads() {
+    rdb_file_loads(&ENCODING_4);
+}
+
+#[test]
+fn encoding_4_aof_in_the_effect_format_loads() {
+    aof_loads(&ENCODING_4);
 }

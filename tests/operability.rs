@@ -165,6 +165,7 @@ fn command_docs_and_info_describe_every_command() {
                 "key",
                 "quantity",
                 "request-id",
+                "ms",
                 "token",
                 "stream-key",
                 "count",
@@ -175,7 +176,8 @@ fn command_docs_and_info_describe_every_command() {
             -3,
             vec!["key", "request-id", "stream-key", "count"],
         ),
-        ("STOCK.REQUEST", 3, vec!["key", "request-id"]),
+        ("STOCK.REQUEST", -3, vec!["key", "request-id", "detail"]),
+        ("STOCK.CONFIRM", 3, vec!["key", "request-id"]),
         ("STOCK.INFO", 2, vec!["key"]),
     ];
     for (name, arity, args) in commands {
@@ -239,8 +241,9 @@ fn settings_are_listed_and_bounded() {
     let server = Server::start();
     let mut con = server.conn();
     let all = config_get_all(&mut con, "fence.*");
-    assert_eq!(all.len(), 4, "{all:?}");
+    assert_eq!(all.len(), 5, "{all:?}");
     for (name, value, max) in [
+        ("fence.max-hold-ms", "604800000", "315360000000"),
         ("fence.max-ttl-ms", "604800000", "315360000000"),
         ("fence.max-id-length", "512", "536870912"),
         ("fence.max-ledger-entries", "1000000", "9223372036854775807"),
@@ -363,12 +366,18 @@ fn stock_info_reports_the_ledger() {
         Value::Int(7),
         Value::BulkString(b"restocks".to_vec()),
         Value::Int(0),
+        Value::BulkString(b"held".to_vec()),
+        Value::Int(0),
+        Value::BulkString(b"held-units".to_vec()),
+        Value::Int(0),
+        Value::BulkString(b"next-deadline".to_vec()),
+        Value::Int(0),
     ]);
     assert_eq!(v, expect);
     let mut r3 = server.conn_resp3();
     let m = call(&mut r3, &["STOCK.INFO", "s"]).expect("STOCK.INFO resp3");
     assert!(
-        matches!(m, Value::Map(ref pairs) if pairs.len() == 5),
+        matches!(m, Value::Map(ref pairs) if pairs.len() == 8),
         "{m:?}"
     );
     okay(call(&mut con, &["SET", "p", "42"]));

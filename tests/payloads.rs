@@ -151,7 +151,9 @@ fn encver(of: &Payload) -> u64 {
 
 /// A stock value: available, fence, deducted, then `count` and the entries: one by one up to
 /// encoding 2 (which adds an empty restock ledger), as one blob of records from encoding 3 on
-/// (with an empty restock ledger). Negative quantities are written as their bits.
+/// (with an empty restock ledger). Encoding 4 writes no expire stream (an empty key, mode 0)
+/// before the count, and a state byte in each record: deducted, or refunded for a quantity of
+/// 0. Negative quantities are written as their bits.
 fn stock_body(
     of: &Payload,
     available: i64,
@@ -161,10 +163,11 @@ fn stock_body(
     entries: &[(&[u8], i64)],
 ) -> Vec<u8> {
     let mut e = Encoder::new(of);
-    e.signed(available)
-        .unsigned(fence)
-        .signed(deducted)
-        .unsigned(count);
+    e.signed(available).unsigned(fence).signed(deducted);
+    if encver(of) >= 4 {
+        e.string(b"").unsigned(0);
+    }
+    e.unsigned(count);
     if encver(of) >= 3 {
         // One blob of records: quantity and id length as LEB128 varints, then the id.
         let varint = |out: &mut Vec<u8>, mut v: u64| {
@@ -178,6 +181,10 @@ fn stock_body(
         for (id, q) in entries {
             varint(&mut blob, *q as u64);
             varint(&mut blob, id.len() as u64);
+            if encver(of) >= 4 {
+                // The state: deducted (0), or refunded (3).
+                blob.push(if *q == 0 { 3 } else { 0 });
+            }
             blob.extend_from_slice(id);
         }
         if !entries.is_empty() {
@@ -229,6 +236,27 @@ impl Target {
             ));
         }
         int(call(&mut con, &["STOCK.REFUND", "keep:ledger", "order-2"]));
+        // Held and confirmed entries (encoding 4), with an expire stream.
+        for id in ["order-4", "order-5"] {
+            int(call(
+                &mut con,
+                &[
+                    "STOCK.DEDUCT",
+                    "keep:ledger",
+                    "4",
+                    "ID",
+                    id,
+                    "HOLD",
+                    "600000",
+                    "EVENTS",
+                    "keep:orders",
+                    "MAXLEN",
+                    "~",
+                    "100",
+                ],
+            ));
+        }
+        int(call(&mut con, &["STOCK.CONFIRM", "keep:ledger", "order-5"]));
         // Restock ids too (encoding 2).
         int(call(
             &mut con,

@@ -215,6 +215,9 @@ fn expected_info(
         ("requests", requests),
         ("fence", 0),
         ("restocks", restocks),
+        ("held", 0),
+        ("held-units", 0),
+        ("next-deadline", 0),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))

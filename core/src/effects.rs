@@ -92,7 +92,7 @@ impl Arg<'_> {
 }
 
 /// The most arguments an effect has after the key.
-const MAX_ARGS: usize = 8;
+pub const MAX_ARGS: usize = 8;
 
 /// Up to `MAX_ARGS` arguments after the key, without allocating.
 pub struct Encoded<'a> {

@@ -5,7 +5,7 @@ use std::ffi::{c_char, c_int, c_long, CStr};
 use std::marker::PhantomData;
 
 use fence_core::args::{parse_stream_id, Decimal};
-use fence_core::effects::{Arg, Encoded};
+use fence_core::effects::{Arg, Encoded, MAX_ARGS};
 use fence_core::error::FenceError;
 use redis_module::raw;
 
@@ -550,73 +550,57 @@ fn arg_bytes(a: &Arg<'_>) -> (*const c_char, usize) {
     (b.as_ptr().cast::<c_char>(), b.len())
 }
 
+/// The format strings of `call_with_effect`: "s" (the key) and one "b" per buffer.
+const EFFECT_FORMATS: [&CStr; MAX_ARGS + 1] = [
+    c"s",
+    c"sb",
+    c"sbb",
+    c"sbbb",
+    c"sbbbb",
+    c"sbbbbb",
+    c"sbbbbbb",
+    c"sbbbbbbb",
+    c"sbbbbbbbb",
+];
+
 /// Calls a variadic API function (`RedisModule_Replicate`, `RedisModule_EmitAOF`) with
 /// `first` (a context or an AOF stream), the command, the format "s" + "b" * n, the key and the
-/// effect's n buffers (n = 3, 4 or 6: every effect has one of these shapes). Numbers go as
-/// buffers: Redis makes one embedded string of each, where `l` costs two allocations. Returns
-/// false for another shape.
+/// effect's n buffers (n at most `MAX_ARGS`, which every effect keeps to). The call always
+/// passes `MAX_ARGS` buffers; Redis reads as many as the format names (C variadic arguments
+/// past those are never read). Numbers go as buffers: Redis makes one embedded string of
+/// each, where `l` costs two allocations. Returns false for more than `MAX_ARGS` arguments.
 macro_rules! call_with_effect {
     ($api:ident, $first:expr, $cmd:expr, $key:expr, $a:expr) => {{
         let a = $a;
         let b = |i: usize| a.get(i).map_or((c"".as_ptr(), 0), arg_bytes);
-        match a.len() {
-            3 => {
-                let (x, y, z) = (b(0), b(1), b(2));
+        match EFFECT_FORMATS.get(a.len()) {
+            Some(format) => {
+                let (p, q, r, s, t, u, v, w) = (b(0), b(1), b(2), b(3), b(4), b(5), b(6), b(7));
                 call!($api(
                     $first,
                     $cmd,
-                    c"sbbb".as_ptr(),
+                    format.as_ptr(),
                     $key,
-                    x.0,
-                    x.1,
-                    y.0,
-                    y.1,
-                    z.0,
-                    z.1
-                ));
-                true
-            }
-            4 => {
-                let (w, x, y, z) = (b(0), b(1), b(2), b(3));
-                call!($api(
-                    $first,
-                    $cmd,
-                    c"sbbbb".as_ptr(),
-                    $key,
-                    w.0,
-                    w.1,
-                    x.0,
-                    x.1,
-                    y.0,
-                    y.1,
-                    z.0,
-                    z.1
-                ));
-                true
-            }
-            6 => {
-                let (u, v, w, x, y, z) = (b(0), b(1), b(2), b(3), b(4), b(5));
-                call!($api(
-                    $first,
-                    $cmd,
-                    c"sbbbbbb".as_ptr(),
-                    $key,
+                    p.0,
+                    p.1,
+                    q.0,
+                    q.1,
+                    r.0,
+                    r.1,
+                    s.0,
+                    s.1,
+                    t.0,
+                    t.1,
                     u.0,
                     u.1,
                     v.0,
                     v.1,
                     w.0,
-                    w.1,
-                    x.0,
-                    x.1,
-                    y.0,
-                    y.1,
-                    z.0,
-                    z.1
+                    w.1
                 ));
                 true
             }
-            _ => false,
+            None => false,
         }
     }};
 }

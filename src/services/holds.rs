@@ -359,7 +359,10 @@ impl KeyspaceHandler for OnKeyspace {
         if !load && !matches!(event, b"rename_to" | b"move_to" | b"copy_to") {
             return;
         }
-        let k = Key::read(ctx, key);
+        // The key of a `loaded` event lives on Redis's stack, and opening a key retains its
+        // name: open it through a copy.
+        let name = ctx.string(key.bytes());
+        let k = Key::read(ctx, name.as_rstr());
         if let Some(stock) = k.stock() {
             track(ctx, key.bytes(), stock, true);
         }
@@ -408,7 +411,11 @@ impl ServerEventHandler for OnServerEvent {
 pub fn subscribe(ctx: &Ctx<'_>) -> Result<(), String> {
     events::subscribe_keyspace::<OnKeyspace>(ctx, raw::REDISMODULE_NOTIFY_LOADED)
         .map_err(String::from)?;
-    for kind in [EventKind::SwapDb, EventKind::RoleChanged, EventKind::Loading] {
+    for kind in [
+        EventKind::SwapDb,
+        EventKind::RoleChanged,
+        EventKind::Loading,
+    ] {
         events::subscribe_server::<OnServerEvent>(ctx, kind).map_err(String::from)?;
     }
     Ok(())
