@@ -135,6 +135,7 @@ required!(
     RedisModule_IsKeysPositionRequest,
     RedisModule_KeyAtPos,
     RedisModule_KeyType,
+    RedisModule_LatencyAddSample,
     RedisModule_LoadSigned,
     RedisModule_LoadStringBuffer,
     RedisModule_LoadUnsigned,

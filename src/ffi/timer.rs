@@ -2,7 +2,7 @@
 //! fires; `start` and `stop` hand the data over and back, checked against its type.
 
 use std::any::Any;
-use std::ffi::c_void;
+use std::ffi::{c_void, CStr};
 use std::marker::PhantomData;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicPtr, Ordering};
@@ -120,4 +120,10 @@ pub(super) fn detached_ctx() -> *mut raw::RedisModuleCtx {
 pub fn start_detached<H: TimerHandler>(delay_ms: i64, data: H::Data) -> Option<Timer<H>> {
     let ctx = DETACHED.load(Ordering::Relaxed);
     (!ctx.is_null()).then(|| start_raw::<H>(ctx, delay_ms, data))
+}
+
+/// Reports `ms` of work in one go under `event` to Redis's latency monitor (`LATENCY LATEST`,
+/// `LATENCY HISTORY event`), which keeps it when it reaches `latency-monitor-threshold`.
+pub fn latency_sample(event: &CStr, ms: i64) {
+    call!(RedisModule_LatencyAddSample(event.as_ptr(), ms));
 }
