@@ -11,7 +11,8 @@ use std::path::Path;
 use std::thread;
 use std::time::Duration;
 
-use crate::{info_field, median, used_memory, Res, Server};
+use crate::harness::{self, cpu_ns, info_field, progress, used_memory, Res, Server};
+use crate::median;
 
 const STOCK_KEY: &str = "big:stock";
 const SET_KEY: &str = "big:set";
@@ -143,23 +144,10 @@ fn entry_of(id: &[u8]) -> Option<usize> {
 }
 
 /// A slow-log entry: id, time, duration (µs), arguments, client address, client name.
-/// A slow-log entry: id, time, duration (µs), arguments, client address, client name.
 type SlowlogEntry = (i64, i64, i64, Vec<Vec<u8>>, Vec<u8>, Vec<u8>);
 
 fn slowlog_reset(con: &mut redis::Connection) -> Res<()> {
     Ok(redis::cmd("SLOWLOG").arg("RESET").query::<()>(con)?)
-}
-
-/// The CPU time the server's main thread has used (ns), from the scheduler (`schedstat`):
-/// not what a command waited for the core while another process had it, nor the lazy-free
-/// and jemalloc threads' work.
-fn cpu_ns(pid: u32) -> Res<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/schedstat"))?;
-    Ok(stat
-        .split_whitespace()
-        .next()
-        .ok_or("empty schedstat")?
-        .parse()?)
 }
 
 /// One run of a command: the slow log's time (wall clock, ms) and the main thread's CPU time
@@ -223,7 +211,7 @@ fn fill(
     mut durations: Option<&mut [u32]>,
 ) -> Res<()> {
     kind.create(con)?;
-    let mut filler = server.conn()?;
+    let mut filler = server.try_conn()?;
     let mut seen = 0;
     for start in (0..n).step_by(CHUNK) {
         let mut pipe = redis::pipe();
@@ -318,8 +306,8 @@ struct Figures {
 
 /// A fresh server with `module`, its slow log recording every command, and a connection.
 fn start(module: &Path, pin: bool) -> Res<(Server, redis::Connection)> {
-    let server = Server::start(module, pin)?;
-    let mut con = server.conn()?;
+    let server = harness::start(module, pin)?;
+    let mut con = server.try_conn()?;
     redis::cmd("CONFIG")
         .arg("SET")
         .arg("slowlog-log-slower-than")

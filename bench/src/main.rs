@@ -9,31 +9,19 @@
 
 use std::fmt::Write as _;
 use std::fs;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-/// When the run began, for the progress lines.
-static BEGAN: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
-
-/// A progress line on stderr, with the seconds since the run began.
-macro_rules! progress {
-    ($($arg:tt)*) => {
-        eprintln!(
-            "bench [{:>5.1} s]: {}",
-            $crate::BEGAN.get_or_init(std::time::Instant::now).elapsed().as_secs_f64(),
-            format!($($arg)*)
-        )
-    };
-}
-
-type Res<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
-
 mod big_ledger;
+mod harness;
+
+use harness::{
+    callgrind_control, callgrind_dump, cpu_seconds, has_valgrind, info_field, progress,
+    redis_benchmark, used_memory, Res, Server, BEGAN,
+};
 
 /// A 36-byte owner, as a UUID string would be.
 const OWNER: &str = "3f2b8c1e-9a4d-4e7b-8c2f-5d6a7b8c9d0e";
@@ -132,21 +120,10 @@ fn run() -> Res<()> {
         label: "after".to_string(),
         path: &module,
     });
-    // All online cores, not just this process's affinity (`make bench` runs it on core 1).
-    let cores = Command::new("nproc")
-        .arg("--all")
-        .output()
-        .ok()
-        .and_then(|o| {
-            String::from_utf8_lossy(&o.stdout)
-                .trim()
-                .parse::<usize>()
-                .ok()
-        })
-        .unwrap_or_else(|| thread::available_parallelism().map_or(1, |n| n.get()));
+    let cores = harness::cores();
     let pin = cores >= 2;
-    let server = Server::start(&module, pin)?;
-    let mut con = server.conn()?;
+    let server = harness::start(&module, pin)?;
+    let mut con = server.try_conn()?;
     let version = info_field(&mut con, "server", "redis_version")?;
     progress!("redis {version}, {cores} cores, pinning: {pin}");
     if std::env::args().any(|a| a == "--hand-off-only") {
@@ -228,116 +205,6 @@ fn run() -> Res<()> {
         began.elapsed().as_secs_f64()
     );
     Ok(())
-}
-
-// ------------------------------------------------------------------------------------------
-// Server
-// ------------------------------------------------------------------------------------------
-
-struct Server {
-    child: Child,
-    port: u16,
-    dir: PathBuf,
-}
-
-impl Server {
-    fn start(module: &Path, pin: bool) -> Res<Server> {
-        Self::start_with(module, pin, false)
-    }
-
-    /// A server running under callgrind, which counts the instructions it executes.
-    fn start_under_callgrind(module: &Path, pin: bool) -> Res<Server> {
-        Self::start_with(module, pin, true)
-    }
-
-    fn start_with(module: &Path, pin: bool, callgrind: bool) -> Res<Server> {
-        let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-        let dir = std::env::temp_dir().join(format!("fence-bench-{}-{port}", std::process::id()));
-        fs::create_dir_all(&dir)?;
-        let mut prefix: Vec<String> = Vec::new();
-        if pin {
-            prefix.extend(["taskset", "-c", "0"].map(String::from));
-        }
-        if callgrind {
-            prefix.extend(["valgrind", "--tool=callgrind"].map(String::from));
-            prefix.push(format!(
-                "--callgrind-out-file={}",
-                dir.join("callgrind.%p").display()
-            ));
-        }
-        prefix.push("redis-server".into());
-        let mut cmd = Command::new(&prefix[0]);
-        cmd.args(&prefix[1..]);
-        cmd.args([
-            "--port",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            // DEBUG DIGEST-VALUE and DEBUG RELOAD (the Big ledger section).
-            "--enable-debug-command",
-            "yes",
-        ])
-        .args(["--appendonly", "no", "--dir"])
-        .arg(&dir)
-        .args(["--logfile", "redis.log", "--loadmodule"])
-        .arg(module)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-        let child = cmd.spawn()?;
-        let server = Server { child, port, dir };
-        // Under valgrind the server takes seconds to start.
-        for _ in 0..if callgrind { 3000 } else { 200 } {
-            if let Ok(mut c) = server.conn() {
-                if redis::cmd("PING").query::<String>(&mut c).is_ok() {
-                    return Ok(server);
-                }
-            }
-            thread::sleep(Duration::from_millis(20));
-        }
-        Err("redis-server did not start".into())
-    }
-
-    /// The server's process id (its main thread's too).
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    fn conn(&self) -> redis::RedisResult<redis::Connection> {
-        let client = redis::Client::open(format!("redis://127.0.0.1:{}/", self.port))?;
-        let con = client.get_connection_with_timeout(Duration::from_secs(5))?;
-        con.set_read_timeout(Some(Duration::from_secs(120)))?;
-        Ok(con)
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = fs::remove_dir_all(&self.dir);
-    }
-}
-
-fn info_field(con: &mut redis::Connection, section: &str, field: &str) -> Res<String> {
-    let info: String = redis::cmd("INFO").arg(section).query(con)?;
-    info.lines()
-        .find_map(|l| {
-            l.strip_prefix(&format!("{field}:"))
-                .map(|v| v.trim().to_string())
-        })
-        .ok_or_else(|| format!("INFO {section} has no {field}").into())
-}
-
-fn cpu_seconds(con: &mut redis::Connection) -> Res<f64> {
-    let user: f64 = info_field(con, "cpu", "used_cpu_user")?.parse()?;
-    let sys: f64 = info_field(con, "cpu", "used_cpu_sys")?.parse()?;
-    Ok(user + sys)
-}
-
-fn used_memory(con: &mut redis::Connection) -> Res<i64> {
-    Ok(info_field(con, "memory", "used_memory")?.parse()?)
 }
 
 // ------------------------------------------------------------------------------------------
@@ -542,48 +409,6 @@ fn preload(con: &mut redis::Connection, what: Preload, keys: usize) -> Res<()> {
     Ok(())
 }
 
-/// Runs redis-benchmark once; returns requests per second.
-fn redis_benchmark(
-    port: u16,
-    keys: usize,
-    pipeline: usize,
-    calls: usize,
-    args: &[String],
-    pin: bool,
-) -> Res<f64> {
-    let mut cmd = if pin {
-        let mut c = Command::new("taskset");
-        c.args(["-c", "1", "redis-benchmark"]);
-        c
-    } else {
-        Command::new("redis-benchmark")
-    };
-    let out = cmd
-        .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-c", "50"])
-        .args(["-P", &pipeline.to_string(), "-n", &calls.to_string()])
-        .args(["-r", &keys.to_string(), "--csv"])
-        .args(args)
-        .output()?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    let last = text
-        .lines()
-        .rev()
-        .find(|l| !l.trim().is_empty())
-        .unwrap_or_default();
-    let rps = last
-        .split(',')
-        .nth(1)
-        .map(|f| f.trim_matches('"'))
-        .and_then(|f| f.parse::<f64>().ok())
-        .ok_or_else(|| {
-            format!(
-                "cannot parse redis-benchmark output: {text} {}",
-                String::from_utf8_lossy(&out.stderr)
-            )
-        })?;
-    Ok(rps)
-}
-
 struct GroupResult {
     name: &'static str,
     note: &'static str,
@@ -702,7 +527,7 @@ fn measure_group(
             preload(con, contender.preload, KEYSPACE)?;
             let args = with_shas(&contender.args, &load_scripts(con)?);
             let before = cpu_seconds(con)?;
-            let r = redis_benchmark(server.port, KEYSPACE, pipeline, calls, &args, pin)?;
+            let r = redis_benchmark(server.port(), KEYSPACE, pipeline, calls, &args, pin)?;
             let after = cpu_seconds(con)?;
             rps[i].push(r);
             cpu_us[i].push((after - before) * 1e6 / calls as f64);
@@ -733,11 +558,7 @@ fn instructions(module: &Path, pin: bool, calls: usize, report: &mut String) -> 
     // same share of calls find their key taken.
     let keys = calls / 2;
     writeln!(report, "## Instructions per call (callgrind)\n")?;
-    let has_valgrind = Command::new("valgrind")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !has_valgrind {
+    if !has_valgrind() {
         writeln!(report, "Skipped: valgrind is not installed.\n")?;
         progress!("valgrind not found; instruction counts skipped");
         return Ok(());
@@ -750,8 +571,8 @@ fn instructions(module: &Path, pin: bool, calls: usize, report: &mut String) -> 
          in the pipeline-16 runs. Unlike CPU time, this count repeats from run to run to within \
          a fraction of a percent, but it does not see cache misses or system calls.\n"
     )?;
-    let server = Server::start_under_callgrind(module, pin)?;
-    let mut con = server.conn()?;
+    let server = harness::start_under_callgrind(module, pin)?;
+    let mut con = server.try_conn()?;
     let pid = info_field(&mut con, "server", "process_id")?;
     for group in groups() {
         let mut counts = Vec::new();
@@ -759,8 +580,8 @@ fn instructions(module: &Path, pin: bool, calls: usize, report: &mut String) -> 
             preload(&mut con, contender.preload, keys)?;
             let args = with_shas(&contender.args, &load_scripts(&mut con)?);
             callgrind_control(&["-z", &pid])?;
-            redis_benchmark(server.port, keys, 16, calls, &args, pin)?;
-            let dumped = callgrind_dump(&server.dir, &pid)?;
+            redis_benchmark(server.port(), keys, 16, calls, &args, pin)?;
+            let dumped = callgrind_dump(server.dir(), &pid)?;
             counts.push(dumped as f64 / calls as f64);
         }
         writeln!(report, "### {}\n", group.name)?;
@@ -779,50 +600,6 @@ fn instructions(module: &Path, pin: bool, calls: usize, report: &mut String) -> 
         progress!("{} instructions done", group.name);
     }
     Ok(())
-}
-
-fn callgrind_control(args: &[&str]) -> Res<()> {
-    let out = Command::new("callgrind_control").args(args).output()?;
-    if !out.status.success() {
-        return Err(format!(
-            "callgrind_control {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        )
-        .into());
-    }
-    Ok(())
-}
-
-/// Dumps the counts since the last zeroing and returns the instructions in the dump.
-fn callgrind_dump(dir: &Path, pid: &str) -> Res<u64> {
-    let dumps = |dir: &Path| -> Res<Vec<PathBuf>> {
-        Ok(fs::read_dir(dir)?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| {
-                p.file_name().is_some_and(|n| {
-                    n.to_string_lossy()
-                        .starts_with(&format!("callgrind.{pid}."))
-                })
-            })
-            .collect())
-    };
-    for old in dumps(dir)? {
-        fs::remove_file(old)?;
-    }
-    callgrind_control(&["-d", pid])?;
-    let dump = dumps(dir)?
-        .into_iter()
-        .next()
-        .ok_or("callgrind wrote no dump")?;
-    let text = fs::read_to_string(&dump)?;
-    text.lines()
-        .find_map(|l| {
-            l.strip_prefix("summary:")
-                .or_else(|| l.strip_prefix("totals:"))
-        })
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .ok_or_else(|| format!("no instruction total in {}", dump.display()).into())
 }
 
 /// A contender's arguments with `{sha:NAME}` replaced by the loaded script's SHA.
@@ -872,7 +649,7 @@ fn seckill_run(server: &Server, mode: Seckill) -> Res<SeckillResult> {
     // The client lock recipe is so slow under contention that it gets a time limit; its
     // sell-out time is then projected from the rate it reached.
     const LIMIT: Duration = Duration::from_secs(30);
-    let mut con = server.conn()?;
+    let mut con = server.try_conn()?;
     redis::cmd("FLUSHALL").query::<()>(&mut con)?;
     let shas = load_scripts(&mut con)?;
     let sha = |n: &str| {
@@ -899,7 +676,7 @@ fn seckill_run(server: &Server, mode: Seckill) -> Res<SeckillResult> {
     let start = Instant::now();
     let mut handles = Vec::new();
     for b in 0..BUYERS {
-        let mut con = server.conn()?;
+        let mut con = server.try_conn()?;
         let (attempts, sold, sold_out, last_sale_us, latencies) = (
             attempts.clone(),
             sold.clone(),
@@ -1135,7 +912,7 @@ enum Waiting {
 fn contended_run(server: &Server, mode: Waiting) -> Res<ContendedRun> {
     const CLIENTS: usize = 50;
     const EACH: usize = 20;
-    let mut con = server.conn()?;
+    let mut con = server.try_conn()?;
     redis::cmd("FLUSHALL").query::<()>(&mut con)?;
     let release_sha: String = redis::cmd("SCRIPT")
         .arg("LOAD")
@@ -1145,7 +922,7 @@ fn contended_run(server: &Server, mode: Waiting) -> Res<ContendedRun> {
     let start = Instant::now();
     let mut handles = Vec::new();
     for cl in 0..CLIENTS {
-        let mut con = server.conn()?;
+        let mut con = server.try_conn()?;
         let waits = waits.clone();
         let release_sha = release_sha.clone();
         handles.push(thread::spawn(move || -> Res<f64> {
@@ -1307,7 +1084,7 @@ fn release_hand_offs(server: &Server) -> Res<Vec<f64>> {
     }
     let key = "handoff";
     let owners = ["client-a", "client-b"];
-    let mut monitor = server.conn()?;
+    let mut monitor = server.try_conn()?;
     redis::cmd("DEL").arg(key).query::<i64>(&mut monitor)?;
     redis::cmd("LOCK.ACQUIRE")
         .arg(key)
@@ -1320,7 +1097,7 @@ fn release_hand_offs(server: &Server) -> Res<Vec<f64>> {
     for owner in owners {
         let (job_tx, job_rx) = std::sync::mpsc::channel::<Job>();
         let (done_tx, done_rx) = std::sync::mpsc::channel::<Res<Instant>>();
-        let mut con = server.conn()?;
+        let mut con = server.try_conn()?;
         workers.push(thread::spawn(move || {
             for job in job_rx {
                 let done = match job {
@@ -1382,7 +1159,7 @@ fn release_hand_offs(server: &Server) -> Res<Vec<f64>> {
 /// after the deadline (PEXPIRETIME) the waiter's reply arrived, in ms (wall clock, so to a
 /// few µs plus the 1 ms of PEXPIRETIME's rounding).
 fn expiry_hand_offs(server: &Server) -> Res<Vec<f64>> {
-    let mut con = server.conn()?;
+    let mut con = server.try_conn()?;
     let mut delays = Vec::with_capacity(TIMER_SAMPLES);
     let mut attempt = 0;
     while delays.len() < TIMER_SAMPLES {
@@ -1391,7 +1168,7 @@ fn expiry_hand_offs(server: &Server) -> Res<Vec<f64>> {
             return Err("waiters kept missing their holder's 100 ms TTL".into());
         }
         let key = format!("expiry:{attempt}");
-        let mut wcon = server.conn()?;
+        let mut wcon = server.try_conn()?;
         redis::cmd("LOCK.ACQUIRE")
             .arg(&key)
             .arg("holder")
@@ -1425,7 +1202,7 @@ fn expiry_hand_offs(server: &Server) -> Res<Vec<f64>> {
 
 /// `WAIT 20` on a lock held by another client: how long after its 20 ms the nil came, in ms.
 fn wait_timeouts(server: &Server) -> Res<Vec<f64>> {
-    let mut con = server.conn()?;
+    let mut con = server.try_conn()?;
     redis::cmd("DEL").arg("timeout").query::<i64>(&mut con)?;
     redis::cmd("LOCK.ACQUIRE")
         .arg("timeout")
