@@ -2,7 +2,8 @@
 //! `Server`, started with the bench's settings), pinned to core 0 or run under callgrind;
 //! redis-benchmark as the load generator, pinned to core 1; and what the server says of its own
 //! cost: `INFO` fields, the CPU time of its main thread (from the scheduler), callgrind's
-//! instruction counts. Errors are returned (`Res`), never panicked.
+//! instruction counts; and the statistics every figure is given as (median, percentile).
+//! Errors are returned (`Res`), never panicked.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -215,4 +216,27 @@ pub fn callgrind_dump(dir: &Path, pid: &str) -> Res<u64> {
         .and_then(|v| v.split_whitespace().next())
         .and_then(|v| v.parse().ok())
         .ok_or_else(|| format!("no instruction total in {}", dump.display()).into())
+}
+
+/// The median; NaN when there is nothing.
+pub fn median(mut v: Vec<f64>) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(|a, b| a.total_cmp(b));
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+/// The value at `p` (0 to 1) of values sorted in ascending order; NaN when there is none.
+pub fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[idx.min(sorted.len() - 1)]
 }
