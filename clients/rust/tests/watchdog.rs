@@ -10,14 +10,15 @@
 mod common;
 
 use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use common::{
-    assert_no_renew_after_release, calls, client_ids, client_line, ms, wait_until, Monitor, Server,
-    EVENT_DEADLINE,
+    assert_no_renew_after_release, calls, client_ids, client_line, ms, wait_until, Monitor, Paused,
+    Server, EVENT_DEADLINE,
 };
-use redis_fence_client::{FenceCommands, Lock, LockGuard, Watchdog};
+use redis_fence_client::{FenceCommands, LeaseLost, Lock, LockGuard, LostReason, Watchdog};
 
 /// The TTL of the leases the watchdog keeps: its renewals (every third of it by default) may
 /// come up to two seconds late before the lease lapses.
@@ -645,4 +646,102 @@ fn a_stale_watchdog_never_renews_a_newer_grant_of_its_owner() {
     {
         assert_eq!(c[c.len() - 2..], ["TOKEN", t1.as_str()], "{c:?}");
     }
+}
+
+/// The lease-loss report: the callback runs once, with the grant and the reason, however many
+/// times the loss is seen again (the watchdog's refused renewal, a manual renewal, the
+/// release).
+#[test]
+fn a_lost_lease_is_reported_once() {
+    let server = Server::start();
+    let mut admin = server.conn();
+    let reports = Arc::new(Mutex::new(Vec::<LeaseLost>::new()));
+    let seen = Arc::clone(&reports);
+    let mut guard = Lock::new(&server.client(), "lock:r", "w1", LEASE)
+        .watchdog(Watchdog::new(1_000).every(QUICK))
+        .on_lost(move |lost| seen.lock().unwrap().push(lost.clone()))
+        .try_acquire()
+        .unwrap()
+        .unwrap();
+    assert!(wait_until(EVENT_DEADLINE, || guard.renewals() >= 1));
+    let (_, t2): (i64, u64) = redis::pipe()
+        .atomic()
+        .cmd("DEL")
+        .arg("lock:r")
+        .cmd("LOCK.ACQUIRE")
+        .arg("lock:r")
+        .arg("w2")
+        .arg(60_000)
+        .query(&mut admin)
+        .unwrap();
+    assert!(
+        wait_until(EVENT_DEADLINE, || guard.is_lost()),
+        "the watchdog did not learn the lease was lost"
+    );
+    assert_eq!(guard.lost_reason(), Some(LostReason::Refused));
+    assert!(!guard.renew(LEASE).unwrap());
+    let token = guard.token();
+    assert!(!guard.release().unwrap(), "w2's grant is left alone");
+    assert_eq!(holder(&mut admin, "lock:r"), Some(("w2".into(), t2)));
+    let reports = reports.lock().unwrap();
+    assert_eq!(reports.len(), 1, "{reports:?}");
+    assert_eq!(
+        (
+            reports[0].key.as_str(),
+            reports[0].owner.as_str(),
+            reports[0].token,
+            reports[0].reason
+        ),
+        ("lock:r", "w1", token, LostReason::Refused)
+    );
+}
+
+/// A hung server (stopped with SIGSTOP: connections open, nothing answered) holds `release`
+/// and `Drop` for the lock's I/O timeout, not for a time derived from the TTL (an hour here):
+/// stopping a renewal in flight and sending the release take at most one I/O timeout each.
+/// What was sent runs once the server continues: the locks end up free.
+#[test]
+fn a_hung_server_holds_release_and_drop_for_the_io_timeout_only() {
+    const IO: Duration = Duration::from_millis(300);
+    let hour = Duration::from_secs(3_600);
+    let server = Server::start();
+    let mut admin = server.conn();
+    let lock = |key: &str| {
+        Lock::new(&server.client(), key, "w1", hour)
+            .io_timeout(IO)
+            .watchdog(Watchdog::new(1_000).every(QUICK))
+    };
+    let released = lock("lock:h1").try_acquire().unwrap().unwrap();
+    let dropped = lock("lock:h2").try_acquire().unwrap().unwrap();
+    assert!(wait_until(EVENT_DEADLINE, || released.renewals() >= 1
+        && dropped.renewals() >= 1));
+    let paused = Paused::pause(&server);
+    // Each watchdog sends its next renewal into the void and waits for it (QUICK later).
+    assert!(wait_until(EVENT_DEADLINE, || released.renewals() >= 2
+        && dropped.renewals() >= 2));
+    let started = Instant::now();
+    let e = released.release().unwrap_err();
+    let release_took = started.elapsed();
+    assert!(e.is_timeout() || e.is_io_error(), "{e}");
+    let started = Instant::now();
+    drop(dropped);
+    let drop_took = started.elapsed();
+    // The bound is two I/O timeouts (600 ms); the margin is for a loaded machine, and
+    // anything derived from the hour-long TTL would be far beyond it.
+    let bound = 2 * IO + Duration::from_secs(5);
+    assert!(
+        release_took >= IO,
+        "release did wait for its reply: {release_took:?}"
+    );
+    assert!(release_took < bound, "release took {release_took:?}");
+    assert!(drop_took < bound, "drop took {drop_took:?}");
+    drop(paused);
+    assert!(
+        wait_until(EVENT_DEADLINE, || holder(&mut admin, "lock:h1").is_none()
+            && holder(&mut admin, "lock:h2").is_none()),
+        "the releases sent while the server was stopped did not free the locks: {:?} {:?}",
+        holder(&mut admin, "lock:h1"),
+        holder(&mut admin, "lock:h2")
+    );
+    println!("release {release_took:?}, drop {drop_took:?} with a {IO:?} I/O timeout");
 }
