@@ -102,7 +102,7 @@ fn stock_info_cmd(key: &str) -> Cmd {
 }
 
 /// The fence module's commands on a synchronous connection ([`redis::Connection`],
-/// [`redis::cluster::ClusterConnection`], a pooled connection...), with typed replies.
+/// `redis::cluster::ClusterConnection`, a pooled connection...), with typed replies.
 ///
 /// Implemented for every [`redis::ConnectionLike`]; bring it into scope and call the methods
 /// on the connection:
@@ -249,7 +249,7 @@ pub trait FenceCommands: ConnectionLike + Sized {
 impl<C: ConnectionLike> FenceCommands for C {}
 
 /// The fence module's commands on an asynchronous connection
-/// ([`redis::aio::MultiplexedConnection`], [`redis::aio::ConnectionManager`], ...), with typed
+/// ([`redis::aio::MultiplexedConnection`], `redis::aio::ConnectionManager`, ...), with typed
 /// replies: the async twin of [`FenceCommands`], with the same methods and meanings.
 ///
 /// ```no_run
