@@ -240,7 +240,10 @@ impl AsyncLock {
     }
 
     /// `LOCK.ACQUIRE key owner ttl WAIT timeout`; see [`Lock::acquire`](crate::Lock::acquire).
-    /// The future may be dropped at any point (see [`AsyncLock`]).
+    /// The future may be dropped at any point (see [`AsyncLock`]). After an I/O error (no
+    /// reply within the wait plus the I/O timeout) the release is sent from a task, as for a
+    /// dropped future, and this owner's claim lasts until it is answered: an immediate retry
+    /// may get the [`is_owner_in_use`](crate::is_owner_in_use) error.
     pub async fn acquire(&self, timeout: Option<Duration>) -> Result<Option<AsyncLockGuard>> {
         self.acquire_with(wait_arg(timeout)).await
     }

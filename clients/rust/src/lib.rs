@@ -53,6 +53,8 @@
 //! order-stream calls.
 
 #![warn(missing_docs)]
+// Without `tokio` the crate documentation still names the async items it would have.
+#![cfg_attr(not(feature = "tokio"), allow(rustdoc::broken_intra_doc_links))]
 
 #[cfg(feature = "tokio")]
 mod async_lock;

@@ -369,3 +369,59 @@ async fn a_hung_server_holds_release_for_the_io_timeout_only() {
     );
     println!("release {took:?} with a {IO:?} I/O timeout");
 }
+
+/// After `release().await` returns, or once a dropped guard's background release has run,
+/// the watchdog task has stopped: the server executed no `LOCK.RENEW` after the
+/// `LOCK.RELEASE`, and a second owner who takes the lock keeps it.
+async fn no_renewal_after(key: &str, drop_it: bool) {
+    let server = Server::start();
+    let monitor = Monitor::start(&server);
+    let client = server.client();
+    let mut admin = conn(&server).await;
+    let guard = AsyncLock::new(&client, key, "w1", LEASE)
+        .watchdog(Watchdog::new(10_000).every(QUICK))
+        .try_acquire()
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(until(EVENT_DEADLINE, || async { guard.renewals() >= 2 }).await);
+    if drop_it {
+        drop(guard);
+        assert!(
+            until(EVENT_DEADLINE, || {
+                let mut admin = admin.clone();
+                async move { holder(&mut admin, key).await.is_none() }
+            })
+            .await,
+            "the dropped guard's release did not run"
+        );
+    } else {
+        assert!(guard.release().await.unwrap());
+    }
+    let second = AsyncLock::new(&client, key, "w2", ms(60_000))
+        .try_acquire()
+        .await
+        .unwrap()
+        .expect("free");
+    let mut sync_admin = server.conn();
+    let renews = calls(&mut sync_admin, "lock.renew");
+    // Ten would-be renewal periods more: nothing comes.
+    tokio::time::sleep(10 * QUICK).await;
+    assert_eq!(calls(&mut sync_admin, "lock.renew"), renews);
+    assert_eq!(
+        holder(&mut admin, key).await,
+        Some(("w2".into(), second.token()))
+    );
+    let commands = monitor.sync(&mut sync_admin);
+    common::assert_no_renew_after_release(&commands, key);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_watchdog_stops_before_release() {
+    no_renewal_after("lock:r", false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_watchdog_stops_before_a_dropped_guard_releases() {
+    no_renewal_after("lock:d", true).await;
+}
