@@ -104,6 +104,33 @@ pub(crate) fn client_error(what: &'static str) -> redis::RedisError {
 mod tests {
     use super::*;
 
+    fn send_sync<T: Send + Sync>() {}
+
+    /// Handles and guards cross threads and tasks (a guard can be shared as `Arc<LockGuard>`,
+    /// and an async guard held across `.await` in a spawned task).
+    #[test]
+    fn handles_and_guards_are_send_and_sync() {
+        send_sync::<Lock>();
+        send_sync::<LockGuard>();
+        #[cfg(feature = "tokio")]
+        {
+            send_sync::<AsyncLock>();
+            send_sync::<AsyncLockGuard>();
+        }
+    }
+
+    /// The async calls can run in `tokio::spawn`ed tasks (compiled, not run).
+    #[cfg(feature = "tokio")]
+    #[allow(dead_code)]
+    fn async_calls_are_send(lock: &AsyncLock, mut a: AsyncLockGuard, b: AsyncLockGuard) {
+        fn send<T: Send>(_: T) {}
+        send(lock.acquire(None));
+        send(lock.try_acquire());
+        send(a.lost());
+        send(a.renew(Duration::from_secs(1)));
+        send(b.release());
+    }
+
     #[test]
     fn millis_round_up() {
         assert_eq!(millis_ceil(Duration::ZERO), 0);
