@@ -8,6 +8,7 @@
 
 use std::fmt;
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -121,10 +122,12 @@ async fn release_with(conn: &mut MultiplexedConnection, state: &LeaseState) -> R
 ///   task) does not leave a grant held for nobody: a task sends `LOCK.RELEASE key owner` on
 ///   the waiting connection, which Redis runs as soon as the wait ends, and keeps the
 ///   owner's claim until it is answered (for an unlimited wait, whenever that is).
-/// - Dropping an [`AsyncLockGuard`] cannot wait: it spawns a task on the current tokio
-///   runtime that stops the watchdog and releases, each step bounded by the I/O timeout.
-///   Dropped outside a runtime (or while the runtime shuts down) it cannot send anything and
-///   the lease ends at its TTL; [`AsyncLockGuard::release`] is the way to know.
+/// - Dropping an [`AsyncLockGuard`] cannot wait: it spawns a task on the runtime the guard
+///   was acquired on (from any thread) that stops the watchdog and releases, each step
+///   bounded by the I/O timeout. Once that runtime has shut down nothing can be sent: the
+///   watchdog is stopped and the lease ends at its TTL. [`AsyncLockGuard::release`] is the
+///   way to know the outcome.
+/// - The calls need a tokio runtime (an error otherwise); the watchdog is a task on it.
 #[derive(Clone)]
 pub struct AsyncLock {
     client: Client,
@@ -154,6 +157,9 @@ impl fmt::Debug for AsyncLock {
 /// releases whatever grant the call gets, by owner, on the same connection.
 struct PendingAcquire {
     armed: Option<(MultiplexedConnection, Registration)>,
+    /// The runtime the acquire ran on: the release is spawned there, whichever thread drops
+    /// the future.
+    runtime: tokio::runtime::Handle,
     key: String,
     owner: String,
     /// How long to wait for the release's reply: the rest of the wait plus the I/O timeout,
@@ -166,12 +172,9 @@ impl Drop for PendingAcquire {
         let Some((mut conn, claim)) = self.armed.take() else {
             return;
         };
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
         let cmd = release_cmd(&self.key, &self.owner, None);
         let answer_within = self.answer_within;
-        runtime.spawn(async move {
+        self.runtime.spawn(async move {
             let release = cmd.query_async::<i64>(&mut conn);
             let _ = match answer_within {
                 Some(d) => bounded(d, release).await,
@@ -253,6 +256,8 @@ impl AsyncLock {
             config.check(self.ttl).map_err(client_error)?;
         }
         let io_timeout = self.io_timeout.max(MIN_IO_TIMEOUT);
+        let runtime = tokio::runtime::Handle::try_current()
+            .map_err(|_| client_error("AsyncLock runs on a tokio runtime"))?;
         let claim = Registration::claim(self.client.get_connection_info(), &self.key, &self.owner)?;
         let conn = connect(&self.client, io_timeout).await?;
         let reply_within = match wait {
@@ -262,6 +267,7 @@ impl AsyncLock {
         };
         let mut pending = PendingAcquire {
             armed: Some((conn.clone(), claim)),
+            runtime: runtime.clone(),
             key: self.key.clone(),
             owner: self.owner.clone(),
             answer_within: reply_within,
@@ -303,6 +309,7 @@ impl AsyncLock {
         ));
         let shared = Arc::new(Shared {
             gate: AsyncMutex::new(false),
+            abandoned: AtomicBool::new(false),
             wake: Notify::new(),
         });
         let watchdog = match &self.watchdog {
@@ -328,6 +335,7 @@ impl AsyncLock {
             io_timeout,
             released: false,
             claim: Some(claim),
+            runtime,
         }))
     }
 }
@@ -336,6 +344,9 @@ impl AsyncLock {
 struct Shared {
     /// Held by the task while it decides and renews; `true` once stopped.
     gate: AsyncMutex<bool>,
+    /// Set by a guard dropped where it cannot wait for the gate: the task stops at its next
+    /// decision.
+    abandoned: AtomicBool,
     wake: Notify,
 }
 
@@ -376,6 +387,8 @@ pub struct AsyncLockGuard {
     io_timeout: Duration,
     released: bool,
     claim: Option<Registration>,
+    /// The runtime the guard was acquired on, where `Drop` spawns the release.
+    runtime: tokio::runtime::Handle,
 }
 
 impl fmt::Debug for AsyncLockGuard {
@@ -534,12 +547,12 @@ impl Drop for AsyncLockGuard {
         let mut conn = self.conn.clone();
         let claim = self.claim.take();
         let io_timeout = self.io_timeout;
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            // No runtime to send on: the watchdog task (if any) was on a runtime that is gone.
-            shared.wake.notify_one();
-            return;
-        };
-        runtime.spawn(async move {
+        // Stops the watchdog at its next decision even if the release task never runs.
+        shared.abandoned.store(true, Ordering::SeqCst);
+        shared.wake.notify_one();
+        // On a runtime that has shut down, the task is dropped unrun: the lease ends at its
+        // TTL.
+        self.runtime.spawn(async move {
             shared.stop(task, io_timeout).await;
             let _ = bounded(io_timeout, release_with(&mut conn, &state)).await;
             drop(claim);
@@ -576,7 +589,7 @@ impl Renewer {
             // Created before the checks, so a wake between them and the sleep is not missed.
             let woken = shared.wake.notified();
             let stopped = shared.gate.lock().await;
-            if *stopped || state.is_lost() {
+            if *stopped || shared.abandoned.load(Ordering::SeqCst) || state.is_lost() {
                 break None;
             }
             let now = Instant::now();
