@@ -50,6 +50,9 @@ pub const DEFAULT_IO_TIMEOUT: Duration = Duration::from_secs(2);
 /// take the whole wait: [`acquire`](Lock::acquire) reads it with the wait plus the I/O timeout
 /// (or without limit for an unlimited wait).
 ///
+/// The handle talks to the one server its [`Client`] names (a master). On Redis Cluster, use
+/// the [`FenceCommands`](crate::FenceCommands) on a cluster connection.
+///
 /// # One guard per owner
 ///
 /// The module knows a holder by its owner string only: a second `LOCK.ACQUIRE` by the owner
