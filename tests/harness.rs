@@ -101,6 +101,38 @@ fn try_start_reports_a_server_that_cannot_start() {
     );
 }
 
+/// What `make bench` asks of a server: a module file named, another program to run under (here
+/// a shell that leaves a file where the server runs, then becomes the server), more arguments,
+/// its own time limits, and connections that report errors instead of panicking.
+#[test]
+fn a_builder_server_runs_under_another_program_with_its_settings() {
+    let server = Server::builder()
+        .module(module_path())
+        .run_under(&[
+            "sh",
+            "-c",
+            "echo wrapped > wrapper.txt && exec \"$0\" \"$@\"",
+        ])
+        .args(&["--enable-debug-command", "yes"])
+        .start_timeout(Duration::from_secs(30))
+        .io_timeout(Duration::from_secs(60))
+        .try_start()
+        .unwrap_or_else(|failure| panic!("{failure}"));
+    let mut con = server.try_conn().expect("a connection");
+    assert_eq!(
+        std::fs::read_to_string(server.dir().join("wrapper.txt")).ok(),
+        Some("wrapped\n".to_string()),
+        "the wrapper did not run in the server's directory"
+    );
+    // The wrapper became the server: the process started is the one answering.
+    assert_eq!(
+        info_value(&info(&mut con, "server"), "process_id"),
+        Some(server.pid().to_string())
+    );
+    assert_eq!(config_get(&mut con, "enable-debug-command"), "yes");
+    assert!(int(call(&mut con, &["LOCK.ACQUIRE", "l", "o", "1000"])) > 0);
+}
+
 /// A panic inside a command becomes an error reply; the server and the module keep working.
 #[test]
 fn a_panic_in_a_command_is_an_error_not_a_crash() {

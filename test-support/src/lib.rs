@@ -11,7 +11,8 @@
 //! The reply strings the module sends are `fence_core::error`'s; nothing here spells one again.
 //!
 //! Modules, all re-exported at the root:
-//! - [`server`]: [`Server`] (start, restart, kill, logs, liveness) and where the binaries are.
+//! - [`server`]: [`Server`] (start, restart, kill, logs, liveness), [`ServerBuilder`] for other
+//!   settings (module file, a program to run under, time limits), and where the binaries are.
 //! - [`resp`]: one command and its reply checked (`call`, `int`, `okay`, `assert_err`, …).
 //! - [`query`]: one command each, typed (`pttl`, `lock_status`, `config_get`, `dump`, …).
 //! - [`inspect`]: what a server says about itself (`INFO`, `INFO commandstats`, `CLIENT LIST`).

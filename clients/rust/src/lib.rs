@@ -1,38 +1,40 @@
-//! Client helpers for the redis-fence Redis module, built on the [`redis`] crate.
+//! A Rust client for the redis-fence Redis module, built on the [`redis`] crate.
 //!
-//! - [`Lock`] takes a lock with `LOCK.ACQUIRE` and returns a [`LockGuard`] that holds the
-//!   fencing token, renews on request, releases with `LOCK.RELEASE` when dropped, and can run a
-//!   bounded [`Watchdog`] that renews the lease in the background. Renewals and releases carry
-//!   the guard's token (`TOKEN`), so they never act on a newer grant of the same owner.
-//! - [`Stock`] wraps the `STOCK.*` commands with typed replies: [`Deduct`] tells a deduction
-//!   from a sold-out stock and from a stale fencing token, [`RequestState`] tells what the
-//!   ledger knows of one order.
-//! - [`orders`] turns the order events of `STOCK.DEDUCT … EVENTS stream` into orders: a
-//!   consumer-group consumer that creates each order exactly once across crashes and refunds
-//!   the ones it rejects.
+//! Three layers, each usable alone:
 //!
-//! Every function works on any [`redis::ConnectionLike`] (such as a [`redis::Connection`]) and
-//! returns [`redis::RedisResult`]: error replies from the server that the
-//! typed results do not cover, and I/O errors, come back as [`redis::RedisError`].
+//! - **Commands.** [`FenceCommands`] (sync, on every [`redis::ConnectionLike`]) and
+//!   [`AsyncFenceCommands`] (async, on every [`redis::aio::ConnectionLike`]) add one method
+//!   per `LOCK.*` and `STOCK.*` command to a connection, as [`redis::Commands`] does for
+//!   Redis's own commands. Replies are typed ([`Deduct`], [`RequestState`], [`LockStatus`],
+//!   [`StockInfo`], each a [`redis::FromRedisValue`]); options are builders
+//!   ([`DeductOptions`], [`AddOptions`], [`RefundOptions`], [`Events`]).
+//! - **Locks.** [`Lock`] (threads) and [`AsyncLock`] (tokio) are handles on one lock for one
+//!   owner: they acquire a [`LockGuard`] / [`AsyncLockGuard`] that holds the fencing token on
+//!   a connection of its own whose every call is bounded by an I/O timeout independent of the
+//!   TTL, renews on request or with a bounded [`Watchdog`], reports a lost lease once
+//!   ([`LeaseLost`]), and releases when dropped. Renewals and releases name their grant
+//!   (`LOCK.RENEW … TOKEN`, `LOCK.RELEASE … TOKEN`), so they never act on a newer grant.
+//! - **Order events.** [`orders`] reads the events `STOCK.DEDUCT … EVENTS stream` appends,
+//!   with a consumer group: read new and pending entries, acknowledge, claim from a consumer
+//!   that died. The order-book application built on it is the `consumer` example.
 //!
 //! ```no_run
 //! use std::time::Duration;
-//! use redis_fence_client::{Deduct, Lock, Stock, Watchdog};
+//! use redis_fence_client::{Deduct, DeductOptions, FenceCommands, Lock, Watchdog};
 //!
 //! # fn main() -> redis::RedisResult<()> {
 //! let client = redis::Client::open("redis://127.0.0.1:6379/")?;
-//! let mut conn = client.get_connection()?;
-//! Stock::set(&mut conn, "{sku:42}", 100)?;
+//! let mut con = client.get_connection()?;
+//! con.stock_set("{sku:42}", 100)?;
 //!
-//! let Some(mut guard) = Lock::acquire(&mut conn, "{sku:42}:lock", "worker-1", Duration::from_secs(3))?
-//! else {
+//! // One handle per lock and owner; owners must be unique per holder.
+//! let lock = Lock::new(&client, "{sku:42}:lock", "worker-1", Duration::from_secs(3))
+//!     .watchdog(Watchdog::new(60)); // renew every second, 60 times at most
+//! let Some(guard) = lock.try_acquire()? else {
 //!     return Ok(()); // someone else holds it
 //! };
-//! // Keep the lease alive while the work runs: a renewal every second, for about a minute
-//! // at most.
-//! guard.start_watchdog(&client, Watchdog::new(60))?;
-//! let token = guard.token();
-//! match Stock::deduct(guard.conn(), "{sku:42}", 1, Some("order-1001"), Some(token))? {
+//! let options = DeductOptions::new().id("order-1001").fence(guard.token());
+//! match con.stock_deduct("{sku:42}", 1, &options)? {
 //!     Deduct::Remaining(left) => println!("sold one, {left} left"),
 //!     Deduct::SoldOut => println!("sold out"),
 //!     Deduct::Stale => println!("a newer holder took over: this worker's lock had expired"),
@@ -42,20 +44,39 @@
 //! # }
 //! ```
 //!
-//! Owners must be unique per holder (a process id plus a thread or task id, a UUID...): the
-//! module identifies a holder by its owner string, so two holders sharing an owner share the
-//! lock.
+//! Owners must be unique per holder (a host and process id plus a thread or task id, a
+//! UUID...): the module identifies a holder by its owner string only. Within one process the
+//! guards enforce it: a second guard for the same server, database, key and owner is refused
+//! while the first lives ([`is_owner_in_use`]).
+//!
+//! Features: `tokio` (on by default) adds [`AsyncFenceCommands`], [`AsyncLock`] and the async
+//! order-stream calls.
 
 #![warn(missing_docs)]
+// Without `tokio` the crate documentation still names the async items it would have.
+#![cfg_attr(not(feature = "tokio"), allow(rustdoc::broken_intra_doc_links))]
 
+#[cfg(feature = "tokio")]
+mod async_lock;
+mod commands;
+mod lease;
 mod lock;
+mod options;
 pub mod orders;
-mod stock;
+mod registry;
+mod replies;
 mod watchdog;
 
-pub use lock::{Lock, LockGuard, LockStatus};
-pub use stock::{Deduct, RequestState, Stock};
-pub use watchdog::Watchdog;
+#[cfg(feature = "tokio")]
+pub use async_lock::{AsyncLock, AsyncLockGuard};
+#[cfg(feature = "tokio")]
+pub use commands::AsyncFenceCommands;
+pub use commands::FenceCommands;
+pub use lease::{LeaseLost, LostReason, Watchdog};
+pub use lock::{Lock, LockGuard, DEFAULT_IO_TIMEOUT};
+pub use options::{AddOptions, DeductOptions, Events, RefundOptions};
+pub use registry::is_owner_in_use;
+pub use replies::{Deduct, LedgerInfo, LockStatus, RequestState, StockInfo};
 
 /// The result type of every call: [`redis::RedisResult`].
 pub type Result<T> = redis::RedisResult<T>;
@@ -82,6 +103,33 @@ pub(crate) fn client_error(what: &'static str) -> redis::RedisError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn send_sync<T: Send + Sync>() {}
+
+    /// Handles and guards cross threads and tasks (a guard can be shared as `Arc<LockGuard>`,
+    /// and an async guard held across `.await` in a spawned task).
+    #[test]
+    fn handles_and_guards_are_send_and_sync() {
+        send_sync::<Lock>();
+        send_sync::<LockGuard>();
+        #[cfg(feature = "tokio")]
+        {
+            send_sync::<AsyncLock>();
+            send_sync::<AsyncLockGuard>();
+        }
+    }
+
+    /// The async calls can run in `tokio::spawn`ed tasks (compiled, not run).
+    #[cfg(feature = "tokio")]
+    #[allow(dead_code)]
+    fn async_calls_are_send(lock: &AsyncLock, mut a: AsyncLockGuard, b: AsyncLockGuard) {
+        fn send<T: Send>(_: T) {}
+        send(lock.acquire(None));
+        send(lock.try_acquire());
+        send(a.lost());
+        send(a.renew(Duration::from_secs(1)));
+        send(b.release());
+    }
 
     #[test]
     fn millis_round_up() {

@@ -1,276 +1,134 @@
-//! `LOCK.*`: [`Lock`], the [`LockGuard`] it hands out, and [`LockStatus`].
+//! The sync lock: [`Lock`], a handle on one lock for one owner, and the [`LockGuard`] it
+//! hands out.
 
 use std::fmt;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use redis::{ConnectionLike, Value};
+use redis::{Client, Connection, RedisResult};
 
-use crate::watchdog::{self, LeaseState, Watchdog};
-use crate::{client_error, millis_ceil, Result};
+use crate::commands::{acquire_cmd, release_cmd, wait_arg};
+use crate::lease::{
+    renewal_error_is_loss, renewal_held, LeaseLost, LeaseState, LostCallback, LostReason, Watchdog,
+};
+use crate::registry::Registration;
+use crate::watchdog::{self, connect, release_with, renew_with, set_timeouts, Gate};
+use crate::{client_error, Result};
 
-/// Takes locks of the fence module (`LOCK.ACQUIRE`) and reads their state (`LOCK.STATUS`).
+/// The I/O timeout of a lock's connections unless set with [`Lock::io_timeout`]: every
+/// connect, command and reply of a guard and its watchdog is bounded by it.
+pub const DEFAULT_IO_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// A handle on one lock for one owner: the key, the owner, the TTL of each grant, and how
+/// guards keep and report their lease. Cheap to clone; it holds no connection and no lock.
 ///
-/// A namespace: it has no values. The lock itself lives in Redis; what a caller holds is a
-/// [`LockGuard`].
-pub enum Lock {}
-
-impl Lock {
-    /// `LOCK.ACQUIRE key owner ttl`: takes the lock for `owner` for `ttl` (whole milliseconds,
-    /// rounded up), without waiting.
-    ///
-    /// Returns the guard holding the fencing token, or `None` when another owner holds the lock
-    /// (or other clients are queued for it with [`Lock::acquire_wait`]). When `owner` already
-    /// holds the lock, the call is a re-acquire: the TTL is reset and the guard has the same
-    /// token as before.
-    ///
-    /// The guard borrows `conn` for as long as it lives, to release the lock when it is dropped;
-    /// use [`LockGuard::conn`] to run the protected work on the same connection.
-    ///
-    /// Errors: a `ttl` the module refuses (zero, or above `fence.max-ttl-ms`), an empty or too
-    /// long `owner`, a key of another type, and I/O errors.
-    pub fn acquire<'c, C: ConnectionLike>(
-        conn: &'c mut C,
-        key: &str,
-        owner: &str,
-        ttl: Duration,
-    ) -> Result<Option<LockGuard<'c, C>>> {
-        let sent = Instant::now();
-        let token: Option<u64> = redis::cmd("LOCK.ACQUIRE")
-            .arg(key)
-            .arg(owner)
-            .arg(millis_ceil(ttl))
-            .query(&mut *conn)?;
-        Ok(token.map(|token| LockGuard::new(conn, key, owner, token, ttl, sent)))
-    }
-
-    /// `LOCK.ACQUIRE key owner ttl WAIT timeout`: like [`Lock::acquire`], but when another owner
-    /// holds the lock, waits inside Redis (no polling) until it is granted, in the order the
-    /// callers started waiting, or until `timeout` passes (then `None`).
-    ///
-    /// `timeout` is rounded up to whole milliseconds; `None` waits without limit, and
-    /// `Some(Duration::ZERO)` does not wait at all (a plain [`Lock::acquire`]).
-    ///
-    /// The connection's read timeout, if any, must be longer than `timeout`. A client that
-    /// gives up on the reply (a read timeout, or any other I/O error) while the server still
-    /// has it waiting may be granted the lock after it stopped listening; so on an I/O error
-    /// this function sends `LOCK.RELEASE key owner` on the same connection before it returns
-    /// the error. Redis runs that release only once the waiting call has ended, on its
-    /// connection, so whichever way the wait ends the lock is not left held for nobody: a late
-    /// grant is released at once. With a [`redis::Connection`] the late reply of the wait is
-    /// skipped, so the connection stays usable. A connection that was closed cannot carry the
-    /// release: Redis drops a waiter whose connection closes, but a grant made just before the
-    /// close stays held until its TTL passes. Inside `MULTI`/`EXEC` the module does not wait.
-    pub fn acquire_wait<'c, C: ConnectionLike>(
-        conn: &'c mut C,
-        key: &str,
-        owner: &str,
-        ttl: Duration,
-        timeout: Option<Duration>,
-    ) -> Result<Option<LockGuard<'c, C>>> {
-        let wait_ms = match timeout {
-            Some(t) if t.is_zero() => return Lock::acquire(conn, key, owner, ttl),
-            Some(t) => millis_ceil(t),
-            None => 0,
-        };
-        let reply: Result<Option<u64>> = redis::cmd("LOCK.ACQUIRE")
-            .arg(key)
-            .arg(owner)
-            .arg(millis_ceil(ttl))
-            .arg("WAIT")
-            .arg(wait_ms)
-            .query(&mut *conn);
-        let token = match reply {
-            Ok(token) => token,
-            Err(e) if e.is_io_error() => {
-                // Gave up on the reply: no grant may outlive that. The token is unknown, so
-                // the release names the owner only (owners are unique per holder).
-                let _: Result<i64> = redis::cmd("LOCK.RELEASE")
-                    .arg(key)
-                    .arg(owner)
-                    .query(&mut *conn);
-                return Err(e);
-            }
-            Err(e) => return Err(e),
-        };
-        // The grant happened at some moment of the wait, most likely just before the reply.
-        let granted = Instant::now();
-        Ok(token.map(|token| LockGuard::new(conn, key, owner, token, ttl, granted)))
-    }
-
-    /// `LOCK.STATUS key`: who holds the lock, with which token, for how long, and how many
-    /// clients wait for it; `None` when the lock is free. Reads both the RESP2 and the RESP3
-    /// form of the reply.
-    pub fn status<C: ConnectionLike>(conn: &mut C, key: &str) -> Result<Option<LockStatus>> {
-        let reply: Value = redis::cmd("LOCK.STATUS").arg(key).query(conn)?;
-        LockStatus::from_reply(reply)
-    }
-}
-
-/// What `LOCK.STATUS` reports of a held lock.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct LockStatus {
-    /// The holder.
-    pub owner: String,
-    /// The holder's fencing token.
-    pub token: u64,
-    /// The time left before the lock expires, as the server counts it (whole milliseconds).
-    pub ttl: Duration,
-    /// How many clients wait for the lock in `LOCK.ACQUIRE ... WAIT`.
-    pub waiters: u64,
-}
-
-impl LockStatus {
-    fn from_reply(reply: Value) -> Result<Option<LockStatus>> {
-        let pairs: Vec<(Value, Value)> = match reply {
-            Value::Nil => return Ok(None),
-            Value::Map(pairs) => pairs,
-            Value::Array(items) if items.len() % 2 == 0 => {
-                let mut pairs = Vec::with_capacity(items.len() / 2);
-                let mut items = items.into_iter();
-                while let (Some(k), Some(v)) = (items.next(), items.next()) {
-                    pairs.push((k, v));
-                }
-                pairs
-            }
-            _ => return Err(unexpected("LOCK.STATUS", &reply)),
-        };
-        let (mut owner, mut token, mut ttl, mut waiters) = (None, None, None, None);
-        for (name, value) in pairs {
-            let name: String = redis::from_redis_value(name)?;
-            match name.as_str() {
-                "owner" => owner = Some(redis::from_redis_value::<String>(value)?),
-                "token" => token = Some(redis::from_redis_value::<u64>(value)?),
-                "ttl" => ttl = Some(redis::from_redis_value::<i64>(value)?),
-                "waiters" => waiters = Some(redis::from_redis_value::<u64>(value)?),
-                _ => {} // a field added by a later module version
-            }
-        }
-        match (owner, token, ttl) {
-            (Some(owner), Some(token), Some(ttl)) => Ok(Some(LockStatus {
-                owner,
-                token,
-                ttl: Duration::from_millis(u64::try_from(ttl).unwrap_or(0)),
-                waiters: waiters.unwrap_or(0),
-            })),
-            _ => Err(client_error(
-                "LOCK.STATUS replied without owner, token or ttl",
-            )),
-        }
-    }
-}
-
-fn unexpected(command: &'static str, reply: &Value) -> redis::RedisError {
-    redis::RedisError::from((
-        redis::ErrorKind::UnexpectedReturnType,
-        "unexpected reply",
-        format!("{command} replied {reply:?}"),
-    ))
-}
-
-/// `LOCK.RENEW key owner ttl-ms TOKEN token`: the token, or `None` when `owner` does not hold
-/// the grant `token` (any more). With `TOKEN` the server acts on that grant only, so a stale
-/// guard (or a resent renewal) never extends a newer grant to the same owner string.
-pub(crate) fn renew_command(
-    conn: &mut dyn ConnectionLike,
-    key: &str,
-    owner: &str,
-    ttl: Duration,
-    token: u64,
-) -> Result<Option<u64>> {
-    redis::cmd("LOCK.RENEW")
-        .arg(key)
-        .arg(owner)
-        .arg(millis_ceil(ttl))
-        .arg("TOKEN")
-        .arg(token)
-        .query(conn)
-}
-
-/// `LOCK.RELEASE key owner TOKEN token`: true when `owner` held the grant `token` and no longer
-/// does. A newer grant to the same owner string is left alone.
-fn release_command(
-    conn: &mut dyn ConnectionLike,
-    key: &str,
-    owner: &str,
-    token: u64,
-) -> Result<bool> {
-    let n: i64 = redis::cmd("LOCK.RELEASE")
-        .arg(key)
-        .arg(owner)
-        .arg("TOKEN")
-        .arg(token)
-        .query(conn)?;
-    Ok(n == 1)
-}
-
-/// A held lock: the proof of a grant by `LOCK.ACQUIRE`, with its fencing token.
+/// ```no_run
+/// use std::time::Duration;
+/// use redis_fence_client::{Lock, Watchdog};
 ///
-/// - [`token`](LockGuard::token) is the fencing token to hand to whatever the lock protects
-///   (`STOCK.DEDUCT ... FENCE token`, a database row's version, ...), so that it can refuse
-///   this holder once a newer one exists.
-/// - [`renew`](LockGuard::renew) extends the lease; it never brings back an expired lock.
-/// - [`start_watchdog`](LockGuard::start_watchdog) renews in the background, a bounded number
-///   of times, on a connection of its own.
-/// - Dropping the guard releases the lock (`LOCK.RELEASE`), ignoring errors;
-///   [`release`](LockGuard::release) does the same and reports them.
+/// # fn main() -> redis::RedisResult<()> {
+/// let client = redis::Client::open("redis://127.0.0.1/")?;
+/// let lock = Lock::new(&client, "{sku:42}:lock", "host-a:4242:worker-1", Duration::from_secs(10))
+///     .watchdog(Watchdog::new(30))
+///     .on_lost(|lost| eprintln!("lost {} (token {}): {}", lost.key, lost.token, lost.reason));
+/// if let Some(guard) = lock.acquire(Some(Duration::from_secs(5)))? {
+///     // ... work, passing guard.token() to what the lock protects ...
+///     guard.release()?;
+/// }
+/// # Ok(())
+/// # }
+/// ```
 ///
-/// A lease can be lost while the guard lives (it expired, or the key was deleted and someone
-/// else took the lock): the guard then holds a stale token, the server refuses its renewals
-/// and its release leaves the new holder alone. Renewals and releases name the guard's grant
-/// (`LOCK.RENEW … TOKEN`, `LOCK.RELEASE … TOKEN`), so this holds even when the new holder has
-/// the same owner string (a process restarted under the same name), and a renewal or release
-/// that a client library resends after a lost reply acts on this grant only. [`is_lost`](LockGuard::is_lost) tells when the
-/// guard has learned it.
-pub struct LockGuard<'c, C: ConnectionLike> {
-    conn: &'c mut C,
+/// # Connections and timeouts
+///
+/// Each guard opens a connection of its own from the handle's [`Client`] (and its watchdog a
+/// second one), and bounds every network call on them by [`io_timeout`](Lock::io_timeout),
+/// whatever the TTL: a hung server or socket holds [`LockGuard::release`], [`LockGuard::renew`]
+/// or `Drop` for at most that long (a connect and a command, each bounded), and the lease then
+/// ends at its TTL on the server. The one longer call is `LOCK.ACQUIRE … WAIT`, whose reply may
+/// take the whole wait: [`acquire`](Lock::acquire) reads it with the wait plus the I/O timeout
+/// (or without limit for an unlimited wait).
+///
+/// The handle talks to the one server its [`Client`] names (a master). On Redis Cluster, use
+/// the [`FenceCommands`](crate::FenceCommands) on a cluster connection.
+///
+/// # One guard per owner
+///
+/// The module knows a holder by its owner string only: a second `LOCK.ACQUIRE` by the owner
+/// that holds the lock is a re-acquire returning the same token, and a single release frees
+/// the lock. Two guards for one owner would each believe they hold the lock alone, and
+/// dropping either would free it under the other. So a guard is refused (an error for which
+/// [`is_owner_in_use`](crate::is_owner_in_use) is true, and nothing sent) while another guard
+/// of this process holds the same server, database, key and owner, sync or async; the claim
+/// ends once the first guard's release has been sent. To share a lease between threads,
+/// share the guard (`Arc<LockGuard>`: its reading methods take `&self`).
+#[derive(Clone)]
+pub struct Lock {
+    client: Client,
     key: String,
     owner: String,
-    token: u64,
-    state: Arc<LeaseState>,
-    watchdog: Option<JoinHandle<()>>,
-    watchdog_started: bool,
-    released: bool,
+    ttl: Duration,
+    io_timeout: Duration,
+    watchdog: Option<Watchdog>,
+    on_lost: Option<LostCallback>,
 }
 
-impl<C: ConnectionLike> fmt::Debug for LockGuard<'_, C> {
+impl fmt::Debug for Lock {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("LockGuard")
+        f.debug_struct("Lock")
+            .field("server", &self.client.get_connection_info().addr())
             .field("key", &self.key)
             .field("owner", &self.owner)
-            .field("token", &self.token)
-            .field("lost", &self.is_lost())
-            .field("watchdog_running", &self.watchdog_running())
+            .field("ttl", &self.ttl)
+            .field("io_timeout", &self.io_timeout)
+            .field("watchdog", &self.watchdog)
+            .field("on_lost", &self.on_lost.is_some())
             .finish()
     }
 }
 
-impl<'c, C: ConnectionLike> LockGuard<'c, C> {
-    fn new(
-        conn: &'c mut C,
-        key: &str,
-        owner: &str,
-        token: u64,
+impl Lock {
+    /// A handle on the lock `key` for `owner`, granted for `ttl` at a time (whole
+    /// milliseconds, rounded up), without a watchdog, with the [`DEFAULT_IO_TIMEOUT`].
+    pub fn new(
+        client: &Client,
+        key: impl Into<String>,
+        owner: impl Into<String>,
         ttl: Duration,
-        since: Instant,
-    ) -> Self {
-        LockGuard {
-            conn,
-            key: key.to_string(),
-            owner: owner.to_string(),
-            token,
-            state: Arc::new(LeaseState::new(ttl, since)),
+    ) -> Lock {
+        Lock {
+            client: client.clone(),
+            key: key.into(),
+            owner: owner.into(),
+            ttl,
+            io_timeout: DEFAULT_IO_TIMEOUT,
             watchdog: None,
-            watchdog_started: false,
-            released: false,
+            on_lost: None,
         }
     }
 
-    /// The fencing token of this grant.
-    pub fn token(&self) -> u64 {
-        self.token
+    /// Every guard starts a watchdog that renews its lease in the background, as `config`
+    /// says (see [`Watchdog`]).
+    pub fn watchdog(mut self, config: Watchdog) -> Lock {
+        self.watchdog = Some(config);
+        self
+    }
+
+    /// The bound of every connect, command and reply of the guards and their watchdogs
+    /// (at least 10 ms).
+    pub fn io_timeout(mut self, timeout: Duration) -> Lock {
+        self.io_timeout = timeout;
+        self
+    }
+
+    /// Calls `callback` once per guard whose lease is lost while the guard lives: a renewal
+    /// (its own or the watchdog's) or the release was refused, no renewal succeeded before
+    /// the lease's end, or the key was overwritten. It runs on the thread that learned it
+    /// (the watchdog's, or the caller's), never while the guard's internal locks are held.
+    pub fn on_lost(mut self, callback: impl Fn(&LeaseLost) + Send + Sync + 'static) -> Lock {
+        self.on_lost = Some(Arc::new(callback));
+        self
     }
 
     /// The lock's key.
@@ -278,110 +136,226 @@ impl<'c, C: ConnectionLike> LockGuard<'c, C> {
         &self.key
     }
 
-    /// The owner this guard holds the lock as.
+    /// The owner the guards hold the lock as.
     pub fn owner(&self) -> &str {
         &self.owner
     }
 
-    /// The connection the guard was acquired on, for the work the lock protects.
-    pub fn conn(&mut self) -> &mut C {
-        self.conn
+    /// `LOCK.ACQUIRE key owner ttl`: takes the lock without waiting. `None` when another owner
+    /// holds it (or clients are queued for it).
+    ///
+    /// Errors: another live guard of this process holds this owner's claim
+    /// ([`is_owner_in_use`](crate::is_owner_in_use)), a watchdog interval not below the TTL,
+    /// the module's error replies (a TTL of zero or above `fence.max-ttl-ms`, an empty owner,
+    /// a key of another type), and I/O errors.
+    pub fn try_acquire(&self) -> Result<Option<LockGuard>> {
+        self.acquire_with(None)
     }
 
-    /// The TTL of the lease: the one it was acquired with, or of the last successful
-    /// [`renew`](LockGuard::renew).
+    /// `LOCK.ACQUIRE key owner ttl WAIT timeout`: takes the lock, waiting inside Redis (in
+    /// the order the callers started waiting, without polling) while another owner holds it,
+    /// for at most `timeout` (then `None`). `None` waits without limit;
+    /// `Some(Duration::ZERO)` does not wait ([`try_acquire`](Lock::try_acquire)).
+    ///
+    /// A wait that ends in an I/O error (the reply did not come within the wait plus the I/O
+    /// timeout) sends `LOCK.RELEASE key owner` on the same connection before returning the
+    /// error: Redis runs it once the wait has ended, so a grant made after this client gave
+    /// up is released at once instead of being held for nobody until its TTL.
+    pub fn acquire(&self, timeout: Option<Duration>) -> Result<Option<LockGuard>> {
+        self.acquire_with(wait_arg(timeout))
+    }
+
+    fn acquire_with(&self, wait: Option<u64>) -> Result<Option<LockGuard>> {
+        if let Some(config) = &self.watchdog {
+            config.check(self.ttl).map_err(client_error)?;
+        }
+        let claim = Registration::claim(self.client.get_connection_info(), &self.key, &self.owner)?;
+        let mut conn = connect(&self.client, self.io_timeout)?;
+        let read_timeout = match wait {
+            None => Some(self.io_timeout),
+            Some(0) => None,
+            Some(ms) => Some(Duration::from_millis(ms).saturating_add(self.io_timeout)),
+        };
+        conn.set_read_timeout(read_timeout)?;
+        let sent = Instant::now();
+        let reply: RedisResult<Option<u64>> =
+            acquire_cmd(&self.key, &self.owner, self.ttl, wait).query(&mut conn);
+        let token = match reply {
+            Ok(token) => token,
+            Err(e) if wait.is_some() && e.is_io_error() => {
+                // Gave up on the reply: no grant may outlive that. The token is unknown, so
+                // the release names the owner (whose claim this process still holds).
+                let _ = set_timeouts(&conn, self.io_timeout);
+                let _: RedisResult<i64> =
+                    release_cmd(&self.key, &self.owner, None).query(&mut conn);
+                return Err(e);
+            }
+            Err(e) => return Err(e),
+        };
+        let Some(token) = token else {
+            return Ok(None);
+        };
+        // A grant after a wait happened just before its reply; without a wait, after `sent`.
+        let since = if wait.is_some() { Instant::now() } else { sent };
+        let state = Arc::new(LeaseState::new(
+            &self.key,
+            &self.owner,
+            token,
+            self.ttl,
+            since,
+            self.on_lost.clone(),
+        ));
+        let mut guard = LockGuard {
+            conn,
+            state,
+            gate: Arc::new(Gate::new()),
+            watchdog: None,
+            released: false,
+            _claim: claim,
+        };
+        // Every call from here on is bounded by the I/O timeout, the release in `Drop` too.
+        set_timeouts(&guard.conn, self.io_timeout)?;
+        if let Some(config) = &self.watchdog {
+            // The watchdog's own connection; when it cannot be had now, the watchdog connects
+            // when its first renewal is due.
+            let conn = connect(&self.client, self.io_timeout).ok();
+            let handle = watchdog::spawn(
+                Arc::clone(&guard.state),
+                Arc::clone(&guard.gate),
+                self.client.clone(),
+                conn,
+                config.clone(),
+                self.io_timeout,
+            )?;
+            guard.watchdog = Some(handle);
+        }
+        Ok(Some(guard))
+    }
+}
+
+/// A held lock: the proof of a grant by `LOCK.ACQUIRE`, with its fencing token.
+///
+/// - [`token`](LockGuard::token) is the fencing token to hand to whatever the lock protects
+///   (`STOCK.DEDUCT … FENCE token`, a database row's version...), so that it can refuse this
+///   holder once a newer one exists.
+/// - [`renew`](LockGuard::renew) extends the lease; it never brings back an expired lock.
+/// - Dropping the guard stops its watchdog, then releases the lock (`LOCK.RELEASE … TOKEN`),
+///   ignoring errors; [`release`](LockGuard::release) does the same and reports them. Both
+///   are bounded by the lock's I/O timeout.
+///
+/// A lease can be lost while the guard lives (it expired, or the key was deleted and someone
+/// else took the lock): the guard then holds a stale token, the server refuses its renewals
+/// and its release leaves the new holder alone, even one with the same owner string (a
+/// process restarted under the same name). [`is_lost`](LockGuard::is_lost) tells when the
+/// guard has learned it, and [`Lock::on_lost`] is told once.
+pub struct LockGuard {
+    conn: Connection,
+    state: Arc<LeaseState>,
+    gate: Arc<Gate>,
+    watchdog: Option<JoinHandle<()>>,
+    released: bool,
+    /// Dropped after `Drop::drop` has sent the release: only then may another guard claim
+    /// this owner.
+    _claim: Registration,
+}
+
+impl fmt::Debug for LockGuard {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LockGuard")
+            .field("key", &self.state.key)
+            .field("owner", &self.state.owner)
+            .field("token", &self.state.token)
+            .field("lost", &self.state.lost_reason())
+            .field("watchdog_running", &self.watchdog_running())
+            .finish()
+    }
+}
+
+impl LockGuard {
+    /// The fencing token of this grant.
+    pub fn token(&self) -> u64 {
+        self.state.token
+    }
+
+    /// The lock's key.
+    pub fn key(&self) -> &str {
+        &self.state.key
+    }
+
+    /// The owner this guard holds the lock as.
+    pub fn owner(&self) -> &str {
+        &self.state.owner
+    }
+
+    /// The TTL of the lease: the one it was acquired with, or of the last successful renewal.
     pub fn ttl(&self) -> Duration {
-        self.state.timing().0
+        self.state.timing().ttl
     }
 
     /// This client's estimate of when the lease ends unless renewed: the last successful grant
-    /// or renewal plus the TTL, as measured from when the request was sent (a `WAIT` grant:
-    /// from when the reply came). The server's clock decides; this estimate errs early by the
+    /// or renewal plus the TTL, counted from when the request was sent (after a `WAIT`: from
+    /// when the reply came). The server's clock decides; this estimate errs early by the
     /// request's round trip.
     pub fn expires_at(&self) -> Instant {
-        self.state.timing().1
+        self.state.timing().expires_at()
     }
 
-    /// True once the guard knows the lease is gone: a renewal (its own or the watchdog's) was
-    /// refused, the watchdog could not reach the server before [`expires_at`](Self::expires_at),
-    /// or [`release`](LockGuard::release) found the lock no longer held. A lost lease is never
-    /// renewed again. False does not prove the lock is still held: a lease without a watchdog
-    /// expires silently at its TTL.
+    /// True once the guard knows the lease is gone (see [`lost_reason`](Self::lost_reason)).
+    /// A lost lease is never renewed again. False does not prove the lock is still held: a
+    /// lease without a watchdog expires silently at its TTL.
     pub fn is_lost(&self) -> bool {
-        self.state.lost.load(Ordering::SeqCst)
+        self.state.is_lost()
     }
 
-    /// `LOCK.RENEW`: resets the lease to `ttl` from now. Returns false when the lease was lost
-    /// (expired, or taken by another owner): the server never brings back an expired lock,
-    /// and a guard that knows its lease is lost does not even ask. A running watchdog renews
-    /// with the new `ttl` from then on: a renewal of the watchdog in flight is answered before
-    /// this one is sent, so the server never applies the old TTL after the new one.
+    /// How the lease was lost, once the guard knows it.
+    pub fn lost_reason(&self) -> Option<LostReason> {
+        self.state.lost_reason()
+    }
+
+    /// The guard's connection (its read and write timeouts are the lock's I/O timeout), for
+    /// work that should share it.
+    pub fn conn(&mut self) -> &mut Connection {
+        &mut self.conn
+    }
+
+    /// `LOCK.RENEW key owner ttl TOKEN token`: resets the lease to `ttl` from now. False when
+    /// the lease was lost (the guard then knows it, and reports it once): the server never
+    /// brings back an expired lock, and a guard that knows its lease is lost does not even
+    /// ask. A running watchdog renews with the new `ttl` from then on; a renewal of the
+    /// watchdog in flight is answered (or times out) before this one is sent, so the server
+    /// never applies the old TTL after the new one.
     pub fn renew(&mut self, ttl: Duration) -> Result<bool> {
         if self.is_lost() {
             return Ok(false);
         }
-        // Excludes the watchdog's renewals while this one runs (see `watchdog`'s gate).
-        let _gate = self.state.exclusive();
-        if self.is_lost() {
-            return Ok(false);
-        }
-        let sent = Instant::now();
-        let renewed = match renew_command(&mut *self.conn, &self.key, &self.owner, ttl, self.token)?
-        {
-            Some(token) if token == self.token => {
-                self.state.renewed(ttl, sent);
-                true
+        let outcome = {
+            // Excludes the watchdog's renewals while this one runs.
+            let _gate = self.gate.exclusive();
+            if self.is_lost() {
+                return Ok(false);
             }
-            // Nil: this grant is gone (a newer grant to the same owner string is left alone).
-            _ => {
-                self.state.mark_lost();
-                false
+            let sent = Instant::now();
+            match renew_with(&mut self.conn, &self.state, ttl) {
+                Ok(reply) if renewal_held(reply, self.state.token) => {
+                    self.state.renewed(ttl, sent);
+                    Ok(true)
+                }
+                Ok(_) => Err(LostReason::Refused),
+                Err(e) => match renewal_error_is_loss(&e) {
+                    Some(reason) => Err(reason),
+                    None => return Err(e),
+                },
             }
         };
         // The watchdog counts its next renewal from this one, with this TTL.
-        self.state.wake_watchdog();
-        Ok(renewed)
-    }
-
-    /// Starts the watchdog: a background thread that renews the lease every `config`'s interval
-    /// (by default a third of the TTL) on its own connection from `client`, at most
-    /// `config`'s number of times.
-    ///
-    /// It stops for good, never sending another `LOCK.RENEW`, as soon as any of these happens:
-    /// the guard is released or dropped (which wait for it to stop before `LOCK.RELEASE`), a
-    /// renewal is refused (the lease was lost: [`is_lost`](Self::is_lost) turns true), the
-    /// maximum number of renewals was sent, the server could not be reached before the lease's
-    /// end ([`is_lost`](Self::is_lost) turns true), or the server replied an error
-    /// ([`watchdog_error`](Self::watchdog_error)). I/O errors before the lease's end are retried
-    /// on a new connection.
-    ///
-    /// Errors: the watchdog was already started on this guard, an interval that is zero or not
-    /// shorter than the TTL, or the first connection failed.
-    pub fn start_watchdog(&mut self, client: &redis::Client, config: Watchdog) -> Result<()> {
-        if self.watchdog_started {
-            return Err(client_error(
-                "the watchdog was already started for this lock",
-            ));
-        }
-        if let Some(interval) = config.fixed_interval() {
-            if interval.is_zero() || interval >= self.ttl() {
-                return Err(client_error(
-                    "the watchdog interval must be above zero and below the lock's TTL",
-                ));
+        self.gate.wake();
+        match outcome {
+            Ok(renewed) => Ok(renewed),
+            Err(reason) => {
+                self.state.mark_lost(reason);
+                Ok(false)
             }
         }
-        let conn = watchdog::connect(client, self.ttl())?;
-        self.watchdog = Some(watchdog::spawn(
-            Arc::clone(&self.state),
-            client.clone(),
-            conn,
-            self.key.clone(),
-            self.owner.clone(),
-            self.token,
-            config,
-        )?);
-        self.watchdog_started = true;
-        Ok(())
     }
 
     /// True while the watchdog thread runs.
@@ -391,7 +365,7 @@ impl<'c, C: ConnectionLike> LockGuard<'c, C> {
 
     /// How many `LOCK.RENEW` commands the watchdog has sent (successful or not).
     pub fn renewals(&self) -> u32 {
-        self.state.renewals.load(Ordering::SeqCst)
+        self.state.renewals()
     }
 
     /// The last error the watchdog met (an I/O error it retried, or the server error that
@@ -401,76 +375,37 @@ impl<'c, C: ConnectionLike> LockGuard<'c, C> {
     }
 
     /// Stops the watchdog and waits for its thread: once this returns, it sends nothing more.
+    /// Bounded: a renewal in flight ends within the I/O timeout.
     fn stop_watchdog(&mut self) {
-        self.state.stop();
+        self.gate.stop();
         if let Some(handle) = self.watchdog.take() {
             let _ = handle.join();
         }
     }
 
-    /// `LOCK.RELEASE`, after stopping the watchdog. Returns true when this owner held the lock
-    /// and no longer does, false when the lease had already been lost (the lock is then left
-    /// to whoever holds it now). When clients wait for the lock, the first of them is granted
-    /// it before this returns.
+    /// `LOCK.RELEASE key owner TOKEN token`, after stopping the watchdog. True when this grant
+    /// was held and no longer is; false when the lease had already been lost (the lock is
+    /// then left to whoever holds it now, and the loss reported if it was not yet). When
+    /// clients wait for the lock, the first of them is granted it before this returns.
     pub fn release(mut self) -> Result<bool> {
         self.stop_watchdog();
         self.released = true;
-        let released = release_command(&mut *self.conn, &self.key, &self.owner, self.token)?;
+        let released = release_with(&mut self.conn, &self.state)?;
         if !released {
-            self.state.mark_lost();
+            self.state.mark_lost(LostReason::Refused);
         }
         Ok(released)
     }
 }
 
-impl<C: ConnectionLike> Drop for LockGuard<'_, C> {
+impl Drop for LockGuard {
     /// Stops the watchdog, then releases the lock unless [`LockGuard::release`] did; errors
     /// are ignored (the lease then ends at its TTL).
     fn drop(&mut self) {
         self.stop_watchdog();
         if !self.released {
             self.released = true;
-            let _ = release_command(&mut *self.conn, &self.key, &self.owner, self.token);
+            let _ = release_with(&mut self.conn, &self.state);
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn bulk(s: &str) -> Value {
-        Value::BulkString(s.as_bytes().to_vec())
-    }
-
-    #[test]
-    fn status_resp2_and_resp3() {
-        assert_eq!(LockStatus::from_reply(Value::Nil).unwrap(), None);
-        let expected = Some(LockStatus {
-            owner: "w1".into(),
-            token: 42,
-            ttl: Duration::from_millis(900),
-            waiters: 2,
-        });
-        let flat = Value::Array(vec![
-            bulk("owner"),
-            bulk("w1"),
-            bulk("token"),
-            Value::Int(42),
-            bulk("ttl"),
-            Value::Int(900),
-            bulk("waiters"),
-            Value::Int(2),
-        ]);
-        assert_eq!(LockStatus::from_reply(flat).unwrap(), expected);
-        let map = Value::Map(vec![
-            (bulk("owner"), bulk("w1")),
-            (bulk("token"), Value::Int(42)),
-            (bulk("ttl"), Value::Int(900)),
-            (bulk("waiters"), Value::Int(2)),
-        ]);
-        assert_eq!(LockStatus::from_reply(map).unwrap(), expected);
-        assert!(LockStatus::from_reply(Value::Int(1)).is_err());
-        assert!(LockStatus::from_reply(Value::Array(vec![bulk("owner"), bulk("w1")])).is_err());
     }
 }

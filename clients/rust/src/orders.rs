@@ -1,121 +1,53 @@
-//! From stock to orders: a consumer-group consumer of the order events that
-//! `STOCK.DEDUCT … EVENTS stream` and `STOCK.REFUND … EVENTS stream` append.
+//! Reading the order events that `STOCK.DEDUCT … EVENTS stream` and `STOCK.REFUND … EVENTS
+//! stream` append, with a consumer group: the reusable part of an order consumer.
 //!
-//! [`run`] reads a stream with `XREADGROUP` (first this consumer's own pending entries, from
-//! id `0`, then new ones with `>`), "creates" each order by appending a JSON line to an
-//! [`OrderBook`] file, rejects the orders a [`Config::reject_suffix`] rule picks and gives
-//! their stock back with `STOCK.REFUND`, and acknowledges each entry with `XACK` after it is
-//! handled.
+//! An [`OrderStream`] names the stream, the group and this consumer; it creates the group,
+//! reads this consumer's pending entries (what a crash left unacknowledged) and new ones,
+//! acknowledges, and claims entries a dead consumer left pending, each sync (any
+//! [`redis::ConnectionLike`]) and async (any [`redis::aio::ConnectionLike`], feature
+//! `tokio`). Entries come back as [`Delivery`]s holding a parsed [`OrderEvent`].
 //!
-//! It survives a crash at any point without losing or double-creating an order:
+//! What to do with an event, and where to keep orders, is the application's: the `consumer`
+//! example of this crate is one, a crash-safe JSON-lines order book. The rule that makes a
+//! consumer exactly-once is the same whatever the store: make the order durable, keyed by
+//! [`OrderEvent::order_key`] (unique), before [`OrderStream::ack`]; on a restart read
+//! [`OrderStream::read_pending`] first, and acknowledge without writing an order the store
+//! already has.
 //!
-//! - an entry is acknowledged only after its order line is on disk (`fsync`), so an order
-//!   whose entry was not acknowledged is read again from the pending list after a restart;
-//! - an order is written at most once: the book is keyed by request id (by the stream entry id
-//!   for deductions made without `ID`), and an id already in the book is acknowledged without
-//!   being written again. A line torn by a crash in the middle of a write is dropped when the
-//!   book is opened, and its order is written again from the pending entry;
-//! - a refund is idempotent in the module (`STOCK.REFUND` returns an id's stock once, and 0
-//!   after), so a rejected order refunded again after a crash returns nothing twice.
+//! ```no_run
+//! use std::time::Duration;
+//! use redis_fence_client::orders::OrderStream;
 //!
-//! The file stands in for a database table with a unique key on the order id; several
-//! consumers that run at the same time share such a table, not one file. Pending entries of a
-//! consumer that never comes back are taken over with [`Config::claim_idle`]
-//! (`XAUTOCLAIM`).
+//! # fn main() -> redis::RedisResult<()> {
+//! let mut con = redis::Client::open("redis://127.0.0.1/")?.get_connection()?;
+//! let orders = OrderStream::new("{sku:42}:orders", "orders", "consumer-1");
+//! orders.create_group(&mut con)?;
+//! let mut deliveries = orders.read_pending(&mut con)?;
+//! deliveries.extend(orders.read_new(&mut con, Some(Duration::from_secs(1)))?);
+//! for delivery in deliveries {
+//!     if let Some(event) = &delivery.event {
+//!         println!("{} {} x{:?}", event.kind, event.order_key(), event.quantity);
+//!     }
+//!     orders.ack(&mut con, &delivery.id)?;
+//! }
+//! # Ok(())
+//! # }
+//! ```
 
 use std::collections::HashMap;
-use std::fs::{File, OpenOptions};
-use std::io::{self, Read, Seek, SeekFrom, Write};
-use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use redis::{ConnectionLike, Value};
+use redis::streams::{
+    StreamAutoClaimOptions, StreamAutoClaimReply, StreamId, StreamReadOptions, StreamReadReply,
+};
+use redis::{Commands, ConnectionLike, FromRedisValue, RedisResult, Value};
 
-use crate::Result;
+use crate::millis_ceil;
 
-/// What the consumer does, and when it stops.
-#[derive(Clone, Debug)]
-pub struct Config {
-    /// The stream the deductions write to (`EVENTS stream`), e.g. `{sku:42}:orders`.
-    pub stream: String,
-    /// The consumer group, created (from the start of the stream) when missing.
-    pub group: String,
-    /// This consumer's name in the group; a restarted consumer must keep its name to find its
-    /// own pending entries.
-    pub consumer: String,
-    /// The order book: a JSON-lines file.
-    pub orders: PathBuf,
-    /// Orders whose request id ends with this are rejected and refunded. Deductions made
-    /// without `ID` cannot be refunded and are always created.
-    pub reject_suffix: Option<String>,
-    /// Refund with `EVENTS <stream>`, so a `refund` entry follows the rejected order.
-    pub refund_events: bool,
-    /// Stop after this long without a new entry.
-    pub idle_exit: Duration,
-    /// Stop after this many orders created or rejected (new ones, not ones already in the
-    /// book).
-    pub max_orders: Option<u64>,
-    /// Entries read per call.
-    pub batch: usize,
-    /// Take over entries another consumer has left pending for at least this long
-    /// (`XAUTOCLAIM`), at start and whenever the stream is idle.
-    pub claim_idle: Option<Duration>,
-    /// For crash tests: stop right after the n-th order line is written, before its `XACK`,
-    /// as a crash there would (the summary says [`Summary::crashed_at`]).
-    pub crash_after_writes: Option<u64>,
-}
-
-impl Config {
-    /// A configuration with the defaults: group `orders`, no rejections, refunds without
-    /// events, 5 s idle exit, batches of 100, no claiming.
-    pub fn new(stream: &str, consumer: &str, orders: impl Into<PathBuf>) -> Config {
-        Config {
-            stream: stream.to_string(),
-            group: "orders".to_string(),
-            consumer: consumer.to_string(),
-            orders: orders.into(),
-            reject_suffix: None,
-            refund_events: false,
-            idle_exit: Duration::from_secs(5),
-            max_orders: None,
-            batch: 100,
-            claim_idle: None,
-            crash_after_writes: None,
-        }
-    }
-}
-
-/// What one [`run`] did.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Summary {
-    /// Orders written as created.
-    pub created: u64,
-    /// Orders written as rejected (and refunded).
-    pub rejected: u64,
-    /// Units `STOCK.REFUND` returned (0 for a refund already made before a crash).
-    pub refunded_units: i64,
-    /// `deduct` entries whose order was already in the book (delivered again after a crash):
-    /// acknowledged, not written again.
-    pub duplicates: u64,
-    /// Other entries (`soldout`, `refund`, unknown types) acknowledged.
-    pub other_events: u64,
-    /// Pending entries whose stream entry was trimmed away before they were handled:
-    /// acknowledged, nothing to create.
-    pub lost: u64,
-    /// Entries taken over from other consumers.
-    pub claimed: u64,
-    /// Entries acknowledged.
-    pub acked: u64,
-    /// With [`Config::crash_after_writes`]: the stream id of the entry whose order was written
-    /// and not acknowledged when the run stopped.
-    pub crashed_at: Option<String>,
-}
-
-/// One order event, as the module writes it.
+/// One order event, as the module writes it (see the README's "From stock to orders").
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Event {
-    /// The stream entry id.
-    pub entry: String,
+#[non_exhaustive]
+pub struct OrderEvent {
     /// `deduct`, `soldout`, `refund` (or anything else another writer put there).
     pub kind: String,
     /// The stock key.
@@ -128,30 +60,32 @@ pub struct Event {
     pub request_id: Option<String>,
     /// The fencing token, when the deduction had one.
     pub fence: Option<u64>,
+    /// The stream entry id.
+    pub entry: String,
 }
 
-impl Event {
-    /// Reads an event from a stream entry's fields.
-    pub fn from_fields(entry: &str, fields: &[(String, String)]) -> Event {
-        let get = |name: &str| {
+impl OrderEvent {
+    /// Reads an event from a stream entry's fields; fields it does not know are ignored, and
+    /// a field that does not parse is `None`.
+    pub fn from_fields(entry: &str, fields: &HashMap<String, Value>) -> OrderEvent {
+        let text = |name: &str| {
             fields
-                .iter()
-                .find(|(f, _)| f == name)
-                .map(|(_, v)| v.clone())
+                .get(name)
+                .and_then(|v| String::from_redis_value(v.clone()).ok())
         };
-        Event {
+        OrderEvent {
+            kind: text("type").unwrap_or_default(),
+            sku: text("sku").unwrap_or_default(),
+            quantity: text("quantity").and_then(|v| v.parse().ok()),
+            remaining: text("remaining").and_then(|v| v.parse().ok()),
+            request_id: text("id"),
+            fence: text("fence").and_then(|v| v.parse().ok()),
             entry: entry.to_string(),
-            kind: get("type").unwrap_or_default(),
-            sku: get("sku").unwrap_or_default(),
-            quantity: get("quantity").and_then(|v| v.parse().ok()),
-            remaining: get("remaining").and_then(|v| v.parse().ok()),
-            request_id: get("id"),
-            fence: get("fence").and_then(|v| v.parse().ok()),
         }
     }
 
-    /// The key an order is created under: the request id, or `entry:<stream id>` for a
-    /// deduction without one.
+    /// A unique key for the order: the request id, or `entry:<stream id>` for a deduction
+    /// made without one.
     pub fn order_key(&self) -> String {
         match &self.request_id {
             Some(id) => id.clone(),
@@ -160,584 +94,309 @@ impl Event {
     }
 }
 
-/// The state of an order in the book.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Status {
-    /// The order was created.
-    Created,
-    /// The order was rejected and its stock refunded.
-    Rejected,
-}
-
-impl Status {
-    fn as_str(self) -> &'static str {
-        match self {
-            Status::Created => "created",
-            Status::Rejected => "rejected",
-        }
-    }
-}
-
-/// One line of the book.
+/// One stream entry delivered to this consumer.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Order {
-    /// The order key ([`Event::order_key`]).
-    pub key: String,
-    /// Created or rejected.
-    pub status: Status,
-    /// The stock key.
-    pub sku: String,
-    /// The quantity deducted.
-    pub quantity: i64,
-    /// The stream entry the order came from.
-    pub entry: String,
+#[non_exhaustive]
+pub struct Delivery {
+    /// The stream entry id, to acknowledge.
+    pub id: String,
+    /// The event; `None` when the entry was trimmed away (`MAXLEN`) while it was pending:
+    /// there is nothing left to handle, only to acknowledge.
+    pub event: Option<OrderEvent>,
 }
 
-/// A JSON-lines order book: one line per order, keyed by order key, each line synced to disk
-/// before [`OrderBook::record`] returns.
-///
-/// A line is `{"order":"…","status":"created"|"rejected","sku":"…","quantity":n,"entry":"…"}`.
-pub struct OrderBook {
-    file: File,
-    known: HashMap<String, Status>,
-}
-
-impl OrderBook {
-    /// Opens (or creates) the book and reads the orders in it. A last line without its
-    /// newline (a write torn by a crash) is cut off: its order was never acknowledged and will
-    /// be written again.
-    pub fn open(path: &Path) -> io::Result<OrderBook> {
-        let mut file = OpenOptions::new()
-            .read(true)
-            .append(true)
-            .create(true)
-            .open(path)?;
-        let mut text = Vec::new();
-        file.read_to_end(&mut text)?;
-        let whole = text.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
-        if whole < text.len() {
-            file.set_len(whole as u64)?;
-            file.sync_data()?;
-            text.truncate(whole);
-        }
-        file.seek(SeekFrom::End(0))?;
-        let mut known = HashMap::new();
-        for (n, line) in text.split(|&b| b == b'\n').enumerate() {
-            if line.is_empty() {
-                continue;
-            }
-            let line = String::from_utf8_lossy(line);
-            let order = Order::parse(&line).ok_or_else(|| {
-                io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!("{}: line {}: not an order: {line}", path.display(), n + 1),
-                )
-            })?;
-            known.insert(order.key, order.status);
-        }
-        Ok(OrderBook { file, known })
-    }
-
-    /// Every order in the book (read from `path`), in the order they were written.
-    pub fn read(path: &Path) -> io::Result<Vec<Order>> {
-        let text = std::fs::read_to_string(path)?;
-        text.lines()
-            .filter(|l| !l.is_empty())
-            .map(|l| {
-                Order::parse(l).ok_or_else(|| {
-                    io::Error::new(io::ErrorKind::InvalidData, format!("not an order: {l}"))
-                })
-            })
-            .collect()
-    }
-
-    /// What the book holds for an order key.
-    pub fn status(&self, key: &str) -> Option<Status> {
-        self.known.get(key).copied()
-    }
-
-    /// Orders in the book.
-    pub fn len(&self) -> usize {
-        self.known.len()
-    }
-
-    /// True when the book holds no order.
-    pub fn is_empty(&self) -> bool {
-        self.known.is_empty()
-    }
-
-    /// Appends one order and syncs it to disk.
-    pub fn record(&mut self, order: &Order) -> io::Result<()> {
-        let line = order.to_line();
-        self.file.write_all(line.as_bytes())?;
-        self.file.sync_data()?;
-        self.known.insert(order.key.clone(), order.status);
-        Ok(())
-    }
-}
-
-impl Order {
-    /// The order as one JSON line, newline included.
-    pub fn to_line(&self) -> String {
-        format!(
-            "{{\"order\":{},\"status\":\"{}\",\"sku\":{},\"quantity\":{},\"entry\":{}}}\n",
-            json_string(&self.key),
-            self.status.as_str(),
-            json_string(&self.sku),
-            self.quantity,
-            json_string(&self.entry)
-        )
-    }
-
-    /// Reads a line [`Order::to_line`] wrote (without its newline).
-    pub fn parse(line: &str) -> Option<Order> {
-        let rest = line.strip_prefix("{\"order\":")?;
-        let (key, rest) = parse_json_string(rest)?;
-        let rest = rest.strip_prefix(",\"status\":")?;
-        let (status, rest) = parse_json_string(rest)?;
-        let status = match status.as_str() {
-            "created" => Status::Created,
-            "rejected" => Status::Rejected,
-            _ => return None,
-        };
-        let rest = rest.strip_prefix(",\"sku\":")?;
-        let (sku, rest) = parse_json_string(rest)?;
-        let rest = rest.strip_prefix(",\"quantity\":")?;
-        let digits = rest.find(|c: char| c != '-' && !c.is_ascii_digit())?;
-        let quantity = rest[..digits].parse().ok()?;
-        let rest = rest[digits..].strip_prefix(",\"entry\":")?;
-        let (entry, rest) = parse_json_string(rest)?;
-        (rest == "}").then_some(Order {
-            key,
-            status,
-            sku,
-            quantity,
-            entry,
-        })
-    }
-}
-
-/// A JSON string literal.
-fn json_string(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
-            c => out.push(c),
+impl From<StreamId> for Delivery {
+    fn from(entry: StreamId) -> Delivery {
+        let event = (!entry.map.is_empty()).then(|| OrderEvent::from_fields(&entry.id, &entry.map));
+        Delivery {
+            id: entry.id,
+            event,
         }
     }
-    out.push('"');
-    out
 }
 
-/// Reads a JSON string literal at the start of `s`; the string and what follows it.
-fn parse_json_string(s: &str) -> Option<(String, &str)> {
-    let body = s.strip_prefix('"')?;
-    let mut out = String::new();
-    let mut chars = body.char_indices();
-    while let Some((i, c)) = chars.next() {
-        match c {
-            '"' => return Some((out, &body[i + 1..])),
-            '\\' => {
-                let (_, e) = chars.next()?;
-                match e {
-                    '"' => out.push('"'),
-                    '\\' => out.push('\\'),
-                    '/' => out.push('/'),
-                    'n' => out.push('\n'),
-                    'r' => out.push('\r'),
-                    't' => out.push('\t'),
-                    'b' => out.push('\u{8}'),
-                    'f' => out.push('\u{c}'),
-                    'u' => {
-                        let hex: String = (0..4)
-                            .filter_map(|_| chars.next().map(|(_, h)| h))
-                            .collect();
-                        out.push(char::from_u32(u32::from_str_radix(&hex, 16).ok()?)?);
-                    }
-                    _ => return None,
-                }
-            }
-            c => out.push(c),
+/// What one [`OrderStream::claim`] call took over.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Claimed {
+    /// The entries now delivered to this consumer.
+    pub deliveries: Vec<Delivery>,
+    /// Pending entries that no longer exist in the stream (trimmed): removed from the
+    /// pending list by the server, nothing to acknowledge.
+    pub deleted: Vec<String>,
+    /// Where the next call starts; `None` when the whole pending list was scanned.
+    pub next: Option<String>,
+}
+
+impl From<StreamAutoClaimReply> for Claimed {
+    fn from(reply: StreamAutoClaimReply) -> Claimed {
+        Claimed {
+            deliveries: reply.claimed.into_iter().map(Delivery::from).collect(),
+            deleted: reply.deleted_ids,
+            next: (reply.next_stream_id != "0-0").then_some(reply.next_stream_id),
         }
     }
-    None
 }
 
-/// `XGROUP CREATE stream group 0 MKSTREAM`, ignoring `BUSYGROUP` (the group exists). The
-/// group starts at the beginning of the stream, so events appended before the first
-/// consumer ran are read too.
-pub fn create_group<C: ConnectionLike>(conn: &mut C, stream: &str, group: &str) -> Result<()> {
-    match redis::cmd("XGROUP")
-        .arg("CREATE")
-        .arg(stream)
-        .arg(group)
-        .arg("0")
-        .arg("MKSTREAM")
-        .query::<()>(conn)
-    {
-        Err(e) if e.code() == Some("BUSYGROUP") => Ok(()),
-        other => other,
-    }
+/// The order-event stream as one consumer of one group sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OrderStream {
+    stream: String,
+    group: String,
+    consumer: String,
+    count: usize,
 }
 
-/// A stream entry as read: its id, and its fields (None when the entry was deleted while it
-/// was pending).
-type RawEntry = (String, Option<Vec<(String, String)>>);
-
-fn text(v: &Value) -> Option<String> {
-    match v {
-        Value::BulkString(b) => Some(String::from_utf8_lossy(b).into_owned()),
-        Value::SimpleString(s) => Some(s.clone()),
-        _ => None,
-    }
-}
-
-fn protocol_error(what: &'static str) -> redis::RedisError {
-    redis::RedisError::from((redis::ErrorKind::Parse, what))
-}
-
-/// Entries of an `XRANGE`-shaped reply.
-fn parse_entries(v: &Value) -> Result<Vec<RawEntry>> {
-    let Value::Array(items) = v else {
-        return Err(protocol_error("stream entries: not an array"));
-    };
-    items
-        .iter()
-        .map(|item| {
-            let Value::Array(pair) = item else {
-                return Err(protocol_error("stream entry: not an array"));
-            };
-            let id = pair
-                .first()
-                .and_then(text)
-                .ok_or_else(|| protocol_error("stream entry: no id"))?;
-            let fields = match pair.get(1) {
-                None | Some(Value::Nil) => None,
-                Some(Value::Array(flat)) => Some(
-                    flat.chunks(2)
-                        .filter_map(|c| Some((text(c.first()?)?, text(c.get(1)?)?)))
-                        .collect(),
-                ),
-                Some(Value::Map(pairs)) => Some(
-                    pairs
-                        .iter()
-                        .filter_map(|(f, v)| Some((text(f)?, text(v)?)))
-                        .collect(),
-                ),
-                Some(_) => return Err(protocol_error("stream entry: bad fields")),
-            };
-            Ok((id, fields))
-        })
+fn deliveries(reply: StreamReadReply) -> Vec<Delivery> {
+    reply
+        .keys
+        .into_iter()
+        .flat_map(|key| key.ids)
+        .map(Delivery::from)
         .collect()
 }
 
-/// The entries of one stream in an `XREADGROUP` reply (RESP2 array or RESP3 map); none on a
-/// timeout.
-fn parse_read(v: &Value) -> Result<Vec<RawEntry>> {
-    match v {
-        Value::Nil => Ok(Vec::new()),
-        Value::Array(streams) => match streams.first() {
-            None => Ok(Vec::new()),
-            Some(Value::Array(pair)) if pair.len() == 2 => parse_entries(&pair[1]),
-            Some(_) => Err(protocol_error("XREADGROUP: unexpected reply")),
-        },
-        Value::Map(streams) => match streams.first() {
-            None => Ok(Vec::new()),
-            Some((_, entries)) => parse_entries(entries),
-        },
-        _ => Err(protocol_error("XREADGROUP: unexpected reply")),
-    }
-}
-
-/// Why handling stopped early.
-enum Stop {
-    /// The configured crash point was reached.
-    Crash,
-    /// `max_orders` reached.
-    Enough,
-}
-
-struct Consumer<'a> {
-    config: &'a Config,
-    book: OrderBook,
-    summary: Summary,
-    writes: u64,
-}
-
-impl Consumer<'_> {
-    fn orders_done(&self) -> u64 {
-        self.summary.created + self.summary.rejected
-    }
-
-    fn ack<C: ConnectionLike>(&mut self, conn: &mut C, entry: &str) -> Result<()> {
-        let _: i64 = redis::cmd("XACK")
-            .arg(&self.config.stream)
-            .arg(&self.config.group)
-            .arg(entry)
-            .query(conn)?;
-        self.summary.acked += 1;
-        Ok(())
-    }
-
-    fn rejects(&self, event: &Event) -> bool {
-        match (&self.config.reject_suffix, &event.request_id) {
-            (Some(suffix), Some(id)) => id.ends_with(suffix.as_str()),
-            _ => false,
+impl OrderStream {
+    /// The events of `stream` (the `EVENTS` key of the deductions), read by `consumer` of
+    /// `group`, 100 entries per read. A restarted consumer must keep its name to find its
+    /// own pending entries.
+    pub fn new(
+        stream: impl Into<String>,
+        group: impl Into<String>,
+        consumer: impl Into<String>,
+    ) -> OrderStream {
+        OrderStream {
+            stream: stream.into(),
+            group: group.into(),
+            consumer: consumer.into(),
+            count: 100,
         }
     }
 
-    /// Handles one entry; acknowledges it unless a crash is simulated.
-    fn handle<C: ConnectionLike>(
-        &mut self,
-        conn: &mut C,
-        entry: &RawEntry,
-    ) -> Result<Option<Stop>> {
-        let (id, fields) = entry;
-        let Some(fields) = fields else {
-            // Trimmed away (MAXLEN) before it was handled: nothing left to create.
-            self.summary.lost += 1;
-            self.ack(conn, id)?;
-            return Ok(None);
-        };
-        let event = Event::from_fields(id, fields);
-        if event.kind != "deduct" {
-            self.summary.other_events += 1;
-            self.ack(conn, id)?;
-            return Ok(None);
-        }
-        let key = event.order_key();
-        if self.book.status(&key).is_some() {
-            // Written before a crash, not acknowledged: acknowledge now, write nothing.
-            self.summary.duplicates += 1;
-            self.ack(conn, id)?;
-            return Ok(None);
-        }
-        let status = if self.rejects(&event) {
-            // Refund first: idempotent in the module, so a crash before the line is written
-            // and a second refund after the restart return the stock once.
-            let request_id = event.request_id.as_deref().unwrap_or_default();
-            let mut refund = redis::cmd("STOCK.REFUND");
-            refund.arg(&event.sku).arg(request_id);
-            if self.config.refund_events {
-                refund.arg("EVENTS").arg(&self.config.stream);
-            }
-            let returned: i64 = refund.query(conn)?;
-            self.summary.refunded_units += returned;
-            Status::Rejected
-        } else {
-            Status::Created
-        };
-        self.book.record(&Order {
-            key,
-            status,
-            sku: event.sku.clone(),
-            quantity: event.quantity.unwrap_or(0),
-            entry: id.clone(),
-        })?;
-        match status {
-            Status::Created => self.summary.created += 1,
-            Status::Rejected => self.summary.rejected += 1,
-        }
-        self.writes += 1;
-        if self.config.crash_after_writes == Some(self.writes) {
-            self.summary.crashed_at = Some(id.clone());
-            return Ok(Some(Stop::Crash));
-        }
-        self.ack(conn, id)?;
-        if self
-            .config
-            .max_orders
-            .is_some_and(|max| self.orders_done() >= max)
-        {
-            return Ok(Some(Stop::Enough));
-        }
-        Ok(None)
+    /// Entries per read or claim (at least 1).
+    pub fn count(mut self, count: usize) -> OrderStream {
+        self.count = count.max(1);
+        self
     }
 
-    fn handle_all<C: ConnectionLike>(
-        &mut self,
-        conn: &mut C,
-        entries: &[RawEntry],
-    ) -> Result<Option<Stop>> {
-        for entry in entries {
-            if let Some(stop) = self.handle(conn, entry)? {
-                return Ok(Some(stop));
-            }
-        }
-        Ok(None)
+    /// The stream key.
+    pub fn stream(&self) -> &str {
+        &self.stream
     }
 
-    fn read<C: ConnectionLike>(
+    /// The group.
+    pub fn group(&self) -> &str {
+        &self.group
+    }
+
+    /// This consumer's name.
+    pub fn consumer(&self) -> &str {
+        &self.consumer
+    }
+
+    fn read_options(&self, block: Option<Duration>) -> StreamReadOptions {
+        let options = StreamReadOptions::default()
+            .group(&self.group, &self.consumer)
+            .count(self.count);
+        match block {
+            // BLOCK 0 waits for ever: a duration is at least 1 ms.
+            Some(d) => options.block(usize::try_from(millis_ceil(d).max(1)).unwrap_or(usize::MAX)),
+            None => options,
+        }
+    }
+
+    fn claim_options(&self) -> StreamAutoClaimOptions {
+        StreamAutoClaimOptions::default().count(self.count)
+    }
+
+    /// `XGROUP CREATE stream group 0 MKSTREAM`, ignoring `BUSYGROUP` (the group exists). The
+    /// group starts at the beginning of the stream, so events appended before the first
+    /// consumer ran are read too.
+    pub fn create_group<C: ConnectionLike>(&self, conn: &mut C) -> RedisResult<()> {
+        match conn.xgroup_create_mkstream::<_, _, _, ()>(&self.stream, &self.group, "0") {
+            Err(e) if e.code() == Some("BUSYGROUP") => Ok(()),
+            other => other,
+        }
+    }
+
+    /// Every entry delivered to this consumer and not acknowledged (what a crash left), in
+    /// stream order: `XREADGROUP … STREAMS stream <id>` from `0`, page after page.
+    pub fn read_pending<C: ConnectionLike>(&self, conn: &mut C) -> RedisResult<Vec<Delivery>> {
+        let mut all = Vec::new();
+        let mut after = "0-0".to_string();
+        loop {
+            let page: StreamReadReply =
+                conn.xread_options(&[&self.stream], &[&after], &self.read_options(None))?;
+            let page = deliveries(page);
+            let Some(last) = page.last() else {
+                return Ok(all);
+            };
+            after = last.id.clone();
+            all.extend(page);
+        }
+    }
+
+    /// New entries (`XREADGROUP … STREAMS stream >`), waiting up to `block` for some (`None`:
+    /// not at all); empty when none came.
+    pub fn read_new<C: ConnectionLike>(
         &self,
         conn: &mut C,
-        from: &str,
-        block: Option<u64>,
-    ) -> Result<Vec<RawEntry>> {
-        let mut cmd = redis::cmd("XREADGROUP");
-        cmd.arg("GROUP")
-            .arg(&self.config.group)
-            .arg(&self.config.consumer)
-            .arg("COUNT")
-            .arg(self.config.batch.max(1));
-        if let Some(ms) = block {
-            cmd.arg("BLOCK").arg(ms);
-        }
-        cmd.arg("STREAMS").arg(&self.config.stream).arg(from);
-        parse_read(&cmd.query::<Value>(conn)?)
+        block: Option<Duration>,
+    ) -> RedisResult<Vec<Delivery>> {
+        let reply: Option<StreamReadReply> =
+            conn.xread_options(&[&self.stream], &[">"], &self.read_options(block))?;
+        Ok(reply.map(deliveries).unwrap_or_default())
     }
 
-    /// This consumer's own pending entries, from id 0: what a crash left unacknowledged.
-    fn pending<C: ConnectionLike>(&mut self, conn: &mut C) -> Result<Option<Stop>> {
-        let mut from = "0-0".to_string();
-        loop {
-            let entries = self.read(conn, &from, None)?;
-            let Some((last, _)) = entries.last() else {
-                return Ok(None);
-            };
-            from = last.clone();
-            if let Some(stop) = self.handle_all(conn, &entries)? {
-                return Ok(Some(stop));
-            }
-        }
+    /// `XACK stream group id`: true when the entry was pending and no longer is.
+    pub fn ack<C: ConnectionLike>(&self, conn: &mut C, id: &str) -> RedisResult<bool> {
+        conn.xack::<_, _, _, i64>(&self.stream, &self.group, &[id])
+            .map(|n| n == 1)
     }
 
-    /// Entries other consumers left pending for at least `claim_idle`.
-    fn claim<C: ConnectionLike>(&mut self, conn: &mut C) -> Result<Option<Stop>> {
-        let Some(idle) = self.config.claim_idle else {
-            return Ok(None);
-        };
-        let mut start = "0-0".to_string();
-        loop {
-            let reply: Value = redis::cmd("XAUTOCLAIM")
-                .arg(&self.config.stream)
-                .arg(&self.config.group)
-                .arg(&self.config.consumer)
-                .arg(u64::try_from(idle.as_millis()).unwrap_or(u64::MAX))
-                .arg(&start)
-                .arg("COUNT")
-                .arg(self.config.batch.max(1))
-                .query(conn)?;
-            let Value::Array(parts) = &reply else {
-                return Err(protocol_error("XAUTOCLAIM: unexpected reply"));
-            };
-            let next = parts
-                .first()
-                .and_then(text)
-                .ok_or_else(|| protocol_error("XAUTOCLAIM: no cursor"))?;
-            let entries = match parts.get(1) {
-                Some(v) => parse_entries(v)?,
-                None => Vec::new(),
-            };
-            self.summary.claimed += entries.len() as u64;
-            if let Some(stop) = self.handle_all(conn, &entries)? {
-                return Ok(Some(stop));
-            }
-            if next == "0-0" {
-                return Ok(None);
-            }
-            start = next;
-        }
+    /// `XAUTOCLAIM stream group consumer min-idle start COUNT n`: takes over entries other
+    /// consumers have left pending for at least `min_idle`, scanning the pending list from
+    /// `start` (`"0-0"` the first time, then [`Claimed::next`]).
+    pub fn claim<C: ConnectionLike>(
+        &self,
+        conn: &mut C,
+        min_idle: Duration,
+        start: &str,
+    ) -> RedisResult<Claimed> {
+        let reply: StreamAutoClaimReply = conn.xautoclaim_options(
+            &self.stream,
+            &self.group,
+            &self.consumer,
+            millis_ceil(min_idle),
+            start,
+            self.claim_options(),
+        )?;
+        Ok(reply.into())
     }
 }
 
-/// Runs the consumer until it has been idle for [`Config::idle_exit`], has handled
-/// [`Config::max_orders`] orders, or reaches [`Config::crash_after_writes`].
-///
-/// Errors: replies and I/O errors from Redis, and I/O errors from the order book (as
-/// [`redis::RedisError`]s of kind I/O). An error leaves the entry being handled pending: the
-/// next run handles it again.
-pub fn run<C: ConnectionLike>(conn: &mut C, config: &Config) -> Result<Summary> {
-    create_group(conn, &config.stream, &config.group)?;
-    let book = OrderBook::open(&config.orders)?;
-    let mut consumer = Consumer {
-        config,
-        book,
-        summary: Summary::default(),
-        writes: 0,
-    };
-    if consumer.pending(conn)?.is_some() || consumer.claim(conn)?.is_some() {
-        return Ok(consumer.summary);
-    }
-    // BLOCK 0 would wait for ever: at least 1 ms, at most 1 s per call, so the idle clock is
-    // checked often.
-    let slice = config
-        .idle_exit
-        .clamp(Duration::from_millis(1), Duration::from_secs(1));
-    let block = u64::try_from(slice.as_millis()).unwrap_or(1000);
-    let mut last_seen = Instant::now();
-    loop {
-        let entries = consumer.read(conn, ">", Some(block))?;
-        if entries.is_empty() {
-            if consumer.claim(conn)?.is_some() {
-                break;
-            }
-            if last_seen.elapsed() >= config.idle_exit {
-                break;
-            }
-            continue;
-        }
-        last_seen = Instant::now();
-        if consumer.handle_all(conn, &entries)?.is_some() {
-            break;
+#[cfg(feature = "tokio")]
+impl OrderStream {
+    /// [`create_group`](OrderStream::create_group) on an async connection.
+    pub async fn create_group_async<C: redis::aio::ConnectionLike + Send + Sync>(
+        &self,
+        conn: &mut C,
+    ) -> RedisResult<()> {
+        use redis::AsyncCommands;
+        match conn
+            .xgroup_create_mkstream::<_, _, _, ()>(&self.stream, &self.group, "0")
+            .await
+        {
+            Err(e) if e.code() == Some("BUSYGROUP") => Ok(()),
+            other => other,
         }
     }
-    Ok(consumer.summary)
+
+    /// [`read_pending`](OrderStream::read_pending) on an async connection.
+    pub async fn read_pending_async<C: redis::aio::ConnectionLike + Send + Sync>(
+        &self,
+        conn: &mut C,
+    ) -> RedisResult<Vec<Delivery>> {
+        use redis::AsyncCommands;
+        let mut all = Vec::new();
+        let mut after = "0-0".to_string();
+        loop {
+            let page: StreamReadReply = conn
+                .xread_options(&[&self.stream], &[&after], &self.read_options(None))
+                .await?;
+            let page = deliveries(page);
+            let Some(last) = page.last() else {
+                return Ok(all);
+            };
+            after = last.id.clone();
+            all.extend(page);
+        }
+    }
+
+    /// [`read_new`](OrderStream::read_new) on an async connection (its response timeout, if
+    /// any, must be longer than `block`).
+    pub async fn read_new_async<C: redis::aio::ConnectionLike + Send + Sync>(
+        &self,
+        conn: &mut C,
+        block: Option<Duration>,
+    ) -> RedisResult<Vec<Delivery>> {
+        use redis::AsyncCommands;
+        let reply: Option<StreamReadReply> = conn
+            .xread_options(&[&self.stream], &[">"], &self.read_options(block))
+            .await?;
+        Ok(reply.map(deliveries).unwrap_or_default())
+    }
+
+    /// [`ack`](OrderStream::ack) on an async connection.
+    pub async fn ack_async<C: redis::aio::ConnectionLike + Send + Sync>(
+        &self,
+        conn: &mut C,
+        id: &str,
+    ) -> RedisResult<bool> {
+        use redis::AsyncCommands;
+        conn.xack::<_, _, _, i64>(&self.stream, &self.group, &[id])
+            .await
+            .map(|n| n == 1)
+    }
+
+    /// [`claim`](OrderStream::claim) on an async connection.
+    pub async fn claim_async<C: redis::aio::ConnectionLike + Send + Sync>(
+        &self,
+        conn: &mut C,
+        min_idle: Duration,
+        start: &str,
+    ) -> RedisResult<Claimed> {
+        use redis::AsyncCommands;
+        let reply: StreamAutoClaimReply = conn
+            .xautoclaim_options(
+                &self.stream,
+                &self.group,
+                &self.consumer,
+                millis_ceil(min_idle),
+                start,
+                self.claim_options(),
+            )
+            .await?;
+        Ok(reply.into())
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn order_lines_round_trip() {
-        for key in ["order-1", "a \"quoted\" \\ id\n\t\u{1}é{sku}", ""] {
-            let order = Order {
-                key: key.to_string(),
-                status: Status::Rejected,
-                sku: "{sku:42}".to_string(),
-                quantity: 3,
-                entry: "1700000000000-7".to_string(),
-            };
-            let line = order.to_line();
-            assert!(line.ends_with('\n') && line.matches('\n').count() == 1);
-            assert_eq!(Order::parse(line.trim_end_matches('\n')), Some(order));
-        }
-        assert_eq!(Order::parse("{\"order\":\"x\""), None);
-        assert_eq!(Order::parse("garbage"), None);
+    fn bulk(s: &str) -> Value {
+        Value::BulkString(s.as_bytes().to_vec())
     }
 
     #[test]
     fn events_from_fields() {
-        let f = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
-            pairs
-                .iter()
-                .map(|(a, b)| (a.to_string(), b.to_string()))
-                .collect()
-        };
-        let e = Event::from_fields(
-            "1-2",
-            &f(&[
-                ("type", "deduct"),
-                ("sku", "{sku:42}"),
-                ("quantity", "2"),
-                ("remaining", "8"),
-                ("id", "o-1"),
-                ("fence", "99"),
-            ]),
-        );
+        let fields: HashMap<String, Value> = [
+            ("type", "deduct"),
+            ("sku", "{sku:42}"),
+            ("quantity", "2"),
+            ("remaining", "8"),
+            ("id", "o-1"),
+            ("fence", "99"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), bulk(v)))
+        .collect();
+        let e = OrderEvent::from_fields("1-2", &fields);
         assert_eq!(e.kind, "deduct");
-        assert_eq!(e.quantity, Some(2));
-        assert_eq!(e.remaining, Some(8));
-        assert_eq!(e.fence, Some(99));
+        assert_eq!(
+            (e.quantity, e.remaining, e.fence),
+            (Some(2), Some(8), Some(99))
+        );
         assert_eq!(e.order_key(), "o-1");
-        let e = Event::from_fields("1-3", &f(&[("type", "deduct"), ("sku", "s")]));
+        let bare: HashMap<String, Value> = [("type".to_string(), bulk("deduct"))].into();
+        let e = OrderEvent::from_fields("1-3", &bare);
         assert_eq!(e.order_key(), "entry:1-3");
+        assert_eq!(e.quantity, None);
+        let trimmed = Delivery::from(StreamId {
+            id: "1-4".into(),
+            ..StreamId::default()
+        });
+        assert_eq!(trimmed.event, None);
     }
 }

@@ -1,307 +1,233 @@
-//! The watchdog: bounded auto-renewal of a lease from a background thread.
+//! The sync watchdog: a thread that renews one lease on a connection of its own, as
+//! [`lease::next_step`](crate::lease::next_step) decides.
 //!
-//! Race freedom with release: the thread holds the `gate` mutex at all times except while it
-//! sleeps on the condition variable, so it sends every `LOCK.RENEW` under the gate and checks
-//! the `stopped` flag under the gate right before. Stopping takes the gate (waiting for a
-//! renewal in flight to be answered), sets `stopped`, wakes the thread and joins it; only then
-//! does the guard send `LOCK.RELEASE`. No renewal can be sent after the release.
+//! Race freedom with release: the thread holds the gate at all times except while it sleeps
+//! on the condition variable, so it sends every `LOCK.RENEW` under the gate and checks the
+//! `stopped` flag under the gate right before. Stopping takes the gate (waiting for a renewal
+//! in flight to be answered or to time out), sets `stopped`, wakes the thread and joins it;
+//! only then does the guard send `LOCK.RELEASE`. No renewal is sent after the release.
 //!
 //! A manual [`LockGuard::renew`](crate::LockGuard::renew) takes the gate as well, so the
 //! server never executes a watchdog renewal with the old TTL after the manual one with the new
 //! TTL (which would shorten the lease behind the guard's back).
 
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use fence_core::error::code;
-use redis::{Client, Connection};
+use redis::{Client, Connection, ConnectionLike, RedisResult};
 
-use crate::lock::renew_command;
-use crate::Result;
+use crate::commands::{release_cmd, renew_cmd};
+use crate::lease::{
+    next_step, renewal_error_is_loss, renewal_held, retry_after_io_error, token_unsupported,
+    LeaseState, LostReason, Step, Watchdog, MIN_IO_TIMEOUT,
+};
 
-/// The shortest pause between two renewals, and the shortest I/O timeout of a renewal.
-const MIN_PAUSE: Duration = Duration::from_millis(1);
-const MIN_IO_TIMEOUT: Duration = Duration::from_millis(10);
-/// Bounds of the pause before retrying after an I/O error.
-const MIN_RETRY: Duration = Duration::from_millis(10);
-const MAX_RETRY: Duration = Duration::from_secs(1);
-
-/// Settings of the bounded auto-renewal started by
-/// [`LockGuard::start_watchdog`](crate::LockGuard::start_watchdog).
-///
-/// A watchdog without a bound would keep a lock forever for a holder that is stuck but alive;
-/// the bound caps how long the lock can be held: about `max_renewals` times the interval plus
-/// one TTL.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Watchdog {
-    max_renewals: u32,
-    interval: Option<Duration>,
-}
-
-impl Watchdog {
-    /// Renews at most `max_renewals` times, every third of the lease's TTL.
-    pub fn new(max_renewals: u32) -> Self {
-        Watchdog {
-            max_renewals,
-            interval: None,
-        }
-    }
-
-    /// Renews every `interval` after the last successful grant or renewal instead of every
-    /// third of the TTL. It must be above zero and below the TTL.
-    pub fn every(mut self, interval: Duration) -> Self {
-        self.interval = Some(interval);
-        self
-    }
-
-    /// The most `LOCK.RENEW` commands the watchdog sends.
-    pub fn max_renewals(&self) -> u32 {
-        self.max_renewals
-    }
-
-    /// The interval set with [`Watchdog::every`], if any.
-    pub(crate) fn fixed_interval(&self) -> Option<Duration> {
-        self.interval
-    }
-
-    fn interval_for(&self, ttl: Duration) -> Duration {
-        self.interval.unwrap_or(ttl / 3).max(MIN_PAUSE)
-    }
-}
-
-/// What the guard and its watchdog share about one lease.
-pub(crate) struct LeaseState {
-    /// Held by the watchdog except while it sleeps; see the module documentation.
-    gate: Mutex<Gate>,
-    wake: Condvar,
-    /// The lease is known to be gone: never renew again.
-    pub(crate) lost: AtomicBool,
-    /// `LOCK.RENEW` commands sent by the watchdog.
-    pub(crate) renewals: AtomicU32,
-    timing: Mutex<Timing>,
-    error: Mutex<Option<String>>,
-}
-
+/// The gate a guard and its watchdog thread share; `true` once stopped.
 pub(crate) struct Gate {
-    stopped: bool,
+    stopped: Mutex<bool>,
+    wake: Condvar,
 }
 
-struct Timing {
-    ttl: Duration,
-    /// When the last successful grant or renewal was sent.
-    renewed_at: Instant,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-impl LeaseState {
-    pub(crate) fn new(ttl: Duration, since: Instant) -> Self {
-        LeaseState {
-            gate: Mutex::new(Gate { stopped: false }),
+impl Gate {
+    pub(crate) fn new() -> Gate {
+        Gate {
+            stopped: Mutex::new(false),
             wake: Condvar::new(),
-            lost: AtomicBool::new(false),
-            renewals: AtomicU32::new(0),
-            timing: Mutex::new(Timing {
-                ttl,
-                renewed_at: since,
-            }),
-            error: Mutex::new(None),
         }
-    }
-
-    /// The TTL and the estimated end of the lease.
-    pub(crate) fn timing(&self) -> (Duration, Instant) {
-        let t = lock(&self.timing);
-        (t.ttl, t.renewed_at + t.ttl)
-    }
-
-    fn renewed_at(&self) -> (Duration, Instant) {
-        let t = lock(&self.timing);
-        (t.ttl, t.renewed_at)
-    }
-
-    /// A renewal sent at `sent` with `ttl` succeeded.
-    pub(crate) fn renewed(&self, ttl: Duration, sent: Instant) {
-        let mut t = lock(&self.timing);
-        if sent >= t.renewed_at {
-            t.ttl = ttl;
-            t.renewed_at = sent;
-        }
-    }
-
-    pub(crate) fn mark_lost(&self) {
-        self.lost.store(true, Ordering::SeqCst);
-        self.wake.notify_all();
     }
 
     /// Holds off the watchdog's renewals while the returned guard lives: it waits for a
-    /// renewal in flight to be answered, and the watchdog sends no other until the guard is
-    /// dropped.
-    pub(crate) fn exclusive(&self) -> MutexGuard<'_, Gate> {
-        lock(&self.gate)
+    /// renewal in flight, and the watchdog sends no other until the guard is dropped.
+    pub(crate) fn exclusive(&self) -> MutexGuard<'_, bool> {
+        self.stopped
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Makes a sleeping watchdog recompute when its next renewal is due.
-    pub(crate) fn wake_watchdog(&self) {
+    pub(crate) fn wake(&self) {
         self.wake.notify_all();
     }
 
     /// Makes the watchdog stop: once this returns, it sends no more renewals.
     pub(crate) fn stop(&self) {
-        lock(&self.gate).stopped = true;
+        *self.exclusive() = true;
         self.wake.notify_all();
     }
+}
 
-    pub(crate) fn last_error(&self) -> Option<String> {
-        lock(&self.error).clone()
-    }
+/// A connection whose connect and every command are bounded by `timeout`.
+pub(crate) fn connect(client: &Client, timeout: Duration) -> RedisResult<Connection> {
+    let timeout = timeout.max(MIN_IO_TIMEOUT);
+    let conn = client.get_connection_with_timeout(timeout)?;
+    set_timeouts(&conn, timeout)?;
+    Ok(conn)
+}
 
-    fn set_error(&self, e: &redis::RedisError) {
-        *lock(&self.error) = Some(e.to_string());
+/// Bounds the next reads and writes of `conn` by `timeout`.
+pub(crate) fn set_timeouts(conn: &Connection, timeout: Duration) -> RedisResult<()> {
+    let timeout = Some(timeout.max(MIN_IO_TIMEOUT));
+    conn.set_read_timeout(timeout)?;
+    conn.set_write_timeout(timeout)
+}
+
+/// `LOCK.RENEW … TOKEN token` for this lease (without `TOKEN` on a module that predates it).
+pub(crate) fn renew_with(
+    conn: &mut dyn ConnectionLike,
+    state: &LeaseState,
+    ttl: Duration,
+) -> RedisResult<Option<u64>> {
+    let token = state.token_arg();
+    match renew_cmd(&state.key, &state.owner, ttl, token).query(conn) {
+        Err(e) if token.is_some() && token_unsupported(&e, "LOCK.RENEW") => {
+            state.set_tokenless();
+            renew_cmd(&state.key, &state.owner, ttl, None).query(conn)
+        }
+        other => other,
     }
 }
 
-/// A connection for the watchdog.
-pub(crate) fn connect(client: &Client, timeout: Duration) -> Result<Connection> {
-    client.get_connection_with_timeout(timeout.clamp(MIN_IO_TIMEOUT, Duration::from_secs(10)))
+/// `LOCK.RELEASE … TOKEN token` for this lease (without `TOKEN` on a module that predates it).
+pub(crate) fn release_with(conn: &mut dyn ConnectionLike, state: &LeaseState) -> RedisResult<bool> {
+    let token = state.token_arg();
+    match release_cmd(&state.key, &state.owner, token).query(conn) {
+        Err(e) if token.is_some() && token_unsupported(&e, "LOCK.RELEASE") => {
+            state.set_tokenless();
+            release_cmd(&state.key, &state.owner, None).query(conn)
+        }
+        other => other,
+    }
 }
 
-/// Starts the watchdog thread.
+/// Starts the watchdog thread, renewing on `conn` (connecting from `client` when there is
+/// none, and again after an I/O error).
 pub(crate) fn spawn(
     state: Arc<LeaseState>,
+    gate: Arc<Gate>,
     client: Client,
-    conn: Connection,
-    key: String,
-    owner: String,
-    token: u64,
+    conn: Option<Connection>,
     config: Watchdog,
-) -> Result<JoinHandle<()>> {
+    io_timeout: Duration,
+) -> std::io::Result<JoinHandle<()>> {
     let renewer = Renewer {
         state,
+        gate,
         client,
-        conn: Some(conn),
-        key,
-        owner,
-        token,
+        conn,
         config,
+        io_timeout,
     };
-    Ok(thread::Builder::new()
+    thread::Builder::new()
         .name("fence-watchdog".to_string())
-        .spawn(move || renewer.run())?)
+        .spawn(move || renewer.run())
 }
 
 struct Renewer {
     state: Arc<LeaseState>,
+    gate: Arc<Gate>,
     client: Client,
     conn: Option<Connection>,
-    key: String,
-    owner: String,
-    token: u64,
     config: Watchdog,
+    io_timeout: Duration,
 }
 
 /// What one renewal attempt found.
 enum Outcome {
     Renewed,
-    /// Stop for good.
+    Lost(LostReason),
+    /// An error reply that would come again: stop, the lease not known lost.
     Stop,
-    /// Try again at this moment.
-    RetryAt(Instant),
+    /// A network error: try again soon, while the lease lasts.
+    Retry,
 }
 
 impl Renewer {
     fn run(mut self) {
+        let gate = Arc::clone(&self.gate);
         let state = Arc::clone(&self.state);
-        let mut retry_at: Option<Instant> = None;
-        let mut gate = lock(&state.gate);
-        loop {
-            if gate.stopped
-                || state.lost.load(Ordering::SeqCst)
-                || state.renewals.load(Ordering::SeqCst) >= self.config.max_renewals
-            {
-                return;
+        let mut stopped = gate.exclusive();
+        let mut retry_at = None;
+        let lost = loop {
+            if *stopped || state.is_lost() {
+                break None;
             }
-            let (ttl, renewed_at) = state.renewed_at();
-            let due = retry_at.unwrap_or(renewed_at + self.config.interval_for(ttl));
             let now = Instant::now();
-            if now < due {
-                // Releases the gate while asleep: this is when `stop` can get it.
-                gate = state
-                    .wake
-                    .wait_timeout(gate, due - now)
-                    .unwrap_or_else(|poisoned| poisoned.into_inner())
-                    .0;
-                continue;
+            let step = next_step(
+                now,
+                state.timing(),
+                &self.config,
+                state.renewals(),
+                retry_at,
+                self.io_timeout,
+            );
+            match step {
+                Step::Done => break None,
+                Step::Expired => break Some(LostReason::Expired),
+                Step::Sleep(until) => {
+                    // Releases the gate while asleep: this is when `stop` and `renew` get it.
+                    stopped = gate
+                        .wake
+                        .wait_timeout(stopped, until.saturating_duration_since(now))
+                        .unwrap_or_else(|poisoned| poisoned.into_inner())
+                        .0;
+                }
+                Step::Renew { ttl, timeout } => match self.renew_once(ttl, timeout) {
+                    Outcome::Renewed => retry_at = None,
+                    Outcome::Lost(reason) => break Some(reason),
+                    Outcome::Stop => break None,
+                    Outcome::Retry => {
+                        match retry_after_io_error(Instant::now(), state.timing(), &self.config) {
+                            Some(at) => retry_at = Some(at),
+                            None => break Some(LostReason::Expired),
+                        }
+                    }
+                },
             }
-            // Due, not stopped, not lost, under the gate: renew.
-            retry_at = match self.renew_once(ttl, renewed_at + ttl) {
-                Outcome::Renewed => None,
-                Outcome::Stop => return,
-                Outcome::RetryAt(at) => Some(at),
-            };
+        };
+        drop(stopped);
+        self.conn = None;
+        if let Some(reason) = lost {
+            state.mark_lost(reason);
         }
     }
 
-    fn renew_once(&mut self, ttl: Duration, deadline: Instant) -> Outcome {
+    fn renew_once(&mut self, ttl: Duration, timeout: Duration) -> Outcome {
         let state = Arc::clone(&self.state);
-        let retry = (self.config.interval_for(ttl) / 4).clamp(MIN_RETRY, MAX_RETRY);
-        // An I/O error is retried until the lease's end; past it, the lease is taken as lost.
-        let failed = |e: &redis::RedisError| {
-            state.set_error(e);
-            let now = Instant::now();
-            if now >= deadline {
-                state.mark_lost();
-                Outcome::Stop
-            } else {
-                Outcome::RetryAt(now + retry)
-            }
-        };
-        let io_timeout = deadline
-            .saturating_duration_since(Instant::now())
-            .max(MIN_IO_TIMEOUT);
-        let conn = match self.conn.as_mut() {
+        let conn = match self.conn.take() {
             Some(conn) => conn,
-            None => match connect(&self.client, io_timeout) {
-                Ok(conn) => self.conn.insert(conn),
-                Err(e) => return failed(&e),
+            None => match connect(&self.client, timeout) {
+                Ok(conn) => conn,
+                Err(e) => {
+                    state.set_error(&e);
+                    return Outcome::Retry;
+                }
             },
         };
-        let timeouts = conn
-            .set_read_timeout(Some(io_timeout))
-            .and_then(|()| conn.set_write_timeout(Some(io_timeout)));
-        if let Err(e) = timeouts {
+        let conn = self.conn.insert(conn);
+        if let Err(e) = set_timeouts(conn, timeout) {
+            state.set_error(&e);
             self.conn = None;
-            return failed(&e);
+            return Outcome::Retry;
         }
-        self.state.renewals.fetch_add(1, Ordering::SeqCst);
+        state.count_renewal();
         let sent = Instant::now();
-        match renew_command(conn, &self.key, &self.owner, ttl, self.token) {
-            Ok(Some(token)) if token == self.token => {
-                self.state.renewed(ttl, sent);
+        match renew_with(conn, &state, ttl) {
+            Ok(reply) if renewal_held(reply, state.token) => {
+                state.renewed(ttl, sent);
                 Outcome::Renewed
             }
             // Refused: expired, or held by another owner, or granted anew to this owner
             // string (TOKEN: that newer grant is left alone).
-            Ok(_) => {
-                self.state.mark_lost();
-                Outcome::Stop
-            }
-            // An error reply would come again: stop. WRONGTYPE means the key was overwritten,
-            // so the lock is gone.
+            Ok(_) => Outcome::Lost(LostReason::Refused),
             Err(e) if e.code().is_some() => {
-                self.state.set_error(&e);
-                if e.code() == Some(code::WRONGTYPE) {
-                    self.state.mark_lost();
-                }
-                Outcome::Stop
+                state.set_error(&e);
+                renewal_error_is_loss(&e).map_or(Outcome::Stop, Outcome::Lost)
             }
             Err(e) => {
+                state.set_error(&e);
                 self.conn = None;
-                failed(&e)
+                Outcome::Retry
             }
         }
     }

@@ -1,4 +1,4 @@
-//! The order consumer (`redis_fence_client::orders`, and the `consumer` example built on it)
+//! The order consumer (the `consumer` example, built on `redis_fence_client::orders`)
 //! end to end against a real server: buyers deduct with `EVENTS` while consumers crash and
 //! restart; every order is created exactly once, every rejected order is refunded exactly
 //! once, and the stock and the orders add up.
@@ -16,8 +16,14 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use common::{ms, wait_until, Server, EVENT_DEADLINE};
 use redis::{Connection, Value};
-use redis_fence_client::orders::{self, Config, Order, OrderBook, Status};
-use redis_fence_client::{RequestState, Stock};
+use redis_fence_client::{FenceCommands, RequestState};
+
+// The example's application, compiled into this test as it is into the example.
+#[path = "../examples/consumer/app.rs"]
+#[allow(dead_code)]
+mod app;
+
+use app::{Config, Order, OrderBook, Status};
 
 const SKU: &str = "{sku:42}";
 const STREAM: &str = "{sku:42}:orders";
@@ -185,7 +191,7 @@ fn check_books(con: &mut Connection, book: &Path, initial: i64) -> (usize, usize
         assert_eq!(order.sku, SKU);
         let q: i64 = field(entry, "quantity").unwrap().parse().unwrap();
         assert_eq!(order.quantity, q, "{key}: quantity");
-        let state = Stock::request(con, SKU, key).unwrap();
+        let state = con.stock_request(SKU, key).unwrap();
         if key.ends_with('7') {
             rejected += 1;
             assert_eq!(order.status, Status::Rejected, "{key}");
@@ -199,7 +205,7 @@ fn check_books(con: &mut Connection, book: &Path, initial: i64) -> (usize, usize
             held += q;
         }
     }
-    let left = Stock::get(con, SKU).unwrap().unwrap();
+    let left = con.stock_get(SKU).unwrap().unwrap();
     assert_eq!(left + held, initial, "stock {left} + created orders {held}");
     (created, rejected)
 }
@@ -210,7 +216,7 @@ fn every_order_is_created_once_across_crashes_and_restarts() {
     const BUYERS: usize = 6;
     let server = Server::start();
     let mut con = server.conn();
-    Stock::set(&mut con, SKU, INITIAL).unwrap();
+    con.stock_set(SKU, INITIAL).unwrap();
     let dir = TempDir::new();
     let book = dir.path("orders.jsonl");
     let acknowledged: Mutex<Vec<String>> = Mutex::new(Vec::new());
@@ -257,7 +263,7 @@ fn every_order_is_created_once_across_crashes_and_restarts() {
         // c1 crashes right after writing its 5th order, before the XACK.
         let mut cfg = config("c1", &book);
         cfg.crash_after_writes = Some(5);
-        let run = orders::run(&mut c, &cfg).unwrap();
+        let run = app::run(&mut c, &cfg).unwrap();
         let crashed = run.crashed_at.clone().expect("c1 did not crash");
         assert_eq!(run.created + run.rejected, 5, "{run:?}");
         assert!(
@@ -278,7 +284,7 @@ fn every_order_is_created_once_across_crashes_and_restarts() {
 
         // c1 again: the crashed order is acknowledged without a second line; crashes again.
         cfg.crash_after_writes = Some(3);
-        let run = orders::run(&mut c, &cfg).unwrap();
+        let run = app::run(&mut c, &cfg).unwrap();
         assert!(run.duplicates >= 1, "{run:?}");
         let crashed = run.crashed_at.clone().expect("c1 did not crash again");
         println!("c1 crashed again at {crashed}: {run:?}");
@@ -287,7 +293,7 @@ fn every_order_is_created_once_across_crashes_and_restarts() {
         let mut cfg2 = config("c2", &book);
         cfg2.claim_idle = Some(Duration::ZERO);
         cfg2.max_orders = Some(10);
-        let run = orders::run(&mut c, &cfg2).unwrap();
+        let run = app::run(&mut c, &cfg2).unwrap();
         assert!(run.claimed >= 1 && run.duplicates >= 1, "{run:?}");
         assert!(pending_of(&mut c, "c1").is_empty());
         println!("c2 claimed: {run:?}");
@@ -297,10 +303,10 @@ fn every_order_is_created_once_across_crashes_and_restarts() {
         }
         // The rest: c1 comes back, then c2 sweeps up what it left pending.
         cfg.crash_after_writes = None;
-        let run = orders::run(&mut c, &cfg).unwrap();
+        let run = app::run(&mut c, &cfg).unwrap();
         println!("c1 to the end: {run:?}");
         cfg2.max_orders = None;
-        let run = orders::run(&mut c, &cfg2).unwrap();
+        let run = app::run(&mut c, &cfg2).unwrap();
         println!("c2 to the end: {run:?}");
     });
 
@@ -313,7 +319,7 @@ fn every_order_is_created_once_across_crashes_and_restarts() {
     println!(
         "{} orders: {created} created, {rejected} rejected and refunded, {} left in stock",
         acknowledged.len(),
-        Stock::get(&mut con, SKU).unwrap().unwrap()
+        con.stock_get(SKU).unwrap().unwrap()
     );
 }
 
@@ -321,7 +327,7 @@ fn every_order_is_created_once_across_crashes_and_restarts() {
 fn entries_trimmed_while_pending_are_acknowledged() {
     let server = Server::start();
     let mut con = server.conn();
-    Stock::set(&mut con, SKU, 10).unwrap();
+    con.stock_set(SKU, 10).unwrap();
     let dir = TempDir::new();
     let book = dir.path("orders.jsonl");
     for i in 0..4 {
@@ -338,7 +344,7 @@ fn entries_trimmed_while_pending_are_acknowledged() {
     let mut cfg = config("c1", &book);
     cfg.batch = 4;
     cfg.crash_after_writes = Some(1);
-    let run = orders::run(&mut con, &cfg).unwrap();
+    let run = app::run(&mut con, &cfg).unwrap();
     assert!(run.crashed_at.is_some());
     assert_eq!(pending_of(&mut con, "c1").len(), 4);
     // The stream is trimmed past every pending entry (a MAXLEN too small for the lag).
@@ -349,7 +355,7 @@ fn entries_trimmed_while_pending_are_acknowledged() {
         .query(&mut con)
         .unwrap();
     cfg.crash_after_writes = None;
-    let run = orders::run(&mut con, &cfg).unwrap();
+    let run = app::run(&mut con, &cfg).unwrap();
     assert_eq!(run.lost, 4, "{run:?}");
     assert_eq!(pending_count(&mut con), 0);
     assert_eq!(OrderBook::read(&book).unwrap().len(), 1);
@@ -373,9 +379,9 @@ fn deductions_without_an_id_are_created_once_by_entry() {
     }
     let mut cfg = config("c1", &book);
     cfg.crash_after_writes = Some(2);
-    assert!(orders::run(&mut con, &cfg).unwrap().crashed_at.is_some());
+    assert!(app::run(&mut con, &cfg).unwrap().crashed_at.is_some());
     cfg.crash_after_writes = None;
-    let run = orders::run(&mut con, &cfg).unwrap();
+    let run = app::run(&mut con, &cfg).unwrap();
     assert_eq!((run.created, run.duplicates, run.other_events), (3, 1, 1));
     let orders = OrderBook::read(&book).unwrap();
     let keys: BTreeSet<String> = orders.iter().map(|o| o.key.clone()).collect();
@@ -403,7 +409,7 @@ fn the_example_recovers_after_its_process_exits_mid_order() {
     );
     let server = Server::start();
     let mut con = server.conn();
-    Stock::set(&mut con, SKU, 100).unwrap();
+    con.stock_set(SKU, 100).unwrap();
     let dir = TempDir::new();
     let book = dir.path("orders.jsonl");
     let run = |extra: &[&str]| {
@@ -454,7 +460,7 @@ fn the_example_recovers_after_its_process_exits_mid_order() {
 fn rejected_orders_are_refunded_once_across_crashes() {
     let server = Server::start();
     let mut con = server.conn();
-    Stock::set(&mut con, SKU, 20).unwrap();
+    con.stock_set(SKU, 20).unwrap();
     let dir = TempDir::new();
     let book = dir.path("orders.jsonl");
     for id in ["o-7", "o-8", "o-17", "o-9"] {
@@ -470,7 +476,7 @@ fn rejected_orders_are_refunded_once_across_crashes() {
     }
     let mut cfg = config("c1", &book);
     cfg.crash_after_writes = Some(1);
-    let run = orders::run(&mut con, &cfg).unwrap();
+    let run = app::run(&mut con, &cfg).unwrap();
     assert_eq!((run.rejected, run.refunded_units), (1, 2), "{run:?}");
     assert!(run.crashed_at.is_some());
     // A consumer refunded o-17 and died before writing its line.
@@ -483,7 +489,7 @@ fn rejected_orders_are_refunded_once_across_crashes() {
         .unwrap();
     assert_eq!(returned, 2);
     cfg.crash_after_writes = None;
-    let run = orders::run(&mut con, &cfg).unwrap();
+    let run = app::run(&mut con, &cfg).unwrap();
     // o-7 already in the book; o-17 refunded again: 0 units; o-8 and o-9 created.
     assert_eq!(
         (
@@ -497,5 +503,5 @@ fn rejected_orders_are_refunded_once_across_crashes() {
     );
     let (created, rejected) = check_books(&mut con, &book, 20);
     assert_eq!((created, rejected), (2, 2));
-    assert_eq!(Stock::get(&mut con, SKU).unwrap(), Some(16));
+    assert_eq!(con.stock_get(SKU).unwrap(), Some(16));
 }

@@ -1,4 +1,5 @@
-//! `Lock` and `LockGuard` against a real server (without the watchdog: see watchdog.rs).
+//! `Lock` and `LockGuard` against a real server (without the watchdog: see watchdog.rs), and
+//! the lock methods of `FenceCommands`.
 
 mod common;
 
@@ -7,10 +8,10 @@ use std::time::{Duration, Instant};
 
 use common::{calls, ms, sleep_ms, wait_until, Monitor, Server, EVENT_DEADLINE};
 use fence_core::error::code;
-use redis_fence_client::{Lock, LockStatus};
+use redis_fence_client::{is_owner_in_use, FenceCommands, Lock, LockStatus};
 
 fn holder(con: &mut redis::Connection, key: &str) -> Option<(String, u64)> {
-    Lock::status(con, key)
+    con.lock_status(key)
         .expect("LOCK.STATUS")
         .map(|s| (s.owner, s.token))
 }
@@ -18,12 +19,13 @@ fn holder(con: &mut redis::Connection, key: &str) -> Option<(String, u64)> {
 #[test]
 fn acquire_then_release() {
     let server = Server::start();
-    let mut con = server.conn();
+    let client = server.client();
     let mut other = server.conn();
 
     let ttl = ms(30_000);
     let sent = Instant::now();
-    let guard = Lock::acquire(&mut con, "lock:a", "w1", ttl)
+    let guard = Lock::new(&client, "lock:a", "w1", ttl)
+        .try_acquire()
         .unwrap()
         .expect("a free lock is granted");
     let replied = Instant::now();
@@ -37,7 +39,7 @@ fn acquire_then_release() {
         "expires_at is not the TTL after the request"
     );
 
-    let status = Lock::status(&mut other, "lock:a").unwrap().expect("held");
+    let status = other.lock_status("lock:a").unwrap().expect("held");
     // The server granted after `sent` and answered this status before now: its TTL ran down
     // by at most that long (plus a millisecond of rounding).
     let most_elapsed = sent.elapsed() + ms(1);
@@ -50,7 +52,8 @@ fn acquire_then_release() {
     assert_eq!(status.waiters, 0);
 
     // Contended: another owner gets nothing.
-    assert!(Lock::acquire(&mut other, "lock:a", "w2", ms(30_000))
+    assert!(Lock::new(&client, "lock:a", "w2", ms(30_000))
+        .try_acquire()
         .unwrap()
         .is_none());
 
@@ -58,16 +61,17 @@ fn acquire_then_release() {
         guard.release().unwrap(),
         "the holder's release frees the lock"
     );
-    assert_eq!(Lock::status(&mut other, "lock:a").unwrap(), None);
+    assert_eq!(other.lock_status("lock:a").unwrap(), None);
 }
 
 #[test]
 fn drop_releases() {
     let server = Server::start();
-    let mut con = server.conn();
+    let client = server.client();
     let mut admin = server.conn();
     {
-        let guard = Lock::acquire(&mut con, "lock:d", "w1", ms(30_000))
+        let guard = Lock::new(&client, "lock:d", "w1", ms(30_000))
+            .try_acquire()
             .unwrap()
             .unwrap();
         assert_eq!(
@@ -82,55 +86,120 @@ fn drop_releases() {
     );
     assert_eq!(calls(&mut admin, "lock.release"), 1);
     // The connection is usable again after the guard is gone.
-    let again = Lock::acquire(&mut con, "lock:d", "w2", ms(30_000)).unwrap();
+    let again = Lock::new(&client, "lock:d", "w2", ms(30_000))
+        .try_acquire()
+        .unwrap();
     assert!(again.is_some());
 }
 
 #[test]
 fn the_guard_lends_its_connection() {
     let server = Server::start();
-    let mut con = server.conn();
-    let mut guard = Lock::acquire(&mut con, "lock:c", "w1", ms(30_000))
+    let client = server.client();
+    let mut guard = Lock::new(&client, "lock:c", "w1", ms(30_000))
+        .try_acquire()
         .unwrap()
         .unwrap();
     let token = guard.token();
-    let status = Lock::status(guard.conn(), "lock:c").unwrap().unwrap();
+    let status = guard.conn().lock_status("lock:c").unwrap().unwrap();
     assert_eq!(status.token, token);
 }
 
 #[test]
 fn reacquire_keeps_the_token_and_a_new_grant_gets_a_larger_one() {
     let server = Server::start();
-    let mut con1 = server.conn();
-    let mut con2 = server.conn();
+    let mut con = server.conn();
     let mut admin = server.conn();
-
-    let first = Lock::acquire(&mut con1, "lock:r", "w1", ms(30_000))
+    let t1 = con
+        .lock_acquire("lock:r", "w1", ms(30_000))
         .unwrap()
         .unwrap();
-    let t1 = first.token();
     // The same owner again (a retry after a lost reply): the same grant, the same token.
-    let retry = Lock::acquire(&mut con2, "lock:r", "w1", ms(30_000))
-        .unwrap()
-        .expect("a re-acquire by the holder succeeds");
-    assert_eq!(retry.token(), t1);
-    assert!(retry.release().unwrap());
-    // Holds are not counted: the first guard's lease is gone too.
+    assert_eq!(
+        con.lock_acquire("lock:r", "w1", ms(30_000)).unwrap(),
+        Some(t1)
+    );
+    // Holds are not counted: one release frees it.
+    assert!(con.lock_release("lock:r", "w1", t1).unwrap());
     assert_eq!(holder(&mut admin, "lock:r"), None);
-    assert!(!first.release().unwrap(), "nothing left to release");
-
-    let next = Lock::acquire(&mut con1, "lock:r", "w1", ms(30_000))
+    assert!(
+        !con.lock_release("lock:r", "w1", t1).unwrap(),
+        "nothing left"
+    );
+    let t2 = con
+        .lock_acquire("lock:r", "w1", ms(30_000))
         .unwrap()
         .unwrap();
-    assert!(next.token() > t1, "a new grant has a larger token");
+    assert!(t2 > t1, "a new grant has a larger token");
+    // TOKEN names the grant: the old token renews and releases nothing.
+    assert_eq!(
+        con.lock_renew("lock:r", "w1", ms(60_000), t1).unwrap(),
+        None
+    );
+    assert!(!con.lock_release("lock:r", "w1", t1).unwrap());
+    assert_eq!(
+        con.lock_renew("lock:r", "w1", ms(60_000), t2).unwrap(),
+        Some(t2)
+    );
+    assert!(con.lock_release("lock:r", "w1", t2).unwrap());
+}
+
+/// The decision on a second guard for the same owner: refused while the first lives, in
+/// this process, before anything is sent; free again once the first has released.
+#[test]
+fn a_second_guard_for_the_same_owner_is_refused() {
+    let server = Server::start();
+    let client = server.client();
+    let mut admin = server.conn();
+    let lock = Lock::new(&client, "lock:o", "w1", ms(30_000));
+    let first = lock.try_acquire().unwrap().unwrap();
+    let acquires = calls(&mut admin, "lock.acquire");
+    let e = lock.try_acquire().unwrap_err();
+    assert!(is_owner_in_use(&e), "{e}");
+    let e = Lock::new(&client, "lock:o", "w1", ms(5_000))
+        .acquire(Some(ms(10)))
+        .unwrap_err();
+    assert!(is_owner_in_use(&e), "{e}");
+    assert_eq!(
+        calls(&mut admin, "lock.acquire"),
+        acquires,
+        "a refused guard sends nothing"
+    );
+    // Another owner, another key, another database are other claims.
+    assert!(Lock::new(&client, "lock:o", "w2", ms(30_000))
+        .try_acquire()
+        .unwrap()
+        .is_none());
+    let other_key = Lock::new(&client, "lock:o2", "w1", ms(30_000))
+        .try_acquire()
+        .unwrap()
+        .unwrap();
+    let db1 = redis::Client::open(format!("{}1", server.url())).unwrap();
+    assert_eq!(db1.get_connection_info().redis_settings().db(), 1);
+    let in_db1 = Lock::new(&db1, "lock:o", "w1", ms(30_000))
+        .try_acquire()
+        .unwrap()
+        .unwrap();
+    // The first guard still holds the lock alone; dropping the refused attempts freed nothing.
+    assert_eq!(
+        holder(&mut admin, "lock:o"),
+        Some(("w1".into(), first.token()))
+    );
+    let t1 = first.token();
+    drop(first);
+    assert_eq!(holder(&mut admin, "lock:o"), None);
+    let again = lock.try_acquire().unwrap().expect("free again");
+    assert!(again.token() > t1);
+    drop((other_key, in_db1));
 }
 
 #[test]
 fn renew_extends_a_held_lease() {
     let server = Server::start();
-    let mut con = server.conn();
+    let client = server.client();
     let mut admin = server.conn();
-    let mut guard = Lock::acquire(&mut con, "lock:n", "w1", ms(10_000))
+    let mut guard = Lock::new(&client, "lock:n", "w1", ms(10_000))
+        .try_acquire()
         .unwrap()
         .unwrap();
     assert_eq!(guard.ttl(), ms(10_000));
@@ -138,7 +207,7 @@ fn renew_extends_a_held_lease() {
     assert!(guard.renew(ms(60_000)).unwrap());
     assert_eq!(guard.ttl(), ms(60_000));
     assert!(guard.expires_at() >= sent + ms(60_000));
-    let status = Lock::status(&mut admin, "lock:n").unwrap().unwrap();
+    let status = admin.lock_status("lock:n").unwrap().unwrap();
     let most_elapsed = sent.elapsed() + ms(1);
     assert!(
         status.ttl <= ms(60_000) && status.ttl + most_elapsed >= ms(60_000),
@@ -151,9 +220,10 @@ fn renew_extends_a_held_lease() {
 #[test]
 fn renew_after_expiry_fails_and_does_not_resurrect() {
     let server = Server::start();
-    let mut con = server.conn();
+    let client = server.client();
     let mut admin = server.conn();
-    let mut guard = Lock::acquire(&mut con, "lock:x", "w1", ms(50))
+    let mut guard = Lock::new(&client, "lock:x", "w1", ms(50))
+        .try_acquire()
         .unwrap()
         .unwrap();
     assert!(
@@ -181,17 +251,18 @@ fn renew_after_expiry_fails_and_does_not_resurrect() {
 #[test]
 fn a_lost_lease_leaves_the_new_holder_alone() {
     let server = Server::start();
-    let mut con = server.conn();
-    let mut con2 = server.conn();
+    let client = server.client();
     let mut admin = server.conn();
-    let mut guard = Lock::acquire(&mut con, "lock:l", "w1", ms(50))
+    let mut guard = Lock::new(&client, "lock:l", "w1", ms(50))
+        .try_acquire()
         .unwrap()
         .unwrap();
     assert!(
         wait_until(EVENT_DEADLINE, || holder(&mut admin, "lock:l").is_none()),
         "the lease did not expire"
     );
-    let newer = Lock::acquire(&mut con2, "lock:l", "w2", ms(30_000))
+    let newer = Lock::new(&client, "lock:l", "w2", ms(30_000))
+        .try_acquire()
         .unwrap()
         .expect("the expired lock is free");
     assert!(newer.token() > guard.token());
@@ -207,18 +278,20 @@ fn a_lost_lease_leaves_the_new_holder_alone() {
 #[test]
 fn acquire_wait_is_granted_on_release() {
     let server = Server::start();
-    let mut con = server.conn();
-    let guard = Lock::acquire(&mut con, "lock:w", "w1", ms(30_000))
+    let client = server.client();
+    let guard = Lock::new(&client, "lock:w", "w1", ms(30_000))
+        .try_acquire()
         .unwrap()
         .unwrap();
     let t1 = guard.token();
     let url = server.url();
     let waiter = thread::spawn(move || {
-        let mut con = redis::Client::open(url).unwrap().get_connection().unwrap();
+        let client = redis::Client::open(url).unwrap();
         let started = Instant::now();
         // Longer than any wait below: only the release can end it.
         let timeout = 3 * EVENT_DEADLINE;
-        let guard = Lock::acquire_wait(&mut con, "lock:w", "w2", ms(30_000), Some(timeout))
+        let guard = Lock::new(&client, "lock:w", "w2", ms(30_000))
+            .acquire(Some(timeout))
             .unwrap()
             .expect("granted when w1 releases");
         (guard.token(), started.elapsed())
@@ -226,7 +299,8 @@ fn acquire_wait_is_granted_on_release() {
     let mut admin = server.conn();
     assert!(
         wait_until(EVENT_DEADLINE, || {
-            Lock::status(&mut admin, "lock:w")
+            admin
+                .lock_status("lock:w")
                 .unwrap()
                 .is_some_and(|s| s.waiters == 1)
         }),
@@ -248,13 +322,16 @@ fn acquire_wait_is_granted_on_release() {
 #[test]
 fn acquire_wait_times_out_with_none() {
     let server = Server::start();
-    let mut con = server.conn();
+    let client = server.client();
     let mut con2 = server.conn();
-    let _guard = Lock::acquire(&mut con, "lock:t", "w1", ms(30_000))
+    let _guard = Lock::new(&client, "lock:t", "w1", ms(30_000))
+        .try_acquire()
         .unwrap()
         .unwrap();
     let started = Instant::now();
-    let got = Lock::acquire_wait(&mut con2, "lock:t", "w2", ms(1_000), Some(ms(150))).unwrap();
+    let got = Lock::new(&client, "lock:t", "w2", ms(1_000))
+        .acquire(Some(ms(150)))
+        .unwrap();
     assert!(got.is_none());
     drop(got);
     assert!(
@@ -265,8 +342,9 @@ fn acquire_wait_times_out_with_none() {
     // A zero timeout does not wait (and is not WAIT 0, which would wait forever): a plain
     // LOCK.ACQUIRE, as the server saw it.
     let monitor = Monitor::start(&server);
-    let got =
-        Lock::acquire_wait(&mut con2, "lock:t", "w2", ms(1_000), Some(Duration::ZERO)).unwrap();
+    let got = Lock::new(&client, "lock:t", "w2", ms(1_000))
+        .acquire(Some(Duration::ZERO))
+        .unwrap();
     assert!(got.is_none());
     drop(got);
     let commands = monitor.sync(&mut con2);
@@ -280,42 +358,54 @@ fn acquire_wait_times_out_with_none() {
         "a zero timeout sends no WAIT"
     );
     // On a free lock, a wait is granted at once.
-    let got = Lock::acquire_wait(&mut con2, "lock:free", "w2", ms(1_000), None).unwrap();
+    let got = Lock::new(&client, "lock:free", "w2", ms(1_000))
+        .acquire(None)
+        .unwrap();
     assert!(got.is_some());
 }
 
 #[test]
 fn bad_arguments_are_errors() {
     let server = Server::start();
+    let client = server.client();
     let mut con = server.conn();
-    let e = Lock::acquire(&mut con, "lock:e", "w1", Duration::ZERO).unwrap_err();
+    let e = Lock::new(&client, "lock:e", "w1", Duration::ZERO)
+        .try_acquire()
+        .unwrap_err();
     assert_eq!(e.code(), Some(code::ERR), "{e}");
-    let e = Lock::acquire(&mut con, "lock:e", "", ms(1_000)).unwrap_err();
+    let e = Lock::new(&client, "lock:e", "", ms(1_000))
+        .try_acquire()
+        .unwrap_err();
     assert_eq!(e.code(), Some(code::ERR), "{e}");
     redis::cmd("SET")
         .arg("plain")
         .arg("x")
         .query::<()>(&mut con)
         .unwrap();
-    let e = Lock::acquire(&mut con, "plain", "w1", ms(1_000)).unwrap_err();
+    let e = Lock::new(&client, "plain", "w1", ms(1_000))
+        .try_acquire()
+        .unwrap_err();
     assert_eq!(e.code(), Some(code::WRONGTYPE), "{e}");
     // A sub-millisecond TTL is rounded up, not refused.
-    let guard = Lock::acquire(&mut con, "lock:e", "w1", Duration::from_micros(10)).unwrap();
+    let guard = Lock::new(&client, "lock:e", "w1", Duration::from_micros(10))
+        .try_acquire()
+        .unwrap();
     assert!(guard.is_some());
 }
 
 #[test]
 fn status_reads_resp2_and_resp3() {
     let server = Server::start();
-    let mut con = server.conn();
-    let guard = Lock::acquire(&mut con, "lock:s", "w1", ms(30_000))
+    let client = server.client();
+    let guard = Lock::new(&client, "lock:s", "w1", ms(30_000))
+        .try_acquire()
         .unwrap()
         .unwrap();
     let token = guard.token();
     let mut resp2 = server.conn();
     let mut resp3 = server.conn_resp3();
-    let a = Lock::status(&mut resp2, "lock:s").unwrap().unwrap();
-    let b = Lock::status(&mut resp3, "lock:s").unwrap().unwrap();
+    let a = resp2.lock_status("lock:s").unwrap().unwrap();
+    let b = resp3.lock_status("lock:s").unwrap().unwrap();
     for s in [&a, &b] {
         assert_eq!(
             (s.owner.as_str(), s.token, s.waiters),
@@ -324,12 +414,12 @@ fn status_reads_resp2_and_resp3() {
         );
     }
     let _: &LockStatus = &a;
-    assert_eq!(Lock::status(&mut resp3, "lock:none").unwrap(), None);
+    assert_eq!(resp3.lock_status("lock:none").unwrap(), None);
 }
 
 /// The lock's holder and token, from an admin connection.
 fn held_as(con: &mut redis::Connection, key: &str) -> Option<(String, u64, Duration)> {
-    Lock::status(con, key)
+    con.lock_status(key)
         .expect("LOCK.STATUS")
         .map(|s| (s.owner, s.token, s.ttl))
 }
@@ -337,22 +427,20 @@ fn held_as(con: &mut redis::Connection, key: &str) -> Option<(String, u64, Durat
 #[test]
 fn a_stale_guard_of_the_same_owner_never_acts_on_a_newer_grant() {
     let server = Server::start();
-    let mut con = server.conn();
-    let mut con2 = server.conn();
-    let mut con3 = server.conn();
+    let client = server.client();
+    let mut other = server.conn();
     let mut admin = server.conn();
     let monitor = Monitor::start(&server);
-    let mut stale = Lock::acquire(&mut con, "lock:s", "w1", ms(30_000))
-        .unwrap()
-        .unwrap();
+    let lock = Lock::new(&client, "lock:s", "w1", ms(30_000));
+    let mut stale = lock.try_acquire().unwrap().unwrap();
     let t1 = stale.token();
     // The grant ends behind the guard's back (an expiry, a DEL) and the same owner string is
-    // granted the lock again: another process of the same name, or this worker's next job.
+    // granted the lock again: another process of the same name (here a raw connection).
     let _: i64 = redis::cmd("DEL").arg("lock:s").query(&mut admin).unwrap();
-    let newer = Lock::acquire(&mut con2, "lock:s", "w1", ms(30_000))
+    let t2 = other
+        .lock_acquire("lock:s", "w1", ms(30_000))
         .unwrap()
         .unwrap();
-    let t2 = newer.token();
     assert!(t2 > t1);
     // The stale guard's renewal is refused and leaves the newer grant's TTL alone.
     assert!(!stale.renew(ms(600_000)).unwrap());
@@ -369,12 +457,15 @@ fn a_stale_guard_of_the_same_owner_never_acts_on_a_newer_grant() {
         held_as(&mut admin, "lock:s").map(|s| (s.0, s.1)),
         Some(("w1".into(), t2))
     );
-    // Dropping a stale guard is the same release: `newer` is stale once a third grant exists.
+    // A guard taken now re-acquires the other process's grant (same owner string, same
+    // token); once a third grant exists, dropping it releases nothing either.
+    let newer = lock.try_acquire().unwrap().unwrap();
+    assert_eq!(newer.token(), t2);
     let _: i64 = redis::cmd("DEL").arg("lock:s").query(&mut admin).unwrap();
-    let newest = Lock::acquire(&mut con3, "lock:s", "w1", ms(30_000))
+    let t3 = other
+        .lock_acquire("lock:s", "w1", ms(30_000))
         .unwrap()
         .unwrap();
-    let t3 = newest.token();
     drop(newer);
     assert_eq!(
         held_as(&mut admin, "lock:s").map(|s| (s.0, s.1)),
@@ -395,7 +486,6 @@ fn a_stale_guard_of_the_same_owner_never_acts_on_a_newer_grant() {
             &vec!["LOCK.RELEASE", "lock:s", "w1", "TOKEN", &t2],
         ]
     );
-    assert!(newest.release().unwrap());
 }
 
 #[test]
@@ -403,31 +493,28 @@ fn acquire_wait_that_gives_up_releases_a_late_grant() {
     let server = Server::start();
     let mut con = server.conn();
     let mut admin = server.conn();
-    let holder = Lock::acquire(&mut con, "lock:g", "w1", ms(30_000))
+    let t1 = con
+        .lock_acquire("lock:g", "w1", ms(30_000))
         .unwrap()
         .unwrap();
     // A client whose read timeout is shorter than its WAIT: it gives up long before the server
     // does.
     let mut waiter = server.conn();
     waiter.set_read_timeout(Some(ms(200))).unwrap();
-    let e = Lock::acquire_wait(
-        &mut waiter,
-        "lock:g",
-        "w2",
-        ms(30_000),
-        Some(EVENT_DEADLINE),
-    )
-    .unwrap_err();
+    let e = waiter
+        .lock_acquire_wait("lock:g", "w2", ms(30_000), Some(EVENT_DEADLINE))
+        .unwrap_err();
     assert!(e.is_timeout(), "{e}");
     // The server still has w2 waiting, its release queued behind the wait on its connection.
-    let status = Lock::status(&mut admin, "lock:g").unwrap().unwrap();
+    let status = admin.lock_status("lock:g").unwrap().unwrap();
     assert_eq!((status.owner.as_str(), status.waiters), ("w1", 1));
     let monitor = Monitor::start(&server);
     // w1's release grants the lock to w2, whose queued release frees it at once: no grant is
     // left held for a client that stopped listening.
-    assert!(holder.release().unwrap());
+    assert!(con.lock_release("lock:g", "w1", t1).unwrap());
     assert!(
-        wait_until(EVENT_DEADLINE, || Lock::status(&mut admin, "lock:g")
+        wait_until(EVENT_DEADLINE, || admin
+            .lock_status("lock:g")
             .unwrap()
             .is_none()),
         "the late grant to w2 is still held"
@@ -439,12 +526,9 @@ fn acquire_wait_that_gives_up_releases_a_late_grant() {
     // The late replies (the grant's token, the release's 1) are skipped: the connection is
     // usable.
     waiter.set_read_timeout(Some(EVENT_DEADLINE)).unwrap();
-    let again = Lock::acquire(&mut waiter, "lock:g", "w3", ms(30_000))
+    assert!(waiter
+        .lock_acquire("lock:g", "w3", ms(30_000))
         .unwrap()
-        .expect("free");
-    assert_eq!(
-        Lock::status(&mut admin, "lock:g").unwrap().unwrap().owner,
-        "w3"
-    );
-    assert!(again.release().unwrap());
+        .is_some());
+    assert_eq!(admin.lock_status("lock:g").unwrap().unwrap().owner, "w3");
 }

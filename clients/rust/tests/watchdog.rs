@@ -10,14 +10,15 @@
 mod common;
 
 use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use common::{
-    assert_no_renew_after_release, calls, client_ids, client_line, ms, wait_until, Monitor, Server,
-    EVENT_DEADLINE,
+    assert_no_renew_after_release, calls, client_ids, client_line, ms, wait_until, Monitor, Paused,
+    Server, EVENT_DEADLINE,
 };
-use redis_fence_client::{Lock, LockGuard, Watchdog};
+use redis_fence_client::{FenceCommands, LeaseLost, Lock, LockGuard, LostReason, Watchdog};
 
 /// The TTL of the leases the watchdog keeps: its renewals (every third of it by default) may
 /// come up to two seconds late before the lease lapses.
@@ -27,24 +28,45 @@ const LEASE: Duration = Duration::from_secs(3);
 const QUICK: Duration = Duration::from_millis(50);
 
 fn holder(con: &mut redis::Connection, key: &str) -> Option<(String, u64)> {
-    Lock::status(con, key)
+    con.lock_status(key)
         .expect("LOCK.STATUS")
         .map(|s| (s.owner, s.token))
 }
 
-/// Starts the watchdog and returns the id of the connection it renews on: the one client
-/// that connected meanwhile (`start_watchdog` connects before it returns).
-fn start_watchdog(
-    guard: &mut LockGuard<'_, redis::Connection>,
+/// The id of the connection `con` is on.
+fn client_id(con: &mut redis::Connection) -> String {
+    redis::cmd("CLIENT")
+        .arg("ID")
+        .query::<i64>(con)
+        .expect("CLIENT ID")
+        .to_string()
+}
+
+/// Takes `key` as `w1` with a watchdog and returns the guard and the id of the connection the
+/// watchdog renews on: the one client that connected meanwhile besides the guard's own
+/// (`try_acquire` connects the watchdog before it returns).
+fn watched(
     server: &Server,
     admin: &mut redis::Connection,
+    key: &str,
+    ttl: Duration,
     config: Watchdog,
-) -> String {
+) -> (LockGuard, String) {
     let before = client_ids(admin);
-    guard.start_watchdog(&server.client(), config).unwrap();
-    let new: Vec<String> = client_ids(admin).difference(&before).cloned().collect();
+    let mut guard = Lock::new(&server.client(), key, "w1", ttl)
+        .watchdog(config)
+        .try_acquire()
+        .unwrap()
+        .expect("a free lock");
+    let own = client_id(guard.conn());
+    let new: Vec<String> = client_ids(admin)
+        .difference(&before)
+        .filter(|id| **id != own)
+        .cloned()
+        .collect();
     assert_eq!(new.len(), 1, "one new connection for the watchdog: {new:?}");
-    new.into_iter().next().unwrap()
+    let id = new.into_iter().next().unwrap();
+    (guard, id)
 }
 
 /// Waits until the server no longer lists connection `id`.
@@ -82,18 +104,16 @@ fn renew_ttls(commands: &[Vec<String>], key: &str) -> Vec<String> {
 #[test]
 fn keeps_a_lease_alive_for_several_ttls() {
     let server = Server::start();
-    let mut con = server.conn();
     let mut admin = server.conn();
     let started = Instant::now();
-    let mut guard = Lock::acquire(&mut con, "lock:k", "w1", LEASE)
+    let guard = Lock::new(&server.client(), "lock:k", "w1", LEASE)
+        .watchdog(Watchdog::new(1_000))
+        .try_acquire()
         .unwrap()
         .unwrap();
     // The server granted the lock before this instant: its clock has run at least as long
     // since the grant as this one has since `granted`.
     let granted = Instant::now();
-    guard
-        .start_watchdog(&server.client(), Watchdog::new(1_000))
-        .unwrap();
     assert!(guard.watchdog_running());
     // Until three TTLs have passed since the grant, the lock never lapses nor changes hands (a
     // lapsed lease is never renewed back: the token would change or the lock be free).
@@ -135,20 +155,16 @@ fn keeps_a_lease_alive_for_several_ttls() {
 /// After `release` (or drop) returns, the watchdog has stopped: its connection is closed, the
 /// server executed no `LOCK.RENEW` after the `LOCK.RELEASE` and sees none later, and a second
 /// owner who takes the lock right away keeps it.
-fn no_renewal_after(release: impl FnOnce(LockGuard<'_, redis::Connection>)) {
+fn no_renewal_after(release: impl FnOnce(LockGuard)) {
     let server = Server::start();
     let monitor = Monitor::start(&server);
-    let mut con = server.conn();
-    let mut con2 = server.conn();
     let mut admin = server.conn();
     let clients_before = client_ids(&mut admin);
-    let mut guard = Lock::acquire(&mut con, "lock:s", "w1", LEASE)
-        .unwrap()
-        .unwrap();
-    let watchdog = start_watchdog(
-        &mut guard,
+    let (guard, watchdog) = watched(
         &server,
         &mut admin,
+        "lock:s",
+        LEASE,
         Watchdog::new(1_000).every(QUICK),
     );
     assert!(
@@ -159,7 +175,8 @@ fn no_renewal_after(release: impl FnOnce(LockGuard<'_, redis::Connection>)) {
     release(guard);
     // The thread was joined, so its connection is already closed; the server sees it soon.
     assert_closes(&mut admin, &watchdog, "after the release");
-    let second = Lock::acquire(&mut con2, "lock:s", "w2", ms(60_000))
+    let mut second = Lock::new(&server.client(), "lock:s", "w2", ms(60_000))
+        .try_acquire()
         .unwrap()
         .expect("the released lock is free");
     let renews = calls(&mut admin, "lock.renew");
@@ -170,9 +187,14 @@ fn no_renewal_after(release: impl FnOnce(LockGuard<'_, redis::Connection>)) {
         renews,
         "no LOCK.RENEW after the release"
     );
-    assert_eq!(
-        client_ids(&mut admin),
-        clients_before,
+    // The released guard's own connection closed with it; the second guard has one.
+    let second_conn = client_id(second.conn());
+    assert!(
+        wait_until(EVENT_DEADLINE, || {
+            let mut now = client_ids(&mut admin);
+            now.remove(&second_conn);
+            now == clients_before
+        }),
         "no connection left over or opened again"
     );
     assert_eq!(
@@ -191,7 +213,7 @@ fn stops_on_release() {
 
 #[test]
 fn stops_on_drop() {
-    no_renewal_after(|guard| drop(guard));
+    no_renewal_after(drop);
 }
 
 /// Releases at every moment of the renewal cycle, including while a renewal is in flight:
@@ -203,17 +225,16 @@ fn release_never_races_a_renewal() {
     const ROUNDS: u64 = 40;
     let server = Server::start();
     let monitor = Monitor::start(&server);
-    let mut con = server.conn();
     let mut admin = server.conn();
     let baseline = client_ids(&mut admin);
     let mut counted = Vec::new();
     for i in 0..ROUNDS {
         let key = format!("lock:race:{i}");
-        let mut guard = Lock::acquire(&mut con, &key, "w1", LEASE).unwrap().unwrap();
-        start_watchdog(
-            &mut guard,
+        let (guard, _) = watched(
             &server,
             &mut admin,
+            &key,
+            LEASE,
             Watchdog::new(10_000).every(Duration::from_micros(200)),
         );
         let n = 1 + (i % 3) as u32;
@@ -261,15 +282,14 @@ fn a_manual_renewal_is_never_overtaken_by_the_watchdog() {
     let longer = ms(60_000);
     let server = Server::start();
     let monitor = Monitor::start(&server);
-    let mut con = server.conn();
     let mut admin = server.conn();
     for i in 0..ROUNDS {
         let key = format!("lock:manual:{i}");
-        let mut guard = Lock::acquire(&mut con, &key, "w1", LEASE).unwrap().unwrap();
-        start_watchdog(
-            &mut guard,
+        let (mut guard, _) = watched(
             &server,
             &mut admin,
+            &key,
+            LEASE,
             Watchdog::new(10_000).every(Duration::from_micros(200)),
         );
         let n = 1 + (i % 3) as u32;
@@ -312,16 +332,12 @@ fn a_manual_renewal_is_never_overtaken_by_the_watchdog() {
 fn gives_up_when_the_lease_is_lost() {
     let server = Server::start();
     let monitor = Monitor::start(&server);
-    let mut con = server.conn();
-    let mut con2 = server.conn();
     let mut admin = server.conn();
-    let mut guard = Lock::acquire(&mut con, "lock:g", "w1", LEASE)
-        .unwrap()
-        .unwrap();
-    let watchdog = start_watchdog(
-        &mut guard,
+    let (mut guard, watchdog) = watched(
         &server,
         &mut admin,
+        "lock:g",
+        LEASE,
         Watchdog::new(1_000).every(QUICK),
     );
     assert!(
@@ -334,7 +350,8 @@ fn gives_up_when_the_lease_is_lost() {
         .arg("lock:g")
         .query::<()>(&mut admin)
         .unwrap();
-    let other = Lock::acquire(&mut con2, "lock:g", "w2", ms(60_000))
+    let other = Lock::new(&server.client(), "lock:g", "w2", ms(60_000))
+        .try_acquire()
         .unwrap()
         .unwrap();
     assert!(
@@ -380,15 +397,12 @@ fn gives_up_when_the_lease_is_lost() {
 #[test]
 fn respects_the_maximum_number_of_renewals() {
     let server = Server::start();
-    let mut con = server.conn();
     let mut admin = server.conn();
-    let mut guard = Lock::acquire(&mut con, "lock:m", "w1", LEASE)
-        .unwrap()
-        .unwrap();
-    let watchdog = start_watchdog(
-        &mut guard,
+    let (mut guard, watchdog) = watched(
         &server,
         &mut admin,
+        "lock:m",
+        LEASE,
         Watchdog::new(3).every(QUICK),
     );
     assert!(
@@ -416,22 +430,25 @@ fn respects_the_maximum_number_of_renewals() {
 #[test]
 fn zero_renewals_never_renews() {
     let server = Server::start();
-    let mut con = server.conn();
     let mut admin = server.conn();
-    let mut guard = Lock::acquire(&mut con, "lock:z", "w1", ms(300))
-        .unwrap()
-        .unwrap();
     // Its thread ends at once, and may close its connection before it can be listed.
     let before = client_ids(&mut admin);
-    guard
-        .start_watchdog(&server.client(), Watchdog::new(0))
+    let mut guard = Lock::new(&server.client(), "lock:z", "w1", ms(300))
+        .watchdog(Watchdog::new(0))
+        .try_acquire()
+        .unwrap()
         .unwrap();
+    let own = client_id(guard.conn());
     assert!(
         wait_until(EVENT_DEADLINE, || !guard.watchdog_running()),
         "a watchdog allowed no renewal still runs"
     );
     assert!(
-        wait_until(EVENT_DEADLINE, || client_ids(&mut admin) == before),
+        wait_until(EVENT_DEADLINE, || {
+            let mut now = client_ids(&mut admin);
+            now.remove(&own);
+            now == before
+        }),
         "the connection of a watchdog allowed no renewal stays open"
     );
     assert_eq!(guard.renewals(), 0);
@@ -451,13 +468,11 @@ fn follows_a_manual_renewal_ttl() {
     let longer = 2 * LEASE;
     let server = Server::start();
     let monitor = Monitor::start(&server);
-    let mut con = server.conn();
     let mut admin = server.conn();
-    let mut guard = Lock::acquire(&mut con, "lock:f", "w1", LEASE)
+    let mut guard = Lock::new(&server.client(), "lock:f", "w1", LEASE)
+        .watchdog(Watchdog::new(1_000))
+        .try_acquire()
         .unwrap()
-        .unwrap();
-    guard
-        .start_watchdog(&server.client(), Watchdog::new(1_000))
         .unwrap();
     assert!(
         wait_until(EVENT_DEADLINE, || guard.renewals() >= 1),
@@ -501,16 +516,13 @@ fn follows_a_manual_renewal_ttl() {
 #[test]
 fn reconnects_after_losing_its_connection() {
     let server = Server::start();
-    let mut con = server.conn();
     let mut admin = server.conn();
-    let mut guard = Lock::acquire(&mut con, "lock:c", "w1", LEASE)
-        .unwrap()
-        .unwrap();
     let clients_before = client_ids(&mut admin);
-    let watchdog = start_watchdog(
-        &mut guard,
+    let (guard, watchdog) = watched(
         &server,
         &mut admin,
+        "lock:c",
+        LEASE,
         Watchdog::new(1_000).every(QUICK),
     );
     assert!(
@@ -526,7 +538,8 @@ fn reconnects_after_losing_its_connection() {
     assert_eq!(killed, 1);
     // The next renewal fails on the closed connection; the watchdog connects again and
     // renews on the new connection.
-    let mut known: BTreeSet<String> = clients_before;
+    let mut known: BTreeSet<String> = client_ids(&mut admin);
+    known.extend(clients_before);
     known.insert(watchdog.clone());
     let mut renewing_again = None;
     assert!(
@@ -562,40 +575,37 @@ fn reconnects_after_losing_its_connection() {
 fn misuse_is_refused() {
     let server = Server::start();
     let client = server.client();
-    let mut con = server.conn();
-    let mut guard = Lock::acquire(&mut con, "lock:u", "w1", LEASE)
-        .unwrap()
-        .unwrap();
-    assert!(guard
-        .start_watchdog(&client, Watchdog::new(5).every(LEASE))
-        .is_err());
-    assert!(guard
-        .start_watchdog(&client, Watchdog::new(5).every(Duration::ZERO))
-        .is_err());
-    guard.start_watchdog(&client, Watchdog::new(5)).unwrap();
-    assert!(
-        guard.start_watchdog(&client, Watchdog::new(5)).is_err(),
-        "one watchdog per guard"
+    let mut admin = server.conn();
+    for config in [
+        Watchdog::new(5).every(LEASE),
+        Watchdog::new(5).every(Duration::ZERO),
+    ] {
+        let e = Lock::new(&client, "lock:u", "w1", LEASE)
+            .watchdog(config)
+            .try_acquire()
+            .unwrap_err();
+        assert_eq!(e.kind(), redis::ErrorKind::Client, "{e}");
+    }
+    assert_eq!(
+        calls(&mut admin, "lock.acquire"),
+        0,
+        "refused before sending"
     );
-    assert!(guard.release().unwrap());
 }
 
 #[test]
 fn a_stale_watchdog_never_renews_a_newer_grant_of_its_owner() {
     let server = Server::start();
-    let mut con = server.conn();
     let mut admin = server.conn();
     let monitor = Monitor::start(&server);
-    let mut guard = Lock::acquire(&mut con, "lock:sw", "w1", LEASE)
-        .unwrap()
-        .unwrap();
-    let t1 = guard.token();
-    start_watchdog(
-        &mut guard,
+    let (guard, _) = watched(
         &server,
         &mut admin,
+        "lock:sw",
+        LEASE,
         Watchdog::new(1_000).every(QUICK),
     );
+    let t1 = guard.token();
     assert!(
         wait_until(EVENT_DEADLINE, || guard.renewals() >= 1),
         "no renewal"
@@ -619,7 +629,7 @@ fn a_stale_watchdog_never_renews_a_newer_grant_of_its_owner() {
     );
     assert!(wait_until(EVENT_DEADLINE, || !guard.watchdog_running()));
     // Its renewal was refused: the newer grant keeps its minute, not the watchdog's 3 s.
-    let status = Lock::status(&mut admin, "lock:sw").unwrap().unwrap();
+    let status = admin.lock_status("lock:sw").unwrap().unwrap();
     assert_eq!((status.owner.as_str(), status.token), ("w1", t2));
     assert!(
         status.ttl > LEASE,
@@ -636,4 +646,102 @@ fn a_stale_watchdog_never_renews_a_newer_grant_of_its_owner() {
     {
         assert_eq!(c[c.len() - 2..], ["TOKEN", t1.as_str()], "{c:?}");
     }
+}
+
+/// The lease-loss report: the callback runs once, with the grant and the reason, however many
+/// times the loss is seen again (the watchdog's refused renewal, a manual renewal, the
+/// release).
+#[test]
+fn a_lost_lease_is_reported_once() {
+    let server = Server::start();
+    let mut admin = server.conn();
+    let reports = Arc::new(Mutex::new(Vec::<LeaseLost>::new()));
+    let seen = Arc::clone(&reports);
+    let mut guard = Lock::new(&server.client(), "lock:r", "w1", LEASE)
+        .watchdog(Watchdog::new(1_000).every(QUICK))
+        .on_lost(move |lost| seen.lock().unwrap().push(lost.clone()))
+        .try_acquire()
+        .unwrap()
+        .unwrap();
+    assert!(wait_until(EVENT_DEADLINE, || guard.renewals() >= 1));
+    let (_, t2): (i64, u64) = redis::pipe()
+        .atomic()
+        .cmd("DEL")
+        .arg("lock:r")
+        .cmd("LOCK.ACQUIRE")
+        .arg("lock:r")
+        .arg("w2")
+        .arg(60_000)
+        .query(&mut admin)
+        .unwrap();
+    assert!(
+        wait_until(EVENT_DEADLINE, || guard.is_lost()),
+        "the watchdog did not learn the lease was lost"
+    );
+    assert_eq!(guard.lost_reason(), Some(LostReason::Refused));
+    assert!(!guard.renew(LEASE).unwrap());
+    let token = guard.token();
+    assert!(!guard.release().unwrap(), "w2's grant is left alone");
+    assert_eq!(holder(&mut admin, "lock:r"), Some(("w2".into(), t2)));
+    let reports = reports.lock().unwrap();
+    assert_eq!(reports.len(), 1, "{reports:?}");
+    assert_eq!(
+        (
+            reports[0].key.as_str(),
+            reports[0].owner.as_str(),
+            reports[0].token,
+            reports[0].reason
+        ),
+        ("lock:r", "w1", token, LostReason::Refused)
+    );
+}
+
+/// A hung server (stopped with SIGSTOP: connections open, nothing answered) holds `release`
+/// and `Drop` for the lock's I/O timeout, not for a time derived from the TTL (an hour here):
+/// stopping a renewal in flight and sending the release take at most one I/O timeout each.
+/// What was sent runs once the server continues: the locks end up free.
+#[test]
+fn a_hung_server_holds_release_and_drop_for_the_io_timeout_only() {
+    const IO: Duration = Duration::from_millis(300);
+    let hour = Duration::from_secs(3_600);
+    let server = Server::start();
+    let mut admin = server.conn();
+    let lock = |key: &str| {
+        Lock::new(&server.client(), key, "w1", hour)
+            .io_timeout(IO)
+            .watchdog(Watchdog::new(1_000).every(QUICK))
+    };
+    let released = lock("lock:h1").try_acquire().unwrap().unwrap();
+    let dropped = lock("lock:h2").try_acquire().unwrap().unwrap();
+    assert!(wait_until(EVENT_DEADLINE, || released.renewals() >= 1
+        && dropped.renewals() >= 1));
+    let paused = Paused::pause(&server);
+    // Each watchdog sends its next renewal into the void and waits for it (QUICK later).
+    assert!(wait_until(EVENT_DEADLINE, || released.renewals() >= 2
+        && dropped.renewals() >= 2));
+    let started = Instant::now();
+    let e = released.release().unwrap_err();
+    let release_took = started.elapsed();
+    assert!(e.is_timeout() || e.is_io_error(), "{e}");
+    let started = Instant::now();
+    drop(dropped);
+    let drop_took = started.elapsed();
+    // The bound is two I/O timeouts (600 ms); the margin is for a loaded machine, and
+    // anything derived from the hour-long TTL would be far beyond it.
+    let bound = 2 * IO + Duration::from_secs(5);
+    assert!(
+        release_took >= IO,
+        "release did wait for its reply: {release_took:?}"
+    );
+    assert!(release_took < bound, "release took {release_took:?}");
+    assert!(drop_took < bound, "drop took {drop_took:?}");
+    drop(paused);
+    assert!(
+        wait_until(EVENT_DEADLINE, || holder(&mut admin, "lock:h1").is_none()
+            && holder(&mut admin, "lock:h2").is_none()),
+        "the releases sent while the server was stopped did not free the locks: {:?} {:?}",
+        holder(&mut admin, "lock:h1"),
+        holder(&mut admin, "lock:h2")
+    );
+    println!("release {release_took:?}, drop {drop_took:?} with a {IO:?} I/O timeout");
 }

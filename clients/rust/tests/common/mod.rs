@@ -23,3 +23,30 @@ pub fn assert_no_renew_after_release(commands: &[Vec<String>], key: &str) {
         "LOCK.RENEW of {key} after its LOCK.RELEASE: {late:?}"
     );
 }
+
+/// A server stopped with `SIGSTOP`: its sockets stay open and nothing is answered, as with a
+/// hung server or a black-holed network. Continued (`SIGCONT`) when dropped, so a failing test
+/// leaves no stopped process behind.
+pub struct Paused(u32);
+
+impl Paused {
+    pub fn pause(server: &Server) -> Paused {
+        signal(server.pid(), "-STOP");
+        Paused(server.pid())
+    }
+}
+
+impl Drop for Paused {
+    fn drop(&mut self) {
+        signal(self.0, "-CONT");
+    }
+}
+
+fn signal(pid: u32, which: &str) {
+    let status = std::process::Command::new("kill")
+        .arg(which)
+        .arg(pid.to_string())
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill {which} {pid}");
+}

@@ -1,4 +1,5 @@
-//! An order consumer: reads the order events `STOCK.DEDUCT … EVENTS stream` appends, with a
+//! An order consumer (the application this crate's `orders` module is the reusable part of):
+//! reads the order events `STOCK.DEDUCT … EVENTS stream` appends, with a
 //! consumer group, creates each order once in a JSON-lines file, rejects and refunds the
 //! orders whose request id ends with `--reject-suffix`, and acknowledges each entry after it
 //! is handled. Stop it at any moment (or use `--crash-after`) and run it again: no order is
@@ -32,7 +33,11 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
-use redis_fence_client::orders::{self, Config};
+use redis_fence_client::{DeductOptions, Events, FenceCommands};
+
+mod app;
+
+use app::Config;
 
 struct Args {
     redis: String,
@@ -100,21 +105,14 @@ fn parse_args(mut words: impl Iterator<Item = String>) -> Result<Args, String> {
 /// Places `n` orders of one unit on `sku`, with events on `stream`.
 fn demo(con: &mut redis::Connection, sku: &str, stream: &str, n: u64) -> redis::RedisResult<()> {
     if redis::cmd("EXISTS").arg(sku).query::<i64>(con)? == 0 {
-        redis::cmd("STOCK.SET").arg(sku).arg(100).query::<()>(con)?;
+        con.stock_set(sku, 100)?;
     }
     let run = std::process::id();
     let mut placed = 0;
     for i in 0..n {
         let id = format!("demo-{run}-{i}");
-        let left: Option<i64> = redis::cmd("STOCK.DEDUCT")
-            .arg(sku)
-            .arg(1)
-            .arg("ID")
-            .arg(&id)
-            .arg("EVENTS")
-            .arg(stream)
-            .query(con)?;
-        match left {
+        let options = DeductOptions::new().id(&id).events(Events::to(stream));
+        match con.stock_deduct(sku, 1, &options)?.remaining() {
             Some(_) => placed += 1,
             None => {
                 println!("demo: {sku} sold out after {placed} orders");
@@ -140,7 +138,7 @@ fn main() -> ExitCode {
             if let Some(n) = args.demo {
                 demo(&mut con, &args.sku, &args.config.stream, n)?;
             }
-            orders::run(&mut con, &args.config)
+            app::run(&mut con, &args.config)
         });
     match result {
         Ok(summary) => {

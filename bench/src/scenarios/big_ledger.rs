@@ -11,7 +11,8 @@ use std::path::Path;
 use std::thread;
 use std::time::Duration;
 
-use crate::{info_field, median, used_memory, Res, Server};
+use crate::harness::{self, cpu_ns, info_field, median, progress, used_memory, Res, Server};
+use crate::report::{count, head, mb, met, ms, row, Align};
 
 const STOCK_KEY: &str = "big:stock";
 const SET_KEY: &str = "big:set";
@@ -143,23 +144,10 @@ fn entry_of(id: &[u8]) -> Option<usize> {
 }
 
 /// A slow-log entry: id, time, duration (µs), arguments, client address, client name.
-/// A slow-log entry: id, time, duration (µs), arguments, client address, client name.
 type SlowlogEntry = (i64, i64, i64, Vec<Vec<u8>>, Vec<u8>, Vec<u8>);
 
 fn slowlog_reset(con: &mut redis::Connection) -> Res<()> {
     Ok(redis::cmd("SLOWLOG").arg("RESET").query::<()>(con)?)
-}
-
-/// The CPU time the server's main thread has used (ns), from the scheduler (`schedstat`):
-/// not what a command waited for the core while another process had it, nor the lazy-free
-/// and jemalloc threads' work.
-fn cpu_ns(pid: u32) -> Res<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/schedstat"))?;
-    Ok(stat
-        .split_whitespace()
-        .next()
-        .ok_or("empty schedstat")?
-        .parse()?)
 }
 
 /// One run of a command: the slow log's time (wall clock, ms) and the main thread's CPU time
@@ -223,7 +211,7 @@ fn fill(
     mut durations: Option<&mut [u32]>,
 ) -> Res<()> {
     kind.create(con)?;
-    let mut filler = server.conn()?;
+    let mut filler = server.try_conn()?;
     let mut seen = 0;
     for start in (0..n).step_by(CHUNK) {
         let mut pipe = redis::pipe();
@@ -318,8 +306,8 @@ struct Figures {
 
 /// A fresh server with `module`, its slow log recording every command, and a connection.
 fn start(module: &Path, pin: bool) -> Res<(Server, redis::Connection)> {
-    let server = Server::start(module, pin)?;
-    let mut con = server.conn()?;
+    let server = harness::start(module, pin)?;
+    let mut con = server.try_conn()?;
     redis::cmd("CONFIG")
         .arg("SET")
         .arg("slowlog-log-slower-than")
@@ -476,57 +464,18 @@ fn list(runs: &[f64]) -> String {
     all.join(" ")
 }
 
-fn ms(v: f64) -> String {
-    if v >= 1000.0 {
-        count(v.round() as usize)
-    } else if v >= 100.0 {
-        format!("{v:.0}")
-    } else if v >= 10.0 {
-        format!("{v:.1}")
-    } else {
-        format!("{v:.3}")
-    }
-}
-
-fn mb(bytes: i64) -> String {
-    format!("{:.1} MB", bytes as f64 / 1e6)
-}
-
-fn count(n: usize) -> String {
-    let s = n.to_string();
-    let mut out = String::new();
-    for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
-}
-
-fn met(ok: bool) -> &'static str {
-    if ok {
-        "**met**"
-    } else {
-        "**missed**"
-    }
-}
-
 /// The table's head: the modules measured, the set, the bound and whether the module under
 /// test meets it.
-fn head(out: &mut String, labels: &[&str], set: &str) -> Res<()> {
-    let under_test = labels.last().copied().unwrap_or_default();
-    write!(out, "| command |")?;
-    for label in labels {
-        write!(out, " {label} |")?;
-    }
-    writeln!(out, " {set} | bound | met by {under_test} |")?;
-    write!(out, "| --- |")?;
-    for _ in labels {
-        write!(out, " ---: |")?;
-    }
-    writeln!(out, " ---: | --- | --- |")?;
-    Ok(())
+fn table_head(out: &mut String, labels: &[&str], set: &str) -> Res<()> {
+    let met_by = format!("met by {}", labels.last().copied().unwrap_or_default());
+    let mut columns = vec![("command", Align::Left)];
+    columns.extend(labels.iter().map(|label| (*label, Align::Right)));
+    columns.extend([
+        (set, Align::Right),
+        ("bound", Align::Left),
+        (met_by.as_str(), Align::Left),
+    ]);
+    Ok(head(out, &columns)?)
 }
 
 /// The timed commands' rows, from `get` (wall clock or CPU).
@@ -536,32 +485,27 @@ fn command_rows(
     get: impl Fn(&Figures) -> &[f64; COMMANDS.len()],
 ) -> Res<()> {
     for (i, (name, bound)) in COMMANDS.iter().enumerate() {
-        write!(out, "| {name}, ms |")?;
+        let mut cells = vec![format!("{name}, ms")];
         for (_, [stock, set]) in runs {
             let (v, s) = (get(stock)[i], get(set)[i]);
-            if *bound == Bound::VsSet {
-                write!(out, " {} ({:.2}x) |", ms(v), v / s)?;
+            cells.push(if *bound == Bound::VsSet {
+                format!("{} ({:.2}x)", ms(v), v / s)
             } else {
-                write!(out, " {} |", ms(v))?;
-            }
+                ms(v)
+            });
         }
         let (_, [stock, set]) = runs.last().ok_or("no module measured")?;
         let (v, s) = (get(stock)[i], get(set)[i]);
+        cells.push(ms(s));
         match bound {
-            Bound::None => writeln!(out, " {} | | |", ms(s))?,
-            Bound::Ms => writeln!(
-                out,
-                " {} | ≤ {BOUND_MS} ms | {} |",
-                ms(s),
-                met(v <= BOUND_MS)
-            )?,
-            Bound::VsSet => writeln!(
-                out,
-                " {} | ≤ {BOUND_VS_SET}x set | {} |",
-                ms(s),
-                met(v <= BOUND_VS_SET * s)
-            )?,
+            Bound::None => cells.extend([String::new(), String::new()]),
+            Bound::Ms => cells.extend([format!("≤ {BOUND_MS} ms"), met(v <= BOUND_MS).to_string()]),
+            Bound::VsSet => cells.extend([
+                format!("≤ {BOUND_VS_SET}x set"),
+                met(v <= BOUND_VS_SET * s).to_string(),
+            ]),
         }
+        row(out, &cells)?;
     }
     Ok(())
 }
@@ -626,28 +570,24 @@ pub fn big_ledger(modules: &[Module], pin: bool, opts: &Options, out: &mut Strin
         out,
         "Server CPU time (growth: the slow log), memory from `INFO memory`:\n"
     )?;
-    head(out, &labels, &set_name)?;
+    table_head(out, &labels, &set_name)?;
 
     let cell = |v: f64, at: usize| format!("{} at {}", ms(v), count(at));
-    write!(
-        out,
-        "| worst call while growing to {}, ms (set: `SADD`) |",
+    let mut cells = vec![format!(
+        "worst call while growing to {}, ms (set: `SADD`)",
         count(n)
-    )?;
-    for (_, [s, _]) in &runs {
-        write!(out, " {} |", cell(s.worst_ms, s.worst_at))?;
-    }
-    writeln!(
-        out,
-        " {} | ≤ {BOUND_MS} ms | {} |",
+    )];
+    cells.extend(runs.iter().map(|(_, [s, _])| cell(s.worst_ms, s.worst_at)));
+    cells.extend([
         cell(set.worst_ms, set.worst_at),
-        met(stock.worst_ms <= BOUND_MS)
-    )?;
-    write!(out, "| p99.9 call while growing, ms |")?;
-    for (_, [s, _]) in &runs {
-        write!(out, " {} |", ms(s.p999_ms))?;
-    }
-    writeln!(out, " {} | | |", ms(set.p999_ms))?;
+        format!("≤ {BOUND_MS} ms"),
+        met(stock.worst_ms <= BOUND_MS).to_string(),
+    ]);
+    row(out, &cells)?;
+    let mut cells = vec!["p99.9 call while growing, ms".to_string()];
+    cells.extend(runs.iter().map(|(_, [s, _])| ms(s.p999_ms)));
+    cells.extend([ms(set.p999_ms), String::new(), String::new()]);
+    row(out, &cells)?;
 
     command_rows(out, &runs, |f| &f.cpu)?;
 
@@ -661,34 +601,33 @@ pub fn big_ledger(modules: &[Module], pin: bool, opts: &Options, out: &mut Strin
             off(f) * 100.0
         )
     };
-    write!(out, "| `MEMORY USAGE` reported of real |")?;
-    for (_, [s, _]) in &runs {
-        write!(out, " {} |", usage(s))?;
-    }
-    writeln!(
-        out,
-        " {} | within {:.0}% | {} |",
+    let mut cells = vec!["`MEMORY USAGE` reported of real".to_string()];
+    cells.extend(runs.iter().map(|(_, [s, _])| usage(s)));
+    cells.extend([
         usage(set),
-        BOUND_MEMORY * 100.0,
-        met(off(stock).abs() <= BOUND_MEMORY)
-    )?;
+        format!("within {:.0}%", BOUND_MEMORY * 100.0),
+        met(off(stock).abs() <= BOUND_MEMORY).to_string(),
+    ]);
+    row(out, &cells)?;
     let per = |f: &Figures| f.real_bytes as f64 / n as f64;
-    write!(
-        out,
-        "| bytes per entry (used_memory delta / {}) |",
+    let mut cells = vec![format!(
+        "bytes per entry (used_memory delta / {})",
         count(n)
-    )?;
-    for (_, [s, st]) in &runs {
-        write!(out, " {:.1} ({:.2}x) |", per(s), per(s) / per(st))?;
-    }
-    writeln!(out, " {:.1} | | |\n", per(set))?;
+    )];
+    cells.extend(
+        runs.iter()
+            .map(|(_, [s, st])| format!("{:.1} ({:.2}x)", per(s), per(s) / per(st))),
+    );
+    cells.extend([format!("{:.1}", per(set)), String::new(), String::new()]);
+    row(out, &cells)?;
+    writeln!(out)?;
 
     writeln!(
         out,
         "Wall clock, from the slow log (the server's own time in the command, waits for the \
          core included):\n"
     )?;
-    head(out, &labels, &set_name)?;
+    table_head(out, &labels, &set_name)?;
     command_rows(out, &runs, |f| &f.wall)?;
     writeln!(out)?;
 
@@ -725,20 +664,6 @@ pub fn big_ledger(modules: &[Module], pin: bool, opts: &Options, out: &mut Strin
     Ok(())
 }
 
-/// `text` with its `## Big ledger` section replaced by `section` (appended when it has none).
-pub fn splice(text: &str, section: &str) -> String {
-    let Some(start) = text.find("## Big ledger\n") else {
-        let mut out = text.trim_end().to_string();
-        out.push_str("\n\n");
-        out.push_str(section);
-        return out;
-    };
-    let end = text[start + 1..]
-        .find("\n## ")
-        .map_or(text.len(), |i| start + 1 + i + 1);
-    format!("{}{}{}", &text[..start], section, &text[end..])
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -751,22 +676,5 @@ mod tests {
             assert_eq!(entry_of(id.as_bytes()), Some(i));
         }
         assert_ne!(request_id(1)[..8], request_id(2)[..8]);
-    }
-
-    #[test]
-    fn a_section_is_replaced_or_appended() {
-        let doc = "# t\n\n## A\n\na\n\n## Big ledger\n\nold\n\n## Z\n\nz\n";
-        assert_eq!(
-            splice(doc, "## Big ledger\n\nnew\n\n"),
-            "# t\n\n## A\n\na\n\n## Big ledger\n\nnew\n\n## Z\n\nz\n"
-        );
-        assert_eq!(
-            splice("# t\n\n## A\n\na\n", "## Big ledger\n\nnew\n"),
-            "# t\n\n## A\n\na\n\n## Big ledger\n\nnew\n"
-        );
-        assert_eq!(
-            splice("# t\n\n## Big ledger\n\nold\n", "## Big ledger\n\nnew\n"),
-            "# t\n\n## Big ledger\n\nnew\n"
-        );
     }
 }

@@ -1,0 +1,456 @@
+//! The extension traits: one method per fence command on any `redis` connection, as
+//! [`redis::Commands`] and [`redis::AsyncCommands`] do for Redis's own commands.
+//!
+//! The commands are built once, by plain functions shared by [`FenceCommands`] and
+//! [`AsyncFenceCommands`]; the traits only send them.
+
+use std::time::Duration;
+
+use redis::{Cmd, ConnectionLike, RedisResult};
+
+use crate::millis_ceil;
+use crate::options::{AddOptions, DeductOptions, RefundOptions};
+use crate::replies::{Deduct, LockStatus, RequestState, StockInfo};
+
+/// `LOCK.ACQUIRE key owner ttl-ms [WAIT timeout-ms]`; `wait` as [`wait_arg`] computes it.
+pub(crate) fn acquire_cmd(key: &str, owner: &str, ttl: Duration, wait: Option<u64>) -> Cmd {
+    let mut cmd = redis::cmd("LOCK.ACQUIRE");
+    cmd.arg(key).arg(owner).arg(millis_ceil(ttl));
+    if let Some(ms) = wait {
+        cmd.arg("WAIT").arg(ms);
+    }
+    cmd
+}
+
+/// The `WAIT` argument for a timeout: `None` for no wait at all (a zero timeout, which is not
+/// `WAIT 0`: that waits without limit), `Some(0)` for no limit, else the milliseconds rounded
+/// up.
+pub(crate) fn wait_arg(timeout: Option<Duration>) -> Option<u64> {
+    match timeout {
+        Some(t) if t.is_zero() => None,
+        Some(t) => Some(millis_ceil(t)),
+        None => Some(0),
+    }
+}
+
+/// `LOCK.RENEW key owner ttl-ms [TOKEN token]`.
+pub(crate) fn renew_cmd(key: &str, owner: &str, ttl: Duration, token: Option<u64>) -> Cmd {
+    let mut cmd = redis::cmd("LOCK.RENEW");
+    cmd.arg(key).arg(owner).arg(millis_ceil(ttl));
+    if let Some(token) = token {
+        cmd.arg("TOKEN").arg(token);
+    }
+    cmd
+}
+
+/// `LOCK.RELEASE key owner [TOKEN token]`.
+pub(crate) fn release_cmd(key: &str, owner: &str, token: Option<u64>) -> Cmd {
+    let mut cmd = redis::cmd("LOCK.RELEASE");
+    cmd.arg(key).arg(owner);
+    if let Some(token) = token {
+        cmd.arg("TOKEN").arg(token);
+    }
+    cmd
+}
+
+fn status_cmd(key: &str) -> Cmd {
+    let mut cmd = redis::cmd("LOCK.STATUS");
+    cmd.arg(key);
+    cmd
+}
+
+fn stock_set_cmd(key: &str, quantity: i64) -> Cmd {
+    let mut cmd = redis::cmd("STOCK.SET");
+    cmd.arg(key).arg(quantity);
+    cmd
+}
+
+fn stock_add_cmd(key: &str, quantity: i64, options: &AddOptions) -> Cmd {
+    let mut cmd = redis::cmd("STOCK.ADD");
+    cmd.arg(key).arg(quantity).arg(options);
+    cmd
+}
+
+fn stock_get_cmd(key: &str) -> Cmd {
+    let mut cmd = redis::cmd("STOCK.GET");
+    cmd.arg(key);
+    cmd
+}
+
+fn stock_deduct_cmd(key: &str, quantity: i64, options: &DeductOptions) -> Cmd {
+    let mut cmd = redis::cmd("STOCK.DEDUCT");
+    cmd.arg(key).arg(quantity).arg(options);
+    cmd
+}
+
+fn stock_refund_cmd(key: &str, request_id: &str, options: &RefundOptions) -> Cmd {
+    let mut cmd = redis::cmd("STOCK.REFUND");
+    cmd.arg(key).arg(request_id).arg(options);
+    cmd
+}
+
+fn stock_request_cmd(key: &str, request_id: &str) -> Cmd {
+    let mut cmd = redis::cmd("STOCK.REQUEST");
+    cmd.arg(key).arg(request_id);
+    cmd
+}
+
+fn stock_info_cmd(key: &str) -> Cmd {
+    let mut cmd = redis::cmd("STOCK.INFO");
+    cmd.arg(key);
+    cmd
+}
+
+/// The fence module's commands on a synchronous connection ([`redis::Connection`],
+/// `redis::cluster::ClusterConnection`, a pooled connection...), with typed replies.
+///
+/// Implemented for every [`redis::ConnectionLike`]; bring it into scope and call the methods
+/// on the connection:
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use redis_fence_client::{Deduct, DeductOptions, FenceCommands};
+///
+/// # fn main() -> redis::RedisResult<()> {
+/// let mut con = redis::Client::open("redis://127.0.0.1/")?.get_connection()?;
+/// con.stock_set("{sku:42}", 100)?;
+/// if let Some(token) = con.lock_acquire("{sku:42}:lock", "worker-1", Duration::from_secs(10))? {
+///     let sold = con.stock_deduct("{sku:42}", 1, &DeductOptions::new().id("order-1").fence(token))?;
+///     assert_eq!(sold, Deduct::Remaining(99));
+///     con.lock_release("{sku:42}:lock", "worker-1", token)?;
+/// }
+/// # Ok(())
+/// # }
+/// ```
+///
+/// Durations are sent in whole milliseconds, rounded up. Error replies the typed results do
+/// not cover (bad arguments, a key of another type, ...) and I/O errors come back as
+/// [`redis::RedisError`]; match their code with [`fence_core::error::code`].
+///
+/// For a lock held across work, prefer [`Lock`](crate::Lock): its guard releases on drop,
+/// bounds every network call and can renew in the background.
+pub trait FenceCommands: ConnectionLike + Sized {
+    /// `LOCK.ACQUIRE key owner ttl-ms`: the fencing token when `owner` now holds the lock for
+    /// `ttl`, `None` when another owner holds it (or clients are queued for it). When `owner`
+    /// already holds the lock, the TTL is reset and the same token returned (a re-acquire).
+    fn lock_acquire(&mut self, key: &str, owner: &str, ttl: Duration) -> RedisResult<Option<u64>> {
+        acquire_cmd(key, owner, ttl, None).query(self)
+    }
+
+    /// `LOCK.ACQUIRE key owner ttl-ms WAIT timeout-ms`: like
+    /// [`lock_acquire`](FenceCommands::lock_acquire), but when another owner holds the lock,
+    /// waits inside Redis (fairly, without polling) until it is granted or `timeout` passes
+    /// (then `None`). `None` waits without limit; `Some(Duration::ZERO)` does not wait.
+    ///
+    /// The connection's read timeout, if any, must be longer than `timeout`. A client that
+    /// gives up on the reply may be granted the lock after it stopped listening, so on an I/O
+    /// error (a read timeout included) this sends `LOCK.RELEASE key owner` on the same
+    /// connection before it returns the error: Redis runs it once the wait has ended, so a
+    /// late grant is released at once. Inside `MULTI`/`EXEC` the module does not wait.
+    fn lock_acquire_wait(
+        &mut self,
+        key: &str,
+        owner: &str,
+        ttl: Duration,
+        timeout: Option<Duration>,
+    ) -> RedisResult<Option<u64>> {
+        let wait = wait_arg(timeout);
+        match acquire_cmd(key, owner, ttl, wait).query(self) {
+            Err(e) if wait.is_some() && e.is_io_error() => {
+                // The token is unknown: the release names the owner only (owners are unique
+                // per holder).
+                let _: RedisResult<i64> = release_cmd(key, owner, None).query(self);
+                Err(e)
+            }
+            other => other,
+        }
+    }
+
+    /// `LOCK.RENEW key owner ttl-ms TOKEN token`: resets the TTL of the grant `token` to `ttl`;
+    /// the token, or `None` when that grant has ended (expired, released, or replaced by a
+    /// newer grant, even to the same owner string). Never brings back an expired lock.
+    fn lock_renew(
+        &mut self,
+        key: &str,
+        owner: &str,
+        ttl: Duration,
+        token: u64,
+    ) -> RedisResult<Option<u64>> {
+        renew_cmd(key, owner, ttl, Some(token)).query(self)
+    }
+
+    /// `LOCK.RELEASE key owner TOKEN token`: true when the grant `token` was held and no
+    /// longer is; false when it had already ended (a newer grant is left alone). When clients
+    /// wait for the lock, the first of them is granted it before this returns.
+    fn lock_release(&mut self, key: &str, owner: &str, token: u64) -> RedisResult<bool> {
+        release_cmd(key, owner, Some(token)).query(self)
+    }
+
+    /// `LOCK.STATUS key`: who holds the lock, with which token, for how long, and how many
+    /// clients wait; `None` when it is free. Reads the RESP2 and the RESP3 reply.
+    fn lock_status(&mut self, key: &str) -> RedisResult<Option<LockStatus>> {
+        status_cmd(key).query(self)
+    }
+
+    /// `STOCK.SET key quantity`: creates the stock, or starts a new sale: available set to
+    /// `quantity`, both ledgers cleared, the highest accepted token kept. Not safe to resend
+    /// blindly (a resend after sales began starts the sale over).
+    fn stock_set(&mut self, key: &str, quantity: i64) -> RedisResult<()> {
+        stock_set_cmd(key, quantity).query(self)
+    }
+
+    /// `STOCK.ADD key quantity [ID restock-id]`: restocks (creating the stock when the key
+    /// does not exist); the new available quantity. With an id, a resend adds nothing.
+    fn stock_add(&mut self, key: &str, quantity: i64, options: &AddOptions) -> RedisResult<i64> {
+        stock_add_cmd(key, quantity, options).query(self)
+    }
+
+    /// `STOCK.GET key`: the available quantity, `None` when the key does not exist.
+    fn stock_get(&mut self, key: &str) -> RedisResult<Option<i64>> {
+        stock_get_cmd(key).query(self)
+    }
+
+    /// `STOCK.DEDUCT key quantity [ID …] [FENCE …] [EVENTS …]`: takes `quantity` if that many
+    /// are available, atomically. A stale `FENCE` token is [`Deduct::Stale`], not an error;
+    /// other error replies (a bad quantity, a token from the future, a full ledger, `ID` on a
+    /// plain string, a key of another type) are errors.
+    fn stock_deduct(
+        &mut self,
+        key: &str,
+        quantity: i64,
+        options: &DeductOptions,
+    ) -> RedisResult<Deduct> {
+        Deduct::from_reply(self.req_command(&stock_deduct_cmd(key, quantity, options))?)
+    }
+
+    /// `STOCK.REFUND key request-id [EVENTS …]`: returns what the request deducted, exactly
+    /// once; the quantity returned, 0 for an unknown or already refunded id or a missing key.
+    fn stock_refund(
+        &mut self,
+        key: &str,
+        request_id: &str,
+        options: &RefundOptions,
+    ) -> RedisResult<i64> {
+        stock_refund_cmd(key, request_id, options).query(self)
+    }
+
+    /// `STOCK.REQUEST key request-id`: what the ledger knows of one request.
+    fn stock_request(&mut self, key: &str, request_id: &str) -> RedisResult<RequestState> {
+        stock_request_cmd(key, request_id).query(self)
+    }
+
+    /// `STOCK.INFO key`: the available quantity and the ledger's figures; `None` when the key
+    /// does not exist.
+    fn stock_info(&mut self, key: &str) -> RedisResult<Option<StockInfo>> {
+        stock_info_cmd(key).query(self)
+    }
+}
+
+impl<C: ConnectionLike> FenceCommands for C {}
+
+/// The fence module's commands on an asynchronous connection
+/// ([`redis::aio::MultiplexedConnection`], `redis::aio::ConnectionManager`, ...), with typed
+/// replies: the async twin of [`FenceCommands`], with the same methods and meanings.
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use redis_fence_client::{AsyncFenceCommands, DeductOptions};
+///
+/// # async fn run() -> redis::RedisResult<()> {
+/// let client = redis::Client::open("redis://127.0.0.1/")?;
+/// let mut con = client.get_multiplexed_async_connection().await?;
+/// if let Some(token) = con.lock_acquire("{sku:42}:lock", "task-7", Duration::from_secs(10)).await? {
+///     con.stock_deduct("{sku:42}", 1, &DeductOptions::new().id("order-2").fence(token)).await?;
+///     con.lock_release("{sku:42}:lock", "task-7", token).await?;
+/// }
+/// # Ok(())
+/// # }
+/// ```
+///
+/// `LOCK.ACQUIRE … WAIT` blocks the connection it is sent on for everything else (Redis
+/// answers a client's commands in order), and a multiplexed connection gives up on a reply
+/// after its response timeout (500 ms by default). Send waits on a connection of their own
+/// with a response timeout above the wait, or use [`AsyncLock`](crate::AsyncLock), which
+/// does both and also releases a late grant when the waiting future is dropped.
+#[cfg(feature = "tokio")]
+pub trait AsyncFenceCommands: redis::aio::ConnectionLike + Send + Sized {
+    /// `LOCK.ACQUIRE key owner ttl-ms`; see [`FenceCommands::lock_acquire`].
+    fn lock_acquire<'a>(
+        &'a mut self,
+        key: &'a str,
+        owner: &'a str,
+        ttl: Duration,
+    ) -> redis::RedisFuture<'a, Option<u64>> {
+        Box::pin(async move { acquire_cmd(key, owner, ttl, None).query_async(self).await })
+    }
+
+    /// `LOCK.ACQUIRE key owner ttl-ms WAIT timeout-ms`; see
+    /// [`FenceCommands::lock_acquire_wait`]. On an I/O error (a response timeout included)
+    /// `LOCK.RELEASE key owner` is sent on the same connection before the error is returned.
+    /// Dropping the future while it waits sends nothing: the server keeps the wait, and a
+    /// late grant stays held until its TTL passes ([`AsyncLock`](crate::AsyncLock) releases
+    /// it).
+    fn lock_acquire_wait<'a>(
+        &'a mut self,
+        key: &'a str,
+        owner: &'a str,
+        ttl: Duration,
+        timeout: Option<Duration>,
+    ) -> redis::RedisFuture<'a, Option<u64>> {
+        Box::pin(async move {
+            let wait = wait_arg(timeout);
+            match acquire_cmd(key, owner, ttl, wait).query_async(self).await {
+                Err(e) if wait.is_some() && e.is_io_error() => {
+                    let _: RedisResult<i64> = release_cmd(key, owner, None).query_async(self).await;
+                    Err(e)
+                }
+                other => other,
+            }
+        })
+    }
+
+    /// `LOCK.RENEW key owner ttl-ms TOKEN token`; see [`FenceCommands::lock_renew`].
+    fn lock_renew<'a>(
+        &'a mut self,
+        key: &'a str,
+        owner: &'a str,
+        ttl: Duration,
+        token: u64,
+    ) -> redis::RedisFuture<'a, Option<u64>> {
+        Box::pin(async move {
+            renew_cmd(key, owner, ttl, Some(token))
+                .query_async(self)
+                .await
+        })
+    }
+
+    /// `LOCK.RELEASE key owner TOKEN token`; see [`FenceCommands::lock_release`].
+    fn lock_release<'a>(
+        &'a mut self,
+        key: &'a str,
+        owner: &'a str,
+        token: u64,
+    ) -> redis::RedisFuture<'a, bool> {
+        Box::pin(async move { release_cmd(key, owner, Some(token)).query_async(self).await })
+    }
+
+    /// `LOCK.STATUS key`; see [`FenceCommands::lock_status`].
+    fn lock_status<'a>(&'a mut self, key: &'a str) -> redis::RedisFuture<'a, Option<LockStatus>> {
+        Box::pin(async move { status_cmd(key).query_async(self).await })
+    }
+
+    /// `STOCK.SET key quantity`; see [`FenceCommands::stock_set`].
+    fn stock_set<'a>(&'a mut self, key: &'a str, quantity: i64) -> redis::RedisFuture<'a, ()> {
+        Box::pin(async move { stock_set_cmd(key, quantity).query_async(self).await })
+    }
+
+    /// `STOCK.ADD key quantity [ID …]`; see [`FenceCommands::stock_add`].
+    fn stock_add<'a>(
+        &'a mut self,
+        key: &'a str,
+        quantity: i64,
+        options: &'a AddOptions,
+    ) -> redis::RedisFuture<'a, i64> {
+        Box::pin(async move {
+            stock_add_cmd(key, quantity, options)
+                .query_async(self)
+                .await
+        })
+    }
+
+    /// `STOCK.GET key`; see [`FenceCommands::stock_get`].
+    fn stock_get<'a>(&'a mut self, key: &'a str) -> redis::RedisFuture<'a, Option<i64>> {
+        Box::pin(async move { stock_get_cmd(key).query_async(self).await })
+    }
+
+    /// `STOCK.DEDUCT key quantity [ID …] [FENCE …] [EVENTS …]`; see
+    /// [`FenceCommands::stock_deduct`].
+    fn stock_deduct<'a>(
+        &'a mut self,
+        key: &'a str,
+        quantity: i64,
+        options: &'a DeductOptions,
+    ) -> redis::RedisFuture<'a, Deduct> {
+        Box::pin(async move {
+            let cmd = stock_deduct_cmd(key, quantity, options);
+            Deduct::from_reply(self.req_packed_command(&cmd).await?)
+        })
+    }
+
+    /// `STOCK.REFUND key request-id [EVENTS …]`; see [`FenceCommands::stock_refund`].
+    fn stock_refund<'a>(
+        &'a mut self,
+        key: &'a str,
+        request_id: &'a str,
+        options: &'a RefundOptions,
+    ) -> redis::RedisFuture<'a, i64> {
+        Box::pin(async move {
+            stock_refund_cmd(key, request_id, options)
+                .query_async(self)
+                .await
+        })
+    }
+
+    /// `STOCK.REQUEST key request-id`; see [`FenceCommands::stock_request`].
+    fn stock_request<'a>(
+        &'a mut self,
+        key: &'a str,
+        request_id: &'a str,
+    ) -> redis::RedisFuture<'a, RequestState> {
+        Box::pin(async move { stock_request_cmd(key, request_id).query_async(self).await })
+    }
+
+    /// `STOCK.INFO key`; see [`FenceCommands::stock_info`].
+    fn stock_info<'a>(&'a mut self, key: &'a str) -> redis::RedisFuture<'a, Option<StockInfo>> {
+        Box::pin(async move { stock_info_cmd(key).query_async(self).await })
+    }
+}
+
+#[cfg(feature = "tokio")]
+impl<C: redis::aio::ConnectionLike + Send + Sized> AsyncFenceCommands for C {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(cmd: &Cmd) -> Vec<String> {
+        cmd.args_iter()
+            .map(|a| match a {
+                redis::Arg::Simple(b) => String::from_utf8_lossy(b).into_owned(),
+                _ => "<other>".to_string(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn wait_arguments() {
+        assert_eq!(wait_arg(Some(Duration::ZERO)), None, "no wait, not WAIT 0");
+        assert_eq!(wait_arg(None), Some(0), "WAIT 0 waits without limit");
+        assert_eq!(wait_arg(Some(Duration::from_micros(1))), Some(1));
+        assert_eq!(wait_arg(Some(Duration::from_millis(1500))), Some(1500));
+        assert_eq!(
+            args(&acquire_cmd("k", "o", Duration::from_secs(3), Some(20))),
+            ["LOCK.ACQUIRE", "k", "o", "3000", "WAIT", "20"]
+        );
+        assert_eq!(
+            args(&acquire_cmd("k", "o", Duration::from_nanos(1), None)),
+            ["LOCK.ACQUIRE", "k", "o", "1"]
+        );
+    }
+
+    #[test]
+    fn renew_and_release_name_their_grant() {
+        assert_eq!(
+            args(&renew_cmd("k", "o", Duration::from_secs(1), Some(9))),
+            ["LOCK.RENEW", "k", "o", "1000", "TOKEN", "9"]
+        );
+        assert_eq!(
+            args(&release_cmd("k", "o", Some(9))),
+            ["LOCK.RELEASE", "k", "o", "TOKEN", "9"]
+        );
+        assert_eq!(
+            args(&release_cmd("k", "o", None)),
+            ["LOCK.RELEASE", "k", "o"]
+        );
+    }
+}

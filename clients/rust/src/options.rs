@@ -1,0 +1,241 @@
+//! Builders for the options of the stock commands: [`DeductOptions`] (`ID`, `FENCE`,
+//! `EVENTS`), [`AddOptions`] (`ID`), [`RefundOptions`] (`EVENTS`), and the [`Events`] stream
+//! they share. Each is a [`ToRedisArgs`] that writes its options in the module's syntax, so it
+//! also works with [`redis::cmd`] directly.
+//!
+//! Fields are private: an option the module gains later is a new builder method, not a
+//! breaking change.
+
+use redis::{RedisWrite, ToRedisArgs};
+
+/// `EVENTS stream-key [MAXLEN [~|=] n]`: the stream a deduction or refund appends its order
+/// event to, in the same atomic step (see the README's "From stock to orders").
+///
+/// ```
+/// use redis_fence_client::Events;
+/// let events = Events::to("{sku:42}:orders").maxlen_approx(100_000);
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Events {
+    stream: String,
+    maxlen: Option<(bool, u64)>,
+}
+
+impl Events {
+    /// Events appended to `stream` (a Redis Stream, created on the first event). On Redis
+    /// Cluster the stream must hash to the stock's slot: give both the same hash tag.
+    pub fn to(stream: impl Into<String>) -> Events {
+        Events {
+            stream: stream.into(),
+            maxlen: None,
+        }
+    }
+
+    /// `MAXLEN n`: the stream is trimmed to exactly `n` entries after the append, whether or
+    /// not a consumer group has read them.
+    pub fn maxlen(mut self, n: u64) -> Events {
+        self.maxlen = Some((false, n));
+        self
+    }
+
+    /// `MAXLEN ~ n`: trims whole stream nodes only (at least `n` entries stay), as
+    /// `XADD … MAXLEN ~ n` does; cheaper than [`maxlen`](Events::maxlen).
+    pub fn maxlen_approx(mut self, n: u64) -> Events {
+        self.maxlen = Some((true, n));
+        self
+    }
+
+    /// The stream key.
+    pub fn stream(&self) -> &str {
+        &self.stream
+    }
+}
+
+impl ToRedisArgs for Events {
+    fn write_redis_args<W: ?Sized + RedisWrite>(&self, out: &mut W) {
+        out.write_arg(b"EVENTS");
+        out.write_arg(self.stream.as_bytes());
+        if let Some((approx, n)) = self.maxlen {
+            out.write_arg(b"MAXLEN");
+            out.write_arg(if approx { b"~" } else { b"=" });
+            n.write_redis_args(out);
+        }
+    }
+}
+
+/// The options of `STOCK.DEDUCT`: `[ID request-id] [FENCE token] [EVENTS stream …]`.
+///
+/// ```
+/// use redis_fence_client::{DeductOptions, Events};
+/// # let token = 1_700_000_000_000_000u64;
+/// let options = DeductOptions::new()
+///     .id("order-1001")
+///     .fence(token)
+///     .events(Events::to("{sku:42}:orders"));
+/// ```
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct DeductOptions {
+    id: Option<String>,
+    fence: Option<u64>,
+    events: Option<Events>,
+}
+
+impl DeductOptions {
+    /// No options: a plain deduction, which a resend would apply twice.
+    pub fn new() -> DeductOptions {
+        DeductOptions::default()
+    }
+
+    /// `ID request-id`: makes the deduction idempotent. A call sent again with the same id
+    /// (a retry after a lost reply) deducts nothing and replies the current quantity. Pass it
+    /// on every deduction a client library might resend.
+    pub fn id(mut self, request_id: impl Into<String>) -> DeductOptions {
+        self.id = Some(request_id.into());
+        self
+    }
+
+    /// `FENCE token`: a lock's fencing token; a token below the highest this stock has
+    /// accepted gets [`Deduct::Stale`](crate::Deduct::Stale) and changes nothing.
+    pub fn fence(mut self, token: u64) -> DeductOptions {
+        self.fence = Some(token);
+        self
+    }
+
+    /// `EVENTS stream …`: a successful deduction also appends its `deduct` event (and a
+    /// `soldout` event when it takes the stock to 0).
+    pub fn events(mut self, events: Events) -> DeductOptions {
+        self.events = Some(events);
+        self
+    }
+}
+
+impl ToRedisArgs for DeductOptions {
+    fn write_redis_args<W: ?Sized + RedisWrite>(&self, out: &mut W) {
+        if let Some(id) = &self.id {
+            out.write_arg(b"ID");
+            out.write_arg(id.as_bytes());
+        }
+        if let Some(token) = self.fence {
+            out.write_arg(b"FENCE");
+            token.write_redis_args(out);
+        }
+        if let Some(events) = &self.events {
+            events.write_redis_args(out);
+        }
+    }
+}
+
+/// The options of `STOCK.ADD`: `[ID restock-id]`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct AddOptions {
+    id: Option<String>,
+}
+
+impl AddOptions {
+    /// No options: a plain restock, which a resend would add twice.
+    pub fn new() -> AddOptions {
+        AddOptions::default()
+    }
+
+    /// `ID restock-id`: makes the restock idempotent (a resend adds nothing). Restock ids live
+    /// apart from request ids and are cleared by `STOCK.SET`.
+    pub fn id(mut self, restock_id: impl Into<String>) -> AddOptions {
+        self.id = Some(restock_id.into());
+        self
+    }
+}
+
+impl ToRedisArgs for AddOptions {
+    fn write_redis_args<W: ?Sized + RedisWrite>(&self, out: &mut W) {
+        if let Some(id) = &self.id {
+            out.write_arg(b"ID");
+            out.write_arg(id.as_bytes());
+        }
+    }
+}
+
+/// The options of `STOCK.REFUND`: `[EVENTS stream …]`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct RefundOptions {
+    events: Option<Events>,
+}
+
+impl RefundOptions {
+    /// No options.
+    pub fn new() -> RefundOptions {
+        RefundOptions::default()
+    }
+
+    /// `EVENTS stream …`: a refund that returns stock also appends a `refund` event.
+    pub fn events(mut self, events: Events) -> RefundOptions {
+        self.events = Some(events);
+        self
+    }
+}
+
+impl ToRedisArgs for RefundOptions {
+    fn write_redis_args<W: ?Sized + RedisWrite>(&self, out: &mut W) {
+        if let Some(events) = &self.events {
+            events.write_redis_args(out);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use fence_core::args::{parse_deduct_options, parse_refund_options, MaxLen};
+
+    use super::*;
+
+    fn words(args: &impl ToRedisArgs) -> Vec<Vec<u8>> {
+        args.to_redis_args()
+    }
+
+    fn refs(words: &[Vec<u8>]) -> Vec<&[u8]> {
+        words.iter().map(Vec::as_slice).collect()
+    }
+
+    /// What the builders write is what the module's own option parser reads back.
+    #[test]
+    fn the_module_parses_what_the_builders_write() {
+        let none = words(&DeductOptions::new());
+        assert!(none.is_empty());
+        let all = words(
+            &DeductOptions::new()
+                .id("order 1")
+                .fence(42)
+                .events(Events::to("{s}:orders").maxlen_approx(1000)),
+        );
+        let parsed = parse_deduct_options(&refs(&all)).unwrap();
+        assert_eq!(parsed.id, Some(&b"order 1"[..]));
+        assert_eq!(parsed.fence, Some(42));
+        let events = parsed.events.unwrap();
+        assert_eq!(all[events.key_index], b"{s}:orders");
+        assert_eq!(
+            events.maxlen,
+            Some(MaxLen {
+                approx: true,
+                len: 1000
+            })
+        );
+        let exact = words(&RefundOptions::new().events(Events::to("s").maxlen(0)));
+        let events = parse_refund_options(&refs(&exact)).unwrap().unwrap();
+        assert_eq!(
+            events.maxlen,
+            Some(MaxLen {
+                approx: false,
+                len: 0
+            })
+        );
+        assert_eq!(
+            parse_refund_options(&refs(&words(&RefundOptions::new()))),
+            Ok(None)
+        );
+        assert_eq!(
+            words(&AddOptions::new().id("r-1")),
+            vec![b"ID".to_vec(), b"r-1".to_vec()]
+        );
+        assert!(words(&AddOptions::new()).is_empty());
+        assert_eq!(Events::to("x").stream(), "x");
+    }
+}
