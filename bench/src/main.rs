@@ -26,7 +26,7 @@ mod scenarios;
 use harness::{info_field, progress, Res, BEGAN};
 use report::{svg_chart, ChartGroup};
 use scenarios::throughput::{GroupResult, KEYSPACE};
-use scenarios::{big_ledger, contended, hand_off, memory, seckill, throughput};
+use scenarios::{big_ledger, contended, hand_off, holds, memory, seckill, throughput};
 
 struct Options {
     rounds: usize,
@@ -35,6 +35,7 @@ struct Options {
     calls_instructions: usize,
     memory_keys: usize,
     big_ledger: big_ledger::Options,
+    holds: holds::Options,
     out: PathBuf,
 }
 
@@ -73,6 +74,11 @@ fn run() -> Res<()> {
             entries: if quick { 100_000 } else { 1_000_000 },
             reps: if quick { 3 } else { 5 },
             destructive_reps: if quick { 2 } else { 3 },
+        },
+        holds: holds::Options {
+            holds: setting("holds", "FENCE_BENCH_HOLDS")
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(if quick { 20_000 } else { 100_000 }),
         },
         out: root.join("bench/results"),
     };
@@ -114,6 +120,15 @@ fn run() -> Res<()> {
         // Only the hand-off and timer latency section, printed; results.md is left alone.
         let mut section = String::new();
         hand_off::hand_off(&server, &mut section)?;
+        println!("{section}");
+        return Ok(());
+    }
+    if std::env::args().any(|a| a == "--holds-only") {
+        // Only the Holds section, printed; results.md is left alone.
+        drop(con);
+        drop(server);
+        let mut section = String::new();
+        holds::holds(&module, pin, &opts.holds, &mut section)?;
         println!("{section}");
         return Ok(());
     }
@@ -169,6 +184,9 @@ fn run() -> Res<()> {
     progress!("memory done");
     drop(con);
     drop(server);
+
+    holds::holds(&module, pin, &opts.holds, &mut report)?;
+    progress!("holds done");
 
     big_ledger::big_ledger(&ledger_modules, pin, &opts.big_ledger, &mut report)?;
     progress!("big ledger done");

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs seckill.py against a throw-away redis-server with the fence module loaded: a free port
+# Runs seckill.py, then orders.py, against a throw-away redis-server with the fence module loaded: a free port
 # of 127.0.0.1, a temporary directory, stopped on the way out. Installs redis-py with pip
 # when `import redis` fails. Extra arguments go to seckill.py (e.g. --stock 500 --buyers 64).
 #
@@ -100,6 +100,12 @@ status=0
 "$python" "$here/seckill.py" --host 127.0.0.1 --port "$port" "$@" || status=$?
 if [ "$status" -ne 0 ]; then
     echo "run.sh: seckill.py failed (exit $status); server log (tail):" >&2
+    tail -n 20 "$dir/redis.log" >&2 || true
+    exit "$status"
+fi
+"$python" "$here/orders.py" --host 127.0.0.1 --port "$port" || status=$?
+if [ "$status" -ne 0 ]; then
+    echo "run.sh: orders.py failed (exit $status); server log (tail):" >&2
     tail -n 20 "$dir/redis.log" >&2 || true
 fi
 exit "$status"

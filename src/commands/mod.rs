@@ -13,7 +13,7 @@ use std::ffi::CStr;
 use fence_core::error::FenceError;
 
 use crate::ffi::command::{self, entry_points, EntryPoint};
-use crate::ffi::{Args, Ctx, Reply};
+use crate::ffi::{Ctx, Reply};
 
 /// What every command handler returns.
 pub type CommandResult = Result<Reply, FenceError>;
@@ -144,7 +144,7 @@ pub fn register(ctx: &Ctx<'_>) -> Result<(), String> {
 /// into an error reply and the server keeps running. Debug builds only (the tests load the
 /// debug build); a release build has no such command.
 #[cfg(debug_assertions)]
-fn debug_panic(_ctx: &Ctx<'_>, _args: &Args<'_>) -> CommandResult {
+fn debug_panic(_ctx: &Ctx<'_>, _args: &crate::ffi::Args<'_>) -> CommandResult {
     panic!("FENCE.DEBUG-PANIC was called: testing the panic guard")
 }
 

@@ -1,13 +1,15 @@
 //! The measured workloads, each writing its section of the report: throughput, CPU and
 //! instructions per call of the module's commands against native commands and Lua
 //! (`throughput`), and the scenarios driven by the bench's own threads (`seckill`,
-//! `contended`, `hand_off`), memory per item (`memory`) and the Big ledger (`big_ledger`).
+//! `contended`, `hand_off`), memory per item (`memory`), the Big ledger (`big_ledger`) and the expiry of holds
+//! (`holds`).
 //! Each one takes its servers and clients from `harness` and formats its tables with `report`;
 //! neither of those knows a scenario.
 
 pub mod big_ledger;
 pub mod contended;
 pub mod hand_off;
+pub mod holds;
 pub mod memory;
 pub mod seckill;
 pub mod throughput;
