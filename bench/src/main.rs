@@ -5,7 +5,9 @@
 //! own threads for the scenarios, alternates the contenders round by round, and reports the
 //! median of the per-round ratios. Results go to bench/results/ as Markdown and SVG. The Big
 //! ledger section runs on servers of its own, for this build and, with `--before <module>`, an
-//! earlier one; `--big-ledger-only` runs only it.
+//! earlier one; `--big-ledger-only` runs only it. `--holds-only` runs only the Holds section
+//! (expiry lateness, the longest timer firing, bytes per hold; `--holds N` holds) and
+//! `--instructions-only` only the instructions per call; both print and write nothing.
 //!
 //! Every import points one way, main → scenarios → report and harness:
 //! - `harness`: the servers (fence-test-support's `Server`, with the bench's settings), the
@@ -120,6 +122,15 @@ fn run() -> Res<()> {
         // Only the hand-off and timer latency section, printed; results.md is left alone.
         let mut section = String::new();
         hand_off::hand_off(&server, &mut section)?;
+        println!("{section}");
+        return Ok(());
+    }
+    if std::env::args().any(|a| a == "--instructions-only") {
+        // Only the instructions per call (callgrind), printed; results.md is left alone.
+        drop(con);
+        drop(server);
+        let mut section = String::new();
+        throughput::instructions(&module, pin, opts.calls_instructions, &mut section)?;
         println!("{section}");
         return Ok(());
     }

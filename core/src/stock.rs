@@ -425,6 +425,21 @@ impl Stock {
         }
     }
 
+    /// Whether the stock has holds (live or not): without, no clock needs reading.
+    pub fn has_holds(&self) -> bool {
+        !self.holds.is_empty()
+    }
+
+    /// What is available as a read sees it: `available`, plus the holds due by the time
+    /// `now()` gives (asked only when the stock has holds).
+    pub fn available_now(&self, now: impl FnOnce() -> u64) -> i64 {
+        if self.holds.is_empty() {
+            self.available
+        } else {
+            self.view(now()).available
+        }
+    }
+
     /// Whether a hold may be due at `now` (its earliest slot is).
     pub fn has_due(&self, now: u64) -> bool {
         self.holds.peek().is_some_and(|(d, _)| d <= now)

@@ -181,7 +181,7 @@ pub fn get(ctx: &Ctx<'_>, args: &Args<'_>) -> CommandResult {
         Kind::Empty => Ok(Reply::Nil),
         Kind::Stock => Ok(key
             .stock()
-            .map_or(Reply::Nil, |s| Reply::Int(s.view(now_ms()).available))),
+            .map_or(Reply::Nil, |s| Reply::Int(s.available_now(now_ms)))),
         Kind::String => {
             drop(key);
             Ok(Reply::Int(plain_value(ctx, args.get(1))?))
@@ -248,7 +248,6 @@ pub fn deduct(ctx: &Ctx<'_>, args: &Args<'_>) -> CommandResult {
     }
     let quantity = parse_quantity(args.bytes(2), 1)?;
     let options = parsed?;
-    let now = now_ms();
     let hold = match options.hold {
         Some(ms) if ms > MAX_HOLD_MS.get() => {
             return Err(FenceError::HoldRange {
@@ -256,7 +255,7 @@ pub fn deduct(ctx: &Ctx<'_>, args: &Args<'_>) -> CommandResult {
             })
         }
         Some(ms) => Some(Hold {
-            deadline: now.saturating_add(ms.unsigned_abs()),
+            deadline: now_ms().saturating_add(ms.unsigned_abs()),
             events: options.events.is_some(),
         }),
         None => None,
@@ -339,7 +338,7 @@ pub fn deduct(ctx: &Ctx<'_>, args: &Args<'_>) -> CommandResult {
                 }
                 Deduct::Replayed(_) => {
                     stats::REPLAYS.incr();
-                    return Ok(Reply::Int(stock.view(now).available));
+                    return Ok(Reply::Int(stock.available_now(now_ms)));
                 }
                 Deduct::Deducted(remaining) => remaining,
             };
@@ -386,7 +385,7 @@ pub fn deduct(ctx: &Ctx<'_>, args: &Args<'_>) -> CommandResult {
             } else if hold.is_some() {
                 stats::HOLDS.incr();
             }
-            let remaining = stock.view(now).available;
+            let remaining = stock.available_now(now_ms);
             if hold.is_some() {
                 holds::track(ctx, name.bytes(), stock, false);
             }
@@ -438,7 +437,7 @@ pub fn refund(ctx: &Ctx<'_>, args: &Args<'_>) -> CommandResult {
             if quantity == 0 {
                 return Ok(Reply::Int(0));
             }
-            let remaining = stock.view(now_ms()).available;
+            let remaining = stock.available_now(now_ms);
             let mut batch = Batch::new();
             if let Some(stream) = &mut stream {
                 let (q, r) = (Decimal::new(quantity), Decimal::new(remaining));

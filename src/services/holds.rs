@@ -216,10 +216,13 @@ fn process(ctx: &Ctx<'_>, entry: Indexed, start: Instant, now: u64) {
 /// `COMMAND_BUDGET`, and then as many more as it takes to make `need` units available), when
 /// this server may.
 pub fn before_write(ctx: &Ctx<'_>, name: RStr<'_>, key: &mut Key<'_>, need: Option<i64>) {
-    let now = now_ms();
     let Some(stock) = key.stock_mut() else {
         return;
     };
+    if !stock.has_holds() {
+        return;
+    }
+    let now = now_ms();
     if !stock.has_due(now) || !may_expire(ctx) {
         return;
     }
@@ -238,14 +241,13 @@ pub fn before_write(ctx: &Ctx<'_>, name: RStr<'_>, key: &mut Key<'_>, need: Opti
 /// Before `STOCK.CONFIRM` or `STOCK.REFUND` decides on request `id`: returns its hold if it is
 /// due, when this server may.
 pub fn before_decision(ctx: &Ctx<'_>, name: RStr<'_>, key: &mut Key<'_>, id: &[u8]) {
-    let now = now_ms();
     let Some(stock) = key.stock_mut() else {
         return;
     };
-    if !may_expire(ctx) {
+    if !stock.has_holds() || !may_expire(ctx) {
         return;
     }
-    if let Some(e) = stock.expire_if_due(id, now) {
+    if let Some(e) = stock.expire_if_due(id, now_ms()) {
         apply(ctx, name, key, vec![e]);
     }
 }
