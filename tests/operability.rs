@@ -307,6 +307,18 @@ fn module_events_follow_notify_keyspace_events() {
         int(call(con, &["STOCK.DEDUCT", "s", "1"]));
         nil(call(con, &["STOCK.DEDUCT", "s", "1"]));
         assert_eq!(int(call(con, &["STOCK.REFUND", "s", "o1"])), 1);
+        // A hold confirmed (once: the repeat publishes nothing), and one that expires.
+        okay(call(con, &["STOCK.SET", "h", "5"]));
+        int(call(con, &["STOCK.DEDUCT", "h", "1", "ID", "p", "HOLD", "60000"]));
+        assert_eq!(int(call(con, &["STOCK.CONFIRM", "h", "p"])), 1);
+        assert_eq!(int(call(con, &["STOCK.CONFIRM", "h", "p"])), 1);
+        int(call(con, &["STOCK.DEDUCT", "h", "1", "ID", "u", "HOLD", "30"]));
+        assert!(
+            wait_until(Duration::from_secs(10), || {
+                info_int(con, "fence", "fence_holds_expired") == 1
+            }),
+            "the 30 ms hold never came back"
+        );
         // Last, so that its expiry comes after everything else however slow the calls were.
         int(call(con, &["LOCK.ACQUIRE", "e", "a", "30"]));
         assert!(
@@ -324,6 +336,10 @@ fn module_events_follow_notify_keyspace_events() {
         ("stock.deduct", "s"),
         ("stock.soldout", "s"),
         ("stock.refund", "s"),
+        ("stock.deduct", "h"),
+        ("stock.confirm", "h"),
+        ("stock.deduct", "h"),
+        ("stock.expire", "h"),
         ("lock.acquire", "e"),
         ("lock.expire", "e"),
     ]
