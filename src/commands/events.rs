@@ -15,7 +15,11 @@ pub fn open<'k>(
     options_from: usize,
     events: Events,
 ) -> Result<Stream<'k>, FenceError> {
-    Stream::open(ctx, args.get(options_from + events.key_index), events.maxlen)
+    Stream::open(
+        ctx,
+        args.get(options_from + events.key_index),
+        events.maxlen,
+    )
 }
 
 /// Tells Redis where the keys are for a command with an optional `EVENTS` key (cluster

@@ -138,7 +138,9 @@ fn apply_entry(ctx: &Ctx<'_>, args: &Args<'_>) -> CommandResult {
         return Err(FenceError::WrongType);
     };
     if !stock.put_entry(effect.id, effect.value) {
-        return Err(FenceError::BadInternal("a hold on an entry that was not made held"));
+        return Err(FenceError::BadInternal(
+            "a hold on an entry that was not made held",
+        ));
     }
     stock.available = effect.available;
     stock.fence = effect.fence;

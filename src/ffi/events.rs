@@ -162,7 +162,11 @@ extern "C" fn server_cb(
     data: *mut c_void,
 ) {
     let handlers: Vec<Handler> = match HANDLERS.lock() {
-        Ok(h) => h.iter().filter(|(id, _)| *id == eid.id).map(|(_, f)| *f).collect(),
+        Ok(h) => h
+            .iter()
+            .filter(|(id, _)| *id == eid.id)
+            .map(|(_, f)| *f)
+            .collect(),
         Err(_) => return,
     };
     for handler in handlers {

@@ -408,7 +408,11 @@ impl ServerEventHandler for OnServerEvent {
 pub fn subscribe(ctx: &Ctx<'_>) -> Result<(), String> {
     events::subscribe_keyspace::<OnKeyspace>(ctx, raw::REDISMODULE_NOTIFY_LOADED)
         .map_err(String::from)?;
-    for kind in [EventKind::SwapDb, EventKind::RoleChanged, EventKind::Loading] {
+    for kind in [
+        EventKind::SwapDb,
+        EventKind::RoleChanged,
+        EventKind::Loading,
+    ] {
         events::subscribe_server::<OnServerEvent>(ctx, kind).map_err(String::from)?;
     }
     Ok(())

@@ -107,4 +107,3 @@ impl<'k> Stream<'k> {
         ctx.notify_class(raw::REDISMODULE_NOTIFY_STREAM, c"xtrim", self.name);
     }
 }
-
