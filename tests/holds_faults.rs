@@ -450,6 +450,19 @@ fn hold_ms(rng: &mut impl rand::Rng) -> u64 {
 /// none missing; and the conservation invariant holds, before and after the expiries.
 #[test]
 fn sigkill_under_holds_confirms_and_refunds_keeps_every_answer_with_appendfsync_always() {
+    crash_under_holds(false);
+}
+
+/// The same, with an AOF rewrite (`BGREWRITEAOF`, an RDB base) finished under the load before
+/// the acknowledgements start counting toward the kill: the restart loads the stock, its holds,
+/// their deadlines and its expire stream from the rewritten base (the stock type's RDB
+/// encoding, and the `loaded` event that indexes its holds), then the incremental AOF.
+#[test]
+fn sigkill_after_an_aof_rewrite_under_holds_keeps_every_answer_with_appendfsync_always() {
+    crash_under_holds(true);
+}
+
+fn crash_under_holds(rewrite_first: bool) {
     const INITIAL: i64 = 1_000_000;
     const CLIENTS: usize = 8;
     let mut server = Server::start_with(&["--appendonly", "yes", "--appendfsync", "always"]);
@@ -460,13 +473,49 @@ fn sigkill_under_holds_confirms_and_refunds_keeps_every_answer_with_appendfsync_
     ));
     let records: Vec<Mutex<CrashRecord>> = (0..CLIENTS).map(|_| Mutex::default()).collect();
     let cons: Vec<Connection> = (0..CLIENTS).map(|_| server.conn()).collect();
+    let rewriter = rewrite_first.then(|| server.conn());
     let kill_at: u64 = rand::rng().random_range(1_500..=3_000);
     let expiry_seen = AtomicBool::new(false);
+    // The acknowledgements count toward the kill once a hold was seen to expire under the
+    // load, and, with `rewrite_first`, the rewrite has finished.
+    let rewritten = AtomicBool::new(!rewrite_first);
     let killer = LoadKiller::new(&mut server, kill_at);
     thread::scope(|s| {
+        if let Some(mut con) = rewriter {
+            // A client of the load, so that a failure here kills the server and ends the load.
+            let load = killer.client();
+            let (expiry_seen, rewritten) = (&expiry_seen, &rewritten);
+            s.spawn(move || {
+                let _load = load;
+                assert!(
+                    wait_until(EVENT_DEADLINE, || expiry_seen.load(Ordering::SeqCst)),
+                    "no hold was seen to expire under the load"
+                );
+                let rewrites = info_int(&mut con, "persistence", "aof_rewrites");
+                simple(call(&mut con, &["BGREWRITEAOF"]));
+                let done = wait_until(EVENT_DEADLINE, || {
+                    let text = info(&mut con, "persistence");
+                    let field = |f: &str| info_value(&text, f).unwrap_or_default();
+                    field("aof_rewrite_in_progress") == "0"
+                        && field("aof_rewrite_scheduled") == "0"
+                        && field("aof_rewrites").parse::<i64>().unwrap_or(0) > rewrites
+                });
+                assert!(
+                    done,
+                    "the AOF rewrite did not finish within {EVENT_DEADLINE:?}"
+                );
+                let text = info(&mut con, "persistence");
+                assert_eq!(
+                    info_value(&text, "aof_last_bgrewrite_status").as_deref(),
+                    Some("ok"),
+                    "the AOF rewrite failed"
+                );
+                rewritten.store(true, Ordering::SeqCst);
+            });
+        }
         for ((c, record), mut con) in records.iter().enumerate().zip(cons) {
             let load = killer.client();
-            let expiry_seen = &expiry_seen;
+            let (expiry_seen, rewritten) = (&expiry_seen, &rewritten);
             s.spawn(move || {
                 let mut rng = rand::rng();
                 // This client's orders the server said are held, and confirmed.
@@ -562,7 +611,7 @@ fn sigkill_under_holds_confirms_and_refunds_keeps_every_answer_with_appendfsync_
                     if now == Known::Expired {
                         expiry_seen.store(true, Ordering::SeqCst);
                     }
-                    if expiry_seen.load(Ordering::SeqCst) {
+                    if expiry_seen.load(Ordering::SeqCst) && rewritten.load(Ordering::SeqCst) {
                         load.acknowledged(1);
                     } else {
                         load.answered();
@@ -618,6 +667,13 @@ fn sigkill_under_holds_confirms_and_refunds_keeps_every_answer_with_appendfsync_
         }
     };
 
+    let base = server.dir().join("appendonlydir/appendonly.aof.2.base.rdb");
+    assert_eq!(
+        base.is_file(),
+        rewrite_first,
+        "the rewritten AOF base {}",
+        base.display()
+    );
     server.restart();
     let mut con = server.conn();
     // The stream and the counter in one step: the expiries of the restarted server (it returns
@@ -713,9 +769,17 @@ fn sigkill_under_holds_confirms_and_refunds_keeps_every_answer_with_appendfsync_
 
     let acked_holds = acked.len();
     println!(
-        "SIGKILL at {kill_at} acknowledgements counted after the first expiry seen, after {:?}: \
-         {} counted, {} requests on the wire, {} of {CLIENTS} clients running",
-        moment.after, moment.acknowledged, moment.outstanding, moment.running
+        "SIGKILL at {kill_at} acknowledgements counted after the first expiry seen{}, after \
+         {:?}: {} counted, {} requests on the wire, {} of {CLIENTS} clients running",
+        if rewrite_first {
+            " and an AOF rewrite"
+        } else {
+            ""
+        },
+        moment.after,
+        moment.acknowledged,
+        moment.outstanding,
+        moment.running
     );
     println!(
         "load: {acked_holds} holds acknowledged, confirms {confirms} (+{confirms_expired} \
