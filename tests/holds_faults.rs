@@ -352,6 +352,130 @@ fn known(all: BTreeMap<String, Option<Detail>>) -> BTreeMap<String, Detail> {
         .collect()
 }
 
+/// The commands of a server's incremental AOF files (`appendonlydir/*.incr.aof`), in order; a
+/// command cut short at the end of a file is left out.
+fn incr_aof(server: &Server) -> Vec<Vec<String>> {
+    let dir = server.dir().join("appendonlydir");
+    let mut files: Vec<(u64, std::path::PathBuf)> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .filter_map(|e| {
+            let path = e.ok()?.path();
+            let name = path.file_name()?.to_str()?;
+            let seq = name
+                .strip_suffix(".incr.aof")?
+                .rsplit('.')
+                .next()?
+                .parse()
+                .ok()?;
+            Some((seq, path))
+        })
+        .collect();
+    files.sort();
+    files
+        .iter()
+        .flat_map(|(_, path)| aof_commands(&std::fs::read(path).expect("read the AOF")))
+        .collect()
+}
+
+/// The commands of one AOF file in RESP.
+fn aof_commands(bytes: &[u8]) -> Vec<Vec<String>> {
+    fn line(bytes: &[u8], at: &mut usize) -> Option<String> {
+        let rest = bytes.get(*at..)?;
+        let end = rest.windows(2).position(|w| w == b"\r\n")?;
+        let text = String::from_utf8_lossy(&rest[..end]).into_owned();
+        *at += end + 2;
+        Some(text)
+    }
+    let mut out = Vec::new();
+    let mut at = 0;
+    'commands: while at < bytes.len() {
+        let Some(head) = line(bytes, &mut at) else {
+            break;
+        };
+        let n: usize = match head.strip_prefix('*').and_then(|n| n.parse().ok()) {
+            Some(n) => n,
+            None => panic!("AOF: expected an array before byte {at}, got {head:?}"),
+        };
+        let mut args = Vec::with_capacity(n);
+        for _ in 0..n {
+            let Some(len) = line(bytes, &mut at) else {
+                break 'commands;
+            };
+            let len: usize = match len.strip_prefix('$').and_then(|l| l.parse().ok()) {
+                Some(len) => len,
+                None => panic!("AOF: expected a bulk length before byte {at}, got {len:?}"),
+            };
+            let Some(arg) = bytes.get(at..at + len) else {
+                break 'commands;
+            };
+            args.push(String::from_utf8_lossy(arg).into_owned());
+            at += len + 2;
+        }
+        out.push(args);
+    }
+    out
+}
+
+/// In the AOF, each expiry's effect (`FENCE.ENTRY key available fence deducted id quantity
+/// expired …`) and its `expire` stream entry (`XADD … type expire … id …`) are in the same
+/// MULTI/EXEC, so that a crash keeps both or neither; nothing of an expiry outside one.
+/// Returns the expired ids of the complete blocks (a block cut short by the kill is left out,
+/// as Redis leaves it out when it loads the file).
+#[track_caller]
+fn check_aof_expiries(commands: &[Vec<String>]) -> Vec<String> {
+    let expiry = |c: &Vec<String>| -> Option<(&'static str, String)> {
+        let name = c[0].to_ascii_uppercase();
+        if name == "FENCE.ENTRY" && c.get(7).map(String::as_str) == Some("expired") {
+            return Some(("effect", c[5].clone()));
+        }
+        if name == "XADD" {
+            let fields = c.iter().position(|a| a == "type")?;
+            if c.get(fields + 1).map(String::as_str) == Some("expire") {
+                let id = c[fields..].chunks(2).find(|p| p[0] == "id")?;
+                return Some(("entry", id.get(1)?.clone()));
+            }
+        }
+        None
+    };
+    let mut expired = Vec::new();
+    let mut block: Option<Vec<&Vec<String>>> = None;
+    for c in commands {
+        match c[0].to_ascii_uppercase().as_str() {
+            "MULTI" => {
+                assert!(block.is_none(), "nested MULTI in the AOF");
+                block = Some(Vec::new());
+            }
+            "EXEC" => {
+                let b = block.take().expect("EXEC without MULTI in the AOF");
+                let mut effects: Vec<String> = Vec::new();
+                let mut entries: Vec<String> = Vec::new();
+                for (kind, id) in b.iter().filter_map(|c| expiry(c)) {
+                    match kind {
+                        "effect" => effects.push(id),
+                        _ => entries.push(id),
+                    }
+                }
+                effects.sort();
+                entries.sort();
+                assert_eq!(
+                    effects, entries,
+                    "a MULTI/EXEC of the AOF whose expiry effects and expire entries differ: \
+                     {b:?}"
+                );
+                expired.extend(effects);
+            }
+            _ => match &mut block {
+                Some(b) => b.push(c),
+                None => assert!(
+                    expiry(c).is_none(),
+                    "an expiry outside MULTI/EXEC in the AOF: {c:?}"
+                ),
+            },
+        }
+    }
+    expired
+}
+
 // ---------------------------------------------------------------------------------------------
 // 1. SIGKILL under a load of holds, confirmations and refunds, appendfsync always
 // ---------------------------------------------------------------------------------------------
@@ -667,6 +791,7 @@ fn crash_under_holds(rewrite_first: bool) {
         }
     };
 
+    let aof_expired = check_aof_expiries(&incr_aof(&server));
     let base = server.dir().join("appendonlydir/appendonly.aof.2.base.rdb");
     assert_eq!(
         base.is_file(),
@@ -760,6 +885,23 @@ fn crash_under_holds(rewrite_first: bool) {
     );
     // The restarted server's counter counts exactly the expire entries it added.
     let counter = usize::try_from(fence_stat(&mut con, "holds_expired")).unwrap();
+    // Before the kill: each expiry in the AOF (all of them, without a rewrite) is one of the
+    // restarted server's expire entries, once.
+    let mut unique = BTreeSet::new();
+    for id in &aof_expired {
+        assert!(unique.insert(id), "{id} expired twice in the AOF");
+        assert!(
+            history.expires.contains_key(id),
+            "{id} expired in the AOF, without an expire entry after the restart"
+        );
+    }
+    if !rewrite_first {
+        assert_eq!(
+            aof_expired.len(),
+            expires_at_restart - counter_at_restart,
+            "expiries in the AOF vs expire entries from before the kill"
+        );
+    }
     assert_eq!(
         history.expires.len() - expires_at_restart,
         counter - counter_at_restart,
@@ -784,11 +926,13 @@ fn crash_under_holds(rewrite_first: bool) {
     println!(
         "load: {acked_holds} holds acknowledged, confirms {confirms} (+{confirms_expired} \
          answered EXPIRED), refunds {refunds} (+{refunds_of_expired} answered 0 after the \
-         deadline), {} in flight; {} expire entries from before the kill; after the restart \
+         deadline), {} in flight; {} expire entries from before the kill ({} expiries in the \
+         incremental AOF, each in a MULTI/EXEC with its entry); after the restart \
          {held_at_restart} holds still held, {counter} returned by the restarted server; \
          settled: {:?}, {} units available of {INITIAL}",
         in_flight.len(),
         expires_at_restart - counter_at_restart,
+        aof_expired.len(),
         census(&settled),
         info_field(&info, "available"),
     );
