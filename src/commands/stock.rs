@@ -422,6 +422,11 @@ pub fn refund(ctx: &Ctx<'_>, args: &Args<'_>) -> CommandResult {
         Kind::Empty => Ok(Reply::Int(0)),
         Kind::String => Err(FenceError::NeedsStock),
         Kind::Stock => {
+            // One clock reading for the call, taken before the due holds come back (as
+            // STOCK.DEDUCT does): `remaining` then counts only holds whose `expire` entries
+            // precede the refund's. Read later, it could count a hold that came due meanwhile,
+            // whose `expire` entry follows, so the stream would show its units back twice.
+            let now = now_ms();
             // A due hold comes back first: refunding it then returns nothing.
             holds::before_decision(ctx, name, &mut key, id);
             holds::before_write(ctx, name, &mut key, None);
@@ -438,7 +443,7 @@ pub fn refund(ctx: &Ctx<'_>, args: &Args<'_>) -> CommandResult {
             if quantity == 0 {
                 return Ok(Reply::Int(0));
             }
-            let remaining = stock.view(now_ms()).available;
+            let remaining = stock.view(now).available;
             let mut batch = Batch::new();
             if let Some(stream) = &mut stream {
                 let (q, r) = (Decimal::new(quantity), Decimal::new(remaining));
