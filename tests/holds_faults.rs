@@ -93,24 +93,46 @@ struct History {
 }
 
 impl History {
-    /// Reads `entries`; panics on an entry of another stock or kind, or an id twice in a kind
-    /// (for `expire`: a hold's units returned twice).
+    /// Reads `entries` of a sale started with `initial` units, every change of it made with
+    /// `EVENTS` (so each entry's `remaining` is what the entries before it leave available);
+    /// panics on an entry of another stock or kind, fields not as the README lists them, a
+    /// `remaining` out of step, or an id twice in a kind (for `expire`: a hold's units
+    /// returned twice).
     #[track_caller]
-    fn of(entries: &[Entry], sku: &str) -> History {
+    fn of(entries: &[Entry], sku: &str, initial: i64) -> History {
         let mut h = History::default();
-        for e in entries {
+        let mut available = initial;
+        for (n, e) in entries.iter().enumerate() {
             assert_eq!(e.get("sku"), Some(sku), "entry of another stock: {e:?}");
-            let id = match e.get("id") {
-                Some(id) => id.to_string(),
-                None => panic!("an entry without a request id: {e:?}"),
+            let names: Vec<&str> = e.fields.iter().map(|(f, _)| f.as_str()).collect();
+            let expected: &[&str] = match e.kind() {
+                "deduct" => &["type", "sku", "quantity", "remaining", "id"],
+                _ => &["type", "sku", "id", "quantity", "remaining"],
             };
+            assert_eq!(names, expected, "the fields of {e:?}");
+            let id = e.get("id").unwrap_or_default().to_string();
+            let q = e.int("quantity");
             let kind = match e.kind() {
-                "deduct" => &mut h.deducts,
-                "refund" => &mut h.refunds,
-                "expire" => &mut h.expires,
+                "deduct" => {
+                    available -= q;
+                    &mut h.deducts
+                }
+                "refund" => {
+                    available += q;
+                    &mut h.refunds
+                }
+                "expire" => {
+                    available += q;
+                    &mut h.expires
+                }
                 other => panic!("unexpected {other:?} entry: {e:?}"),
             };
-            let q = e.int("quantity");
+            assert_eq!(
+                e.int("remaining"),
+                available,
+                "{e:?}: remaining out of step with the entries before it: {:#?}",
+                &entries[n.saturating_sub(8)..n]
+            );
             assert!(
                 kind.insert(id.clone(), q).is_none(),
                 "request {id} has two {:?} entries (the second: {e:?})",
@@ -814,7 +836,7 @@ fn crash_under_holds(rewrite_first: bool) {
         .arg("fence")
         .query(&mut con)
         .expect("MULTI XRANGE INFO EXEC");
-    let expires_at_restart = History::of(&parse_entries(entries), CRASH_SKU)
+    let expires_at_restart = History::of(&parse_entries(entries), CRASH_SKU, INITIAL)
         .expires
         .len();
     let counter_at_restart: usize = info_value(&info_text, "fence_holds_expired")
@@ -846,13 +868,13 @@ fn crash_under_holds(rewrite_first: bool) {
         .count();
     // A hold shows expired at its deadline; its return is applied when the timer has run.
     let applied = wait_until(EVENT_DEADLINE, || {
-        History::of(&xrange(&mut con, CRASH_ORDERS), CRASH_SKU)
+        History::of(&xrange(&mut con, CRASH_ORDERS), CRASH_SKU, INITIAL)
             .expires
             .len()
             >= expired
     });
     settle(&mut con);
-    let history = History::of(&xrange(&mut con, CRASH_ORDERS), CRASH_SKU);
+    let history = History::of(&xrange(&mut con, CRASH_ORDERS), CRASH_SKU, INITIAL);
     let _ = applied; // the checks below say what is missing
     check_states(&settled, true);
     let settled = known(settled);
@@ -1128,7 +1150,7 @@ fn failover_with_holds_due(replica_joins_late: bool) {
         );
     }
     let received = xrange(&mut r, FAILOVER_ORDERS);
-    let from_master = History::of(&received, FAILOVER_SKU);
+    let from_master = History::of(&received, FAILOVER_SKU, INITIAL);
     assert_eq!(
         from_master.deducts, quantity,
         "deduct entries on the replica"
@@ -1149,7 +1171,7 @@ fn failover_with_holds_due(replica_joins_late: bool) {
     okay(call(&mut r, &["REPLICAOF", "NO", "ONE"]));
     // (A timeout is reported by the checks below, with what is missing.)
     wait_until(latest + EVENT_DEADLINE, || {
-        History::of(&xrange(&mut r, FAILOVER_ORDERS), FAILOVER_SKU)
+        History::of(&xrange(&mut r, FAILOVER_ORDERS), FAILOVER_SKU, INITIAL)
             .expires
             .len()
             >= unpaid.len()
@@ -1161,7 +1183,7 @@ fn failover_with_holds_due(replica_joins_late: bool) {
         received[..],
         "the entries received from the master changed"
     );
-    let history = History::of(&entries, FAILOVER_SKU);
+    let history = History::of(&entries, FAILOVER_SKU, INITIAL);
     check_expires(&history, &unpaid, "on the promoted replica");
     assert_eq!(history.deducts, quantity);
     assert!(history.refunds.is_empty());
@@ -1336,10 +1358,13 @@ fn slot_migration_moves_holds_with_their_deadlines_and_the_target_returns_them()
     );
     // (A timeout is reported by the checks below, with what is missing.)
     wait_until(EVENT_DEADLINE, || {
-        History::of(&xrange(&mut dst, orders), sku).expires.len() >= unpaid.len()
+        History::of(&xrange(&mut dst, orders), sku, INITIAL)
+            .expires
+            .len()
+            >= unpaid.len()
     });
     settle(&mut dst);
-    let history = History::of(&xrange(&mut dst, orders), sku);
+    let history = History::of(&xrange(&mut dst, orders), sku, INITIAL);
     check_expires(&history, &unpaid, "on the target");
     assert_eq!(history.deducts, quantity);
     assert_eq!(
