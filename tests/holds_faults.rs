@@ -1,8 +1,10 @@
 //! Holds under faults (issue 17): a SIGKILL under a load of holds, confirmations and refunds
-//! with `appendfsync always`; a master killed with holds due and its replica promoted; a stock
-//! with holds moved to another master by slot migration. After each fault: every acknowledged
-//! answer stands, every hold ends exactly once (an `expire` stream entry per expired id, none
-//! twice, none missing), and the README's conservation invariant holds.
+//! with `appendfsync always` (with and without an AOF rewrite before it); a master killed with
+//! holds due and its replica promoted (a replica that got the holds as effects, and one that got
+//! them in its full sync's RDB); a stock with holds moved to another master by slot migration.
+//! After each fault: every acknowledged answer stands, every hold ends exactly once (an `expire`
+//! stream entry per expired id, none twice, none missing), the stream's `remaining` fields stay
+//! in step, and the README's conservation invariant holds.
 //!
 //! Faults are triggered by events (acknowledgements counted by a `LoadKiller`, a counter in
 //! `INFO fence`), never by timers racing the load; waits are generous deadlines on conditions.
