@@ -338,7 +338,7 @@ pub fn deduct(ctx: &Ctx<'_>, args: &Args<'_>) -> CommandResult {
                 }
                 Deduct::Replayed(_) => {
                     stats::REPLAYS.incr();
-                    return Ok(Reply::Int(stock.available_now(now_ms)));
+                    return Ok(Reply::Int(stock.available));
                 }
                 Deduct::Deducted(remaining) => remaining,
             };
@@ -385,7 +385,6 @@ pub fn deduct(ctx: &Ctx<'_>, args: &Args<'_>) -> CommandResult {
             } else if hold.is_some() {
                 stats::HOLDS.incr();
             }
-            let remaining = stock.available_now(now_ms);
             if hold.is_some() {
                 holds::track(ctx, name.bytes(), stock, false);
             }
@@ -437,7 +436,10 @@ pub fn refund(ctx: &Ctx<'_>, args: &Args<'_>) -> CommandResult {
             if quantity == 0 {
                 return Ok(Reply::Int(0));
             }
-            let remaining = stock.available_now(now_ms);
+            // What is applied: the due holds that came back before this refund (their
+            // `expire` entries precede its entry), never one that came due since (its entry
+            // follows, and would count it twice).
+            let remaining = stock.available;
             let mut batch = Batch::new();
             if let Some(stream) = &mut stream {
                 let (q, r) = (Decimal::new(quantity), Decimal::new(remaining));

@@ -369,8 +369,9 @@ impl KeyspaceHandler for OnKeyspace {
         if !load && !matches!(event, b"rename_to" | b"move_to" | b"copy_to") {
             return;
         }
-        // The key of a `loaded` event lives on Redis's stack, and opening a key retains its
-        // name: open it through a copy.
+        // The key name of a `loaded` event lives on Redis's stack (rdbLoad's static string):
+        // RM_OpenKey retains its name, and Redis panics on retaining a stack object ("You tried
+        // to retain an object allocated in the stack"). The key is opened by a copy.
         let name = ctx.string(key.bytes());
         let k = Key::read(ctx, name.as_rstr());
         if let Some(stock) = k.stock() {
