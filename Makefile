@@ -80,8 +80,8 @@ test: deps lint unit integration clients run-check test-redis8 test-valkey9
 fresh-check:
 	./scripts/fresh-check.sh
 
-# The integration suite SOAK_RUNS times (default 10) per server (Redis 7.0, 8.2, Valkey 9.1) under a competing CPU
-# load on every core; fails on any failed run. About 1 hour on 2 cores.
+# The integration suite SOAK_RUNS times (default 10) per server (Redis 7.0, 8.2, Valkey 9.1)
+# under a competing CPU load on every core; fails on any failed run. About 1.5 hours on 2 cores.
 SOAK_RUNS ?= 10
 soak-tests: deps
 	@./scripts/redis8.sh
