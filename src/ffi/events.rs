@@ -62,6 +62,8 @@ pub enum ServerEvent<'a> {
     AsyncLoadCompleted,
     /// `CONFIG SET` changed these settings.
     ConfigChange(Vec<&'a [u8]>),
+    /// This server stopped being a master (a failover, `REPLICAOF host port`).
+    NowReplica,
     /// Anything else of the subscribed event.
     Other,
 }
@@ -73,6 +75,7 @@ pub enum EventKind {
     SwapDb,
     AsyncLoad,
     Config,
+    RoleChange,
 }
 
 /// A server event handler.
@@ -101,6 +104,11 @@ fn read_event<'a>(id: u64, subevent: u64, data: *mut c_void) -> ServerEvent<'a> 
         && subevent == raw::REDISMODULE_SUBEVENT_REPL_ASYNC_LOAD_COMPLETED
     {
         return ServerEvent::AsyncLoadCompleted;
+    }
+    if id == raw::REDISMODULE_EVENT_REPLICATION_ROLE_CHANGED
+        && subevent == raw::REDISMODULE_EVENT_REPLROLECHANGED_NOW_REPLICA
+    {
+        return ServerEvent::NowReplica;
     }
     if id == raw::REDISMODULE_EVENT_CONFIG && subevent == raw::REDISMODULE_SUBEVENT_CONFIG_CHANGE {
         // SAFETY: Redis passes a RedisModuleConfigChange with this event.
@@ -146,6 +154,7 @@ pub fn subscribe_server<H: ServerEventHandler>(
         EventKind::SwapDb => raw::REDISMODULE_EVENT_SWAPDB,
         EventKind::AsyncLoad => raw::REDISMODULE_EVENT_REPL_ASYNC_LOAD,
         EventKind::Config => raw::REDISMODULE_EVENT_CONFIG,
+        EventKind::RoleChange => raw::REDISMODULE_EVENT_REPLICATION_ROLE_CHANGED,
     };
     let event = raw::RedisModuleEvent { id, dataver: 1 };
     let status = call!(RedisModule_SubscribeToServerEvent(
