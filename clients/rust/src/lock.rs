@@ -63,6 +63,11 @@ impl Lock {
     /// skipped, so the connection stays usable. A connection that was closed cannot carry the
     /// release: Redis drops a waiter whose connection closes, but a grant made just before the
     /// close stays held until its TTL passes. Inside `MULTI`/`EXEC` the module does not wait.
+    ///
+    /// An error with code `UNBLOCKED` means the server stopped being a master during the wait
+    /// (a failover, `REPLICAOF`), on Redis and Valkey alike: nothing was granted, so nothing is
+    /// released; call again on the new master. Redis closes the connection after that error,
+    /// Valkey 9 keeps it open.
     pub fn acquire_wait<'c, C: ConnectionLike>(
         conn: &'c mut C,
         key: &str,
