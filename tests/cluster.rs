@@ -724,7 +724,11 @@ fn failover_manual_and_after_sigkill_keeps_what_reached_the_replica_and_tokens_r
         .contains("fence: now a replica: 1 waiting LOCK.ACQUIRE call(s) answered UNBLOCKED");
     println!(
         "the waiter's UNBLOCKED came from {}",
-        if answered_by_module { "the module" } else { "the server" }
+        if answered_by_module {
+            "the module"
+        } else {
+            "the server"
+        }
     );
     let (old_a, new_a) = check_shard(&mut cc, &state_a, "manual failover");
     // The waiter never got the lock: it is the holder's (now released and granted again).
