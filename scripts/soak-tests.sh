@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # make soak-tests: the whole integration suite (tests/*.rs and the client crate's tests), run
-# SOAK_RUNS times per server (Debian's redis-server 7.0 and Redis 8.2 from .redis8/) while
-# every core is kept busy by a competing load, to show that no test depends on luck or on the
-# machine's speed. The competing load is SOAK_LOAD `yes > /dev/null` processes (default: one
-# per core), started here and ended here by their own pids.
+# SOAK_RUNS times per server (Debian's redis-server 7.0, Redis 8.2 from .redis8/, Valkey 9.1
+# from .valkey9/) while every core is kept busy by a competing load, to show that no test
+# depends on luck or on the machine's speed. The competing load is SOAK_LOAD `yes > /dev/null`
+# processes (default: one per core), started here and ended here by their own pids.
 #
 # Logs: target/soak/<server>-<run>.log. Exits non-zero when any run failed, naming the tests.
 set -uo pipefail
@@ -21,6 +21,12 @@ if [ -x "$root/.redis8/redis-server" ]; then
     servers+=("8.2:$root/.redis8/redis-server")
 else
     echo "soak-tests: no .redis8/redis-server (run scripts/redis8.sh): Redis 8.2 not soaked" >&2
+    [ -n "${CI:-}" ] && exit 1
+fi
+if [ -x "$root/.valkey9/valkey-server" ]; then
+    servers+=("valkey9.1:$root/.valkey9/valkey-server")
+else
+    echo "soak-tests: no .valkey9/valkey-server (run scripts/valkey9.sh): Valkey 9.1 not soaked" >&2
     [ -n "${CI:-}" ] && exit 1
 fi
 

@@ -41,7 +41,8 @@ fn init(ctx: &Context, args: &[RedisString]) -> Status {
 fn setup(ctx: &ffi::Ctx<'_>, args: &[RedisString]) -> Result<(), String> {
     if let Some(name) = ffi::api::missing() {
         return Err(format!(
-            "this server lacks the module API function {name} (Redis 7.0 or later is needed)"
+            "this server lacks the module API function {name} (Redis 7.0 or later, or \
+             Valkey, is needed)"
         ));
     }
     ffi::module_type::set_types(*LOCK_TYPE.raw_type.borrow(), *STOCK_TYPE.raw_type.borrow());

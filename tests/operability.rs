@@ -411,25 +411,23 @@ fn stock_info_reports_the_ledger() {
     assert_err(call(&mut con, &["STOCK.INFO"]), arity_lead());
 }
 
-/// On servers with module ACL categories (Redis 7.4+), every command is in `@fence`, so
-/// `+@fence` grants exactly the module's commands; older servers have no such category.
+/// On servers with module ACL categories (Redis 7.4+, Valkey 8+), every command is in `@fence`,
+/// so `+@fence` grants exactly the module's commands; older servers have no such category. The
+/// server is told by what it is (`valkey_version`), not by `redis_version`: Valkey 9 reports
+/// `redis_version:7.2.4` and has the category.
 #[test]
 fn acl_category_fence_where_the_server_supports_it() {
     let server = Server::start();
     let mut con = server.conn();
-    let version = info_value(&info(&mut con, "server"), "redis_version").unwrap_or_default();
-    let mut parts = version
-        .trim()
-        .split('.')
-        .map(|p| p.parse::<u32>().unwrap_or(0));
-    let (major, minor) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+    let id = server_identity(&mut con);
+    let supported = id.is_redis_at_least((7, 4)) || id.is_valkey_at_least((8, 0));
     let cats = call(&mut con, &["ACL", "CAT"]).expect("ACL CAT");
     let has_fence = format!("{cats:?}").contains("\"fence\"");
-    if (major, minor) < (7, 4) {
-        assert!(!has_fence, "Redis {version} has no module ACL categories");
+    if !supported {
+        assert!(!has_fence, "{id} has no module ACL categories");
         return;
     }
-    assert!(has_fence, "Redis {version}: no @fence category in {cats:?}");
+    assert!(has_fence, "{id}: no @fence category in {cats:?}");
     let listed = call(&mut con, &["ACL", "CAT", "fence"]).expect("ACL CAT fence");
     let text = format!("{listed:?}").to_ascii_uppercase();
     for cmd in ["LOCK.ACQUIRE", "LOCK.RELEASE", "STOCK.DEDUCT", "STOCK.INFO"] {

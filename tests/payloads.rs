@@ -531,13 +531,19 @@ fn crafted_payloads_are_refused_and_change_nothing() {
         ),
     );
     for sanitize in ["no", "yes"] {
-        okay(call(
-            &mut t.con,
-            &["CONFIG", "SET", "sanitize-dump-payload", sanitize],
-        ));
+        let has_setting = set_sanitize_dump_payload(&mut t.con, sanitize);
+        let setting = if has_setting {
+            format!("sanitize-dump-payload {sanitize}")
+        } else {
+            "no sanitize-dump-payload setting".to_string()
+        };
         for (what, payload) in &cases {
-            let what = format!("{what} (sanitize-dump-payload {sanitize})");
+            let what = format!("{what} ({setting})");
             assert!(!t.attempt(payload, &what), "{what}: accepted");
+        }
+        if !has_setting {
+            // Valkey 9.1: the server validates one way only, just done.
+            break;
         }
     }
     t.server.assert_alive();
@@ -655,10 +661,8 @@ fn truncated_and_flipped_payloads_never_hurt_the_server() {
     let mut rng = StdRng::seed_from_u64(seed);
     for i in 0..flips {
         if i == flips / 2 {
-            okay(call(
-                &mut t.con,
-                &["CONFIG", "SET", "sanitize-dump-payload", "yes"],
-            ));
+            // The second half with sanitize-dump-payload on, where the server has the setting.
+            set_sanitize_dump_payload(&mut t.con, "yes");
         }
         let (name, base) = &bases[rng.random_range(0..bases.len())];
         let mut body = base.body.clone();

@@ -896,7 +896,17 @@ fn reload(server: &mut Server, kind: Via, keys: &[String]) -> (Connection, TtlSn
             wait_for_rewrite(&mut con);
             if kind == Via::RewritePreamble {
                 let base = aof_file(server, ".base.rdb").expect("an RDB base file");
-                assert!(base.starts_with(b"REDIS"), "the base is not an RDB");
+                // Valkey 9 writes RDB version 80 under its own magic (`VALKEY080`).
+                let magic: &[u8] = if server_identity(&mut con).is_valkey_at_least((9, 0)) {
+                    b"VALKEY"
+                } else {
+                    b"REDIS"
+                };
+                assert!(
+                    base.starts_with(magic),
+                    "the base is not an RDB: it starts with {:?}",
+                    String::from_utf8_lossy(&base[..base.len().min(9)])
+                );
             } else {
                 let base = aof_file(server, ".base.aof").expect("a command base file");
                 let base = String::from_utf8_lossy(&base);

@@ -1340,6 +1340,71 @@ fn a_waiter_is_unblocked_with_an_error_when_the_server_becomes_a_replica() {
     );
 }
 
+/// A waiter whose client asked for redirects (`CLIENT CAPA redirect`, Valkey 8+) is one Valkey
+/// leaves blocked when its server becomes a replica (it redirects only clients blocked on
+/// keys): the module answers it, in Redis's words, instead of letting it wait out its timeout
+/// and get nil (a "timed out" that hides the role change). Redis has no such capability and
+/// answers the waiter itself, then closes its connection; after the module's answer the
+/// connection stays open.
+#[test]
+fn a_waiter_that_accepts_redirects_is_unblocked_with_an_error_when_the_server_becomes_a_replica() {
+    let mut server = Server::start();
+    let new_master = Server::start_with(&["--repl-diskless-sync-delay", "0"]);
+    let mut con = server.conn();
+    let id = server_identity(&mut con);
+    let key = "role-redirect";
+    int(acquire(&mut con, key, "holder", 60_000));
+    let mut wcon = server.conn();
+    let capa = call(&mut wcon, &["CLIENT", "CAPA", "redirect"]);
+    if id.is_valkey_at_least((8, 0)) {
+        okay(capa);
+    } else {
+        assert!(
+            capa.is_err(),
+            "{id} accepted CLIENT CAPA redirect: {capa:?}"
+        );
+    }
+    let waiter = thread::spawn(move || {
+        let reply = acquire_wait(&mut wcon, "role-redirect", "w", 60_000, 0);
+        (reply, Instant::now(), wcon)
+    });
+    wait_waiters(&mut con, key, 1);
+    let port = new_master.port().to_string();
+    okay(call(&mut con, &["REPLICAOF", "127.0.0.1", &port]));
+    let deadline = Instant::now() + SOON;
+    while !waiter.is_finished() {
+        assert!(
+            Instant::now() < deadline,
+            "{id}: the waiter was not answered when its server became a replica"
+        );
+        thread::sleep(Duration::from_millis(1));
+    }
+    let (reply, _, mut wcon) = waiter.join().expect("waiter thread");
+    let text = assert_err(reply, "UNBLOCKED");
+    assert_eq!(text, UNBLOCKED_NOT_MASTER, "{id}");
+    let module_answered = server
+        .log()
+        .contains("fence: now a replica: 1 waiting LOCK.ACQUIRE call(s) answered UNBLOCKED");
+    let after = call(&mut wcon, &["PING"]);
+    if id.is_valkey() {
+        assert!(
+            module_answered,
+            "{id}: the server answered the waiter itself"
+        );
+        assert!(after.is_ok(), "{id}: the connection was closed: {after:?}");
+    } else {
+        assert!(
+            !module_answered,
+            "{id}: the server left the waiter to the module"
+        );
+        assert!(
+            after.is_err(),
+            "{id}: the connection stayed open: {after:?}"
+        );
+    }
+    server.assert_alive();
+}
+
 // ---------------------------------------------------------------------------------------------
 // Tokens
 // ---------------------------------------------------------------------------------------------

@@ -45,6 +45,12 @@ pub const CLOCK_EXHAUSTED: &str = "ERR the fencing-token clock is at its ceiling
      fence); no token can be issued without repeating one";
 /// A panic caught at the FFI boundary (a bug; the server keeps running).
 pub const PANIC: &str = "ERR internal error in the fence module (see the server log)";
+/// A `LOCK.ACQUIRE … WAIT` still waiting when this server stopped being a master (failover,
+/// `REPLICAOF`): word for word what Redis itself answers its blocked clients then, so a client
+/// handles one error whichever server (Redis, or Valkey 9, which leaves module waiters
+/// blocked in a cluster failover) it runs against.
+pub const UNBLOCKED_NOT_MASTER: &str =
+    "UNBLOCKED force unblock from blocking operation, instance state changed (master -> replica?)";
 /// `MAXLEN` without a non-negative integer.
 pub const BAD_MAXLEN: &str = "ERR MAXLEN needs an integer of 0 or more";
 

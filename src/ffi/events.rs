@@ -75,6 +75,8 @@ pub enum ServerEvent<'a> {
     ConfigChange(Vec<&'a [u8]>),
     /// This server became a master (`REPLICAOF NO ONE`, a failover).
     BecameMaster,
+    /// This server stopped being a master (a failover, `REPLICAOF host port`).
+    NowReplica,
     /// Loading (RDB, AOF, a full sync from disk) ended.
     LoadingEnded,
     /// Anything else of the subscribed event.
@@ -122,6 +124,11 @@ fn read_event<'a>(id: u64, subevent: u64, data: *mut c_void) -> ServerEvent<'a> 
     // REDISMODULE_EVENT_REPLROLECHANGED_NOW_MASTER is 0 (redismodule.h; not in the bindings).
     if id == raw::REDISMODULE_EVENT_REPLICATION_ROLE_CHANGED && subevent == 0 {
         return ServerEvent::BecameMaster;
+    }
+    if id == raw::REDISMODULE_EVENT_REPLICATION_ROLE_CHANGED
+        && subevent == raw::REDISMODULE_EVENT_REPLROLECHANGED_NOW_REPLICA
+    {
+        return ServerEvent::NowReplica;
     }
     if id == raw::REDISMODULE_EVENT_LOADING && subevent == raw::REDISMODULE_SUBEVENT_LOADING_ENDED {
         return ServerEvent::LoadingEnded;

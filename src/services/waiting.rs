@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use fence_core::clock::now_us;
 use fence_core::cluster::may_write_slot;
 use fence_core::config::MAX_TTL_MS;
-use fence_core::error::{FenceError, WRONGTYPE};
+use fence_core::error::{FenceError, UNBLOCKED_NOT_MASTER, WRONGTYPE};
 use fence_core::stats;
 use fence_core::waitq::{
     decide_hand_off, decide_recheck, HandOff, KeyId, KeyState, PendingRecheck, Recheck, Server,
@@ -47,6 +47,8 @@ pub enum Outcome {
     Moved,
     /// Refused at grant time (a lowered `fence.max-ttl-ms`, an exhausted token clock).
     Refused(FenceError),
+    /// This server stopped being a master while the client waited.
+    NotMaster,
 }
 
 /// The reply to a waiter whose key's slot moved away: cluster clients retry on `TRYAGAIN`.
@@ -97,6 +99,7 @@ impl BlockHandler for Waiters {
             Some(Outcome::WrongType) => ctx.reply_error(WRONGTYPE),
             Some(Outcome::Moved) => ctx.reply_error(MOVED),
             Some(Outcome::Refused(e)) => ctx.reply_error(&e.message()),
+            Some(Outcome::NotMaster) => ctx.reply_error(UNBLOCKED_NOT_MASTER),
             Some(Outcome::TimedOut) | None => ctx.reply(&Reply::Nil),
         }
     }
@@ -414,6 +417,10 @@ impl ServerEventHandler for OnServerEvent {
             ServerEvent::Flush { start: false, db } => vec![(db >= 0).then_some(db)],
             ServerEvent::SwapDb(a, b) => vec![Some(a), Some(b)],
             ServerEvent::AsyncLoadCompleted => vec![None],
+            ServerEvent::NowReplica => {
+                end_waits_on_replica(ctx);
+                return;
+            }
             ServerEvent::ConfigChange(_)
             | ServerEvent::BecameMaster
             | ServerEvent::LoadingEnded
@@ -427,9 +434,37 @@ impl ServerEventHandler for OnServerEvent {
     }
 }
 
-/// Subscribes to the server events that free or replace every waited-for key of a database.
+/// This server became a replica: nothing can be granted here any more, so every waiter still
+/// queued is told so, with the error Redis itself sends its blocked clients at that moment.
+/// Redis has by then answered them all (its own `UNBLOCKED`, and the disconnect callback took
+/// them out of the queues), so this finds nobody there; Valkey 9 in cluster mode leaves module
+/// clients blocked through a failover, and without this they would wait out their timeout and
+/// be answered nil, a "timed out" that hides the failover.
+fn end_waits_on_replica(ctx: &Ctx<'_>) {
+    let keys = with(|q| q.keys(None)).unwrap_or_default();
+    if keys.is_empty() {
+        return;
+    }
+    let mut ended = 0usize;
+    for key in keys {
+        ended += waiters(&key);
+        fail_all(ctx, &key, || Outcome::NotMaster);
+    }
+    ctx.log(
+        "notice",
+        &format!("fence: now a replica: {ended} waiting LOCK.ACQUIRE call(s) answered UNBLOCKED"),
+    );
+}
+
+/// Subscribes to the server events that free or replace every waited-for key of a database,
+/// and to the change of role that ends every wait.
 pub fn subscribe(ctx: &Ctx<'_>) -> Result<(), String> {
-    for kind in [EventKind::Flush, EventKind::SwapDb, EventKind::AsyncLoad] {
+    for kind in [
+        EventKind::Flush,
+        EventKind::SwapDb,
+        EventKind::AsyncLoad,
+        EventKind::RoleChanged,
+    ] {
         events::subscribe_server::<OnServerEvent>(ctx, kind).map_err(String::from)?;
     }
     Ok(())

@@ -83,3 +83,75 @@ fn client_list(con: &mut Connection) -> String {
         Err(e) => panic!("CLIENT LIST failed: {e}"),
     }
 }
+
+/// Which server a test runs against, told by what the server says it is: Valkey reports
+/// `server_name:valkey` and `valkey_version` in `INFO server` (its `redis_version` is the
+/// 7.2.4 it forked from, so that field alone misleads); Redis has neither field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flavor {
+    Redis,
+    Valkey,
+}
+
+/// The server's flavor and its own version (major, minor, patch).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServerIdentity {
+    pub flavor: Flavor,
+    pub version: (u32, u32, u32),
+}
+
+impl ServerIdentity {
+    pub fn is_valkey(&self) -> bool {
+        self.flavor == Flavor::Valkey
+    }
+
+    /// Whether this is Redis at `at` or later (false on Valkey, whatever its version).
+    pub fn is_redis_at_least(&self, at: (u32, u32)) -> bool {
+        self.flavor == Flavor::Redis && (self.version.0, self.version.1) >= at
+    }
+
+    /// Whether this is Valkey at `at` or later (false on Redis).
+    pub fn is_valkey_at_least(&self, at: (u32, u32)) -> bool {
+        self.flavor == Flavor::Valkey && (self.version.0, self.version.1) >= at
+    }
+}
+
+impl std::fmt::Display for ServerIdentity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (a, b, c) = self.version;
+        write!(f, "{:?} {a}.{b}.{c}", self.flavor)
+    }
+}
+
+/// What `INFO server` says the server is.
+#[track_caller]
+pub fn server_identity(con: &mut Connection) -> ServerIdentity {
+    identity_from_info(&info(con, "server"))
+}
+
+/// [`server_identity`] read from an `INFO server` text.
+#[track_caller]
+pub fn identity_from_info(text: &str) -> ServerIdentity {
+    let name = info_value(text, "server_name").unwrap_or_default();
+    let valkey = info_value(text, "valkey_version");
+    let (flavor, version) = match valkey {
+        Some(v) => (Flavor::Valkey, v),
+        None if name.trim().eq_ignore_ascii_case("valkey") => {
+            panic!("server_name:valkey without valkey_version in INFO server:\n{text}")
+        }
+        None => (
+            Flavor::Redis,
+            info_value(text, "redis_version")
+                .unwrap_or_else(|| panic!("no redis_version in INFO server:\n{text}")),
+        ),
+    };
+    let mut parts = version.trim().split('.').map(|p| p.parse::<u32>());
+    let mut next = || match parts.next() {
+        Some(Ok(n)) => n,
+        other => panic!("version {version:?} in INFO server is not numeric: {other:?}"),
+    };
+    ServerIdentity {
+        flavor,
+        version: (next(), next(), next()),
+    }
+}

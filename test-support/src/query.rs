@@ -152,3 +152,26 @@ pub fn restore<C: ConnectionLike>(
         .arg(options)
         .query::<Value>(con)
 }
+
+/// `CONFIG SET sanitize-dump-payload value`, on the servers that have the setting. Valkey 9.1
+/// dropped it (it always validates a payload's listpacks as it loads them; the name is still
+/// accepted in a config file, as a no-op): there this checks the setting is gone and returns
+/// false, and the caller's payloads go through the server's one validation. Everywhere else the
+/// setting must take the value; returns true.
+#[track_caller]
+pub fn set_sanitize_dump_payload(con: &mut Connection, value: &str) -> bool {
+    let id = crate::inspect::server_identity(con);
+    if id.is_valkey_at_least((9, 1)) {
+        let pairs = config_get_all(con, "sanitize-dump-payload");
+        assert!(
+            pairs.is_empty(),
+            "{id} has sanitize-dump-payload after all: {pairs:?}"
+        );
+        return false;
+    }
+    crate::resp::okay(call(
+        con,
+        &["CONFIG", "SET", "sanitize-dump-payload", value],
+    ));
+    true
+}

@@ -161,6 +161,11 @@ impl Lock {
     /// timeout) sends `LOCK.RELEASE key owner` on the same connection before returning the
     /// error: Redis runs it once the wait has ended, so a grant made after this client gave
     /// up is released at once instead of being held for nobody until its TTL.
+    ///
+    /// An error with code `UNBLOCKED` means the server stopped being a master during the wait
+    /// (a failover, `REPLICAOF`), on Redis and Valkey alike: nothing was granted, so nothing is
+    /// released; call again on the new master. Redis closes the connection after that error,
+    /// Valkey 9 keeps it open.
     pub fn acquire(&self, timeout: Option<Duration>) -> Result<Option<LockGuard>> {
         self.acquire_with(wait_arg(timeout))
     }
