@@ -5,9 +5,14 @@
 //! - **Commands.** [`FenceCommands`] (sync, on every [`redis::ConnectionLike`]) and
 //!   [`AsyncFenceCommands`] (async, on every [`redis::aio::ConnectionLike`]) add one method
 //!   per `LOCK.*` and `STOCK.*` command to a connection, as [`redis::Commands`] does for
-//!   Redis's own commands. Replies are typed ([`Deduct`], [`RequestState`], [`LockStatus`],
-//!   [`StockInfo`], each a [`redis::FromRedisValue`]); options are builders
-//!   ([`DeductOptions`], [`AddOptions`], [`RefundOptions`], [`Events`]).
+//!   Redis's own commands. Replies are typed ([`Deduct`], [`Confirm`], [`RequestState`],
+//!   [`RequestDetail`], [`LockStatus`], [`StockInfo`], each a [`redis::FromRedisValue`]);
+//!   options are builders ([`DeductOptions`], [`AddOptions`], [`RefundOptions`], [`Events`]).
+//! - **Orders with a deadline.** [`DeductOptions::hold`] places an order whose units are held
+//!   until a deadline; [`FenceCommands::stock_confirm`] is its payment ([`Confirm::Expired`]
+//!   when the deadline won: refund the money), [`FenceCommands::stock_refund`] its
+//!   cancellation; an order not paid in time gives its units back by itself, inside Redis, and
+//!   an `expire` event goes to its stream.
 //! - **Locks.** [`Lock`] (threads) and [`AsyncLock`] (tokio) are handles on one lock for one
 //!   owner: they acquire a [`LockGuard`] / [`AsyncLockGuard`] that holds the fencing token on
 //!   a connection of its own whose every call is bounded by an I/O timeout independent of the
@@ -76,7 +81,9 @@ pub use lease::{LeaseLost, LostReason, Watchdog};
 pub use lock::{Lock, LockGuard, DEFAULT_IO_TIMEOUT};
 pub use options::{AddOptions, DeductOptions, Events, RefundOptions};
 pub use registry::is_owner_in_use;
-pub use replies::{Deduct, LedgerInfo, LockStatus, RequestState, StockInfo};
+pub use replies::{
+    Confirm, Deduct, EntryState, LedgerInfo, LockStatus, RequestDetail, RequestState, StockInfo,
+};
 
 /// The result type of every call: [`redis::RedisResult`].
 pub type Result<T> = redis::RedisResult<T>;
