@@ -49,6 +49,42 @@
 //! # }
 //! ```
 //!
+//! An order with a deadline to pay (see the main README's "Unpaid orders"):
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use redis_fence_client::{Confirm, DeductOptions, Events, FenceCommands, RefundOptions};
+//!
+//! # fn main() -> redis::RedisResult<()> {
+//! # let mut con = redis::Client::open("redis://127.0.0.1/")?.get_connection()?;
+//! let orders = Events::to("{sku:42}:orders");
+//! // Place: one unit held for 15 minutes (a hold needs an id).
+//! let place = DeductOptions::new()
+//!     .id("order-1002")
+//!     .hold(Duration::from_secs(15 * 60))
+//!     .events(orders.clone());
+//! if con.stock_deduct("{sku:42}", 1, &place)?.remaining().is_none() {
+//!     return Ok(()); // sold out (or a stale fence)
+//! }
+//! // Pay: the payment provider said yes.
+//! match con.stock_confirm("{sku:42}", "order-1002")? {
+//!     Confirm::Confirmed => {} // the order stands
+//!     Confirm::Expired { .. } | Confirm::Refunded => {
+//!         // The deadline (or a cancellation) came first: the units are back on sale.
+//!         // Refund the customer's money.
+//!     }
+//!     Confirm::Unknown => {} // no such order in this stock
+//! }
+//! // Cancel (the customer gives up): the units come back once.
+//! con.stock_refund("{sku:42}", "order-1002", &RefundOptions::new().events(orders))?;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! An order neither paid nor cancelled by its deadline gives its units back inside Redis, and
+//! an `expire` entry goes to its stream: an order consumer cancels the order record on it as on
+//! a `refund` (the `consumer` example does).
+//!
 //! Owners must be unique per holder (a host and process id plus a thread or task id, a
 //! UUID...): the module identifies a holder by its owner string only. Within one process the
 //! guards enforce it: a second guard for the same server, database, key and owner is refused
