@@ -309,10 +309,16 @@ fn module_events_follow_notify_keyspace_events() {
         assert_eq!(int(call(con, &["STOCK.REFUND", "s", "o1"])), 1);
         // A hold confirmed (once: the repeat publishes nothing), and one that expires.
         okay(call(con, &["STOCK.SET", "h", "5"]));
-        int(call(con, &["STOCK.DEDUCT", "h", "1", "ID", "p", "HOLD", "60000"]));
+        int(call(
+            con,
+            &["STOCK.DEDUCT", "h", "1", "ID", "p", "HOLD", "60000"],
+        ));
         assert_eq!(int(call(con, &["STOCK.CONFIRM", "h", "p"])), 1);
         assert_eq!(int(call(con, &["STOCK.CONFIRM", "h", "p"])), 1);
-        int(call(con, &["STOCK.DEDUCT", "h", "1", "ID", "u", "HOLD", "30"]));
+        int(call(
+            con,
+            &["STOCK.DEDUCT", "h", "1", "ID", "u", "HOLD", "30"],
+        ));
         assert!(
             wait_until(Duration::from_secs(10), || {
                 info_int(con, "fence", "fence_holds_expired") == 1

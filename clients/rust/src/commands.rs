@@ -10,7 +10,7 @@ use redis::{Cmd, ConnectionLike, RedisResult};
 
 use crate::millis_ceil;
 use crate::options::{AddOptions, DeductOptions, RefundOptions};
-use crate::replies::{Deduct, LockStatus, RequestState, StockInfo};
+use crate::replies::{Confirm, Deduct, LockStatus, RequestDetail, RequestState, StockInfo};
 
 /// `LOCK.ACQUIRE key owner ttl-ms [WAIT timeout-ms]`; `wait` as [`wait_arg`] computes it.
 pub(crate) fn acquire_cmd(key: &str, owner: &str, ttl: Duration, wait: Option<u64>) -> Cmd {
@@ -91,6 +91,18 @@ fn stock_refund_cmd(key: &str, request_id: &str, options: &RefundOptions) -> Cmd
 
 fn stock_request_cmd(key: &str, request_id: &str) -> Cmd {
     let mut cmd = redis::cmd("STOCK.REQUEST");
+    cmd.arg(key).arg(request_id);
+    cmd
+}
+
+fn stock_request_detail_cmd(key: &str, request_id: &str) -> Cmd {
+    let mut cmd = stock_request_cmd(key, request_id);
+    cmd.arg("DETAIL");
+    cmd
+}
+
+fn stock_confirm_cmd(key: &str, request_id: &str) -> Cmd {
+    let mut cmd = redis::cmd("STOCK.CONFIRM");
     cmd.arg(key).arg(request_id);
     cmd
 }
@@ -210,10 +222,14 @@ pub trait FenceCommands: ConnectionLike + Sized {
         stock_get_cmd(key).query(self)
     }
 
-    /// `STOCK.DEDUCT key quantity [ID …] [FENCE …] [EVENTS …]`: takes `quantity` if that many
-    /// are available, atomically. A stale `FENCE` token is [`Deduct::Stale`], not an error;
-    /// other error replies (a bad quantity, a token from the future, a full ledger, `ID` on a
-    /// plain string, a key of another type) are errors.
+    /// `STOCK.DEDUCT key quantity [ID …] [HOLD …] [FENCE …] [EVENTS …]`: takes `quantity` if
+    /// that many are available, atomically. A stale `FENCE` token is [`Deduct::Stale`], not an
+    /// error; other error replies (a bad quantity, a token from the future, a full ledger, `ID`
+    /// or `HOLD` on a plain string, `HOLD` without `ID`, a key of another type) are errors.
+    ///
+    /// With [`DeductOptions::hold`] this places an order that must be paid by a deadline:
+    /// confirm it with [`stock_confirm`](FenceCommands::stock_confirm), cancel it with
+    /// [`stock_refund`](FenceCommands::stock_refund), or let it expire.
     fn stock_deduct(
         &mut self,
         key: &str,
@@ -224,7 +240,10 @@ pub trait FenceCommands: ConnectionLike + Sized {
     }
 
     /// `STOCK.REFUND key request-id [EVENTS …]`: returns what the request deducted, exactly
-    /// once; the quantity returned, 0 for an unknown or already refunded id or a missing key.
+    /// once, whether it was deducted, held (an order cancelled before its deadline) or
+    /// confirmed (a paid order cancelled later); the quantity returned, 0 for an unknown,
+    /// already refunded or expired id (an expired hold's units came back at its deadline) or a
+    /// missing key.
     fn stock_refund(
         &mut self,
         key: &str,
@@ -234,13 +253,39 @@ pub trait FenceCommands: ConnectionLike + Sized {
         stock_refund_cmd(key, request_id, options).query(self)
     }
 
-    /// `STOCK.REQUEST key request-id`: what the ledger knows of one request.
+    /// `STOCK.CONFIRM key request-id`: the payment of a held order. A hold confirmed before
+    /// its deadline stays sold for good ([`Confirm::Confirmed`], also for a resend and for an
+    /// entry deducted without a hold); a hold whose deadline passed first is
+    /// [`Confirm::Expired`] and a refunded one [`Confirm::Refunded`] (the error replies
+    /// `EXPIRED` and `REFUNDED`, typed: the units are back on sale, refund the money);
+    /// [`Confirm::Unknown`] for an id not in the ledger or a missing key. The deadline and the
+    /// confirmation are decided inside Redis in one step: exactly one wins. Safe to resend.
+    /// Other error replies (a plain integer string, a key of another type, an empty id) are
+    /// errors.
+    fn stock_confirm(&mut self, key: &str, request_id: &str) -> RedisResult<Confirm> {
+        Confirm::from_reply(self.req_command(&stock_confirm_cmd(key, request_id))?)
+    }
+
+    /// `STOCK.REQUEST key request-id`: whether one request still holds units.
+    /// [`stock_request_detail`](FenceCommands::stock_request_detail) tells its state.
     fn stock_request(&mut self, key: &str, request_id: &str) -> RedisResult<RequestState> {
         stock_request_cmd(key, request_id).query(self)
     }
 
-    /// `STOCK.INFO key`: the available quantity and the ledger's figures; `None` when the key
-    /// does not exist.
+    /// `STOCK.REQUEST key request-id DETAIL`: the request's entry in full (state, quantity, a
+    /// hold's deadline); `None` for an unknown id or a missing key. Reads the RESP2 and the
+    /// RESP3 reply. This, not the number a replayed `STOCK.DEDUCT` replies, tells whether an
+    /// order still holds its units.
+    fn stock_request_detail(
+        &mut self,
+        key: &str,
+        request_id: &str,
+    ) -> RedisResult<Option<RequestDetail>> {
+        stock_request_detail_cmd(key, request_id).query(self)
+    }
+
+    /// `STOCK.INFO key`: the available quantity and the ledger's figures (holds included);
+    /// `None` when the key does not exist.
     fn stock_info(&mut self, key: &str) -> RedisResult<Option<StockInfo>> {
         stock_info_cmd(key).query(self)
     }
@@ -363,7 +408,7 @@ pub trait AsyncFenceCommands: redis::aio::ConnectionLike + Send + Sized {
         Box::pin(async move { stock_get_cmd(key).query_async(self).await })
     }
 
-    /// `STOCK.DEDUCT key quantity [ID …] [FENCE …] [EVENTS …]`; see
+    /// `STOCK.DEDUCT key quantity [ID …] [HOLD …] [FENCE …] [EVENTS …]`; see
     /// [`FenceCommands::stock_deduct`].
     fn stock_deduct<'a>(
         &'a mut self,
@@ -398,6 +443,31 @@ pub trait AsyncFenceCommands: redis::aio::ConnectionLike + Send + Sized {
         request_id: &'a str,
     ) -> redis::RedisFuture<'a, RequestState> {
         Box::pin(async move { stock_request_cmd(key, request_id).query_async(self).await })
+    }
+
+    /// `STOCK.CONFIRM key request-id`; see [`FenceCommands::stock_confirm`].
+    fn stock_confirm<'a>(
+        &'a mut self,
+        key: &'a str,
+        request_id: &'a str,
+    ) -> redis::RedisFuture<'a, Confirm> {
+        Box::pin(async move {
+            let cmd = stock_confirm_cmd(key, request_id);
+            Confirm::from_reply(self.req_packed_command(&cmd).await?)
+        })
+    }
+
+    /// `STOCK.REQUEST key request-id DETAIL`; see [`FenceCommands::stock_request_detail`].
+    fn stock_request_detail<'a>(
+        &'a mut self,
+        key: &'a str,
+        request_id: &'a str,
+    ) -> redis::RedisFuture<'a, Option<RequestDetail>> {
+        Box::pin(async move {
+            stock_request_detail_cmd(key, request_id)
+                .query_async(self)
+                .await
+        })
     }
 
     /// `STOCK.INFO key`; see [`FenceCommands::stock_info`].
@@ -435,6 +505,28 @@ mod tests {
         assert_eq!(
             args(&acquire_cmd("k", "o", Duration::from_nanos(1), None)),
             ["LOCK.ACQUIRE", "k", "o", "1"]
+        );
+    }
+
+    #[test]
+    fn order_flow_commands() {
+        assert_eq!(
+            args(&stock_confirm_cmd("{s}", "o-1")),
+            ["STOCK.CONFIRM", "{s}", "o-1"]
+        );
+        assert_eq!(
+            args(&stock_request_detail_cmd("{s}", "o-1")),
+            ["STOCK.REQUEST", "{s}", "o-1", "DETAIL"]
+        );
+        assert_eq!(
+            args(&stock_deduct_cmd(
+                "{s}",
+                2,
+                &DeductOptions::new()
+                    .id("o-1")
+                    .hold(Duration::from_secs(900))
+            )),
+            ["STOCK.DEDUCT", "{s}", "2", "ID", "o-1", "HOLD", "900000"]
         );
     }
 

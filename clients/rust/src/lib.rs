@@ -5,9 +5,14 @@
 //! - **Commands.** [`FenceCommands`] (sync, on every [`redis::ConnectionLike`]) and
 //!   [`AsyncFenceCommands`] (async, on every [`redis::aio::ConnectionLike`]) add one method
 //!   per `LOCK.*` and `STOCK.*` command to a connection, as [`redis::Commands`] does for
-//!   Redis's own commands. Replies are typed ([`Deduct`], [`RequestState`], [`LockStatus`],
-//!   [`StockInfo`], each a [`redis::FromRedisValue`]); options are builders
-//!   ([`DeductOptions`], [`AddOptions`], [`RefundOptions`], [`Events`]).
+//!   Redis's own commands. Replies are typed ([`Deduct`], [`Confirm`], [`RequestState`],
+//!   [`RequestDetail`], [`LockStatus`], [`StockInfo`], each a [`redis::FromRedisValue`]);
+//!   options are builders ([`DeductOptions`], [`AddOptions`], [`RefundOptions`], [`Events`]).
+//! - **Orders with a deadline.** [`DeductOptions::hold`] places an order whose units are held
+//!   until a deadline; [`FenceCommands::stock_confirm`] is its payment ([`Confirm::Expired`]
+//!   when the deadline won: refund the money), [`FenceCommands::stock_refund`] its
+//!   cancellation; an order not paid in time gives its units back by itself, inside Redis, and
+//!   an `expire` event goes to its stream.
 //! - **Locks.** [`Lock`] (threads) and [`AsyncLock`] (tokio) are handles on one lock for one
 //!   owner: they acquire a [`LockGuard`] / [`AsyncLockGuard`] that holds the fencing token on
 //!   a connection of its own whose every call is bounded by an I/O timeout independent of the
@@ -44,6 +49,42 @@
 //! # }
 //! ```
 //!
+//! An order with a deadline to pay (see the main README's "Unpaid orders"):
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use redis_fence_client::{Confirm, DeductOptions, Events, FenceCommands, RefundOptions};
+//!
+//! # fn main() -> redis::RedisResult<()> {
+//! # let mut con = redis::Client::open("redis://127.0.0.1/")?.get_connection()?;
+//! let orders = Events::to("{sku:42}:orders");
+//! // Place: one unit held for 15 minutes (a hold needs an id).
+//! let place = DeductOptions::new()
+//!     .id("order-1002")
+//!     .hold(Duration::from_secs(15 * 60))
+//!     .events(orders.clone());
+//! if con.stock_deduct("{sku:42}", 1, &place)?.remaining().is_none() {
+//!     return Ok(()); // sold out (or a stale fence)
+//! }
+//! // Pay: the payment provider said yes.
+//! match con.stock_confirm("{sku:42}", "order-1002")? {
+//!     Confirm::Confirmed => {} // the order stands
+//!     Confirm::Expired { .. } | Confirm::Refunded => {
+//!         // The deadline (or a cancellation) came first: the units are back on sale.
+//!         // Refund the customer's money.
+//!     }
+//!     Confirm::Unknown => {} // no such order in this stock
+//! }
+//! // Cancel (the customer gives up): the units come back once.
+//! con.stock_refund("{sku:42}", "order-1002", &RefundOptions::new().events(orders))?;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! An order neither paid nor cancelled by its deadline gives its units back inside Redis, and
+//! an `expire` entry goes to its stream: an order consumer cancels the order record on it as on
+//! a `refund` (the `consumer` example does).
+//!
 //! Owners must be unique per holder (a host and process id plus a thread or task id, a
 //! UUID...): the module identifies a holder by its owner string only. Within one process the
 //! guards enforce it: a second guard for the same server, database, key and owner is refused
@@ -76,7 +117,9 @@ pub use lease::{LeaseLost, LostReason, Watchdog};
 pub use lock::{Lock, LockGuard, DEFAULT_IO_TIMEOUT};
 pub use options::{AddOptions, DeductOptions, Events, RefundOptions};
 pub use registry::is_owner_in_use;
-pub use replies::{Deduct, LedgerInfo, LockStatus, RequestState, StockInfo};
+pub use replies::{
+    Confirm, Deduct, EntryState, LedgerInfo, LockStatus, RequestDetail, RequestState, StockInfo,
+};
 
 /// The result type of every call: [`redis::RedisResult`].
 pub type Result<T> = redis::RedisResult<T>;

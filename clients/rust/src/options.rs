@@ -1,4 +1,4 @@
-//! Builders for the options of the stock commands: [`DeductOptions`] (`ID`, `FENCE`,
+//! Builders for the options of the stock commands: [`DeductOptions`] (`ID`, `HOLD`, `FENCE`,
 //! `EVENTS`), [`AddOptions`] (`ID`), [`RefundOptions`] (`EVENTS`), and the [`Events`] stream
 //! they share. Each is a [`ToRedisArgs`] that writes its options in the module's syntax, so it
 //! also works with [`redis::cmd`] directly.
@@ -6,7 +6,11 @@
 //! Fields are private: an option the module gains later is a new builder method, not a
 //! breaking change.
 
+use std::time::Duration;
+
 use redis::{RedisWrite, ToRedisArgs};
+
+use crate::millis_ceil;
 
 /// `EVENTS stream-key [MAXLEN [~|=] n]`: the stream a deduction or refund appends its order
 /// event to, in the same atomic step (see the README's "From stock to orders").
@@ -63,19 +67,26 @@ impl ToRedisArgs for Events {
     }
 }
 
-/// The options of `STOCK.DEDUCT`: `[ID request-id] [FENCE token] [EVENTS stream …]`.
+/// The options of `STOCK.DEDUCT`: `[ID request-id] [HOLD ms] [FENCE token] [EVENTS stream …]`.
 ///
 /// ```
+/// use std::time::Duration;
 /// use redis_fence_client::{DeductOptions, Events};
 /// # let token = 1_700_000_000_000_000u64;
 /// let options = DeductOptions::new()
 ///     .id("order-1001")
 ///     .fence(token)
 ///     .events(Events::to("{sku:42}:orders"));
+/// // An order placed with 15 minutes to pay (see `FenceCommands::stock_confirm`).
+/// let place = DeductOptions::new()
+///     .id("order-1002")
+///     .hold(Duration::from_secs(15 * 60))
+///     .events(Events::to("{sku:42}:orders"));
 /// ```
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 pub struct DeductOptions {
     id: Option<String>,
+    hold: Option<u64>,
     fence: Option<u64>,
     events: Option<Events>,
 }
@@ -91,6 +102,28 @@ impl DeductOptions {
     /// on every deduction a client library might resend.
     pub fn id(mut self, request_id: impl Into<String>) -> DeductOptions {
         self.id = Some(request_id.into());
+        self
+    }
+
+    /// `HOLD ms`: the deduction is **held** until a deadline, the server's clock plus `ttl`
+    /// (sent in whole milliseconds, rounded up): an order placed and not yet paid. Confirm it
+    /// with [`stock_confirm`](crate::FenceCommands::stock_confirm) before the deadline (the
+    /// payment), or its units go back on sale by themselves at the deadline (the entry becomes
+    /// [`EntryState::Expired`](crate::EntryState::Expired), and an `expire` event goes to the
+    /// stock's `EVENTS` stream). [`refund`](crate::FenceCommands::stock_refund) cancels it
+    /// before then.
+    ///
+    /// The server requires [`id`](DeductOptions::id) with a hold (a hold lives in the ledger
+    /// under its request id) and refuses `HOLD` without it, a zero duration, or one above
+    /// `fence.max-hold-ms` (7 days by default) with an error reply; nothing changes then. A
+    /// replay of the id neither moves the deadline nor changes the entry's state.
+    pub fn hold(self, ttl: Duration) -> DeductOptions {
+        self.hold_ms(millis_ceil(ttl))
+    }
+
+    /// `HOLD ms`, in milliseconds: [`hold`](DeductOptions::hold) without the conversion.
+    pub fn hold_ms(mut self, ms: u64) -> DeductOptions {
+        self.hold = Some(ms);
         self
     }
 
@@ -114,6 +147,10 @@ impl ToRedisArgs for DeductOptions {
         if let Some(id) = &self.id {
             out.write_arg(b"ID");
             out.write_arg(id.as_bytes());
+        }
+        if let Some(ms) = self.hold {
+            out.write_arg(b"HOLD");
+            ms.write_redis_args(out);
         }
         if let Some(token) = self.fence {
             out.write_arg(b"FENCE");
@@ -184,6 +221,7 @@ impl ToRedisArgs for RefundOptions {
 #[cfg(test)]
 mod tests {
     use fence_core::args::{parse_deduct_options, parse_refund_options, MaxLen};
+    use fence_core::error::FenceError;
 
     use super::*;
 
@@ -209,6 +247,7 @@ mod tests {
         let parsed = parse_deduct_options(&refs(&all)).unwrap();
         assert_eq!(parsed.id, Some(&b"order 1"[..]));
         assert_eq!(parsed.fence, Some(42));
+        assert_eq!(parsed.hold, None);
         let events = parsed.events.unwrap();
         assert_eq!(all[events.key_index], b"{s}:orders");
         assert_eq!(
@@ -218,6 +257,34 @@ mod tests {
                 len: 1000
             })
         );
+        // HOLD, from a duration (rounded up to whole milliseconds) or from milliseconds.
+        let held = words(
+            &DeductOptions::new()
+                .id("order-2")
+                .hold(Duration::from_micros(900_000_001))
+                .fence(7)
+                .events(Events::to("{s}:orders")),
+        );
+        let parsed = parse_deduct_options(&refs(&held)).unwrap();
+        assert_eq!(parsed.id, Some(&b"order-2"[..]));
+        assert_eq!(parsed.hold, Some(900_001));
+        assert_eq!(parsed.fence, Some(7));
+        assert_eq!(held[parsed.events.unwrap().key_index], b"{s}:orders");
+        let ms = words(&DeductOptions::new().id("o").hold_ms(1));
+        assert_eq!(parse_deduct_options(&refs(&ms)).unwrap().hold, Some(1));
+        // The module refuses what the server must refuse: no id, a zero hold.
+        assert_eq!(
+            parse_deduct_options(&refs(&words(
+                &DeductOptions::new().hold(Duration::from_secs(1))
+            ))),
+            Err(FenceError::HoldNeedsId)
+        );
+        assert!(matches!(
+            parse_deduct_options(&refs(&words(
+                &DeductOptions::new().id("o").hold(Duration::ZERO)
+            ))),
+            Err(FenceError::HoldRange { .. })
+        ));
         let exact = words(&RefundOptions::new().events(Events::to("s").maxlen(0)));
         let events = parse_refund_options(&refs(&exact)).unwrap().unwrap();
         assert_eq!(

@@ -1,5 +1,6 @@
 //! Reading the order events that `STOCK.DEDUCT … EVENTS stream` and `STOCK.REFUND … EVENTS
-//! stream` append, with a consumer group: the reusable part of an order consumer.
+//! stream` append (and the `expire` events of holds whose deadline passed unconfirmed), with a
+//! consumer group: the reusable part of an order consumer.
 //!
 //! An [`OrderStream`] names the stream, the group and this consumer; it creates the group,
 //! reads this consumer's pending entries (what a crash left unacknowledged) and new ones,
@@ -48,11 +49,12 @@ use crate::millis_ceil;
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct OrderEvent {
-    /// `deduct`, `soldout`, `refund` (or anything else another writer put there).
+    /// `deduct`, `soldout`, `refund`, `expire` (a hold whose deadline passed unconfirmed), or
+    /// anything else another writer put there.
     pub kind: String,
     /// The stock key.
     pub sku: String,
-    /// The quantity deducted or refunded.
+    /// The quantity deducted, refunded, or returned by an expiry.
     pub quantity: Option<i64>,
     /// The quantity available after the change.
     pub remaining: Option<i64>,

@@ -1,10 +1,11 @@
 //! The typed replies of the fence commands, each a [`FromRedisValue`]: [`Deduct`],
-//! [`RequestState`], [`LockStatus`], [`StockInfo`].
+//! [`Confirm`], [`RequestState`], [`RequestDetail`] (with its [`EntryState`]), [`LockStatus`],
+//! [`StockInfo`].
 //!
 //! Every conversion is pure (a [`Value`] in, a type out), so it reads the RESP2 and the RESP3
 //! forms alike and is unit-tested without a server.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use fence_core::error::code;
 use redis::{FromRedisValue, ParsingError, RedisResult, Value};
@@ -18,8 +19,11 @@ use redis::{FromRedisValue, ParsingError, RedisResult, Value};
 /// reads the raw reply and returns `Ok(Deduct::Stale)`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Deduct {
-    /// The quantity was deducted, or the request id had already deducted (a replay, which
-    /// deducts nothing); the quantity now available.
+    /// The quantity was deducted, or the request id was already in the ledger (a replay, which
+    /// deducts nothing, whatever the entry's state: held, confirmed, refunded or expired); the
+    /// quantity now available. The number does not tell a fresh deduction from a replay: ask
+    /// [`stock_request_detail`](crate::FenceCommands::stock_request_detail) for the entry's
+    /// state when it matters.
     Remaining(i64),
     /// Fewer than the quantity asked for are available, or the key does not exist; nothing
     /// changed. A request id refused this way may be retried later.
@@ -60,16 +64,124 @@ impl FromRedisValue for Deduct {
     }
 }
 
-/// What a stock's ledger knows of one request id (`STOCK.REQUEST`).
+/// The outcome of `STOCK.CONFIRM` ([`FenceCommands::stock_confirm`](crate::FenceCommands::stock_confirm)):
+/// whether a payment came in time.
+///
+/// As a [`FromRedisValue`], it reads `1` as [`Confirmed`](Confirm::Confirmed), `0` as
+/// [`Unknown`](Confirm::Unknown), and the `EXPIRED` and `REFUNDED` error replies as
+/// [`Expired`](Confirm::Expired) and [`Refunded`](Confirm::Refunded), as [`Deduct`] reads
+/// `STALE`. A plain `query::<Confirm>()` turns those error replies into an `Err` before the
+/// conversion runs; the extension traits' `stock_confirm` reads the raw reply.
+///
+/// ```no_run
+/// use redis_fence_client::{Confirm, FenceCommands};
+/// # fn main() -> redis::RedisResult<()> {
+/// # let mut con = redis::Client::open("redis://127.0.0.1/")?.get_connection()?;
+/// match con.stock_confirm("{sku:42}", "order-1002")? {
+///     Confirm::Confirmed => println!("paid in time: the order stands"),
+///     Confirm::Expired { .. } | Confirm::Refunded => println!("too late: refund the money"),
+///     Confirm::Unknown => println!("no such order in this stock"),
+/// }
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Confirm {
+    /// The entry is confirmed: by this call, or already (a resend), or it was deducted without
+    /// a hold (its units are sold anyway). Its units stay sold.
+    Confirmed,
+    /// The request id is not in the ledger, or the key does not exist. Nothing changed.
+    Unknown,
+    /// The hold's deadline passed first (`EXPIRED request <id> expired at <ms>`): its units are
+    /// back on sale, so a payment that arrives now must be refunded to the customer. `at` is
+    /// the deadline in Unix milliseconds (`None` only if the reply's message does not end with
+    /// it, which this module's replies always do). Nothing changed.
+    Expired {
+        /// The deadline that passed, Unix milliseconds.
+        at: Option<u64>,
+    },
+    /// The request was refunded (`REFUNDED request <id> was refunded`): the order was
+    /// cancelled, its units are back on sale. Nothing changed.
+    Refunded,
+}
+
+impl Confirm {
+    /// Whether the order stands (its units are sold): [`Confirm::Confirmed`].
+    pub fn is_confirmed(self) -> bool {
+        self == Confirm::Confirmed
+    }
+
+    /// The variant an error reply stands for, if it is one of the two `STOCK.CONFIRM` turns
+    /// into outcomes.
+    fn from_server_error(e: &redis::ServerError) -> Option<Confirm> {
+        match e.code() {
+            code::EXPIRED => Some(Confirm::Expired {
+                at: e
+                    .details()
+                    .and_then(|d| d.rsplit(' ').next())
+                    .and_then(|at| at.parse().ok()),
+            }),
+            code::REFUNDED => Some(Confirm::Refunded),
+            _ => None,
+        }
+    }
+
+    /// Reads a raw reply: the `EXPIRED` and `REFUNDED` error replies are outcomes, any other
+    /// error reply an `Err` that keeps its code.
+    pub(crate) fn from_reply(reply: Value) -> RedisResult<Confirm> {
+        if let Value::ServerError(e) = &reply {
+            if let Some(outcome) = Confirm::from_server_error(e) {
+                return Ok(outcome);
+            }
+        }
+        Ok(Confirm::from_redis_value(reply.extract_error()?)?)
+    }
+}
+
+impl FromRedisValue for Confirm {
+    fn from_redis_value(v: Value) -> Result<Self, ParsingError> {
+        if let Value::ServerError(e) = &v {
+            if let Some(outcome) = Confirm::from_server_error(e) {
+                return Ok(outcome);
+            }
+        }
+        match i64::from_redis_value(v)? {
+            1 => Ok(Confirm::Confirmed),
+            0 => Ok(Confirm::Unknown),
+            n => Err(format!("STOCK.CONFIRM replied {n}").into()),
+        }
+    }
+}
+
+/// What a stock's ledger knows of one request id (`STOCK.REQUEST` without `DETAIL`): whether
+/// it still holds units. [`RequestDetail`] (`STOCK.REQUEST … DETAIL`) tells the five states
+/// apart.
+///
+/// Renamed in this version: `Deducted` was called `Held`, which now names a hold with a
+/// deadline ([`EntryState::Held`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum RequestState {
-    /// The request deducted this quantity (at least 1), not refunded.
-    Held(i64),
-    /// The request deducted and was refunded; its id stays spent.
+    /// The request's units (this quantity, at least 1) are taken from the stock: deducted
+    /// without a hold, held until a deadline, or confirmed. `STOCK.REQUEST` does not say
+    /// which; [`stock_request_detail`](crate::FenceCommands::stock_request_detail) does.
+    Deducted(i64),
+    /// The request holds nothing any more: it was refunded, or its hold expired (its units came
+    /// back at the deadline). Its id stays spent: a replay deducts nothing.
     Refunded,
     /// The id is not in the ledger (never deducted, or refused for lack of stock), or the key
     /// does not exist.
     Unknown,
+}
+
+impl RequestState {
+    /// The units the request holds: its quantity while [`Deducted`](RequestState::Deducted), 0
+    /// otherwise.
+    pub fn units(self) -> i64 {
+        match self {
+            RequestState::Deducted(n) => n,
+            RequestState::Refunded | RequestState::Unknown => 0,
+        }
+    }
 }
 
 impl FromRedisValue for RequestState {
@@ -77,8 +189,126 @@ impl FromRedisValue for RequestState {
         Ok(match Option::<i64>::from_redis_value(v)? {
             None => RequestState::Unknown,
             Some(0) => RequestState::Refunded,
-            Some(n) => RequestState::Held(n),
+            Some(n) => RequestState::Deducted(n),
         })
+    }
+}
+
+/// The state of a request-ledger entry, as `STOCK.REQUEST … DETAIL` names it (the main
+/// README's "Stocks" table). `Refunded` and `Expired` are final.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum EntryState {
+    /// Deducted without a hold (`STOCK.DEDUCT … ID`): sold.
+    Deducted,
+    /// Deducted with a hold (`STOCK.DEDUCT … ID … HOLD ms`) and neither confirmed, refunded nor
+    /// expired yet: sold until its deadline ([`RequestDetail::deadline`]).
+    Held,
+    /// A hold confirmed before its deadline (`STOCK.CONFIRM`): sold.
+    Confirmed,
+    /// Refunded (`STOCK.REFUND`): back on sale.
+    Refunded,
+    /// A hold whose deadline passed unconfirmed: its units went back on sale by themselves.
+    Expired,
+}
+
+impl EntryState {
+    /// The state's name in the module's replies and events.
+    pub fn name(self) -> &'static str {
+        match self {
+            EntryState::Deducted => "deducted",
+            EntryState::Held => "held",
+            EntryState::Confirmed => "confirmed",
+            EntryState::Refunded => "refunded",
+            EntryState::Expired => "expired",
+        }
+    }
+
+    /// The state named `name` (lower case, as the module sends it).
+    pub fn from_name(name: &str) -> Option<EntryState> {
+        [
+            EntryState::Deducted,
+            EntryState::Held,
+            EntryState::Confirmed,
+            EntryState::Refunded,
+            EntryState::Expired,
+        ]
+        .into_iter()
+        .find(|s| s.name() == name)
+    }
+
+    /// Whether the entry's units are taken from the stock (deducted, held or confirmed), not
+    /// given back (refunded or expired).
+    pub fn holds_units(self) -> bool {
+        matches!(
+            self,
+            EntryState::Deducted | EntryState::Held | EntryState::Confirmed
+        )
+    }
+}
+
+impl std::fmt::Display for EntryState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// One request-ledger entry in full (`STOCK.REQUEST key id DETAIL`; an unknown id or a missing
+/// key replies nil: `Option<RequestDetail>`). Reads the RESP3 map and the RESP2 flat array.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub struct RequestDetail {
+    /// Where the entry stands. A hold whose deadline has passed reads
+    /// [`EntryState::Expired`], even before the server has applied the expiry.
+    pub state: EntryState,
+    /// What the deduction took, kept after a refund or an expiry.
+    pub quantity: i64,
+    /// The deadline of a [`Held`](EntryState::Held) entry, Unix milliseconds by the server's
+    /// clock; `None` in every other state.
+    pub deadline: Option<u64>,
+}
+
+impl RequestDetail {
+    /// The units the entry holds: [`quantity`](RequestDetail::quantity) while it is deducted,
+    /// held or confirmed, 0 once refunded or expired.
+    pub fn units(&self) -> i64 {
+        if self.state.holds_units() {
+            self.quantity
+        } else {
+            0
+        }
+    }
+
+    /// [`deadline`](RequestDetail::deadline) as a [`SystemTime`].
+    pub fn deadline_time(&self) -> Option<SystemTime> {
+        self.deadline
+            .and_then(|ms| UNIX_EPOCH.checked_add(Duration::from_millis(ms)))
+    }
+}
+
+impl FromRedisValue for RequestDetail {
+    fn from_redis_value(v: Value) -> Result<Self, ParsingError> {
+        let (mut state, mut quantity, mut deadline) = (None, None, None);
+        for (name, value) in field_pairs(v, "STOCK.REQUEST … DETAIL")? {
+            match name.as_str() {
+                "state" => {
+                    let name = String::from_redis_value(value)?;
+                    state = Some(EntryState::from_name(&name).ok_or_else(|| {
+                        ParsingError::from(format!("STOCK.REQUEST replied state {name:?}"))
+                    })?);
+                }
+                "quantity" => quantity = Some(i64::from_redis_value(value)?),
+                "deadline" => deadline = Some(u64::from_redis_value(value)?),
+                _ => {} // a field added by a later module version
+            }
+        }
+        match (state, quantity) {
+            (Some(state), Some(quantity)) => Ok(RequestDetail {
+                state,
+                quantity,
+                deadline: deadline.filter(|_| state == EntryState::Held),
+            }),
+            _ => Err("STOCK.REQUEST … DETAIL replied without state or quantity".into()),
+        }
     }
 }
 
@@ -143,12 +373,23 @@ pub struct LedgerInfo {
     pub fence: u64,
     /// Restock ids (`STOCK.ADD … ID`) in the restock ledger.
     pub restocks: u64,
+    /// Entries held now (`STOCK.DEDUCT … HOLD`, not yet confirmed, refunded or expired). Holds
+    /// whose deadline has passed count as returned, even before the server applies the expiry.
+    /// 0 from a module without holds (which does not send the field).
+    pub held: u64,
+    /// The units of those held entries (part of [`deducted`](LedgerInfo::deducted)); 0 from a
+    /// module without holds.
+    pub held_units: i64,
+    /// The earliest deadline of a held entry, Unix milliseconds; `None` when nothing is held
+    /// (the module sends 0 then) or from a module without holds.
+    pub next_deadline: Option<u64>,
 }
 
 impl FromRedisValue for StockInfo {
     fn from_redis_value(v: Value) -> Result<Self, ParsingError> {
         let mut available = None;
         let (mut deducted, mut requests, mut fence, mut restocks) = (None, None, None, None);
+        let (mut held, mut held_units, mut next_deadline) = (None, None, None);
         for (name, value) in field_pairs(v, "STOCK.INFO")? {
             match name.as_str() {
                 "available" => available = Some(i64::from_redis_value(value)?),
@@ -156,6 +397,9 @@ impl FromRedisValue for StockInfo {
                 "requests" => requests = Some(u64::from_redis_value(value)?),
                 "fence" => fence = Some(u64::from_redis_value(value)?),
                 "restocks" => restocks = Some(u64::from_redis_value(value)?),
+                "held" => held = Some(u64::from_redis_value(value)?),
+                "held-units" => held_units = Some(i64::from_redis_value(value)?),
+                "next-deadline" => next_deadline = Some(u64::from_redis_value(value)?),
                 _ => {} // a field added by a later module version
             }
         }
@@ -165,7 +409,12 @@ impl FromRedisValue for StockInfo {
                 deducted,
                 requests,
                 fence,
+                // Fields a module sends from a later version on: absent from an older one,
+                // which has nothing of the kind to report.
                 restocks: restocks.unwrap_or(0),
+                held: held.unwrap_or(0),
+                held_units: held_units.unwrap_or(0),
+                next_deadline: next_deadline.filter(|&ms| ms != 0),
             }),
             (None, None, None) => None,
             _ => return Err("STOCK.INFO replied part of the ledger's fields".into()),
@@ -242,7 +491,121 @@ mod tests {
         let r = |v| RequestState::from_redis_value(v).unwrap();
         assert_eq!(r(Value::Nil), RequestState::Unknown);
         assert_eq!(r(Value::Int(0)), RequestState::Refunded);
-        assert_eq!(r(Value::Int(4)), RequestState::Held(4));
+        assert_eq!(r(Value::Int(4)), RequestState::Deducted(4));
+        assert_eq!(RequestState::Deducted(4).units(), 4);
+        assert_eq!(RequestState::Refunded.units(), 0);
+        assert_eq!(RequestState::Unknown.units(), 0);
+    }
+
+    #[test]
+    fn confirm_replies() {
+        let expired = error_reply(&fence_core::error::expired("order 1", 1_764_000_000_123));
+        let refunded = error_reply(&fence_core::error::refunded("order-2"));
+        for (reply, outcome) in [
+            (Value::Int(1), Confirm::Confirmed),
+            (Value::Int(0), Confirm::Unknown),
+            (
+                expired,
+                Confirm::Expired {
+                    at: Some(1_764_000_000_123),
+                },
+            ),
+            (refunded, Confirm::Refunded),
+            // An EXPIRED reply without a readable deadline is still an expiry.
+            (
+                error_reply("EXPIRED request x"),
+                Confirm::Expired { at: None },
+            ),
+            (error_reply("EXPIRED"), Confirm::Expired { at: None }),
+        ] {
+            assert_eq!(
+                Confirm::from_redis_value(reply.clone()).unwrap(),
+                outcome,
+                "{reply:?}"
+            );
+            assert_eq!(
+                Confirm::from_reply(reply.clone()).unwrap(),
+                outcome,
+                "{reply:?}"
+            );
+        }
+        assert!(Confirm::Confirmed.is_confirmed());
+        assert!(!Confirm::Expired { at: None }.is_confirmed());
+        // Other error replies stay errors and keep their code.
+        let e = Confirm::from_reply(error_reply(fence_core::error::NEEDS_STOCK)).unwrap_err();
+        assert_eq!(e.code(), Some(code::ERR), "{e}");
+        let e = Confirm::from_reply(error_reply(fence_core::error::WRONGTYPE)).unwrap_err();
+        assert_eq!(e.code(), Some(code::WRONGTYPE), "{e}");
+        assert!(Confirm::from_reply(stale_reply()).is_err());
+        assert!(Confirm::from_redis_value(Value::Int(2)).is_err());
+        assert!(Confirm::from_redis_value(Value::Nil).is_err());
+    }
+
+    #[test]
+    fn request_detail_resp2_and_resp3() {
+        let held = RequestDetail {
+            state: EntryState::Held,
+            quantity: 2,
+            deadline: Some(1_764_000_900_000),
+        };
+        let flat = Value::Array(vec![
+            bulk("state"),
+            bulk("held"),
+            bulk("quantity"),
+            Value::Int(2),
+            bulk("deadline"),
+            Value::Int(1_764_000_900_000),
+            bulk("later-field"),
+            Value::Int(1),
+        ]);
+        assert_eq!(RequestDetail::from_redis_value(flat).unwrap(), held);
+        let map = Value::Map(vec![
+            (bulk("state"), Value::SimpleString("held".into())),
+            (bulk("quantity"), Value::Int(2)),
+            (bulk("deadline"), Value::Int(1_764_000_900_000)),
+        ]);
+        assert_eq!(RequestDetail::from_redis_value(map).unwrap(), held);
+        assert_eq!(held.units(), 2);
+        assert_eq!(
+            held.deadline_time(),
+            Some(UNIX_EPOCH + Duration::from_millis(1_764_000_900_000))
+        );
+        for state in [
+            EntryState::Deducted,
+            EntryState::Confirmed,
+            EntryState::Refunded,
+            EntryState::Expired,
+        ] {
+            let map = Value::Map(vec![
+                (bulk("state"), bulk(state.name())),
+                (bulk("quantity"), Value::Int(3)),
+            ]);
+            let detail = RequestDetail::from_redis_value(map).unwrap();
+            assert_eq!(
+                (detail.state, detail.quantity, detail.deadline),
+                (state, 3, None)
+            );
+            assert_eq!(detail.units(), if state.holds_units() { 3 } else { 0 });
+            assert_eq!(detail.deadline_time(), None);
+            assert_eq!(EntryState::from_name(&state.to_string()), Some(state));
+        }
+        assert_eq!(
+            Option::<RequestDetail>::from_redis_value(Value::Nil).unwrap(),
+            None
+        );
+        let unknown = Value::Array(vec![
+            bulk("state"),
+            bulk("pending"),
+            bulk("quantity"),
+            Value::Int(1),
+        ]);
+        assert!(RequestDetail::from_redis_value(unknown).is_err());
+        assert!(
+            RequestDetail::from_redis_value(Value::Array(vec![bulk("state"), bulk("held")]))
+                .is_err()
+        );
+        assert!(RequestDetail::from_redis_value(Value::Int(1)).is_err());
+        assert_eq!(EntryState::from_name("HELD"), None);
     }
 
     #[test]
@@ -304,17 +667,71 @@ mod tests {
             (bulk("requests"), Value::Int(1)),
             (bulk("fence"), Value::Int(0)),
             (bulk("restocks"), Value::Int(3)),
+            (bulk("held"), Value::Int(1)),
+            (bulk("held-units"), Value::Int(2)),
+            (bulk("next-deadline"), Value::Int(1_764_000_900_000)),
+        ]);
+        let expected = StockInfo {
+            available: 8,
+            ledger: Some(LedgerInfo {
+                deducted: 2,
+                requests: 1,
+                fence: 0,
+                restocks: 3,
+                held: 1,
+                held_units: 2,
+                next_deadline: Some(1_764_000_900_000),
+            }),
+        };
+        assert_eq!(StockInfo::from_redis_value(stock).unwrap(), expected);
+        // RESP2: the same fields as a flat array; nothing held: next-deadline 0.
+        let flat = Value::Array(vec![
+            bulk("available"),
+            Value::Int(8),
+            bulk("deducted"),
+            Value::Int(2),
+            bulk("requests"),
+            Value::Int(1),
+            bulk("fence"),
+            Value::Int(0),
+            bulk("restocks"),
+            Value::Int(3),
+            bulk("held"),
+            Value::Int(0),
+            bulk("held-units"),
+            Value::Int(0),
+            bulk("next-deadline"),
+            Value::Int(0),
+        ]);
+        let ledger = StockInfo::from_redis_value(flat).unwrap().ledger.unwrap();
+        assert_eq!(
+            (ledger.held, ledger.held_units, ledger.next_deadline),
+            (0, 0, None)
+        );
+        // A module from before holds (and before restock ids) sends neither.
+        let older = Value::Array(vec![
+            bulk("available"),
+            Value::Int(8),
+            bulk("deducted"),
+            Value::Int(2),
+            bulk("requests"),
+            Value::Int(1),
+            bulk("fence"),
+            Value::Int(0),
         ]);
         assert_eq!(
-            StockInfo::from_redis_value(stock).unwrap(),
+            StockInfo::from_redis_value(older).unwrap(),
             StockInfo {
                 available: 8,
                 ledger: Some(LedgerInfo {
                     deducted: 2,
                     requests: 1,
                     fence: 0,
-                    restocks: 3
-                })
+                    restocks: 0,
+                    held: 0,
+                    held_units: 0,
+                    next_deadline: None,
+                }),
             }
         );
         let plain = Value::Array(vec![bulk("available"), Value::Int(-4)]);

@@ -16,8 +16,8 @@ use common::{calls, ms, Monitor, Paused, Server, EVENT_DEADLINE};
 use redis::aio::MultiplexedConnection;
 use redis_fence_client::orders::OrderStream;
 use redis_fence_client::{
-    is_owner_in_use, AsyncFenceCommands, AsyncLock, Deduct, DeductOptions, Events, Lock,
-    LostReason, RefundOptions, RequestState, Watchdog,
+    is_owner_in_use, AsyncFenceCommands, AsyncLock, Confirm, Deduct, DeductOptions, EntryState,
+    Events, Lock, LostReason, RefundOptions, RequestState, Watchdog,
 };
 
 const LEASE: Duration = Duration::from_secs(3);
@@ -83,7 +83,7 @@ async fn commands_on_a_multiplexed_connection() {
     );
     assert_eq!(
         con.stock_request("{s}", "o-1").await.unwrap(),
-        RequestState::Held(3)
+        RequestState::Deducted(3)
     );
     assert!(con.lock_release("{s}:lock", "w1", t1).await.unwrap());
     let t2 = con
@@ -133,6 +133,147 @@ async fn commands_on_a_multiplexed_connection() {
         .is_empty());
     let claimed = orders.claim_async(&mut con, ms(0), "0-0").await.unwrap();
     assert!(claimed.deliveries.is_empty() && claimed.next.is_none());
+}
+
+/// The order flow on the async commands: place with a hold, pay, cancel, and an order left
+/// unpaid whose hold expires (waited for as its `expire` event, not by sleeping).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_order_flow_on_a_multiplexed_connection() {
+    let server = Server::start();
+    let mut con = conn(&server).await;
+    con.stock_set("{a}", 10).await.unwrap();
+    let place = |id: &str, hold: Duration| {
+        DeductOptions::new()
+            .id(id)
+            .hold(hold)
+            .events(Events::to("{a}:orders"))
+    };
+    let ten_minutes = Duration::from_secs(600);
+    assert_eq!(
+        con.stock_deduct("{a}", 1, &place("paid", ten_minutes))
+            .await
+            .unwrap(),
+        Deduct::Remaining(9)
+    );
+    let detail = con
+        .stock_request_detail("{a}", "paid")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((detail.state, detail.quantity), (EntryState::Held, 1));
+    let deadline = detail.deadline.expect("a deadline");
+    let ledger = con
+        .stock_info("{a}")
+        .await
+        .unwrap()
+        .unwrap()
+        .ledger
+        .unwrap();
+    assert_eq!((ledger.held, ledger.held_units), (1, 1));
+    assert_eq!(ledger.next_deadline, Some(deadline));
+    assert_eq!(
+        con.stock_confirm("{a}", "paid").await.unwrap(),
+        Confirm::Confirmed
+    );
+    assert_eq!(
+        con.stock_request_detail("{a}", "paid")
+            .await
+            .unwrap()
+            .map(|d| (d.state, d.deadline)),
+        Some((EntryState::Confirmed, None))
+    );
+    assert_eq!(
+        con.stock_deduct("{a}", 2, &place("cancelled", ten_minutes))
+            .await
+            .unwrap(),
+        Deduct::Remaining(7)
+    );
+    assert_eq!(
+        con.stock_refund("{a}", "cancelled", &RefundOptions::new())
+            .await
+            .unwrap(),
+        2
+    );
+    assert_eq!(
+        con.stock_confirm("{a}", "cancelled").await.unwrap(),
+        Confirm::Refunded
+    );
+    assert_eq!(
+        con.stock_confirm("{a}", "nobody").await.unwrap(),
+        Confirm::Unknown
+    );
+    assert_eq!(
+        con.stock_request_detail("{a}", "nobody").await.unwrap(),
+        None
+    );
+
+    // Left unpaid: the module returns the units at the deadline and writes the expire event.
+    assert_eq!(
+        con.stock_deduct("{a}", 4, &place("unpaid", ms(30)))
+            .await
+            .unwrap(),
+        Deduct::Remaining(5)
+    );
+    let orders = OrderStream::new("{a}:orders", "g", "c1");
+    orders.create_group_async(&mut con).await.unwrap();
+    // Read the stream until the expire entry comes (blocking reads of 100 ms).
+    let mut seen = Vec::new();
+    let deadline = Instant::now() + EVENT_DEADLINE;
+    let mut expired = false;
+    while !expired && Instant::now() < deadline {
+        let new = orders
+            .read_new_async(&mut con, Some(ms(100)))
+            .await
+            .unwrap();
+        seen.extend(new.into_iter().filter_map(|d| d.event));
+        expired = seen.iter().any(|e| e.kind == "expire");
+    }
+    assert!(
+        expired,
+        "no expire event after {EVENT_DEADLINE:?}: {seen:?}"
+    );
+    let kinds: Vec<(&str, String)> = seen
+        .iter()
+        .map(|e| (e.kind.as_str(), e.order_key()))
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            ("deduct", "paid".to_string()),
+            ("deduct", "cancelled".to_string()),
+            ("deduct", "unpaid".to_string()),
+            ("expire", "unpaid".to_string())
+        ]
+    );
+    let expire = &seen[3];
+    assert_eq!((expire.quantity, expire.remaining), (Some(4), Some(9)));
+    assert_eq!(
+        con.stock_request("{a}", "unpaid").await.unwrap(),
+        RequestState::Refunded
+    );
+    assert_eq!(
+        con.stock_request_detail("{a}", "unpaid")
+            .await
+            .unwrap()
+            .map(|d| (d.state, d.quantity)),
+        Some((EntryState::Expired, 4))
+    );
+    assert!(matches!(
+        con.stock_confirm("{a}", "unpaid").await.unwrap(),
+        Confirm::Expired { at: Some(_) }
+    ));
+    assert_eq!(con.stock_get("{a}").await.unwrap(), Some(9));
+    let ledger = con
+        .stock_info("{a}")
+        .await
+        .unwrap()
+        .unwrap()
+        .ledger
+        .unwrap();
+    assert_eq!(
+        (ledger.deducted, ledger.held, ledger.next_deadline),
+        (1, 0, None)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

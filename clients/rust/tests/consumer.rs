@@ -1,6 +1,7 @@
 //! The order consumer (the `consumer` example, built on `redis_fence_client::orders`)
 //! end to end against a real server: buyers deduct with `EVENTS` while consumers crash and
 //! restart; every order is created exactly once, every rejected order is refunded exactly
+//! once, every order cancelled by a refund or an expired hold is cancelled in the book exactly
 //! once, and the stock and the orders add up.
 
 mod common;
@@ -16,7 +17,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use common::{ms, wait_until, Server, EVENT_DEADLINE};
 use redis::{Connection, Value};
-use redis_fence_client::{FenceCommands, RequestState};
+use redis_fence_client::{
+    Confirm, DeductOptions, EntryState, Events, FenceCommands, RefundOptions, RequestState,
+};
 
 // The example's application, compiled into this test as it is into the example.
 #[path = "../examples/consumer/app.rs"]
@@ -153,7 +156,7 @@ fn config(consumer: &str, book: &Path) -> Config {
 /// What every test checks at the end: nothing pending; each deduction in the stream is in the
 /// book exactly once, rejected exactly when its id ends in 7, with its quantity; each rejected
 /// order refunded exactly once (the ledger says refunded, one `refund` entry); each created
-/// order still held; the initial stock is what is left plus what the created orders hold.
+/// order still deducted; the initial stock is what is left plus what the created orders hold.
 /// Returns (created, rejected).
 #[track_caller]
 fn check_books(con: &mut Connection, book: &Path, initial: i64) -> (usize, usize) {
@@ -200,7 +203,7 @@ fn check_books(con: &mut Connection, book: &Path, initial: i64) -> (usize, usize
         } else {
             created += 1;
             assert_eq!(order.status, Status::Created, "{key}");
-            assert_eq!(state, RequestState::Held(q), "{key}");
+            assert_eq!(state, RequestState::Deducted(q), "{key}");
             assert_eq!(refunds.get(key), None, "{key} refunded");
             held += q;
         }
@@ -504,4 +507,122 @@ fn rejected_orders_are_refunded_once_across_crashes() {
     let (created, rejected) = check_books(&mut con, &book, 20);
     assert_eq!((created, rejected), (2, 2));
     assert_eq!(con.stock_get(SKU).unwrap(), Some(16));
+}
+
+/// Orders placed with a hold: one paid in time, one cancelled by the customer (a `refund`
+/// entry), two left unpaid whose holds expire (`expire` entries, written by the module at the
+/// deadline). The consumer crashes right after writing the first cancellation and before its
+/// `XACK`; after the restart every order is in the book once, each cancelled order has
+/// exactly one `cancelled` line, and the stock left plus the orders that stand is the initial
+/// stock.
+#[test]
+fn a_held_order_that_expires_is_cancelled_in_the_book_exactly_once() {
+    let server = Server::start();
+    let mut con = server.conn();
+    con.stock_set(SKU, 10).unwrap();
+    let dir = TempDir::new();
+    let book = dir.path("orders.jsonl");
+    let place = |con: &mut Connection, id: &str, quantity: i64, hold: Duration| {
+        let options = DeductOptions::new()
+            .id(id)
+            .hold(hold)
+            .events(Events::to(STREAM));
+        con.stock_deduct(SKU, quantity, &options)
+            .unwrap()
+            .remaining()
+            .expect("in stock")
+    };
+    let ten_minutes = Duration::from_secs(600);
+    place(&mut con, "paid", 1, ten_minutes);
+    place(&mut con, "unpaid-1", 2, ms(50));
+    place(&mut con, "gave-up", 3, ten_minutes);
+    place(&mut con, "unpaid-2", 1, ms(50));
+    assert_eq!(con.stock_confirm(SKU, "paid").unwrap(), Confirm::Confirmed);
+    let cancel = RefundOptions::new().events(Events::to(STREAM));
+    assert_eq!(con.stock_refund(SKU, "gave-up", &cancel).unwrap(), 3);
+    // The module's timer returns the unpaid holds and writes their expire entries.
+    let expires = |con: &mut Connection| {
+        xrange(con, STREAM)
+            .iter()
+            .filter(|e| field(e, "type") == Some("expire"))
+            .count()
+    };
+    assert!(
+        wait_until(EVENT_DEADLINE, || expires(&mut con) == 2),
+        "{} expire entries after {EVENT_DEADLINE:?}",
+        expires(&mut con)
+    );
+    assert_eq!(con.stock_get(SKU).unwrap(), Some(9));
+
+    // Four deducts written, then the first cancellation: crash before its XACK.
+    let mut cfg = config("c1", &book);
+    cfg.crash_after_writes = Some(5);
+    let run = app::run(&mut con, &cfg).unwrap();
+    assert_eq!((run.created, run.cancelled), (4, 1), "{run:?}");
+    let crashed = run.crashed_at.clone().expect("c1 did not crash");
+    assert!(pending_of(&mut con, "c1").contains(&crashed));
+    // Restarted: the crashed cancellation is acknowledged without a second line.
+    cfg.crash_after_writes = None;
+    let run = app::run(&mut con, &cfg).unwrap();
+    assert_eq!(
+        (run.created, run.cancelled, run.duplicates),
+        (0, 2, 1),
+        "{run:?}"
+    );
+    // A third run finds nothing to do.
+    let run = app::run(&mut con, &cfg).unwrap();
+    assert_eq!(
+        (run.created, run.cancelled, run.acked),
+        (0, 0, 0),
+        "{run:?}"
+    );
+    assert_eq!(pending_count(&mut con), 0);
+
+    // The book: per order its lines in order; each cancellation once, from its own entry.
+    let entries = xrange(&mut con, STREAM);
+    let mut lines: BTreeMap<String, Vec<Status>> = BTreeMap::new();
+    for order in OrderBook::read(&book).unwrap() {
+        let entry = entries
+            .iter()
+            .find(|e| e.0 == order.entry)
+            .expect("the line's stream entry");
+        let kind = field(entry, "type").unwrap();
+        match order.status {
+            Status::Created => assert_eq!(kind, "deduct", "{order:?}"),
+            Status::Cancelled => assert!(kind == "expire" || kind == "refund", "{order:?}"),
+            Status::Rejected => panic!("nothing was rejected: {order:?}"),
+        }
+        assert_eq!(
+            Some(order.quantity.to_string().as_str()),
+            field(entry, "quantity")
+        );
+        lines.entry(order.key).or_default().push(order.status);
+    }
+    let created = vec![Status::Created];
+    let cancelled = vec![Status::Created, Status::Cancelled];
+    let expected: BTreeMap<String, Vec<Status>> = [
+        ("gave-up", cancelled.clone()),
+        ("paid", created),
+        ("unpaid-1", cancelled.clone()),
+        ("unpaid-2", cancelled),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    assert_eq!(lines, expected);
+    // The ledger agrees: each cancelled order holds nothing, the paid one its unit.
+    for (id, state) in [
+        ("paid", EntryState::Confirmed),
+        ("gave-up", EntryState::Refunded),
+        ("unpaid-1", EntryState::Expired),
+        ("unpaid-2", EntryState::Expired),
+    ] {
+        let detail = con.stock_request_detail(SKU, id).unwrap().unwrap();
+        assert_eq!(detail.state, state, "{id}");
+    }
+    assert_eq!(
+        con.stock_request(SKU, "paid").unwrap(),
+        RequestState::Deducted(1)
+    );
+    assert_eq!(con.stock_get(SKU).unwrap(), Some(10 - 1));
 }

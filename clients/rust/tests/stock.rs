@@ -1,13 +1,17 @@
 //! The stock methods of `FenceCommands` against a real server: typed deductions (including
-//! `Stale`), the options builders, request states, `STOCK.INFO`, RESP2 and RESP3.
+//! `Stale`), the options builders, request states, `STOCK.INFO`, RESP2 and RESP3, and the order
+//! flow with holds (place, pay, cancel, expire; `STOCK.REQUEST … DETAIL`, `Confirm`).
+//!
+//! Expiries are waited for as events (an `expire` entry in the stream, the server's clock past
+//! a deadline) with a deadline only a failure exhausts, never by sleeping for a hold's length.
 
 mod common;
 
-use common::{ms, Server};
+use common::{ms, wait_until, Server, EVENT_DEADLINE};
 use fence_core::error::code;
 use redis_fence_client::{
-    AddOptions, Deduct, DeductOptions, Events, FenceCommands, RefundOptions, RequestState,
-    StockInfo,
+    AddOptions, Confirm, Deduct, DeductOptions, EntryState, Events, FenceCommands, RefundOptions,
+    RequestState, StockInfo,
 };
 
 /// The options of the calls below: an optional id and fence.
@@ -186,7 +190,7 @@ fn request_states_follow_deduct_and_refund() {
     );
     assert_eq!(
         con.stock_request("sku:5", "o1").unwrap(),
-        RequestState::Held(3)
+        RequestState::Deducted(3)
     );
     // A request refused for lack of stock stays unknown (and may be retried).
     assert_eq!(
@@ -317,4 +321,362 @@ fn options_builders_on_the_wire() {
         .query(&mut con)
         .unwrap();
     assert_eq!(sold, Deduct::SoldOut);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Orders with a deadline: HOLD, STOCK.CONFIRM, STOCK.REQUEST … DETAIL, the expiry
+// ---------------------------------------------------------------------------------------------
+
+/// The server's clock, Unix milliseconds (`TIME`).
+fn server_ms(con: &mut redis::Connection) -> u64 {
+    let (secs, micros): (u64, u64) = redis::cmd("TIME").query(con).expect("TIME");
+    secs * 1000 + micros / 1000
+}
+
+/// Places `id` (`quantity` units held for `hold_ms`, with events on `stream` when given) and
+/// returns the reply and the bounds the deadline must lie in: the server's clock read before
+/// and after the call, plus `hold_ms`. No timer is raced: the bounds hold however slow the
+/// machine is.
+fn place(
+    con: &mut redis::Connection,
+    key: &str,
+    quantity: i64,
+    id: &str,
+    hold_ms: u64,
+    stream: Option<&str>,
+) -> (Deduct, std::ops::RangeInclusive<u64>) {
+    let mut options = DeductOptions::new().id(id).hold(ms(hold_ms));
+    if let Some(stream) = stream {
+        options = options.events(Events::to(stream));
+    }
+    let before = server_ms(con);
+    let reply = con.stock_deduct(key, quantity, &options).unwrap();
+    let after = server_ms(con);
+    (reply, before + hold_ms..=after + hold_ms)
+}
+
+/// A stream's `expire` entries: their fields by name.
+fn expire_entries(
+    con: &mut redis::Connection,
+    stream: &str,
+) -> Vec<std::collections::HashMap<String, String>> {
+    let entries: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+        .arg(stream)
+        .arg("-")
+        .arg("+")
+        .query(con)
+        .unwrap();
+    entries
+        .ids
+        .iter()
+        .map(|e| {
+            e.map
+                .iter()
+                .map(|(k, v)| (k.clone(), redis::from_redis_value(v.clone()).unwrap()))
+                .collect::<std::collections::HashMap<String, String>>()
+        })
+        .filter(|f| f.get("type").map(String::as_str) == Some("expire"))
+        .collect()
+}
+
+const MINUTES_10: u64 = 600_000;
+
+#[test]
+fn place_pay_and_cancel_orders_with_holds() {
+    let server = Server::start();
+    let mut con = server.conn();
+    let mut resp3 = server.conn_resp3();
+    con.stock_set("{o}", 10).unwrap();
+
+    // Place: held until a deadline the server's clock sets.
+    let (placed, bounds) = place(&mut con, "{o}", 1, "paid", MINUTES_10, Some("{o}:orders"));
+    assert_eq!(placed, Deduct::Remaining(9));
+    for c in [&mut con, &mut resp3] {
+        let detail = c.stock_request_detail("{o}", "paid").unwrap().unwrap();
+        assert_eq!((detail.state, detail.quantity), (EntryState::Held, 1));
+        let deadline = detail.deadline.expect("a held entry's deadline");
+        assert!(bounds.contains(&deadline), "{deadline} not in {bounds:?}");
+        assert_eq!(detail.units(), 1);
+        assert_eq!(
+            c.stock_request("{o}", "paid").unwrap(),
+            RequestState::Deducted(1)
+        );
+        let ledger = c.stock_info("{o}").unwrap().unwrap().ledger.unwrap();
+        assert_eq!((ledger.deducted, ledger.held, ledger.held_units), (1, 1, 1));
+        assert_eq!(ledger.next_deadline, Some(deadline));
+    }
+    // A replay neither deducts nor moves the deadline, whatever HOLD it carries.
+    let before = con.stock_request_detail("{o}", "paid").unwrap();
+    let replay = DeductOptions::new().id("paid").hold(ms(1));
+    assert_eq!(
+        con.stock_deduct("{o}", 5, &replay).unwrap(),
+        Deduct::Remaining(9)
+    );
+    assert_eq!(con.stock_request_detail("{o}", "paid").unwrap(), before);
+
+    // Pay: confirmed, and a resend says the same.
+    assert_eq!(
+        con.stock_confirm("{o}", "paid").unwrap(),
+        Confirm::Confirmed
+    );
+    assert_eq!(
+        resp3.stock_confirm("{o}", "paid").unwrap(),
+        Confirm::Confirmed
+    );
+    for c in [&mut con, &mut resp3] {
+        let detail = c.stock_request_detail("{o}", "paid").unwrap().unwrap();
+        assert_eq!(
+            (detail.state, detail.quantity, detail.deadline),
+            (EntryState::Confirmed, 1, None)
+        );
+        let ledger = c.stock_info("{o}").unwrap().unwrap().ledger.unwrap();
+        assert_eq!(
+            (
+                ledger.deducted,
+                ledger.held,
+                ledger.held_units,
+                ledger.next_deadline
+            ),
+            (1, 0, 0, None)
+        );
+    }
+
+    // Cancel before paying: the units come back once; a payment after that is too late.
+    let (placed, _) = place(&mut con, "{o}", 2, "cancelled", MINUTES_10, None);
+    assert_eq!(placed, Deduct::Remaining(7));
+    assert_eq!(
+        con.stock_refund("{o}", "cancelled", &RefundOptions::new())
+            .unwrap(),
+        2
+    );
+    assert_eq!(
+        con.stock_refund("{o}", "cancelled", &RefundOptions::new())
+            .unwrap(),
+        0
+    );
+    assert_eq!(
+        con.stock_confirm("{o}", "cancelled").unwrap(),
+        Confirm::Refunded
+    );
+    let detail = con
+        .stock_request_detail("{o}", "cancelled")
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (
+            detail.state,
+            detail.quantity,
+            detail.deadline,
+            detail.units()
+        ),
+        (EntryState::Refunded, 2, None, 0)
+    );
+    assert_eq!(
+        con.stock_request("{o}", "cancelled").unwrap(),
+        RequestState::Refunded
+    );
+
+    // A paid order cancelled later returns its units too.
+    assert_eq!(
+        con.stock_refund("{o}", "paid", &RefundOptions::new())
+            .unwrap(),
+        1
+    );
+    assert_eq!(con.stock_confirm("{o}", "paid").unwrap(), Confirm::Refunded);
+    assert_eq!(con.stock_get("{o}").unwrap(), Some(10));
+
+    // A deduction without a hold: DETAIL says deducted; CONFIRM says confirmed, changes nothing.
+    assert_eq!(
+        con.stock_deduct("{o}", 3, &opts(Some("plain"), None))
+            .unwrap(),
+        Deduct::Remaining(7)
+    );
+    assert_eq!(
+        con.stock_confirm("{o}", "plain").unwrap(),
+        Confirm::Confirmed
+    );
+    let detail = con.stock_request_detail("{o}", "plain").unwrap().unwrap();
+    assert_eq!(
+        (detail.state, detail.quantity, detail.deadline),
+        (EntryState::Deducted, 3, None)
+    );
+
+    // Unknown ids and missing keys.
+    for c in [&mut con, &mut resp3] {
+        assert_eq!(c.stock_confirm("{o}", "nope").unwrap(), Confirm::Unknown);
+        assert_eq!(
+            c.stock_confirm("{missing}", "paid").unwrap(),
+            Confirm::Unknown
+        );
+        assert_eq!(c.stock_request_detail("{o}", "nope").unwrap(), None);
+        assert_eq!(c.stock_request_detail("{missing}", "paid").unwrap(), None);
+    }
+    let events: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+        .arg("{o}:orders")
+        .arg("-")
+        .arg("+")
+        .query(&mut con)
+        .unwrap();
+    assert_eq!(events.ids.len(), 1, "one deduct event, nothing else");
+}
+
+#[test]
+fn bad_holds_and_confirms_are_errors_that_change_nothing() {
+    let server = Server::start();
+    let mut con = server.conn();
+    con.stock_set("{b}", 5).unwrap();
+    // HOLD without ID, a zero hold, one past fence.max-hold-ms (7 days by default).
+    for options in [
+        DeductOptions::new().hold(ms(1_000)),
+        DeductOptions::new().id("x").hold(std::time::Duration::ZERO),
+        DeductOptions::new().id("x").hold_ms(8 * 86_400_000),
+    ] {
+        let e = con.stock_deduct("{b}", 1, &options).unwrap_err();
+        assert_eq!(e.code(), Some(code::ERR), "{options:?}: {e}");
+    }
+    assert_eq!(
+        con.stock_request("{b}", "x").unwrap(),
+        RequestState::Unknown
+    );
+    assert_eq!(con.stock_get("{b}").unwrap(), Some(5));
+    // Holds need the module type: a plain integer string is refused, a lock is another type.
+    redis::cmd("SET")
+        .arg("{b}:plain")
+        .arg(5)
+        .query::<()>(&mut con)
+        .unwrap();
+    let hold = DeductOptions::new().id("x").hold(ms(1_000));
+    let e = con.stock_deduct("{b}:plain", 1, &hold).unwrap_err();
+    assert_eq!(e.code(), Some(code::ERR), "{e}");
+    let e = con.stock_confirm("{b}:plain", "x").unwrap_err();
+    assert_eq!(e.code(), Some(code::ERR), "{e}");
+    let e = con.stock_request_detail("{b}:plain", "x").unwrap_err();
+    assert_eq!(e.code(), Some(code::ERR), "{e}");
+    con.lock_acquire("{b}:lock", "w", ms(30_000)).unwrap();
+    let e = con.stock_confirm("{b}:lock", "x").unwrap_err();
+    assert_eq!(e.code(), Some(code::WRONGTYPE), "{e}");
+    let e = con.stock_confirm("{b}", "").unwrap_err();
+    assert_eq!(e.code(), Some(code::ERR), "{e}");
+    assert_eq!(
+        redis::cmd("GET")
+            .arg("{b}:plain")
+            .query::<i64>(&mut con)
+            .unwrap(),
+        5
+    );
+}
+
+#[test]
+fn an_unpaid_order_expires_once_and_a_late_payment_is_told_so() {
+    let server = Server::start();
+    let mut con = server.conn();
+    let mut resp3 = server.conn_resp3();
+    con.stock_set("{e}", 10).unwrap();
+    let (placed, bounds) = place(&mut con, "{e}", 3, "unpaid", 50, Some("{e}:orders"));
+    assert_eq!(placed, Deduct::Remaining(7));
+    // Wait for the module's timer to return the units: the expire event is in the stream.
+    assert!(
+        wait_until(EVENT_DEADLINE, || !expire_entries(&mut con, "{e}:orders")
+            .is_empty()),
+        "no expire event after {EVENT_DEADLINE:?}"
+    );
+    let expires = expire_entries(&mut con, "{e}:orders");
+    assert_eq!(expires.len(), 1, "{expires:?}");
+    let event = &expires[0];
+    assert_eq!(
+        (
+            event["sku"].as_str(),
+            event["id"].as_str(),
+            event["quantity"].as_str(),
+            event["remaining"].as_str()
+        ),
+        ("{e}", "unpaid", "3", "10")
+    );
+    for c in [&mut con, &mut resp3] {
+        let detail = c.stock_request_detail("{e}", "unpaid").unwrap().unwrap();
+        assert_eq!(
+            (
+                detail.state,
+                detail.quantity,
+                detail.deadline,
+                detail.units()
+            ),
+            (EntryState::Expired, 3, None, 0)
+        );
+        assert_eq!(
+            c.stock_request("{e}", "unpaid").unwrap(),
+            RequestState::Refunded,
+            "an expired order holds nothing"
+        );
+        let info = c.stock_info("{e}").unwrap().unwrap();
+        let ledger = info.ledger.unwrap();
+        assert_eq!(
+            (
+                info.available,
+                ledger.deducted,
+                ledger.held,
+                ledger.held_units,
+                ledger.next_deadline
+            ),
+            (10, 0, 0, 0, None)
+        );
+        // The payment arrives too late: typed, with the deadline that passed.
+        match c.stock_confirm("{e}", "unpaid").unwrap() {
+            Confirm::Expired { at: Some(at) } => {
+                assert!(bounds.contains(&at), "{at} not in {bounds:?}")
+            }
+            other => panic!("a late payment: {other:?}"),
+        }
+    }
+    // The units came back once: a refund returns nothing, a replay deducts nothing.
+    assert_eq!(
+        con.stock_refund("{e}", "unpaid", &RefundOptions::new())
+            .unwrap(),
+        0
+    );
+    assert_eq!(
+        con.stock_deduct("{e}", 3, &DeductOptions::new().id("unpaid").hold(ms(50)))
+            .unwrap(),
+        Deduct::Remaining(10)
+    );
+    assert_eq!(
+        con.stock_request_detail("{e}", "unpaid")
+            .unwrap()
+            .map(|d| d.state),
+        Some(EntryState::Expired)
+    );
+    assert_eq!(expire_entries(&mut con, "{e}:orders").len(), 1);
+    assert_eq!(con.stock_get("{e}").unwrap(), Some(10));
+}
+
+/// A payment that comes after the deadline is refused even when the module's timer has not
+/// returned the hold yet: `STOCK.CONFIRM` expires it itself. The test waits until the server's
+/// clock is past the deadline (a condition, not a sleep), then confirms.
+#[test]
+fn confirm_after_the_deadline_is_expired_whoever_gets_there_first() {
+    let server = Server::start();
+    let mut con = server.conn();
+    con.stock_set("{l}", 4).unwrap();
+    let (placed, bounds) = place(&mut con, "{l}", 1, "late", 20, None);
+    assert_eq!(placed, Deduct::Remaining(3));
+    let deadline = *bounds.end();
+    assert!(
+        wait_until(EVENT_DEADLINE, || server_ms(&mut con) > deadline),
+        "the server's clock did not pass {deadline}"
+    );
+    match con.stock_confirm("{l}", "late").unwrap() {
+        Confirm::Expired { at: Some(at) } => assert!(bounds.contains(&at), "{at} {bounds:?}"),
+        other => panic!("confirm after the deadline: {other:?}"),
+    }
+    assert_eq!(con.stock_get("{l}").unwrap(), Some(4));
+    let detail = con.stock_request_detail("{l}", "late").unwrap().unwrap();
+    assert_eq!(detail.state, EntryState::Expired);
+    // The typed reply is a `FromRedisValue` too; through `query` an EXPIRED reply is an error
+    // before the conversion runs (as STALE is for `Deduct`), with its own code.
+    let e = redis::cmd("STOCK.CONFIRM")
+        .arg("{l}")
+        .arg("late")
+        .query::<Confirm>(&mut con)
+        .unwrap_err();
+    assert_eq!(e.code(), Some(code::EXPIRED), "{e}");
 }

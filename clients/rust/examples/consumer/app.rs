@@ -4,17 +4,27 @@
 //! [`run`] reads the stream with [`OrderStream`] (first this consumer's own pending entries,
 //! then new ones), "creates" each order by appending a JSON line to an [`OrderBook`] file,
 //! rejects the orders a [`Config::reject_suffix`] rule picks and gives their stock back with
-//! `STOCK.REFUND`, and acknowledges each entry after it is handled. It survives a crash at any
-//! point without losing or double-creating an order:
+//! `STOCK.REFUND`, cancels an order when a `refund` entry (the order was cancelled with
+//! `STOCK.REFUND … EVENTS`) or an `expire` entry (it was placed with `HOLD` and not paid by its
+//! deadline: the module gave its units back) comes for it, and acknowledges each entry after it
+//! is handled. An `expire` is handled exactly like a `refund`: both mean the order's units are
+//! back on sale, so the order record is cancelled. It survives a crash at any point without
+//! losing, double-creating or double-cancelling an order:
 //!
 //! - an entry is acknowledged only after its order line is on disk (`fsync`), so an order
 //!   whose entry was not acknowledged is read again from the pending list after a restart;
-//! - an order is written at most once: the book is keyed by [`OrderEvent::order_key`], and an
-//!   id already in the book is acknowledged without being written again. A line torn by a
-//!   crash in the middle of a write is dropped when the book is opened, and its order is
-//!   written again from the pending entry;
+//! - each change of an order is written at most once: the book is keyed by
+//!   [`OrderEvent::order_key`] and knows each order's latest status; a `deduct` for an order
+//!   already in the book, or a `refund`/`expire` for an order already cancelled, is
+//!   acknowledged without a line. An order has one line (`created` or `rejected`), or two
+//!   (`created`, then `cancelled`); a cancellation read before its order (a `refund` or `expire`
+//!   whose `deduct` never came, or was trimmed) is written as the order's only line, and a later
+//!   `deduct` for it adds nothing. A line torn by a crash in the middle of a write is dropped
+//!   when the book is opened, and its change is written again from the pending entry;
 //! - a refund is idempotent in the module (`STOCK.REFUND` returns an id's stock once, and 0
-//!   after), so a rejected order refunded again after a crash returns nothing twice.
+//!   after), so a rejected order refunded again after a crash returns nothing twice. The
+//!   `refund` entry of a rejection (`--refund-events`) finds the order already rejected and
+//!   writes nothing.
 //!
 //! The file stands in for a database table with a unique key on the order id. Pending entries
 //! of a consumer that never comes back are taken over with [`Config::claim_idle`].
@@ -57,8 +67,9 @@ pub struct Config {
     /// Take over entries another consumer has left pending for at least this long
     /// (`XAUTOCLAIM`), at start and whenever the stream is idle.
     pub claim_idle: Option<Duration>,
-    /// For crash tests: stop right after the n-th order line is written, before its `XACK`,
-    /// as a crash there would (the summary says [`Summary::crashed_at`]).
+    /// For crash tests: stop right after the n-th line (an order or a cancellation) is
+    /// written, before its `XACK`, as a crash there would (the summary says
+    /// [`Summary::crashed_at`]).
     pub crash_after_writes: Option<u64>,
 }
 
@@ -91,9 +102,13 @@ pub struct Summary {
     pub rejected: u64,
     /// Units `STOCK.REFUND` returned (0 for a refund already made before a crash).
     pub refunded_units: i64,
-    /// `deduct` entries whose order was already in the book: acknowledged, not written again.
+    /// `deduct` entries whose order was already in the book, and `refund`/`expire` entries
+    /// whose order was already cancelled: acknowledged, not written again.
     pub duplicates: u64,
-    /// Other entries (`soldout`, `refund`, unknown types) acknowledged.
+    /// Orders cancelled by a `refund` or `expire` entry (written as cancelled).
+    pub cancelled: u64,
+    /// Other entries acknowledged: `soldout`, unknown types, and the `refund` entries of the
+    /// orders this consumer rejected.
     pub other_events: u64,
     /// Pending entries trimmed away before they were handled: acknowledged.
     pub lost: u64,
@@ -113,22 +128,26 @@ pub enum Status {
     Created,
     /// The order was rejected and its stock refunded.
     Rejected,
+    /// The order was cancelled: refunded by someone (the customer gave up), or its hold
+    /// expired unpaid. Its units are back on sale.
+    Cancelled,
 }
 
 /// One line of the book:
-/// `{"order":"…","status":"created"|"rejected","sku":"…","quantity":n,"entry":"…"}`.
+/// `{"order":"…","status":"created"|"rejected"|"cancelled","sku":"…","quantity":n,"entry":"…"}`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Order {
     /// The order key ([`OrderEvent::order_key`]).
     #[serde(rename = "order")]
     pub key: String,
-    /// Created or rejected.
+    /// Created, rejected or cancelled.
     pub status: Status,
     /// The stock key.
     pub sku: String,
     /// The quantity deducted.
     pub quantity: i64,
-    /// The stream entry the order came from.
+    /// The stream entry this line came from (the `deduct`, or the `refund`/`expire` that
+    /// cancelled the order).
     pub entry: String,
 }
 
@@ -250,11 +269,59 @@ impl Consumer<'_> {
             self.ack(conn, id)?;
             return Ok(None);
         };
-        if event.kind != "deduct" {
-            self.summary.other_events += 1;
-            self.ack(conn, id)?;
-            return Ok(None);
+        match event.kind.as_str() {
+            "deduct" => self.create(conn, id, event),
+            "refund" | "expire" if event.request_id.is_some() => self.cancel(conn, id, event),
+            _ => {
+                self.summary.other_events += 1;
+                self.ack(conn, id)?;
+                Ok(None)
+            }
         }
+    }
+
+    /// A `refund` or `expire` entry: the order's units are back on sale, so its record is
+    /// cancelled, once.
+    fn cancel<C: ConnectionLike>(
+        &mut self,
+        conn: &mut C,
+        id: &str,
+        event: &OrderEvent,
+    ) -> redis::RedisResult<Option<Stop>> {
+        let key = event.order_key();
+        match self.book.status(&key) {
+            Some(Status::Cancelled) => {
+                // Written before a crash, not acknowledged.
+                self.summary.duplicates += 1;
+                self.ack(conn, id)?;
+                return Ok(None);
+            }
+            Some(Status::Rejected) => {
+                // The refund this consumer made when it rejected the order.
+                self.summary.other_events += 1;
+                self.ack(conn, id)?;
+                return Ok(None);
+            }
+            Some(Status::Created) | None => {}
+        }
+        self.book.record(&Order {
+            key,
+            status: Status::Cancelled,
+            sku: event.sku.clone(),
+            quantity: event.quantity.unwrap_or(0),
+            entry: id.to_string(),
+        })?;
+        self.summary.cancelled += 1;
+        self.written(conn, id)
+    }
+
+    /// A `deduct` entry: the order is created (or rejected and refunded), once.
+    fn create<C: ConnectionLike>(
+        &mut self,
+        conn: &mut C,
+        id: &str,
+        event: &OrderEvent,
+    ) -> redis::RedisResult<Option<Stop>> {
         let key = event.order_key();
         if self.book.status(&key).is_some() {
             // Written before a crash, not acknowledged: acknowledge now, write nothing.
@@ -280,15 +347,25 @@ impl Consumer<'_> {
             status,
             sku: event.sku.clone(),
             quantity: event.quantity.unwrap_or(0),
-            entry: id.clone(),
+            entry: id.to_string(),
         })?;
-        match status {
-            Status::Created => self.summary.created += 1,
-            Status::Rejected => self.summary.rejected += 1,
+        if status == Status::Rejected {
+            self.summary.rejected += 1;
+        } else {
+            self.summary.created += 1;
         }
+        self.written(conn, id)
+    }
+
+    /// After a line is written: the crash point, or the acknowledgement and the order limit.
+    fn written<C: ConnectionLike>(
+        &mut self,
+        conn: &mut C,
+        id: &str,
+    ) -> redis::RedisResult<Option<Stop>> {
         self.writes += 1;
         if self.config.crash_after_writes == Some(self.writes) {
-            self.summary.crashed_at = Some(id.clone());
+            self.summary.crashed_at = Some(id.to_string());
             return Ok(Some(Stop::Crash));
         }
         self.ack(conn, id)?;

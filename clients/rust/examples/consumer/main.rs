@@ -1,9 +1,11 @@
 //! An order consumer (the application this crate's `orders` module is the reusable part of):
 //! reads the order events `STOCK.DEDUCT … EVENTS stream` appends, with a
 //! consumer group, creates each order once in a JSON-lines file, rejects and refunds the
-//! orders whose request id ends with `--reject-suffix`, and acknowledges each entry after it
-//! is handled. Stop it at any moment (or use `--crash-after`) and run it again: no order is
-//! lost or created twice.
+//! orders whose request id ends with `--reject-suffix`, cancels an order when a `refund` or an
+//! `expire` entry comes for it (an `expire` is an order placed with `HOLD` and not paid by its
+//! deadline: the module already gave its units back; it is handled like a `refund`), and
+//! acknowledges each entry after it is handled. Stop it at any moment (or use
+//! `--crash-after`) and run it again: no order is lost, created twice or cancelled twice.
 //!
 //! ```sh
 //! make run   # another terminal: Redis with the module on 6379
@@ -26,7 +28,7 @@
 //! | `--max-orders N` | none | stop after N new orders |
 //! | `--claim-idle-ms N` | none | take over entries other consumers left pending N ms |
 //! | `--batch N` | 100 | entries per read |
-//! | `--crash-after N` | none | exit with status 3 right after writing the N-th order, before its `XACK` |
+//! | `--crash-after N` | none | exit with status 3 right after writing the N-th line (order or cancellation), before its `XACK` |
 //! | `--demo N` | none | first place N orders of 1 on `--sku` (opened with 100 units when missing) |
 //! | `--sku KEY` | `{sku:42}` | the stock `--demo` deducts from |
 
@@ -143,12 +145,13 @@ fn main() -> ExitCode {
     match result {
         Ok(summary) => {
             println!(
-                "{}: created {}, rejected {} (refunded {} units), already in the book {}, \
-                 other events {}, claimed {}, acknowledged {}",
+                "{}: created {}, rejected {} (refunded {} units), cancelled {}, already in the \
+                 book {}, other events {}, claimed {}, acknowledged {}",
                 args.config.consumer,
                 summary.created,
                 summary.rejected,
                 summary.refunded_units,
+                summary.cancelled,
                 summary.duplicates,
                 summary.other_events,
                 summary.claimed,
