@@ -992,3 +992,90 @@ fn an_expire_event_the_stream_cannot_take_is_dropped_and_counted_the_units_come_
         Some("not a stream")
     );
 }
+
+#[test]
+fn forged_hold_effects_are_refused_and_a_far_deadline_never_wedges_the_timer() {
+    // An AOF as a hostile hand could write it: a deadline past the year 9999 (whose timer
+    // arithmetic would wrap round), a deduction turned into an expiry, a refund turned back
+    // into a hold; and a deadline far ahead but within bounds.
+    let aof: String = [
+        &["FENCE.STOCK", "k", "10", "0", "0", "RESET"][..],
+        &[
+            "FENCE.ENTRY",
+            "k",
+            "9",
+            "0",
+            "1",
+            "wrap",
+            "1",
+            "held",
+            "18447000000000000",
+        ],
+        &["FENCE.ENTRY", "k", "9", "0", "1", "d", "1", "deducted"],
+        &["FENCE.ENTRY", "k", "10", "0", "0", "d", "1", "expired", "5"],
+        &["FENCE.ENTRY", "k", "8", "0", "2", "e", "1", "deducted"],
+        &["FENCE.ENTRY", "k", "9", "0", "1", "e", "1", "refunded"],
+        &["FENCE.ENTRY", "k", "8", "0", "2", "e", "1", "deducted"],
+        &[
+            "FENCE.ENTRY",
+            "k",
+            "9",
+            "0",
+            "1",
+            "far",
+            "1",
+            "held",
+            "253402300799999",
+        ],
+    ]
+    .iter()
+    .map(|c| resp_command(c))
+    .collect();
+    let s = Server::start_with_files(
+        &[("appendonly.aof", aof.as_bytes())],
+        &[
+            "--appendonly",
+            "yes",
+            "--aof-use-rdb-preamble",
+            "no",
+            "--enable-debug-command",
+            "yes",
+        ],
+    );
+    let mut con = s.conn();
+    assert_eq!(detail(&mut con, "k", "wrap"), None);
+    assert_eq!(
+        detail(&mut con, "k", "d"),
+        Some(("deducted".into(), 1, 0)),
+        "a deduction made expired: refused"
+    );
+    assert_eq!(
+        detail(&mut con, "k", "e"),
+        Some(("refunded".into(), 1, 0)),
+        "a refund undone: refused"
+    );
+    assert_eq!(
+        detail(&mut con, "k", "far"),
+        Some(("held".into(), 1, 253_402_300_799_999))
+    );
+    let refused = s
+        .log()
+        .lines()
+        .filter(|l| l.contains("refused a replicated or AOF effect"))
+        .count();
+    assert!(refused >= 1, "{}", tail(&s.log()));
+    // The server serves, its timer armed for the far hold, and saves and loads the stock.
+    for _ in 0..50 {
+        assert_eq!(
+            call(&mut con, &["PING"]).ok(),
+            Some(Value::SimpleString("PONG".into()))
+        );
+    }
+    okay(call(&mut con, &["DEBUG", "RELOAD"]));
+    assert_eq!(
+        detail(&mut con, "k", "far"),
+        Some(("held".into(), 1, 253_402_300_799_999))
+    );
+    assert_eq!(detail(&mut con, "k", "d"), Some(("deducted".into(), 1, 0)));
+    assert_eq!(stock(&mut con, "k"), 9);
+}

@@ -330,7 +330,7 @@ pub fn decode_entry<'a>(args: &[&'a [u8]]) -> Result<EntryEffect<'a>, Bad> {
         let d = rest.next().ok_or(Bad::Arity)?;
         deadline = u64::try_from(int(d, "deadline")?)
             .ok()
-            .filter(|d| *d >= 1)
+            .filter(|d| (1..=crate::ledger::MAX_DEADLINE).contains(d))
             .ok_or(Bad::Field("deadline"))?;
     }
     let events = match rest.next() {
@@ -576,6 +576,13 @@ mod tests {
         let mut bad = ok;
         bad[6] = b"0";
         assert_eq!(decode_entry(&bad), Err(Bad::Field("deadline")));
+        // Past the last millisecond of the year 9999: forged (it would wedge a timer).
+        let mut bad = ok;
+        bad[6] = b"253402300800000";
+        assert_eq!(decode_entry(&bad), Err(Bad::Field("deadline")));
+        let mut fine = ok;
+        fine[6] = b"253402300799999";
+        assert!(decode_entry(&fine).is_ok());
         let mut bad = ok;
         bad[3] = b"";
         assert_eq!(decode_entry(&bad), Err(Bad::Field("request id")));

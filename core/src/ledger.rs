@@ -42,6 +42,10 @@ const SLOT_BIT: u8 = 1 << 4;
 const BLOB_TARGET: usize = 64 * 1024;
 /// Records a load reads ahead of their inserts (see `Ledger::touch`).
 const LOAD_BATCH: usize = 32;
+/// The latest deadline a hold may have (Unix ms, the last millisecond of the year 9999): what
+/// a load or an effect accepts. `HOLD` makes none later than now + 10 years; a far larger one
+/// could only be forged, and timer arithmetic stays far from overflowing below it.
+pub const MAX_DEADLINE: u64 = 253_402_300_799_999;
 /// The most entries a ledger can hold (entry indexes are 32-bit).
 pub const MAX_ENTRIES: usize = u32::MAX as usize - 1;
 
@@ -330,7 +334,9 @@ impl Ledger {
             return false;
         };
         let slot = c.get(at + 12).is_some_and(|f| f & SLOT_BIT != 0);
-        if value.state == State::Held && !slot {
+        // Held and expired entries keep their deadline: never on a record made without room
+        // for it (its deadline would read back as 0, which no load accepts).
+        if value.state.keeps_deadline() && !slot {
             return false;
         }
         if let Some(b) = c.get_mut(at..at + 8) {
@@ -848,7 +854,7 @@ fn split_record(bytes: &[u8], format: Format) -> Result<(&[u8], Value, &[u8]), &
             let mut deadline = 0;
             if state.keeps_deadline() {
                 let (d, rest) = take_varint(tail)?;
-                if d == 0 || d > i64::MAX as u64 {
+                if d == 0 || d > MAX_DEADLINE {
                     return Err("a deadline is out of range");
                 }
                 deadline = d;
@@ -1204,6 +1210,27 @@ mod tests {
             Err("a varint is out of range")
         );
         assert_eq!(Ledger::new().insert_blob(&[], Format::V3), Ok(0));
+        // V4: a held record's deadline from 1 to MAX_DEADLINE.
+        let held = |deadline: u64| {
+            let mut b = Vec::new();
+            put_varint(&mut b, 2);
+            put_varint(&mut b, 2);
+            b.push(State::Held.code());
+            put_varint(&mut b, deadline);
+            b.extend_from_slice(b"ab");
+            b
+        };
+        assert_eq!(
+            Ledger::new().insert_blob(&held(MAX_DEADLINE), Format::V4),
+            Ok(1)
+        );
+        for bad in [0, MAX_DEADLINE + 1, u64::MAX >> 1] {
+            assert_eq!(
+                Ledger::new().insert_blob(&held(bad), Format::V4),
+                Err("a deadline is out of range"),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

@@ -285,6 +285,9 @@ impl Stock {
         match id {
             Some((id, Some(value))) => {
                 if let Some(i) = self.ledger.index_of(id) {
+                    // A hold put back gets a slot again (its old one may be gone from the top
+                    // of the heap; if not, the two are one: `view` and `expire_due` count an
+                    // entry once).
                     self.set_entry_at(i, value);
                 }
             }
@@ -347,7 +350,25 @@ impl Stock {
         {
             self.holds.push(value.deadline, index as u32);
         }
+        self.drop_dead_top();
         true
+    }
+
+    /// Takes out the slots at the top of the heap of deadlines whose entry is no longer held
+    /// with that deadline (confirmed, refunded, expired: the heap is lazy), at most
+    /// `DEAD_PER_CHANGE` of them. Run after every change of an entry, on masters and replicas
+    /// alike (the heap is not replicated state), it keeps the earliest slot live in the usual
+    /// case, so reads never walk a history of ended holds, and a replica's heap shrinks as its
+    /// master's does.
+    fn drop_dead_top(&mut self) {
+        for _ in 0..DEAD_PER_CHANGE {
+            match self.holds.peek() {
+                Some((d, i)) if !self.is_live(d, i) => {
+                    self.holds.pop();
+                }
+                _ => return,
+            }
+        }
     }
 
     /// Gives back what request `id` took, once; 0 for an unknown id or one whose units came
@@ -445,10 +466,16 @@ impl Stock {
         self.holds.peek().is_some_and(|(d, _)| d <= now)
     }
 
-    /// Returns up to `max` holds whose deadline is `now` or earlier, earliest first.
+    /// Returns up to `max` holds whose deadline is `now` or earlier, earliest first. Takes at
+    /// most `4 * max` slots off the heap looking for them (slots of ended holds included),
+    /// and `DEAD_PER_CHANGE` more behind each hold it returns.
     pub fn expire_due(&mut self, now: u64, max: usize) -> Vec<Expired> {
         let mut out = Vec::new();
-        while out.len() < max {
+        // Slots of ended holds count too (a quarter of a live one), so one call's work is
+        // bounded however many ended holds come due together.
+        let mut pops = 0usize;
+        while out.len() < max && pops < max.saturating_mul(4) {
+            pops += 1;
             let Some((deadline, index)) = self.holds.peek() else {
                 break;
             };
@@ -514,7 +541,11 @@ impl Stock {
         if self.holds.is_empty() {
             return view;
         }
-        for (deadline, index) in self.holds.due(now) {
+        // An entry's slot may be in the heap twice (a hold put back by an undone change).
+        let mut due: Vec<(u32, u64)> = self.holds.due(now).map(|(d, i)| (i, d)).collect();
+        due.sort_unstable();
+        due.dedup();
+        for (index, deadline) in due {
             if let Some((_, v)) = self.ledger.at(index as usize) {
                 if v.state == State::Held && v.deadline == deadline {
                     view.available = view.available.saturating_add(v.quantity);
@@ -710,7 +741,12 @@ impl Stock {
     /// not made held).
     pub fn put_entry(&mut self, id: &[u8], value: Value) -> bool {
         match self.ledger.index_of(id) {
-            Some(i) => self.set_entry_at(i, value),
+            Some(i) => {
+                let Some((_, old)) = self.ledger.at(i) else {
+                    return false;
+                };
+                transition_allowed(old, value) && self.set_entry_at(i, value)
+            }
             None => self.insert_entry_value(id, value),
         }
     }
@@ -735,6 +771,27 @@ impl Stock {
         self.ledger.blocks() + self.restocks.blocks() + 1
     }
 }
+
+/// Whether an effect may take an entry from `old` to `new`: the changes the master makes (a
+/// hold confirmed, refunded or expired; a deduction or a confirmed entry refunded), or the
+/// same value again (an effect applied twice). Refunded and expired entries never change.
+fn transition_allowed(old: Value, new: Value) -> bool {
+    if old == new {
+        return true;
+    }
+    match (old.state, new.state) {
+        (State::Held, State::Confirmed | State::Refunded | State::Expired) => {
+            new.state != State::Expired || new.deadline == old.deadline
+        }
+        (State::Deducted | State::Confirmed, State::Refunded) => true,
+        // A legacy `FENCE.STOCK … KEEP id qty` names the quantity again.
+        (State::Deducted, State::Deducted) => true,
+        _ => false,
+    }
+}
+
+/// The most slots of ended holds one change of an entry takes off the top of the heap.
+const DEAD_PER_CHANGE: usize = 64;
 
 /// Deducts from a plain integer-string stock: the new value, or None when too few remain.
 pub fn plain_deduct(current: i64, quantity: i64) -> Option<i64> {
@@ -1221,6 +1278,104 @@ mod tests {
         s.reset(7);
         assert!(s.expire_due(1000, 10).is_empty());
         assert_eq!((s.available, s.view(0).held), (7, 0));
+    }
+
+    #[test]
+    fn ended_holds_leave_the_top_of_the_heap_as_they_end() {
+        let mut s = Stock::new(1000);
+        for i in 0..100u64 {
+            let id = format!("o{i}");
+            s.deduct(hold(1, id.as_bytes(), 1000 + i), 200, 512)
+                .unwrap();
+        }
+        // Confirmed in deadline order: each one leaves the heap at once.
+        for i in 0..50u64 {
+            let id = format!("o{i}");
+            assert_eq!(s.confirm(id.as_bytes()), Ok(Confirm::Confirmed));
+        }
+        assert_eq!(s.holds.len(), 50);
+        // Confirmed behind a live one: they wait, then go (at most 64 a change) when it ends.
+        for i in (51..100u64).rev() {
+            let id = format!("o{i}");
+            assert_eq!(s.confirm(id.as_bytes()), Ok(Confirm::Confirmed));
+        }
+        assert_eq!(s.holds.len(), 50);
+        assert_eq!(s.refund(b"o50"), Ok(1));
+        assert!(s.holds.is_empty());
+        assert_eq!(s.view(5000).next_deadline, None);
+        assert_eq!((s.available, s.deducted), (901, 99));
+    }
+
+    #[test]
+    fn expire_due_bounds_its_work_over_ended_holds() {
+        let mut s = Stock::new(100_000);
+        for i in 0..10_000u64 {
+            let id = format!("o{i}");
+            s.deduct(hold(1, id.as_bytes(), 100), 20_000, 512).unwrap();
+        }
+        s.deduct(hold(1, b"last", 200), 20_000, 512).unwrap();
+        // All but "last" confirmed in reverse: their slots stay behind the live top.
+        for i in (1..10_000u64).rev() {
+            let id = format!("o{i}");
+            s.confirm(id.as_bytes()).unwrap();
+        }
+        let before = s.holds.len();
+        // Due: o0 (live) and 9,999 ended slots; one call pops at most 4 a hold it may return,
+        // and 64 more behind each hold it returns.
+        let out = s.expire_due(150, 10);
+        assert_eq!(out.len(), 1);
+        assert!(
+            before - s.holds.len() <= 40 + 64,
+            "{before} -> {}",
+            s.holds.len()
+        );
+        // Later calls finish the job; "last" comes back at its own deadline.
+        while !s.expire_due(150, 10).is_empty() || s.has_due(150) {}
+        assert_eq!(s.expire_due(250, 10).len(), 1);
+        assert!(s.holds.is_empty());
+    }
+
+    #[test]
+    fn an_undone_refund_of_a_hold_keeps_one_slot() {
+        let mut s = Stock::new(10);
+        s.deduct(hold(3, b"a", 100), 10, 512).unwrap();
+        let before = s.snapshot();
+        let old = s.request_at(b"a", 0);
+        assert_eq!(s.refund(b"a"), Ok(3));
+        s.restore(before, Some((b"a", old)));
+        assert_eq!(s.holds.len(), 1);
+        let v = s.view(200);
+        assert_eq!((v.available, v.held), (10, 0));
+        assert_eq!(s.expire_due(200, 10).len(), 1);
+        assert_eq!(s.available, 10);
+    }
+
+    #[test]
+    fn effects_may_only_make_the_changes_a_master_makes() {
+        let mut s = Stock::new(10);
+        let held = |q, d| Value {
+            quantity: q,
+            state: State::Held,
+            deadline: d,
+            events: false,
+        };
+        let with = |v: Value, state| Value { state, ..v };
+        assert!(s.put_entry(b"h", held(2, 100)));
+        assert!(s.put_entry(b"h", held(2, 100)), "applied twice");
+        assert!(!s.put_entry(b"h", held(2, 999)), "a deadline moved");
+        assert!(!s.put_entry(b"h", with(held(2, 999), State::Expired)));
+        assert!(s.put_entry(b"h", with(held(2, 100), State::Expired)));
+        assert!(
+            !s.put_entry(b"h", with(held(2, 100), State::Held)),
+            "out of expired"
+        );
+        assert!(!s.put_entry(b"h", Value::plain(2)), "out of expired");
+        assert!(s.put_entry(b"d", Value::plain(1)));
+        assert!(!s.put_entry(b"d", held(1, 100)), "a deduction made held");
+        assert!(!s.put_entry(b"d", with(held(1, 100), State::Expired)));
+        assert!(!s.put_entry(b"d", with(held(1, 100), State::Confirmed)));
+        assert!(s.put_entry(b"d", with(Value::plain(1), State::Refunded)));
+        assert!(!s.put_entry(b"d", Value::plain(1)), "out of refunded");
     }
 
     #[test]

@@ -236,6 +236,12 @@ impl<'a> Ctx<'a> {
         self.flags() & raw::REDISMODULE_CTX_FLAGS_LOADING != 0
     }
 
+    /// Whether a full sync is being loaded beside the old data (`repl-diskless-load swapdb`):
+    /// keys opened now are the old data's.
+    pub fn is_async_loading(&self) -> bool {
+        self.flags() & raw::REDISMODULE_CTX_FLAGS_ASYNC_LOADING != 0
+    }
+
     /// Whether this server is part of a Redis Cluster.
     pub fn is_cluster(&self) -> bool {
         self.flags() & raw::REDISMODULE_CTX_FLAGS_CLUSTER != 0

@@ -41,6 +41,8 @@ const TICK_BUDGET: Duration = Duration::from_millis(2);
 const BATCH: usize = 64;
 /// Due holds a command returns before its own work (more when a deduction needs their units).
 const COMMAND_BUDGET: usize = 1000;
+/// The longest the timer is armed for.
+const MAX_TIMER_DELAY_MS: u64 = 3_600_000;
 /// How soon a master whose writes are paused looks again.
 const PAUSED_RETRY_MS: u64 = 100;
 
@@ -66,6 +68,10 @@ thread_local! {
     /// A stock with holds was just loaded (RDB, RESTORE): the next `loaded`/`restore` event
     /// indexes it.
     static LOADED_HOLDS: Cell<bool> = const { Cell::new(false) };
+    /// Stocks with holds loaded where their key could not be opened yet: a full sync loaded
+    /// beside the old data (`repl-diskless-load swapdb`), whose `loaded` events name keys of
+    /// databases not yet swapped in. Indexed when that load completes.
+    static PENDING: RefCell<Vec<(i32, Vec<u8>)>> = const { RefCell::new(Vec::new()) };
 }
 
 fn with_index<R>(f: impl FnOnce(&mut BinaryHeap<Reverse<Indexed>>) -> R) -> Option<R> {
@@ -117,9 +123,11 @@ fn arm(ctx: &Ctx<'_>, due: u64) {
         }
         let _ = timer::stop::<Tick>(ctx, Timer::from_id(id));
     }
-    let delay = due.saturating_sub(now_ms());
+    // At most an hour ahead: a firing with nothing due arms again, and Redis's own timer
+    // arithmetic never meets a far-off time.
+    let delay = due.saturating_sub(now_ms()).min(MAX_TIMER_DELAY_MS);
     let t = timer::start::<Tick>(ctx, i64::try_from(delay).unwrap_or(i64::MAX), ());
-    TIMER.with(|c| c.set(Some((t.id(), due))));
+    TIMER.with(|c| c.set(Some((t.id(), now_ms().saturating_add(delay)))));
 }
 
 /// Arms the timer for the earliest entry of the index, if any.
@@ -316,7 +324,9 @@ fn expire_events(
         return;
     }
     // What was available before this batch came back, then each return in turn.
-    let total: i64 = expired.iter().map(|e| e.value.quantity).sum();
+    let total = expired
+        .iter()
+        .fold(0i64, |t, e| t.saturating_add(e.value.quantity));
     let mut remaining = available_after.saturating_sub(total);
     let mut batch = Batch::new();
     for e in expired {
@@ -372,6 +382,13 @@ impl KeyspaceHandler for OnKeyspace {
         // The key name of a `loaded` event lives on Redis's stack (rdbLoad's static string):
         // RM_OpenKey retains its name, and Redis panics on retaining a stack object ("You tried
         // to retain an object allocated in the stack"). The key is opened by a copy.
+        if load && ctx.is_async_loading() {
+            // The key is not in the keyspace yet (the old data's may be): index it once the
+            // load has replaced the old data.
+            let pending = (ctx.selected_db(), key.bytes().to_vec());
+            PENDING.with(|p| p.borrow_mut().push(pending));
+            return;
+        }
         let name = ctx.string(key.bytes());
         let k = Key::read(ctx, name.as_rstr());
         if let Some(stock) = k.stock() {
@@ -411,6 +428,17 @@ impl ServerEventHandler for OnServerEvent {
                     }
                 });
             }
+            ServerEvent::AsyncLoadCompleted => {
+                for (db, key) in PENDING.with(|p| std::mem::take(&mut *p.borrow_mut())) {
+                    ctx.select_db(db);
+                    let name = ctx.string(&key);
+                    let k = Key::read(ctx, name.as_rstr());
+                    if let Some(stock) = k.stock() {
+                        track(ctx, &key, stock, true);
+                    }
+                }
+                arm_next(ctx);
+            }
             ServerEvent::BecameMaster | ServerEvent::LoadingEnded => arm_next(ctx),
             _ => {}
         }
@@ -426,6 +454,7 @@ pub fn subscribe(ctx: &Ctx<'_>) -> Result<(), String> {
         EventKind::SwapDb,
         EventKind::RoleChanged,
         EventKind::Loading,
+        EventKind::AsyncLoad,
     ] {
         events::subscribe_server::<OnServerEvent>(ctx, kind).map_err(String::from)?;
     }
