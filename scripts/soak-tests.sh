@@ -30,7 +30,9 @@ else
     [ -n "${CI:-}" ] && exit 1
 fi
 
-# Build everything first, without the competing load.
+# Build everything first, without the competing load: the module itself (the tests load
+# target/debug/libredis_fence.so, which `cargo build --tests` does not rebuild), then the tests.
+"$cargo" build --workspace -q || exit 1
 "$cargo" build --tests --workspace -q || exit 1
 
 load_pids=()
