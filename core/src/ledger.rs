@@ -33,11 +33,16 @@ const MIGRATE_PER_INSERT: usize = 4;
 const RECORD_HEADER: usize = 13;
 /// Bytes of a deadline slot.
 const SLOT_BYTES: usize = 8;
+/// Bytes of a buyer slot (the buyer's index in the stock's buyer table), after the deadline
+/// slot when there is one.
+const BUYER_BYTES: usize = 4;
 /// Flag bits of a record: the state (3 bits), the hold's events, and whether the record has a
 /// deadline slot (made held; the slot stays when the state changes, so a record never moves).
 const STATE_BITS: u8 = 0b111;
 const EVENTS_BIT: u8 = 1 << 3;
 const SLOT_BIT: u8 = 1 << 4;
+/// The record names a buyer (a buyer slot in memory; a varint index in a `Format::V5` blob).
+const BUYER_BIT: u8 = 1 << 5;
 /// Bytes of records a saved blob holds (it ends after the record that reaches this).
 const BLOB_TARGET: usize = 64 * 1024;
 /// Records a load reads ahead of their inserts (see `Ledger::touch`).
@@ -159,6 +164,9 @@ pub struct Value {
     pub deadline: u64,
     /// The hold was made with `EVENTS`: its expiry is announced on the stock's expire stream.
     pub events: bool,
+    /// Who the deduction was for (`BUYER`): the buyer's index in the stock's buyer table plus
+    /// one; 0 for none. Set when the entry is made and never changed.
+    pub buyer: u32,
 }
 
 impl Value {
@@ -192,7 +200,9 @@ impl Value {
     }
 
     fn flags(&self) -> u8 {
-        self.state.code() | if self.events { EVENTS_BIT } else { 0 }
+        self.state.code()
+            | if self.events { EVENTS_BIT } else { 0 }
+            | if self.buyer != 0 { BUYER_BIT } else { 0 }
     }
 }
 
@@ -316,19 +326,32 @@ impl Ledger {
             }
             start += SLOT_BYTES;
         }
+        let mut buyer = 0;
+        if flags & BUYER_BIT != 0 {
+            buyer = c
+                .get(start..start + BUYER_BYTES)
+                .and_then(|b| b.try_into().ok())
+                .map_or(0, u32::from_le_bytes);
+            start += BUYER_BYTES;
+        }
         let id = c.get(start..start + len).unwrap_or_default();
         let value = Value {
             quantity: qty,
             state,
             deadline,
             events: flags & EVENTS_BIT != 0,
+            buyer,
         };
         (id, value)
     }
 
     /// Rewrites the value of the record at `loc` in place; false (nothing changed) when it
-    /// would need a deadline slot the record was not made with.
+    /// would need a deadline slot the record was not made with, or names another buyer than
+    /// the record's (a buyer is set when the entry is made).
     fn write_value(&mut self, loc: Loc, value: Value) -> bool {
+        if self.record(loc).1.buyer != value.buyer {
+            return false;
+        }
         let (chunk, at) = ((loc >> 32) as usize, (loc & 0xffff_ffff) as usize);
         let Some(c) = self.chunks.get_mut(chunk) else {
             return false;
@@ -447,7 +470,9 @@ impl Ledger {
         if self.len > 0 && self.find(hash, id).is_some() {
             return Insert::Exists;
         }
-        if self.len >= MAX_ENTRIES || id.len() > u32::MAX as usize - RECORD_HEADER - SLOT_BYTES {
+        if self.len >= MAX_ENTRIES
+            || id.len() > u32::MAX as usize - RECORD_HEADER - SLOT_BYTES - BUYER_BYTES
+        {
             return Insert::Full;
         }
         self.grow_table();
@@ -538,7 +563,10 @@ impl Ledger {
     /// Writes a record where it will stay; returns its location.
     fn append_record(&mut self, id: &[u8], value: Value) -> Loc {
         let slot = value.state.keeps_deadline();
-        let size = RECORD_HEADER + if slot { SLOT_BYTES } else { 0 } + id.len();
+        let size = RECORD_HEADER
+            + if slot { SLOT_BYTES } else { 0 }
+            + if value.buyer != 0 { BUYER_BYTES } else { 0 }
+            + id.len();
         let fits = self
             .current
             .and_then(|c| self.chunks.get(c))
@@ -565,6 +593,9 @@ impl Ledger {
         c.push(value.flags() | if slot { SLOT_BIT } else { 0 });
         if slot {
             c.extend_from_slice(&value.deadline.to_le_bytes());
+        }
+        if value.buyer != 0 {
+            c.extend_from_slice(&value.buyer.to_le_bytes());
         }
         c.extend_from_slice(id);
         ((chunk as u64) << 32) | at as u64
@@ -659,21 +690,25 @@ impl Ledger {
         self.migrate(usize::MAX);
     }
 
-    /// Hands every entry to `out` as blobs of whole records, in insertion order (`Format::V4`):
+    /// Hands every entry to `out` as blobs of whole records, in insertion order (`Format::V5`):
     /// each record is the quantity and the id's length as LEB128 varints, a flags byte (the
-    /// state, and whether a hold announces its expiry), a held entry's deadline as a varint,
-    /// then the id; a blob ends once it holds `BLOB_TARGET` bytes. What an RDB saves: a few
+    /// state, whether a hold announces its expiry, whether a buyer is named), a held or expired
+    /// entry's deadline as a varint, the buyer's index (from 0) as a varint, then the id; a blob
+    /// ends once it holds `BLOB_TARGET` bytes. What an RDB saves: a few
     /// large strings instead of several values per entry, and headers of 3 bytes for most
     /// records, not the 13 kept in memory (Redis compresses large strings in an RDB, and a
     /// load then decompresses every byte).
     pub fn save_blobs(&self, mut out: impl FnMut(&[u8])) {
-        let mut blob = Vec::with_capacity(BLOB_TARGET + 3 * MAX_VARINT + 1);
+        let mut blob = Vec::with_capacity(BLOB_TARGET + 4 * MAX_VARINT + 1);
         for (id, value) in self.iter() {
             put_varint(&mut blob, value.quantity.max(0) as u64);
             put_varint(&mut blob, id.len() as u64);
             blob.push(value.flags());
             if value.state.keeps_deadline() {
                 put_varint(&mut blob, value.deadline);
+            }
+            if let Some(index) = value.buyer.checked_sub(1) {
+                put_varint(&mut blob, u64::from(index));
             }
             blob.extend_from_slice(id);
             if blob.len() >= BLOB_TARGET {
@@ -764,7 +799,9 @@ impl Ledger {
     /// entry's deadline, id; ids are unique, so nothing cancels out). The hash is fixed (no
     /// random key), so every server computes the same summary for the same entries; Redis's
     /// own SHA-1 per entry would cost four blocks each.
-    pub fn summary(&self) -> [u8; 16] {
+    /// `buyer` names an entry's buyer (by the value's index), so the summary does not depend
+    /// on the order buyers were recorded in.
+    pub fn summary<'b>(&self, buyer: impl Fn(u32) -> &'b [u8]) -> [u8; 16] {
         let (mut a, mut b) = (0u64, 0u64);
         let mut canonical = Vec::new();
         for (id, value) in self.iter() {
@@ -773,6 +810,11 @@ impl Ledger {
             canonical.push(value.flags());
             if value.state.keeps_deadline() {
                 canonical.extend_from_slice(&value.deadline.to_le_bytes());
+            }
+            if value.buyer != 0 {
+                let name = buyer(value.buyer);
+                canonical.extend_from_slice(&(name.len() as u64).to_le_bytes());
+                canonical.extend_from_slice(name);
             }
             canonical.extend_from_slice(id);
             let (x, y) = hash128(&canonical);
@@ -831,6 +873,9 @@ pub enum Format {
     V3,
     /// Stock encoding 4: quantity, id length, flags, a held or expired entry's deadline, id.
     V4,
+    /// Stock encoding 5: as V4, with the buyer's index after the deadline when the flags say
+    /// so.
+    V5,
 }
 
 /// The first record of `bytes` (as `Ledger::save_blobs` writes them), checked: whole, canonical
@@ -843,10 +888,11 @@ fn split_record(bytes: &[u8], format: Format) -> Result<(&[u8], Value, &[u8]), &
     let qty = i64::try_from(qty).map_err(|_| "a quantity is out of range")?;
     let value = match format {
         Format::V3 => Value::legacy(qty),
-        Format::V4 => {
+        Format::V4 | Format::V5 => {
             let (&flags, rest) = tail.split_first().ok_or("a record is cut short")?;
             tail = rest;
-            if flags & !(STATE_BITS | EVENTS_BIT) != 0 {
+            let known = STATE_BITS | EVENTS_BIT | if format == Format::V5 { BUYER_BIT } else { 0 };
+            if flags & !known != 0 {
                 return Err("a record has unknown flags");
             }
             let state =
@@ -860,11 +906,22 @@ fn split_record(bytes: &[u8], format: Format) -> Result<(&[u8], Value, &[u8]), &
                 deadline = d;
                 tail = rest;
             }
+            let mut buyer = 0;
+            if flags & BUYER_BIT != 0 {
+                let (index, rest) = take_varint(tail)?;
+                // Checked against the buyer table when the stock's load ends.
+                buyer = u32::try_from(index)
+                    .ok()
+                    .and_then(|i| i.checked_add(1))
+                    .ok_or("a buyer index is out of range")?;
+                tail = rest;
+            }
             Value {
                 quantity: qty,
                 state,
                 deadline,
                 events: flags & EVENTS_BIT != 0,
+                buyer,
             }
         }
     };
@@ -967,6 +1024,77 @@ impl fmt::Debug for Ledger {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn no_buyer(_: u32) -> &'static [u8] {
+        b""
+    }
+
+    #[test]
+    fn a_buyer_is_kept_in_memory_and_in_v5_blobs() {
+        let mut l = Ledger::new();
+        let with = |buyer, state, deadline| Value {
+            quantity: 2,
+            state,
+            deadline,
+            events: false,
+            buyer,
+        };
+        assert_eq!(
+            l.insert_value(b"a", with(1, State::Deducted, 0)),
+            Insert::Added
+        );
+        assert_eq!(
+            l.insert_value(b"h", with(3, State::Held, 99)),
+            Insert::Added
+        );
+        assert_eq!(l.insert_value(b"n", Value::plain(1)), Insert::Added);
+        assert_eq!(l.value(b"a"), Some(with(1, State::Deducted, 0)));
+        assert_eq!(l.value(b"h"), Some(with(3, State::Held, 99)));
+        assert_eq!(l.value(b"n").map(|v| v.buyer), Some(0));
+        // The state changes, the buyer never does.
+        assert!(l.set_value(b"h", with(3, State::Expired, 99)));
+        assert!(!l.set_value(b"h", with(2, State::Expired, 99)));
+        assert!(!l.set_value(
+            b"a",
+            Value {
+                buyer: 0,
+                ..with(1, State::Refunded, 0)
+            }
+        ));
+        assert!(!l.set_value(
+            b"n",
+            Value {
+                buyer: 1,
+                ..Value::plain(1)
+            }
+        ));
+        let mut blobs = Vec::new();
+        l.save_blobs(|b| blobs.push(b.to_vec()));
+        let mut back = Ledger::new();
+        for b in &blobs {
+            back.insert_blob(b, Format::V5).unwrap();
+        }
+        assert_eq!(back, l);
+        // A V4 blob never names a buyer.
+        assert!(Ledger::new().insert_blob(&blobs[0], Format::V4).is_err());
+        // The summary sees the buyer's name, not its index.
+        let names = |i: u32| -> &'static [u8] {
+            if i == 1 {
+                b"x"
+            } else {
+                b"y"
+            }
+        };
+        let swapped = |i: u32| -> &'static [u8] {
+            if i == 1 {
+                b"y"
+            } else {
+                b"x"
+            }
+        };
+        assert_ne!(l.summary(names), l.summary(swapped));
+        assert_ne!(l.summary(names), l.summary(no_buyer));
+    }
     use std::collections::HashMap;
 
     #[test]
@@ -1076,17 +1204,17 @@ mod tests {
         for i in (0..100u32).rev() {
             b.insert(format!("o{i}").as_bytes(), i64::from(i));
         }
-        assert_eq!(a.summary(), b.summary());
+        assert_eq!(a.summary(no_buyer), b.summary(no_buyer));
         b.set(b"o7", 0);
-        assert_ne!(a.summary(), b.summary());
-        assert_ne!(Ledger::new().summary(), a.summary());
+        assert_ne!(a.summary(no_buyer), b.summary(no_buyer));
+        assert_ne!(Ledger::new().summary(no_buyer), a.summary(no_buyer));
         // Fixed: the same on every server and every run.
         let mut c = Ledger::new();
         c.insert(b"order-1", 2);
-        assert_eq!(c.summary(), {
+        assert_eq!(c.summary(no_buyer), {
             let mut d = Ledger::new();
             d.insert(b"order-1", 2);
-            d.summary()
+            d.summary(no_buyer)
         });
         assert_ne!(hash128(b"ab"), hash128(b"ba"));
         assert_ne!(hash128(b""), hash128(&[0]));

@@ -219,7 +219,7 @@ proptest! {
             match op {
                 StockOp::Deduct { qty, id, fence } => {
                     let id_bytes = id.map(|i| [i]);
-                    let got = s.deduct(DeductRequest { quantity: qty, id: id_bytes.as_ref().map(|b| &b[..]), fence, hold: None }, max_ledger, i64::MAX);
+                    let got = s.deduct(DeductRequest { quantity: qty, id: id_bytes.as_ref().map(|b| &b[..]), fence, hold: None, buyer: None }, max_ledger, i64::MAX);
                     let want = if fence.is_some_and(|t| t < m.fence) {
                         Err(FenceError::Stale { token: fence.unwrap_or(0), highest: m.fence })
                     } else if id.is_some_and(|i| m.ledger.contains_key(&i)) {

@@ -25,7 +25,6 @@ use std::time::{Duration, Instant};
 
 use fence_core::args::Decimal;
 use fence_core::clock::now_us;
-use fence_core::effects::EntryEffect;
 use fence_core::stats;
 use fence_core::stock::{ExpireStream, Expired, Stock};
 use redis_module::raw;
@@ -270,16 +269,9 @@ fn apply(ctx: &Ctx<'_>, name: RStr<'_>, key: &mut Key<'_>, expired: Vec<Expired>
     let Some(stock) = key.stock() else {
         return;
     };
-    let (available, fence, deducted) = (stock.available, stock.fence, stock.deducted);
+    let available = stock.available;
     for e in &expired {
-        let effect = EntryEffect {
-            available,
-            fence,
-            deducted,
-            id: &e.id,
-            value: e.value,
-        };
-        ctx.replicate(name, &effect.encode(), None);
+        ctx.replicate(name, &stock.entry_effect(&e.id, e.value).encode(), None);
     }
     let announced = expired.iter().filter(|e| e.value.events).count();
     if announced > 0 {
