@@ -25,6 +25,13 @@ use std::hash::{BuildHasher, Hasher};
 const ARENA_CHUNK: usize = 64 * 1024;
 /// Entries per entry block (16 bytes each: 64 KiB).
 const ENTRY_BLOCK: usize = 4096;
+/// The first entry block starts with room for this many entries and doubles until it holds
+/// `ENTRY_BLOCK`, and the first id chunk starts with `FIRST_CHUNK` bytes and doubles until
+/// `ARENA_CHUNK`: a ledger of a few ids (a small sale, a buyer table) costs a few hundred bytes,
+/// not 128 KiB, and the copies these growths make add up to less than 128 KiB in all. Records
+/// are addressed by chunk and offset, so a chunk that grows moves no address.
+const FIRST_BLOCK: usize = 8;
+const FIRST_CHUNK: usize = 256;
 /// Old buckets moved to the new table by each insert while the table grows; with twice as
 /// many new buckets as entries at the start of a resize, the move ends long before the next.
 const MIGRATE_PER_INSERT: usize = 4;
@@ -485,9 +492,19 @@ impl Ledger {
     fn link(&mut self, hash: u32, loc: Loc) {
         let i = self.len;
         if i % ENTRY_BLOCK == 0 && i / ENTRY_BLOCK == self.blocks.len() {
+            let n = if i == 0 { FIRST_BLOCK } else { ENTRY_BLOCK };
             self.blocks
-                .push(vec![Entry::default(); ENTRY_BLOCK].into_boxed_slice());
-            self.bytes += ENTRY_BLOCK * std::mem::size_of::<Entry>();
+                .push(vec![Entry::default(); n].into_boxed_slice());
+            self.bytes += n * std::mem::size_of::<Entry>();
+        } else if let Some(first) = self.blocks.first_mut().filter(|b| i == b.len()) {
+            // The first block is full below `ENTRY_BLOCK` entries: it doubles.
+            let n = (first.len() * 2).clamp(FIRST_BLOCK, ENTRY_BLOCK);
+            let mut bigger = vec![Entry::default(); n];
+            if let Some(head) = bigger.get_mut(..first.len()) {
+                head.copy_from_slice(first);
+            }
+            self.bytes += (n - first.len()) * std::mem::size_of::<Entry>();
+            *first = bigger.into_boxed_slice();
         }
         let b = self.table.bucket(hash);
         let head = self.table.heads.get(b).copied().unwrap_or(0);
@@ -567,10 +584,23 @@ impl Ledger {
             + if slot { SLOT_BYTES } else { 0 }
             + if value.buyer != 0 { BUYER_BYTES } else { 0 }
             + id.len();
-        let fits = self
+        let mut fits = self
             .current
             .and_then(|c| self.chunks.get(c))
             .is_some_and(|c| c.capacity() - c.len() >= size);
+        if !fits && size <= ARENA_CHUNK / 4 {
+            // A current chunk still below `ARENA_CHUNK` doubles (at most to it) when that makes
+            // room.
+            if let Some(c) = self.current.and_then(|c| self.chunks.get_mut(c)) {
+                let cap = c.capacity();
+                let want = (cap * 2).max(c.len() + size).min(ARENA_CHUNK);
+                if cap < ARENA_CHUNK && want - c.len() >= size {
+                    c.reserve_exact(want - c.len());
+                    self.bytes += c.capacity() - cap;
+                    fits = true;
+                }
+            }
+        }
         let chunk = if size > ARENA_CHUNK / 4 {
             // Its own chunk, exactly its size.
             self.chunks.push(Vec::with_capacity(size));
@@ -579,8 +609,15 @@ impl Ledger {
         } else if fits {
             self.current.unwrap_or(0)
         } else {
-            self.chunks.push(Vec::with_capacity(ARENA_CHUNK));
-            self.bytes += ARENA_CHUNK;
+            // The first chunk starts small; later ones start whole.
+            let cap = if self.current.is_none() {
+                FIRST_CHUNK.max(size)
+            } else {
+                ARENA_CHUNK
+            };
+            let c = Vec::with_capacity(cap);
+            self.bytes += c.capacity();
+            self.chunks.push(c);
             self.current = Some(self.chunks.len() - 1);
             self.chunks.len() - 1
         };
@@ -666,8 +703,9 @@ impl Ledger {
         }
         self.len = last;
         if last % ENTRY_BLOCK == 0 && self.blocks.len() > last / ENTRY_BLOCK {
-            self.blocks.pop();
-            self.bytes -= ENTRY_BLOCK * std::mem::size_of::<Entry>();
+            if let Some(b) = self.blocks.pop() {
+                self.bytes -= b.len() * std::mem::size_of::<Entry>();
+            }
         }
         true
     }
@@ -1027,6 +1065,35 @@ mod tests {
 
     fn no_buyer(_: u32) -> &'static [u8] {
         b""
+    }
+
+    #[test]
+    fn a_small_ledger_costs_little_and_grows_in_place() {
+        let mut l = Ledger::new();
+        assert_eq!(l.insert(b"only", 1), Insert::Added);
+        assert!(l.mem_usage() < 1024, "{}", l.mem_usage());
+        // Through every doubling of the first block and chunk, and past them.
+        for i in 1..10_000u32 {
+            assert_eq!(
+                l.insert(format!("id-{i}").as_bytes(), i64::from(i)),
+                Insert::Added
+            );
+        }
+        for i in 1..10_000u32 {
+            assert_eq!(l.get(format!("id-{i}").as_bytes()), Some(i64::from(i)));
+        }
+        let ids: Vec<Vec<u8>> = l.iter().map(|(id, _)| id.to_vec()).collect();
+        assert_eq!(ids.len(), 10_000);
+        assert_eq!(ids.first().map(Vec::as_slice), Some(&b"only"[..]));
+        // Taken back to nothing, one by one (chunks and the table keep their room).
+        let full = l.mem_usage();
+        for id in ids.iter().rev() {
+            assert!(l.remove_last(id));
+        }
+        assert!(l.is_empty());
+        assert!(l.mem_usage() < full, "{} {full}", l.mem_usage());
+        assert_eq!(l.insert(b"again", 1), Insert::Added);
+        assert_eq!(l.get(b"again"), Some(1));
     }
 
     #[test]
