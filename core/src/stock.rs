@@ -348,6 +348,11 @@ impl Stock {
                 (BuyerSlot::New, 0)
             }
         };
+        // A buyer's units are a sum of its entries and must stay an integer (a stock restocked
+        // past 2^63-1 over its life could sell one buyer more).
+        if has.checked_add(req.quantity).is_none() {
+            return Err(FenceError::Overflow);
+        }
         if self.limit > 0 && has.saturating_add(req.quantity) > self.limit {
             return Err(FenceError::Limit {
                 buyer: printable(name),
@@ -1730,6 +1735,19 @@ mod tests {
         assert_eq!(s.deduct_admitting(hold, b, ok), Ok(Deduct::Deducted(6)));
         assert_eq!(s.confirm(b"h2"), Ok(Confirm::Confirmed));
         assert_eq!(s.buyer_units(b"u", 1000), 1);
+        // A buyer's units never wrap: past 2^63-1 the deduction is refused.
+        let mut big = Stock::new(i64::MAX);
+        assert_eq!(
+            big.deduct_admitting(buy(i64::MAX, b"x1", Some(b"u")), b, ok),
+            Ok(Deduct::Deducted(0))
+        );
+        assert_eq!(big.add(1), Ok(1));
+        let before = big.clone();
+        assert_eq!(
+            big.deduct_admitting(buy(1, b"x2", Some(b"u")), b, ok),
+            Err(FenceError::Overflow)
+        );
+        assert_eq!(big, before);
         // Lowering the limit keeps what buyers hold.
         s.limit = 1;
         assert_eq!(s.buyer_units(b"w", 0), 3);
