@@ -994,7 +994,14 @@ impl Stock {
                     }
                     _ => 0,
                 };
-                if self.insert_entry_value(id, value) {
+                // A buyer's units stay an integer, as a master keeps them.
+                let units = (value.buyer as usize)
+                    .checked_sub(1)
+                    .and_then(|i| self.buyers.at(i))
+                    .map_or(0, |(_, v)| v.quantity);
+                let fits =
+                    !value.state.holds_units() || units.checked_add(value.quantity).is_some();
+                if fits && self.insert_entry_value(id, value) {
                     return true;
                 }
                 self.restore(before, None);
@@ -1824,6 +1831,12 @@ mod tests {
         };
         assert!(s.put_entry(b"o1", refunded, Some(b"u")));
         assert_eq!(s.buyer_units(b"u", 0), 0);
+        assert!(s.put_entry(b"big", Value::plain(i64::MAX), Some(b"w")));
+        assert!(
+            !s.put_entry(b"big2", Value::plain(1), Some(b"w")),
+            "past 2^63-1"
+        );
+        assert_eq!(s.buyer_units(b"w", 0), i64::MAX);
         assert!(s.put_entry(b"o2", Value::plain(1), None));
         assert!(
             !s.put_entry(b"o2", Value::plain(1), Some(b"u")),
