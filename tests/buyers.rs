@@ -2435,3 +2435,76 @@ fn many_buyers_racing_with_retries_and_refunds_never_pass_the_limit() {
         i["available"]
     );
 }
+
+/// More holds due at once than one command returns (1,000): the buyer's own due hold still
+/// counts as returned when the limit is checked. One MULTI, so the expiry timer cannot run: the
+/// holds are made, come due, and the deduction finds them due, in that order; u's hold is the
+/// latest, so it is not among the first 1,000 returned.
+#[test]
+fn a_limit_counts_what_the_buyer_holds_when_more_holds_are_due_than_one_command_returns() {
+    let s = server();
+    let mut con = s.conn();
+    okay(call(&mut con, &["STOCK.SET", "s", "100000", "LIMIT", "1"]));
+    okay(call(&mut con, &["MULTI"]));
+    let others = 1_200;
+    for i in 0..others {
+        let (id, buyer) = (format!("o{i}"), format!("b{i}"));
+        call(
+            &mut con,
+            &[
+                "STOCK.DEDUCT",
+                "s",
+                "1",
+                "ID",
+                &id,
+                "BUYER",
+                &buyer,
+                "HOLD",
+                "50",
+            ],
+        )
+        .expect("QUEUED");
+    }
+    for args in [
+        &["DEBUG", "SLEEP", "0.01"][..],
+        &[
+            "STOCK.DEDUCT",
+            "s",
+            "1",
+            "ID",
+            "u1",
+            "BUYER",
+            "u",
+            "HOLD",
+            "50",
+        ],
+        &["DEBUG", "SLEEP", "0.1"],
+        &["STOCK.BUYER", "s", "u"],
+        &["STOCK.DEDUCT", "s", "1", "ID", "u2", "BUYER", "u"],
+        &["STOCK.BUYER", "s", "u"],
+    ] {
+        call(&mut con, args).expect("QUEUED");
+    }
+    let Ok(Value::Array(replies)) = call(&mut con, &["EXEC"]) else {
+        panic!("EXEC")
+    };
+    let tail = &replies[others..];
+    assert_eq!(tail[3], Value::Int(0), "u's due hold reads as returned");
+    // 1,200 others held and 1,000 of them returned by the deduction's first step, then u's
+    // own due hold, then u's new unit.
+    assert_eq!(
+        tail[4],
+        Value::Int(100_000 - 1_200 - 1 + 1_000 + 1 - 1),
+        "u bought again"
+    );
+    assert_eq!(tail[5], Value::Int(1));
+    assert_eq!(detail(&mut con, "s", "u1").expect("u1").state, "expired");
+    // The rest come back once each, by the timer.
+    assert!(wait_until(RETURNED, || sinfo(&mut con, "s")["held"] == 0));
+    let i = sinfo(&mut con, "s");
+    assert_eq!(
+        (i["available"], i["deducted"], i["buyers"]),
+        (100_000 - 1, 1, others as i64 + 1),
+        "{i:?}"
+    );
+}

@@ -652,6 +652,11 @@ pub mod tests {
         v.0.remove(count + 1);
         v.0[count] = Value::U(0);
         assert!(load_stock(&mut v, 5).is_err());
+        // A buyer no entry names: refused.
+        let mut v = v5_values(&one);
+        v.0[count] = Value::U(2);
+        v.0.insert(count + 2, Value::B(b"\x00\x01\x00z"));
+        assert!(load_stock(&mut v, 5).is_err());
         // A buyer record with a state, a limit past 2^63-1: refused.
         let mut v = v5_values(&one);
         v.0[count + 1] = Value::B(b"\x01\x01\x01u");

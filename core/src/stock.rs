@@ -387,6 +387,36 @@ impl Stock {
         units
     }
 
+    /// Returns `buyer`'s holds due at `now` (all of them, earliest first); the rest of the due
+    /// holds stay where they are. Costs the number of due holds not yet returned.
+    pub fn expire_buyer_due(&mut self, buyer: &[u8], now: u64) -> Vec<Expired> {
+        let Some(index) = self.buyers.index_of(buyer) else {
+            return Vec::new();
+        };
+        let mut due: Vec<(u64, u32)> = self.holds.due(now).collect();
+        due.sort_unstable();
+        due.dedup();
+        let mut out = Vec::new();
+        for (deadline, i) in due {
+            let Some((id, v)) = self.ledger.at(i as usize) else {
+                continue;
+            };
+            if v.state != State::Held || v.deadline != deadline || v.buyer as usize != index + 1 {
+                continue;
+            }
+            let id = id.to_vec();
+            self.expire_at_index(i as usize, v);
+            out.push(Expired {
+                id,
+                value: Value {
+                    state: State::Expired,
+                    ..v
+                },
+            });
+        }
+        out
+    }
+
     /// How many buyers the sale has recorded.
     pub fn buyers_len(&self) -> usize {
         self.buyers.len()
@@ -888,25 +918,31 @@ impl Stock {
         self.ledger.loaded();
         self.restocks.loaded();
         self.buyers.loaded();
-        let mut units = vec![0i64; self.buyers.len()];
+        // Each buyer's units, and whether an entry names it (a buyer is recorded with its
+        // first entry, and no entry is ever removed alone).
+        let mut units: Vec<(i64, bool)> = vec![(0, false); self.buyers.len()];
         for (_, v) in self.ledger.iter() {
             let Some(i) = (v.buyer as usize).checked_sub(1) else {
                 continue;
             };
-            let Some(u) = units.get_mut(i) else {
+            let Some((u, named)) = units.get_mut(i) else {
                 return Err("an entry names a buyer that is not in the buyer table");
             };
+            *named = true;
             if v.state.holds_units() {
                 *u = u
                     .checked_add(v.quantity)
                     .ok_or("a buyer's units pass 2^63-1")?;
             }
         }
+        if units.iter().any(|(_, named)| !named) {
+            return Err("a buyer is named by no entry");
+        }
         let agree = self
             .buyers
             .iter()
             .zip(units)
-            .all(|((_, v), u)| v.quantity == u);
+            .all(|((_, v), (u, _))| v.quantity == u);
         if !agree {
             return Err("a buyer's units do not match the ledger");
         }
@@ -1038,6 +1074,11 @@ impl Stock {
 fn transition_allowed(old: Value, new: Value) -> bool {
     if old == new {
         return true;
+    }
+    // An entry keeps its quantity (only the legacy form of a refund, on entries without a
+    // buyer, names another: 0).
+    if old.buyer != 0 && new.quantity != old.quantity {
+        return false;
     }
     match (old.state, new.state) {
         (State::Held, State::Confirmed | State::Refunded | State::Expired) => {
@@ -1773,6 +1814,58 @@ mod tests {
     }
 
     #[test]
+    fn a_buyer_s_due_holds_come_back_apart_from_the_others() {
+        let mut s = Stock::new(10_000);
+        s.limit = 1;
+        let b = buyer_bounds(10_000, 512);
+        for i in 0..50u32 {
+            let (id, buyer) = (format!("o{i}"), format!("b{i}"));
+            let req = DeductRequest {
+                hold: Some(Hold {
+                    deadline: 100,
+                    events: false,
+                }),
+                ..buy(1, id.as_bytes(), Some(buyer.as_bytes()))
+            };
+            s.deduct_admitting(req, b, || Ok(())).unwrap();
+        }
+        let req = DeductRequest {
+            hold: Some(Hold {
+                deadline: 150,
+                events: false,
+            }),
+            ..buy(1, b"u1", Some(b"u"))
+        };
+        s.deduct_admitting(req, b, || Ok(())).unwrap();
+        // Only some of the due holds were returned: u's is still stored as held.
+        assert_eq!(s.expire_due(200, 10).len(), 10);
+        assert_eq!(s.buyer_units(b"u", 200), 0);
+        assert!(matches!(
+            s.deduct_admitting(buy(1, b"u2", Some(b"u")), b, || Ok(())),
+            Err(FenceError::Limit { has: 1, .. })
+        ));
+        let back = s.expire_buyer_due(b"u", 200);
+        assert_eq!(back.len(), 1);
+        assert_eq!(back[0].id, b"u1");
+        assert!(s.expire_buyer_due(b"u", 200).is_empty());
+        assert!(s.expire_buyer_due(b"nobody", 200).is_empty());
+        assert_eq!(
+            s.deduct_admitting(buy(1, b"u2", Some(b"u")), b, || Ok(())),
+            Ok(Deduct::Deducted(10_000 - 50 + 10 - 1))
+        );
+        // The others come back as before, each once.
+        let mut rest = 0;
+        loop {
+            let n = s.expire_due(200, 7).len();
+            if n == 0 {
+                break;
+            }
+            rest += n;
+        }
+        assert_eq!(rest, 40);
+    }
+
+    #[test]
     fn new_buyers_are_bounded() {
         let mut s = Stock::new(10);
         let ok = || Ok(());
@@ -1831,6 +1924,30 @@ mod tests {
         };
         assert!(s.put_entry(b"o1", refunded, Some(b"u")));
         assert_eq!(s.buyer_units(b"u", 0), 0);
+        // A buyer's entry keeps its quantity.
+        let held = Value {
+            quantity: 1,
+            state: State::Held,
+            deadline: 5,
+            events: false,
+            buyer: 0,
+        };
+        assert!(s.put_entry(b"h", held, Some(b"u")));
+        let confirmed = Value {
+            state: State::Confirmed,
+            deadline: 0,
+            ..held
+        };
+        assert!(!s.put_entry(
+            b"h",
+            Value {
+                quantity: 9,
+                ..confirmed
+            },
+            Some(b"u")
+        ));
+        assert!(s.put_entry(b"h", confirmed, Some(b"u")));
+        assert_eq!(s.buyer_units(b"u", 0), 1);
         assert!(s.put_entry(b"big", Value::plain(i64::MAX), Some(b"w")));
         assert!(
             !s.put_entry(b"big2", Value::plain(1), Some(b"w")),

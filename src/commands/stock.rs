@@ -361,9 +361,6 @@ pub fn deduct(ctx: &Ctx<'_>, args: &Args<'_>) -> CommandResult {
                 Some(_) => eviction::check_stock(ctx, &key),
                 None => Ok(()),
             };
-            let Some(stock) = key.stock_mut() else {
-                return Err(FenceError::WrongType);
-            };
             let request = DeductRequest {
                 quantity,
                 id: options.id,
@@ -376,8 +373,28 @@ pub fn deduct(ctx: &Ctx<'_>, args: &Args<'_>) -> CommandResult {
                 id_length: MAX_ID_LENGTH.get(),
                 buyers: MAX_BUYERS.get(),
             };
-            let before = stock.snapshot();
-            let outcome = stock.deduct_admitting(request, bounds, || admission);
+            let decide = |stock: &mut Stock| {
+                let before = stock.snapshot();
+                (
+                    before,
+                    stock.deduct_admitting(request, bounds, || admission.clone()),
+                )
+            };
+            let Some((mut before, mut outcome)) = key.stock_mut().map(decide) else {
+                return Err(FenceError::WrongType);
+            };
+            if let (Err(FenceError::Limit { .. }), Some(buyer)) = (&outcome, options.buyer) {
+                // More holds came due than one command returns: this buyer's due ones come
+                // back now, so the limit counts what the buyer holds now.
+                if holds::return_buyer_due(ctx, name, &mut key, buyer) {
+                    if let Some(again) = key.stock_mut().map(decide) {
+                        (before, outcome) = again;
+                    }
+                }
+            }
+            let Some(stock) = key.stock_mut() else {
+                return Err(FenceError::WrongType);
+            };
             match outcome {
                 Err(FenceError::Stale { .. }) => stats::STALE.incr(),
                 Err(FenceError::Limit { .. }) => stats::LIMIT_REFUSALS.incr(),
