@@ -113,7 +113,7 @@ pub const DOCS: &[Doc] = &[
     Doc {
         name: c"STOCK.BUYER",
         summary: c"Returns the units a buyer holds in a stock's sale (0 for none); nil when the key does not exist.",
-        complexity: c"O(1)",
+        complexity: c"O(1), plus O(N) for N holds due and not yet returned",
         arity: 3,
         access: KeyAccess::Read,
         events_key: false,
