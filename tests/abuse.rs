@@ -322,6 +322,7 @@ fn out_of_memory_refuses_growing_writes_whole_and_serves_the_rest() {
         &["STOCK.DEDUCT", "sku", "1"],
         &["STOCK.DEDUCT", "sku", "1", "ID", "order-3"],
         &["STOCK.DEDUCT", "sku", "1", "ID", "order-1"],
+        &["STOCK.DEDUCT", "sku", "1", "ID", "order-3", "BUYER", "b"],
         &["STOCK.DEDUCT", "sku", "1", "FENCE", &t_held.to_string()],
         &["STOCK.DEDUCT", "plain", "1"],
     ];
@@ -348,6 +349,9 @@ fn out_of_memory_refuses_growing_writes_whole_and_serves_the_rest() {
     assert_eq!(stock(&mut con, "sku"), 95);
     assert_eq!(int(call(&mut con, &["STOCK.REQUEST", "sku", "order-1"])), 2);
     assert_eq!(int(call(&mut con, &["STOCK.GET", "plain"])), 50);
+    assert_eq!(int(call(&mut con, &["STOCK.BUYER", "sku", "b"])), 0);
+    // STOCK.LIMIT grows nothing: never refused for memory.
+    assert_eq!(int(call(&mut con, &["STOCK.LIMIT", "sku", "0"])), 1);
     assert_eq!(
         int(call(
             &mut con,
@@ -399,10 +403,24 @@ fn every_command<'a>(lock: &'a str, sku: &'a str) -> Vec<Vec<&'a str>> {
         vec!["STOCK.REQUEST", sku, "order-1"],
         vec!["STOCK.REQUEST", sku, "order-8", "DETAIL"],
         vec!["STOCK.INFO", sku],
+        vec![
+            "STOCK.DEDUCT",
+            sku,
+            "1",
+            "ID",
+            "order-7",
+            "BUYER",
+            "buyer-1",
+        ],
+        vec!["STOCK.BUYER", sku, "buyer-1"],
+        vec!["STOCK.SET", sku, "5", "LIMIT", "3"],
+        // Last of the stock commands: the limit cleared, so later deductions need no BUYER.
+        vec!["STOCK.LIMIT", sku, "0"],
         vec!["FENCE.LOCK", lock, "intruder", "99999999999999999", "0"],
         vec!["FENCE.STOCK", sku, "1000", "0", "0", "RESET"],
         vec!["FENCE.ENTRY", sku, "1000", "0", "0", "o", "1", "deducted"],
         vec!["FENCE.EXPIRESTREAM", sku, "orders:events"],
+        vec!["FENCE.LIMIT", sku, "5"],
     ]
 }
 
@@ -415,10 +433,12 @@ const WRITES: &[&str] = &[
     "STOCK.DEDUCT",
     "STOCK.REFUND",
     "STOCK.CONFIRM",
+    "STOCK.LIMIT",
     "FENCE.LOCK",
     "FENCE.STOCK",
     "FENCE.ENTRY",
     "FENCE.EXPIRESTREAM",
+    "FENCE.LIMIT",
 ];
 
 #[test]
@@ -439,8 +459,8 @@ fn acl_key_patterns_hold_for_every_module_command() {
     );
     let module_cmds = "+LOCK.ACQUIRE +LOCK.RENEW +LOCK.RELEASE +LOCK.STATUS +STOCK.SET \
                        +STOCK.ADD +STOCK.GET +STOCK.DEDUCT +STOCK.REFUND +STOCK.REQUEST \
-                       +STOCK.INFO +STOCK.CONFIRM +FENCE.LOCK +FENCE.STOCK +FENCE.ENTRY \
-                       +FENCE.EXPIRESTREAM";
+                       +STOCK.INFO +STOCK.CONFIRM +STOCK.LIMIT +STOCK.BUYER +FENCE.LOCK \
+                       +FENCE.STOCK +FENCE.ENTRY +FENCE.EXPIRESTREAM +FENCE.LIMIT";
     let users: [(&str, String); 3] = [
         ("all", "on >pw ~orders:* +@all".to_string()),
         ("mod", format!("on >pw ~orders:* -@all {module_cmds}")),

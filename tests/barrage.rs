@@ -47,10 +47,13 @@ const COMMANDS: &[&str] = &[
     "STOCK.REQUEST",
     "STOCK.INFO",
     "STOCK.CONFIRM",
+    "STOCK.LIMIT",
+    "STOCK.BUYER",
     "FENCE.LOCK",
     "FENCE.STOCK",
     "FENCE.ENTRY",
     "FENCE.EXPIRESTREAM",
+    "FENCE.LIMIT",
 ];
 
 /// The handful of keys: locks, stocks, plain strings (integer, negative, text) and other types.
@@ -262,7 +265,7 @@ impl Gen {
         match self.rng.random_range(0..20) {
             0..=5 => self.number(),
             6..=8 => {
-                let w = self.pick(&["ID", "FENCE", "WAIT", "KEEP", "RESET"]);
+                let w = self.pick(&["ID", "FENCE", "WAIT", "KEEP", "RESET", "BUYER", "LIMIT"]);
                 self.any_case(w)
             }
             9..=10 => self.pick(&["o1", "o2", "o3", "order-1", "order-2"]).into(),
@@ -285,6 +288,7 @@ impl Gen {
             .to_vec();
         let sku = self.pick(&["sk:1", "sk:2", "str:int"]).as_bytes().to_vec();
         let owner = self.pick(&["o1", "o2", "o3"]).as_bytes().to_vec();
+        let buyer = self.pick(&["b1", "b2", "b3"]).as_bytes().to_vec();
         let order = format!("order-{}", self.rng.random_range(0..40)).into_bytes();
         let ttl = match self.rng.random_range(0..20) {
             0 => b"60000".to_vec(),
@@ -303,7 +307,25 @@ impl Gen {
             "LOCK.RENEW" => vec![lock, owner, ttl],
             "LOCK.RELEASE" => vec![lock, owner],
             "LOCK.STATUS" => vec![lock],
-            "STOCK.SET" => vec![sku, self.rng.random_range(0..=200u32).to_string().into()],
+            "STOCK.SET" => {
+                let mut v = vec![sku, self.rng.random_range(0..=200u32).to_string().into()];
+                if self.rng.random_bool(0.2) {
+                    v.push(self.any_case("LIMIT"));
+                    v.push(self.rng.random_range(0..=3u32).to_string().into_bytes());
+                }
+                v
+            }
+            // Mostly 0: a limit refuses every deduction without BUYER.
+            "STOCK.LIMIT" => {
+                let n = if self.rng.random_bool(0.7) {
+                    0
+                } else {
+                    self.rng.random_range(1..=3u32)
+                };
+                vec![sku, n.to_string().into_bytes()]
+            }
+            "STOCK.BUYER" => vec![sku, buyer.clone()],
+            "FENCE.LIMIT" => vec![sku, self.number()],
             "STOCK.ADD" => vec![sku, self.rng.random_range(1..=50u32).to_string().into()],
             "STOCK.GET" | "STOCK.INFO" => vec![sku],
             "STOCK.DEDUCT" => {
@@ -315,6 +337,9 @@ impl Gen {
                 if self.rng.random_bool(0.4) {
                     let t = self.tokens.last().copied().unwrap_or_else(now_us);
                     opts.push(vec![self.any_case("FENCE"), t.to_string().into_bytes()]);
+                }
+                if self.rng.random_bool(0.4) {
+                    opts.push(vec![self.any_case("BUYER"), buyer]);
                 }
                 if self.rng.random_bool(0.5) {
                     opts.reverse();

@@ -74,6 +74,8 @@ fn command_forms(lock: &str, stock: &str, token: &str) -> Vec<(Vec<String>, bool
         (vec!["LOCK.STATUS", lock], true),
         (vec!["LOCK.RELEASE", lock, "worker-2"], false),
         (vec!["STOCK.SET", stock, "100"], false),
+        (vec!["STOCK.SET", stock, "100", "LIMIT", "0"], false),
+        (vec!["STOCK.LIMIT", stock, "5"], false),
         (vec!["STOCK.ADD", stock, "10"], false),
         (vec!["STOCK.GET", stock], true),
         (
@@ -84,6 +86,19 @@ fn command_forms(lock: &str, stock: &str, token: &str) -> Vec<(Vec<String>, bool
             vec!["STOCK.DEDUCT", stock, "1", "ID", "order-3", "HOLD", "60000"],
             false,
         ),
+        (
+            vec![
+                "STOCK.DEDUCT",
+                stock,
+                "1",
+                "ID",
+                "order-4",
+                "BUYER",
+                "buyer-1",
+            ],
+            false,
+        ),
+        (vec!["STOCK.BUYER", stock, "buyer-1"], true),
         (vec!["STOCK.CONFIRM", stock, "order-3"], false),
         (vec!["STOCK.REQUEST", stock, "order-1"], true),
         (vec!["STOCK.REQUEST", stock, "order-3", "DETAIL"], true),
@@ -205,6 +220,27 @@ fn every_command_routes_to_the_master_that_owns_its_key_without_hash_tags() {
         );
         assert_eq!(request(&mut cc, stock, "order-1"), Some(3));
         assert_eq!(int(call(&mut cc, &["STOCK.REFUND", stock, "order-2"])), 2);
+        // A limit per buyer, a buyer's deduction, what the buyer holds; then as it was.
+        assert_eq!(int(call(&mut cc, &["STOCK.LIMIT", stock, "5"])), 1);
+        assert_eq!(
+            int(call(
+                &mut cc,
+                &[
+                    "STOCK.DEDUCT",
+                    stock,
+                    "2",
+                    "ID",
+                    "order-4",
+                    "BUYER",
+                    "buyer-1"
+                ]
+            )),
+            105
+        );
+        assert_eq!(int(call(&mut cc, &["STOCK.BUYER", stock, "buyer-1"])), 2);
+        assert_eq!(int(call(&mut cc, &["STOCK.REFUND", stock, "order-4"])), 2);
+        assert_eq!(int(call(&mut cc, &["STOCK.BUYER", stock, "buyer-1"])), 0);
+        assert_eq!(int(call(&mut cc, &["STOCK.LIMIT", stock, "0"])), 1);
         assert_eq!(int(call(&mut cc, &["STOCK.GET", stock])), 107);
         if has_info {
             assert!(matches!(
@@ -323,6 +359,24 @@ fn slot_migration_keeps_a_held_lock_and_a_stock_with_its_ledger_and_fence() {
     let topology = cluster.wait_stable(CLUSTER_WAIT);
     let mut cc = cluster.conn();
     let (lock, sku, future) = ("lock:migrate", "sku:migrate", "lock:future");
+    // A stock with a limit per buyer and buyers: alice holds 2 (1 deducted, 1 held), bob
+    // nothing now (refunded), carol 1 confirmed.
+    let limits = "sku:limits";
+    okay(call(&mut cc, &["STOCK.SET", limits, "50", "LIMIT", "2"]));
+    for (id, who, hold) in [
+        ("l-1", "alice", false),
+        ("l-2", "alice", true),
+        ("l-3", "bob", false),
+        ("l-4", "carol", true),
+    ] {
+        let mut args = vec!["STOCK.DEDUCT", limits, "1", "ID", id, "BUYER", who];
+        if hold {
+            args.extend(["HOLD", HELD_MS]);
+        }
+        int(call(&mut cc, &args));
+    }
+    assert_eq!(int(call(&mut cc, &["STOCK.REFUND", limits, "l-3"])), 1);
+    assert_eq!(int(call(&mut cc, &["STOCK.CONFIRM", limits, "l-4"])), 1);
 
     // A held lock, a stock with a ledger (some ids refunded) and a fence.
     let token = int(call(&mut cc, &["LOCK.ACQUIRE", lock, "worker-1", HELD_MS]));
@@ -356,7 +410,7 @@ fn slot_migration_keeps_a_held_lock_and_a_stock_with_its_ledger_and_fence() {
     );
 
     // Remember every value exactly (DEBUG DIGEST-VALUE on the owner) and the lock's TTL.
-    let keys = [lock, sku, future];
+    let keys = [lock, sku, future, limits];
     let slots: Vec<usize> = keys.iter().map(|k| cluster.keyslot(k)).collect();
     let digests: Vec<String> = keys
         .iter()
@@ -464,6 +518,32 @@ fn slot_migration_keeps_a_held_lock_and_a_stock_with_its_ledger_and_fence() {
     if let Some(n) = ledger_size(&mut cluster.node(targets[1]), sku) {
         assert_eq!(n, 40, "STOCK.INFO requests after the move");
     }
+    // The limit, the buyers and each entry's buyer moved with their stock.
+    for (who, units) in [("alice", 2), ("bob", 0), ("carol", 1), ("dave", 0)] {
+        assert_eq!(
+            int(call(&mut cc, &["STOCK.BUYER", limits, who])),
+            units,
+            "STOCK.BUYER {who} after the move"
+        );
+    }
+    assert_err(
+        call(
+            &mut cc,
+            &["STOCK.DEDUCT", limits, "1", "ID", "l-5", "BUYER", "alice"],
+        ),
+        limit_reached("alice", 2, 2),
+    );
+    assert_err(
+        call(&mut cc, &["STOCK.DEDUCT", limits, "1", "ID", "l-5"]),
+        buyer_required(2),
+    );
+    assert_eq!(
+        int(call(
+            &mut cc,
+            &["STOCK.DEDUCT", limits, "2", "ID", "l-5", "BUYER", "bob"]
+        )),
+        45
+    );
 
     // The next grant of each key on its new master has a larger token.
     assert_eq!(int(call(&mut cc, &["LOCK.RELEASE", lock, "worker-1"])), 1);

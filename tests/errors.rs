@@ -215,7 +215,8 @@ fn wrong_arity_for_every_command() {
             vec![vec![], vec!["lk"]],
         ),
         ("LOCK.STATUS", vec![vec![], vec!["lk", "x"]]),
-        ("STOCK.SET", vec![vec![], vec!["sk"], vec!["sk", "5", "x"]]),
+        // A fourth argument is an option (`LIMIT`): see tests/buyers.rs.
+        ("STOCK.SET", vec![vec![], vec!["sk"]]),
         // A fourth argument is an option (`ID`).
         ("STOCK.ADD", vec![vec![], vec!["sk"]]),
         ("STOCK.GET", vec![vec![], vec!["sk", "x"]]),
@@ -230,6 +231,14 @@ fn wrong_arity_for_every_command() {
         (
             "STOCK.CONFIRM",
             vec![vec![], vec!["sk"], vec!["sk", "a", "x"]],
+        ),
+        (
+            "STOCK.LIMIT",
+            vec![vec![], vec!["sk"], vec!["sk", "1", "x"]],
+        ),
+        (
+            "STOCK.BUYER",
+            vec![vec![], vec!["sk"], vec!["sk", "b", "x"]],
         ),
     ];
     for (name, arg_lists) in cases {

@@ -812,7 +812,7 @@ fn client_round(
 fn snapshot(con: &mut Connection, round: &Round, k: usize) -> StockCall {
     let key = round.stock_key(k);
     let info = match call(con, &["STOCK.INFO", &key]) {
-        Ok(Value::Array(items)) if items.len() == 16 => items,
+        Ok(Value::Array(items)) if items.len() == 20 => items,
         other => panic!("STOCK.INFO {key}: unexpected reply {other:?}"),
     };
     let field = |name: &str| -> i64 {

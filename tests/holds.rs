@@ -287,7 +287,7 @@ fn hold_confirm_and_detail_reply_as_the_contract_says() {
     let d = call(&mut r3, &["STOCK.REQUEST", SKU, "plain", "detail"]).expect("detail");
     assert!(matches!(d, Value::Map(ref p) if p.len() == 2), "{d:?}");
     let i = call(&mut r3, &["STOCK.INFO", SKU]).expect("INFO");
-    assert!(matches!(i, Value::Map(ref p) if p.len() == 8), "{i:?}");
+    assert!(matches!(i, Value::Map(ref p) if p.len() == 10), "{i:?}");
     // Counters.
     assert_eq!(fence_counter(&mut con, "holds"), 3);
     assert_eq!(fence_counter(&mut con, "confirms"), 1);

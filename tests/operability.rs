@@ -43,6 +43,7 @@ fn info_counts_every_outcome() {
         "deductions_sold_out",
         "replays",
         "stale_refusals",
+        "limit_refusals",
         "refunds",
         "locks_held",
         "clients_waiting",
@@ -155,7 +156,9 @@ fn command_docs_and_info_describe_every_command() {
         ("LOCK.RENEW", -4, vec!["key", "owner", "ttl-ms", "token"]),
         ("LOCK.RELEASE", -3, vec!["key", "owner", "token"]),
         ("LOCK.STATUS", 2, vec!["key"]),
-        ("STOCK.SET", 3, vec!["key", "quantity"]),
+        ("STOCK.SET", -3, vec!["key", "quantity", "per-buyer"]),
+        ("STOCK.LIMIT", 3, vec!["key", "per-buyer"]),
+        ("STOCK.BUYER", 3, vec!["key", "buyer-id"]),
         ("STOCK.ADD", -3, vec!["key", "quantity", "restock-id"]),
         ("STOCK.GET", 2, vec!["key"]),
         (
@@ -165,6 +168,7 @@ fn command_docs_and_info_describe_every_command() {
                 "key",
                 "quantity",
                 "request-id",
+                "buyer-id",
                 "ms",
                 "token",
                 "stream-key",
@@ -234,6 +238,28 @@ fn command_docs_and_info_describe_every_command() {
     let id = docs_map(&arg_list[2]);
     assert_eq!(text(&id["token"]), "ID");
     assert!(format!("{:?}", id["flags"]).contains("optional"));
+    let buyer = docs_map(&arg_list[3]);
+    assert_eq!(text(&buyer["token"]), "BUYER");
+    assert!(format!("{:?}", buyer["flags"]).contains("optional"));
+    let docs = call(&mut con, &["COMMAND", "DOCS", "STOCK.SET"]).expect("docs");
+    let Value::Array(pair) = &docs else { panic!() };
+    let Value::Array(arg_list) = &docs_map(&pair[1])["arguments"] else {
+        panic!()
+    };
+    let limit = docs_map(&arg_list[2]);
+    assert_eq!(text(&limit["token"]), "LIMIT");
+    assert!(format!("{:?}", limit["flags"]).contains("optional"));
+    // STOCK.BUYER is a read: a READONLY replica serves it (COMMAND INFO flags).
+    let info = format!(
+        "{:?}",
+        call(&mut con, &["COMMAND", "INFO", "STOCK.BUYER"]).expect("COMMAND INFO")
+    );
+    assert!(info.contains("readonly"), "{info}");
+    let info = format!(
+        "{:?}",
+        call(&mut con, &["COMMAND", "INFO", "STOCK.LIMIT"]).expect("COMMAND INFO")
+    );
+    assert!(info.contains("write"), "{info}");
 }
 
 #[test]
@@ -241,12 +267,13 @@ fn settings_are_listed_and_bounded() {
     let server = Server::start();
     let mut con = server.conn();
     let all = config_get_all(&mut con, "fence.*");
-    assert_eq!(all.len(), 5, "{all:?}");
+    assert_eq!(all.len(), 6, "{all:?}");
     for (name, value, max) in [
         ("fence.max-hold-ms", "604800000", "315360000000"),
         ("fence.max-ttl-ms", "604800000", "315360000000"),
         ("fence.max-id-length", "512", "536870912"),
         ("fence.max-ledger-entries", "1000000", "9223372036854775807"),
+        ("fence.max-buyers", "1000000", "9223372036854775807"),
     ] {
         assert_eq!(config_get(&mut con, name), value);
         okay(call(&mut con, &["CONFIG", "SET", name, max]));
@@ -394,12 +421,16 @@ fn stock_info_reports_the_ledger() {
         Value::Int(0),
         Value::BulkString(b"next-deadline".to_vec()),
         Value::Int(0),
+        Value::BulkString(b"limit".to_vec()),
+        Value::Int(0),
+        Value::BulkString(b"buyers".to_vec()),
+        Value::Int(0),
     ]);
     assert_eq!(v, expect);
     let mut r3 = server.conn_resp3();
     let m = call(&mut r3, &["STOCK.INFO", "s"]).expect("STOCK.INFO resp3");
     assert!(
-        matches!(m, Value::Map(ref pairs) if pairs.len() == 8),
+        matches!(m, Value::Map(ref pairs) if pairs.len() == 10),
         "{m:?}"
     );
     okay(call(&mut con, &["SET", "p", "42"]));

@@ -203,7 +203,7 @@ fn token_of(report: &str) -> i64 {
 /// STOCK.INFO as (available, deducted, requests, fence).
 fn stock_info(con: &mut redis::Connection, key: &str) -> (i64, i64, i64, i64) {
     let items = match call(con, &["STOCK.INFO", key]) {
-        Ok(Value::Array(items)) if items.len() == 16 => items,
+        Ok(Value::Array(items)) if items.len() == 20 => items,
         other => panic!("STOCK.INFO {key}: {other:?}"),
     };
     let field = |name: &str| -> i64 {

@@ -218,6 +218,8 @@ fn expected_info(
         ("held", 0),
         ("held-units", 0),
         ("next-deadline", 0),
+        ("limit", 0),
+        ("buyers", 0),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))

@@ -6,8 +6,10 @@
 //! median of the per-round ratios. Results go to bench/results/ as Markdown and SVG. The Big
 //! ledger section runs on servers of its own, for this build and, with `--before <module>`, an
 //! earlier one; `--big-ledger-only` runs only it. `--holds-only` runs only the Holds section
-//! (expiry lateness, the longest timer firing, bytes per hold; `--holds N` holds) and
-//! `--instructions-only` only the instructions per call; both print and write nothing.
+//! (expiry lateness, the longest timer firing, bytes per hold; `--holds N` holds),
+//! `--buyers-only` only the Purchase limits section (CPU per `BUYER` deduction against Lua,
+//! bytes per buyer) and `--instructions-only` only the instructions per call; they print and
+//! write nothing.
 //!
 //! Every import points one way, main → scenarios → report and harness:
 //! - `harness`: the servers (fence-test-support's `Server`, with the bench's settings), the
@@ -28,7 +30,7 @@ mod scenarios;
 use harness::{info_field, progress, Res, BEGAN};
 use report::{svg_chart, ChartGroup};
 use scenarios::throughput::{GroupResult, KEYSPACE};
-use scenarios::{big_ledger, contended, hand_off, holds, memory, seckill, throughput};
+use scenarios::{big_ledger, buyers, contended, hand_off, holds, memory, seckill, throughput};
 
 struct Options {
     rounds: usize,
@@ -38,6 +40,7 @@ struct Options {
     memory_keys: usize,
     big_ledger: big_ledger::Options,
     holds: holds::Options,
+    buyers: buyers::Options,
     out: PathBuf,
 }
 
@@ -81,6 +84,12 @@ fn run() -> Res<()> {
             holds: setting("holds", "FENCE_BENCH_HOLDS")
                 .and_then(|n| n.parse().ok())
                 .unwrap_or(if quick { 20_000 } else { 100_000 }),
+        },
+        buyers: buyers::Options {
+            calls: if quick { 40_000 } else { 200_000 },
+            rounds: if quick { 2 } else { 5 },
+            cycle: if quick { 20_000 } else { 100_000 },
+            buyers: if quick { 100_000 } else { 1_000_000 },
         },
         out: root.join("bench/results"),
     };
@@ -147,6 +156,19 @@ fn run() -> Res<()> {
         println!("{section}");
         return Ok(());
     }
+    if std::env::args().any(|a| a == "--buyers-only") {
+        // Only the Purchase limits section, printed; results.md is left alone.
+        drop(con);
+        drop(server);
+        let mut section = String::new();
+        buyers::buyers(&module, pin, &opts.buyers, &mut section)?;
+        println!("{section}");
+        eprintln!(
+            "bench: the Purchase limits section took {:.0} s",
+            began.elapsed().as_secs_f64()
+        );
+        return Ok(());
+    }
     if std::env::args().any(|a| a == "--big-ledger-only") {
         // Only the Big ledger section: printed, and put in place of the one in results.md.
         drop(con);
@@ -202,6 +224,9 @@ fn run() -> Res<()> {
 
     holds::holds(&module, pin, &opts.holds, &mut report)?;
     progress!("holds done");
+
+    buyers::buyers(&module, pin, &opts.buyers, &mut report)?;
+    progress!("purchase limits done");
 
     big_ledger::big_ledger(&ledger_modules, pin, &opts.big_ledger, &mut report)?;
     progress!("big ledger done");

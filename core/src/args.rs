@@ -188,6 +188,31 @@ pub struct DeductOptions<'a> {
     /// `HOLD ms`: a positive integer (its upper bound, `fence.max-hold-ms`, is the command's
     /// to check); only with `ID`.
     pub hold: Option<i64>,
+    /// `BUYER buyer-id`: not empty (a new buyer's length is checked where it is recorded);
+    /// only with `ID`.
+    pub buyer: Option<&'a [u8]>,
+}
+
+/// The most option words any `STOCK.DEDUCT` has: `ID x BUYER b HOLD ms FENCE t EVENTS s MAXLEN
+/// ~ n` is 13; a command shows its parser at most `MAX_OPTION_WORDS` and refuses a longer
+/// tail outright.
+pub const MAX_DEDUCT_WORDS: usize = 13;
+/// How many option words a command reads before refusing the call as too long.
+pub const MAX_OPTION_WORDS: usize = 16;
+
+/// `LIMIT per-buyer` / `STOCK.LIMIT key per-buyer`: an integer from 0 (no limit) to `i64::MAX`.
+pub fn parse_limit(bytes: &[u8]) -> Result<i64, FenceError> {
+    parse_i64(bytes)
+        .filter(|n| *n >= 0)
+        .ok_or(FenceError::LimitRange)
+}
+
+/// Parses `STOCK.SET`'s options: nothing, or `LIMIT per-buyer`.
+pub fn parse_set_options(args: &[&[u8]]) -> Result<Option<i64>, FenceError> {
+    match parse_one_option(args, "LIMIT")? {
+        Some(value) => parse_limit(value).map(Some),
+        None => Ok(None),
+    }
 }
 
 /// Parses `EVENTS stream-key [MAXLEN [~|=] n]` starting at `words[at]` (the word after
@@ -227,8 +252,8 @@ fn parse_events(words: &[&[u8]], at: usize) -> Result<(Events, usize), FenceErro
     ))
 }
 
-/// Parses `[ID request-id] [FENCE token] [EVENTS stream-key [MAXLEN [~|=] n]]` in any order,
-/// case-insensitively, each at most once.
+/// Parses `[ID request-id] [BUYER buyer-id] [HOLD ms] [FENCE token] [EVENTS stream-key [MAXLEN
+/// [~|=] n]]` in any order, case-insensitively, each at most once.
 pub fn parse_deduct_options<'a>(args: &[&'a [u8]]) -> Result<DeductOptions<'a>, FenceError> {
     let mut options = DeductOptions::default();
     let mut i = 0;
@@ -269,12 +294,22 @@ pub fn parse_deduct_options<'a>(args: &[&'a [u8]]) -> Result<DeductOptions<'a>, 
                 })?;
             options.hold = Some(ms);
             i += 2;
+        } else if name.eq_ignore_ascii_case(b"BUYER") {
+            let value = value.ok_or(FenceError::MissingValue("BUYER"))?;
+            if options.buyer.is_some() {
+                return Err(FenceError::RepeatedOption("BUYER"));
+            }
+            options.buyer = Some(parse_name(value, Name::BuyerId, i64::MAX)?);
+            i += 2;
         } else {
             return Err(FenceError::UnknownOption(printable(name)));
         }
     }
     if options.hold.is_some() && options.id.is_none() {
         return Err(FenceError::HoldNeedsId);
+    }
+    if options.buyer.is_some() && options.id.is_none() {
+        return Err(FenceError::BuyerNeedsId);
     }
     Ok(options)
 }
@@ -515,7 +550,8 @@ mod tests {
                 hold: None,
                 id: Some(b"order-1"),
                 fence: Some(9),
-                events: None
+                events: None,
+                buyer: None,
             }
         );
         assert_eq!(parse_deduct_options(&[]), Ok(DeductOptions::default()));
@@ -587,9 +623,68 @@ mod tests {
             (&[b"NOPE", b"1"], FenceError::UnknownOption("NOPE".into())),
             (&[b"FENCE", b"0"], FenceError::TokenNotPositive),
             (&[b"ID", b""], FenceError::EmptyName(Name::RequestId)),
+            (&[b"BUYER", b"u"], FenceError::BuyerNeedsId),
+            (&[b"BUYER"], FenceError::MissingValue("BUYER")),
+            (
+                &[b"ID", b"a", b"BUYER", b""],
+                FenceError::EmptyName(Name::BuyerId),
+            ),
+            (
+                &[b"ID", b"a", b"BUYER", b"u", b"buyer", b"v"],
+                FenceError::RepeatedOption("BUYER"),
+            ),
         ];
         for (args, want) in cases {
             assert_eq!(parse_deduct_options(args).as_ref(), Err(want));
         }
+    }
+
+    #[test]
+    fn every_option_together_fits_the_bound() {
+        let all: Vec<&[u8]> = vec![
+            b"ID", b"o", b"BUYER", b"b", b"HOLD", b"1000", b"FENCE", b"7", b"EVENTS", b"s",
+            b"MAXLEN", b"~", b"10",
+        ];
+        assert_eq!(all.len(), MAX_DEDUCT_WORDS);
+        const { assert!(MAX_DEDUCT_WORDS <= MAX_OPTION_WORDS) };
+        // Every rotation of the five options parses to the same thing.
+        let groups: Vec<&[&[u8]]> = vec![&all[0..2], &all[2..4], &all[4..6], &all[6..8], &all[8..]];
+        for r in 0..groups.len() {
+            let words: Vec<&[u8]> = groups[r..]
+                .iter()
+                .chain(groups[..r].iter())
+                .flat_map(|g| g.iter().copied())
+                .collect();
+            let o = parse_deduct_options(&words).unwrap_or_default();
+            assert_eq!(
+                (o.id, o.buyer, o.hold, o.fence),
+                (Some(&b"o"[..]), Some(&b"b"[..]), Some(1000), Some(7)),
+                "rotation {r}"
+            );
+            assert_eq!(o.events.and_then(|e| e.maxlen).map(|m| m.len), Some(10));
+        }
+    }
+
+    #[test]
+    fn limits() {
+        assert_eq!(parse_limit(b"0"), Ok(0));
+        assert_eq!(parse_limit(b"9223372036854775807"), Ok(i64::MAX));
+        for bad in [&b"-1"[..], b"x", b"", b"1.5", b"9223372036854775808"] {
+            assert_eq!(parse_limit(bad), Err(FenceError::LimitRange), "{bad:?}");
+        }
+        assert_eq!(parse_set_options(&[]), Ok(None));
+        assert_eq!(parse_set_options(&[b"limit", b"3"]), Ok(Some(3)));
+        assert_eq!(
+            parse_set_options(&[b"LIMIT"]),
+            Err(FenceError::MissingValue("LIMIT"))
+        );
+        assert_eq!(
+            parse_set_options(&[b"LIMIT", b"1", b"LIMIT", b"2"]),
+            Err(FenceError::RepeatedOption("LIMIT"))
+        );
+        assert_eq!(
+            parse_set_options(&[b"X", b"1"]),
+            Err(FenceError::UnknownOption("X".into()))
+        );
     }
 }

@@ -52,12 +52,16 @@ pub static MAX_LEDGER_ENTRIES: Setting = Setting::new("max-ledger-entries", 1_00
 pub static MAX_HOLD_MS: Setting =
     Setting::new("max-hold-ms", 7 * 24 * 3600 * 1000, 1, 315_360_000_000);
 
+/// The most buyers one stock records in a sale (`STOCK.DEDUCT … BUYER`).
+pub static MAX_BUYERS: Setting = Setting::new("max-buyers", 1_000_000, 0, i64::MAX);
+
 /// Every setting.
-pub static SETTINGS: [&Setting; 4] = [
+pub static SETTINGS: [&Setting; 5] = [
     &MAX_TTL_MS,
     &MAX_ID_LENGTH,
     &MAX_LEDGER_ENTRIES,
     &MAX_HOLD_MS,
+    &MAX_BUYERS,
 ];
 
 /// One yes/no setting.

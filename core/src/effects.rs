@@ -7,9 +7,10 @@
 //! - `FENCE.LOCK key owner token expire-at-ms` (expire-at 0: leave the key's expiry alone);
 //! - `FENCE.STOCK key available fence deducted RESET|KEEP [request-id quantity ...]`;
 //! - `FENCE.RESTOCK key available restock-id quantity`;
-//! - `FENCE.ENTRY key available fence deducted request-id quantity state [deadline] [events]`:
-//!   one request-ledger entry as it stands (a deduction, a hold, a confirmation, a refund, an
-//!   expiry), with the stock's scalars after the change;
+//! - `FENCE.ENTRY key available fence deducted request-id quantity state [deadline] [events]
+//!   [buyer buyer-id]`: one request-ledger entry as it stands (a deduction, a hold, a
+//!   confirmation, a refund, an expiry), with the stock's scalars after the change;
+//! - `FENCE.LIMIT key per-buyer`: the stock's limit per buyer (0: none);
 //! - `FENCE.EXPIRESTREAM key [stream-key [MAXLEN =|~ n]]`: where the stock announces expired
 //!   holds (none without a stream key).
 //!
@@ -27,6 +28,7 @@ pub const STOCK: &CStr = c"FENCE.STOCK";
 pub const RESTOCK: &CStr = c"FENCE.RESTOCK";
 pub const ENTRY: &CStr = c"FENCE.ENTRY";
 pub const EXPIRE_STREAM: &CStr = c"FENCE.EXPIRESTREAM";
+pub const LIMIT: &CStr = c"FENCE.LIMIT";
 
 /// One request-ledger entry as it stands, with the stock's scalars after the change.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,7 +37,32 @@ pub struct EntryEffect<'a> {
     pub fence: u64,
     pub deducted: i64,
     pub id: &'a [u8],
+    /// `value.buyer` is the master's own index: the effect names the buyer by id.
     pub value: Value,
+    pub buyer: Option<&'a [u8]>,
+}
+
+/// A stock's limit per buyer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LimitEffect {
+    pub limit: i64,
+}
+
+impl LimitEffect {
+    /// `FENCE.LIMIT key per-buyer`.
+    pub fn encode(&self) -> Encoded<'static> {
+        Encoded::new(LIMIT, &[num(self.limit)])
+    }
+}
+
+/// Decodes the arguments after the key of `FENCE.LIMIT`.
+pub fn decode_limit(args: &[&[u8]]) -> Result<LimitEffect, Bad> {
+    let [limit] = args else {
+        return Err(Bad::Arity);
+    };
+    Ok(LimitEffect {
+        limit: quantity(limit, "limit")?,
+    })
 }
 
 /// Where a stock announces expired holds.
@@ -92,7 +119,7 @@ impl Arg<'_> {
 }
 
 /// The most arguments an effect has after the key.
-pub const MAX_ARGS: usize = 8;
+pub const MAX_ARGS: usize = 10;
 
 /// Up to `MAX_ARGS` arguments after the key, without allocating.
 pub struct Encoded<'a> {
@@ -184,7 +211,7 @@ impl<'a> RestockEffect<'a> {
 
 impl<'a> EntryEffect<'a> {
     /// `FENCE.ENTRY key available fence deducted request-id quantity state [deadline]
-    /// [events]`.
+    /// [events] [buyer buyer-id]`.
     pub fn encode(&self) -> Encoded<'a> {
         let mut args = [Arg::Word(""); MAX_ARGS];
         let head = [
@@ -204,6 +231,11 @@ impl<'a> EntryEffect<'a> {
         if self.value.events {
             args[n] = Arg::Word("events");
             n += 1;
+        }
+        if let Some(buyer) = self.buyer {
+            args[n] = Arg::Word("buyer");
+            args[n + 1] = Arg::Bytes(buyer);
+            n += 2;
         }
         Encoded::new(ENTRY, &args[..n])
     }
@@ -333,9 +365,20 @@ pub fn decode_entry<'a>(args: &[&'a [u8]]) -> Result<EntryEffect<'a>, Bad> {
             .filter(|d| (1..=crate::ledger::MAX_DEADLINE).contains(d))
             .ok_or(Bad::Field("deadline"))?;
     }
-    let events = match rest.next() {
-        None => false,
-        Some(w) if w.eq_ignore_ascii_case(b"events") => true,
+    let mut rest = rest.peekable();
+    let events = rest
+        .next_if(|w| w.eq_ignore_ascii_case(b"events"))
+        .is_some();
+    let buyer = match rest.next() {
+        None => None,
+        Some(w) if w.eq_ignore_ascii_case(b"buyer") => {
+            let b = rest.next().ok_or(Bad::Arity)?;
+            if b.is_empty() {
+                return Err(Bad::Field("buyer"));
+            }
+            Some(*b)
+        }
+        Some(_) if events => return Err(Bad::Arity),
         Some(_) => return Err(Bad::Field("events")),
     };
     if rest.next().is_some() {
@@ -351,7 +394,9 @@ pub fn decode_entry<'a>(args: &[&'a [u8]]) -> Result<EntryEffect<'a>, Bad> {
             state,
             deadline,
             events,
+            buyer: 0,
         },
+        buyer,
     })
 }
 
@@ -527,11 +572,21 @@ mod tests {
                     state,
                     deadline,
                     events,
+                    buyer: 0,
                 },
+                buyer: None,
             };
             let enc = e.encode();
             assert_eq!(enc.command, c"FENCE.ENTRY");
             assert_eq!(decode_entry(&words(&enc)), Ok(e), "{state:?}");
+            // With a buyer: the longest effect, every argument kept.
+            let b = EntryEffect {
+                buyer: Some(b"user 7"),
+                ..e
+            };
+            let enc = b.encode();
+            assert!(enc.args().len() <= MAX_ARGS);
+            assert_eq!(decode_entry(&words(&enc)), Ok(b), "{state:?}");
         }
         let plain = EntryEffect {
             available: 5,
@@ -539,6 +594,7 @@ mod tests {
             deducted: 1,
             id: b"o",
             value: Value::plain(1),
+            buyer: None,
         };
         assert_eq!(
             words(&plain.encode()),
@@ -596,6 +652,35 @@ mod tests {
         assert_eq!(
             decode_entry(&[b"5", b"0", b"1", b"o", b"1", b"deducted", b"events", b"x"]),
             Err(Bad::Arity)
+        );
+        assert_eq!(
+            decode_entry(&[b"5", b"0", b"1", b"o", b"1", b"deducted", b"buyer"]),
+            Err(Bad::Arity)
+        );
+        assert_eq!(
+            decode_entry(&[b"5", b"0", b"1", b"o", b"1", b"deducted", b"buyer", b""]),
+            Err(Bad::Field("buyer"))
+        );
+        assert_eq!(
+            decode_entry(&[
+                b"5",
+                b"0",
+                b"1",
+                b"o",
+                b"1",
+                b"deducted",
+                b"buyer",
+                b"u",
+                b"x"
+            ]),
+            Err(Bad::Arity)
+        );
+        assert_eq!(decode_limit(&[b"3"]), Ok(LimitEffect { limit: 3 }));
+        assert_eq!(decode_limit(&[b"-1"]), Err(Bad::Field("limit")));
+        assert_eq!(decode_limit(&[]), Err(Bad::Arity));
+        assert_eq!(
+            decode_limit(&words(&LimitEffect { limit: i64::MAX }.encode())),
+            Ok(LimitEffect { limit: i64::MAX })
         );
         assert_eq!(decode_expire_stream(&[b""]), Err(Bad::Field("stream key")));
         assert_eq!(

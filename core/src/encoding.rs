@@ -22,8 +22,12 @@ pub const LOCK_ENCODING: i32 = 1;
 ///    to the count, so a million entries load as a few hundred strings, not two million values;
 /// 4: available, fence, deducted, the expire stream (its key, empty for none; its `MAXLEN`
 ///    mode, 0 none, 1 `=`, 2 `~`, and then its length), then both ledgers as in 3 with records
-///    of `ledger::Format::V4` (each entry's state, and a held or expired entry's deadline).
-pub const STOCK_ENCODING: i32 = 4;
+///    of `ledger::Format::V4` (each entry's state, and a held or expired entry's deadline);
+/// 5: as 4, with the limit per buyer (0: none) after the expire stream, then the buyer table
+///    (its count, then blobs of records: the units each buyer holds and its id) before the
+///    ledgers, and ledger records of `ledger::Format::V5` (an entry's buyer, by its place in the
+///    table). Each buyer's units must be those of its entries: checked when the load ends.
+pub const STOCK_ENCODING: i32 = 5;
 
 /// The values a type's loader reads, in order; `None` when the stream failed (short read,
 /// wrong opcode).
@@ -146,12 +150,23 @@ pub fn load_stock(src: &mut impl Source, encver: i32) -> Result<Stock, LoadError
     if encver >= 4 {
         stock.expire_stream = load_expire_stream(src)?;
     }
+    if encver >= 5 {
+        let raw = src.unsigned().ok_or(LoadError::Read("limit"))?;
+        stock.limit = i64::try_from(raw).map_err(|_| LoadError::Range {
+            field: "limit",
+            value: i128::from(raw),
+        })?;
+        load_blobs(src, &mut stock, Which::Buyers, Format::V4)?;
+    }
     if encver >= 3 {
-        let format = if encver >= 4 { Format::V4 } else { Format::V3 };
-        load_blobs(src, &mut stock, Which::Ledger, format)?;
-        load_blobs(src, &mut stock, Which::Restocks, format)?;
-        stock.loaded();
-        return Ok(stock);
+        let (ledger, restocks) = match encver {
+            3 => (Format::V3, Format::V3),
+            4 => (Format::V4, Format::V4),
+            _ => (Format::V5, Format::V4),
+        };
+        load_blobs(src, &mut stock, Which::Ledger, ledger)?;
+        load_blobs(src, &mut stock, Which::Restocks, restocks)?;
+        return loaded(stock);
     }
     let entries = src.unsigned().ok_or(LoadError::Read("ledger size"))?;
     stock.reserve(usize::try_from(entries).unwrap_or(usize::MAX), 0);
@@ -163,7 +178,15 @@ pub fn load_stock(src: &mut impl Source, encver: i32) -> Result<Stock, LoadError
         stock.reserve(0, usize::try_from(restocks).unwrap_or(usize::MAX));
         load_entries(src, restocks, &mut stock, Which::Restocks)?;
     }
-    stock.loaded();
+    loaded(stock)
+}
+
+/// Ends a stock's load (its indexes built, its buyers checked against the ledger).
+fn loaded(mut stock: Stock) -> Result<Stock, LoadError> {
+    stock.loaded().map_err(|why| LoadError::Blob {
+        what: "buyers",
+        why,
+    })?;
     Ok(stock)
 }
 
@@ -242,11 +265,14 @@ fn load_blobs(
     let what = match which {
         Which::Ledger => "ledger",
         Which::Restocks => "restock ledger",
+        Which::Buyers => "buyer table",
     };
     let entries = src.unsigned().ok_or(LoadError::Read("ledger size"))?;
+    let n = usize::try_from(entries).unwrap_or(usize::MAX);
     match which {
-        Which::Ledger => stock.reserve(usize::try_from(entries).unwrap_or(usize::MAX), 0),
-        Which::Restocks => stock.reserve(0, usize::try_from(entries).unwrap_or(usize::MAX)),
+        Which::Ledger => stock.reserve(n, 0),
+        Which::Restocks => stock.reserve(0, n),
+        Which::Buyers => stock.reserve_buyers(n),
     }
     let mut loaded: u64 = 0;
     while loaded < entries {
@@ -254,6 +280,7 @@ fn load_blobs(
             .with_bytes(|blob| match which {
                 Which::Ledger => stock.insert_entry_blob(blob, format),
                 Which::Restocks => stock.insert_restock_blob(blob, format),
+                Which::Buyers => stock.insert_buyer_blob(blob),
             })
             .ok_or(LoadError::Read("ledger blob"))?
             .map_err(|why| LoadError::Blob { what, why })?;
@@ -279,6 +306,7 @@ fn load_blobs(
 enum Which {
     Ledger,
     Restocks,
+    Buyers,
 }
 
 /// Reads `count` (id, quantity) entries into one of `stock`'s ledgers. The id goes into the
@@ -293,7 +321,7 @@ fn load_entries(
     which: Which,
 ) -> Result<(), LoadError> {
     let (id_what, qty_what) = match which {
-        Which::Ledger => ("request id", "ledger quantity"),
+        Which::Ledger | Which::Buyers => ("request id", "ledger quantity"),
         Which::Restocks => ("restock id", "restock quantity"),
     };
     for _ in 0..count {
@@ -303,7 +331,7 @@ fn load_entries(
                     return Err(LoadError::EmptyRequestId);
                 }
                 let new = match which {
-                    Which::Ledger => stock.insert_entry(id, 0),
+                    Which::Ledger | Which::Buyers => stock.insert_entry(id, 0),
                     Which::Restocks => stock.insert_restock(id, 0),
                 };
                 if new {
@@ -316,7 +344,9 @@ fn load_entries(
         added?;
         let held = quantity(qty_what, src.signed().ok_or(LoadError::Read(qty_what))?)?;
         match which {
-            Which::Ledger => stock.set_last_entry(crate::ledger::Value::legacy(held)),
+            Which::Ledger | Which::Buyers => {
+                stock.set_last_entry(crate::ledger::Value::legacy(held))
+            }
             Which::Restocks => stock.set_last_restock(held),
         }
     }
@@ -398,8 +428,8 @@ pub mod tests {
             Err(LoadError::Version(2))
         );
         assert_eq!(
-            load_stock(&mut values(&[S(1), U(0), S(0), U(0), U(0)]), 5),
-            Err(LoadError::Version(5))
+            load_stock(&mut values(&[S(1), U(0), S(0), U(0), U(0)]), 6),
+            Err(LoadError::Version(6))
         );
         assert_eq!(
             load_lock(&mut values(&[U(1), B(b"w")]), 0),
@@ -523,6 +553,131 @@ pub mod tests {
         Values(v.into_iter().collect())
     }
 
+    /// What `StockType::save` writes (encoding 5).
+    fn v5_values(s: &Stock) -> Values {
+        let mut v = vec![
+            Value::S(s.available),
+            Value::U(s.fence),
+            Value::S(s.deducted),
+        ];
+        let (key, mode, len) = expire_stream_saved(s.expire_stream.as_ref());
+        v.push(Value::B(leak(key.to_vec())));
+        v.push(Value::U(mode));
+        v.extend(len.map(Value::S));
+        v.push(Value::U(s.limit as u64));
+        v.push(Value::U(s.buyers_len() as u64));
+        s.save_buyer_blobs(|b| v.push(Value::B(leak(b.to_vec()))));
+        v.push(Value::U(s.ledger_len() as u64));
+        s.save_entry_blobs(|b| v.push(Value::B(leak(b.to_vec()))));
+        v.push(Value::U(s.restocks_len() as u64));
+        s.save_restock_blobs(|b| v.push(Value::B(leak(b.to_vec()))));
+        Values(v.into_iter().collect())
+    }
+
+    #[test]
+    fn version_5_keeps_the_limit_and_every_buyer() {
+        use crate::ledger::{State, Value as V};
+        use crate::stock::{Bounds, DeductRequest, Hold};
+        let mut s = Stock::new(100_000);
+        let bounds = Bounds {
+            ledger: i64::MAX,
+            id_length: 512,
+            buyers: i64::MAX,
+        };
+        for i in 0..3000u32 {
+            let id = format!("order-{i}");
+            let buyer = format!("buyer-{}", i % 1100);
+            let req = DeductRequest {
+                quantity: 1,
+                id: Some(id.as_bytes()),
+                fence: None,
+                hold: (i % 3 == 0).then_some(Hold {
+                    deadline: 1_800_000_000_000,
+                    events: false,
+                }),
+                buyer: (i % 7 != 0).then_some(buyer.as_bytes()),
+            };
+            s.deduct_admitting(req, bounds, || Ok(())).unwrap();
+        }
+        assert_eq!(s.refund(b"order-1"), Ok(1));
+        assert_eq!(s.confirm(b"order-3"), Ok(crate::stock::Confirm::Confirmed));
+        assert_eq!(s.expire_due(u64::MAX, 10).len(), 10);
+        s.put_restock(b"r1", 4);
+        s.limit = 3;
+        let back = load_stock(&mut v5_values(&s), 5).unwrap();
+        assert_eq!(
+            (back.available, back.deducted, back.fence, back.limit),
+            (s.available, s.deducted, s.fence, s.limit)
+        );
+        assert_eq!(back.expire_stream, s.expire_stream);
+        assert_eq!(
+            back.restock_entries().collect::<Vec<_>>(),
+            s.restock_entries().collect::<Vec<_>>()
+        );
+        assert_eq!(back.limit, 3);
+        assert_eq!(back.summaries(), s.summaries());
+        for b in 0..1100 {
+            let b = format!("buyer-{b}");
+            let from_ledger: i64 = s
+                .entries()
+                .filter(|(_, v)| s.buyer_of(*v) == Some(b.as_bytes()))
+                .map(|(_, v)| v.units())
+                .sum();
+            assert_eq!(
+                (back.buyer_units(b.as_bytes(), 0), from_ledger),
+                (s.buyer_units(b.as_bytes(), 0), from_ledger),
+                "{b}"
+            );
+        }
+        assert_eq!(back.buyers_len(), 1100);
+        assert_eq!(back, s);
+        // A buyer's saved units that do not match its entries: refused.
+        let mut v = v5_values(&s);
+        let at =
+            v.0.iter()
+                .position(|x| matches!(x, Value::B(b) if b.windows(7).any(|w| w == b"buyer-0")))
+                .unwrap();
+        if let Value::B(b) = v.0[at] {
+            let mut forged = b.to_vec();
+            forged[0] = forged[0].wrapping_add(1);
+            v.0[at] = Value::B(leak(forged));
+        }
+        assert!(load_stock(&mut v, 5).is_err());
+        // An entry naming a buyer the table does not have: refused.
+        let mut one = Stock::new(5);
+        one.put_entry(b"o", V::plain(1), Some(b"u"));
+        let mut v = v5_values(&one);
+        // [.., limit, buyers count, buyer blob, ledger count, ledger blob, ..]: no buyers.
+        let count = v.0.iter().position(|x| matches!(x, Value::U(1))).unwrap();
+        v.0.remove(count + 1);
+        v.0[count] = Value::U(0);
+        assert!(load_stock(&mut v, 5).is_err());
+        // A buyer no entry names: refused.
+        let mut v = v5_values(&one);
+        v.0[count] = Value::U(2);
+        v.0.insert(count + 2, Value::B(b"\x00\x01\x00z"));
+        assert!(load_stock(&mut v, 5).is_err());
+        // A buyer record with a state, a limit past 2^63-1: refused.
+        let mut v = v5_values(&one);
+        v.0[count + 1] = Value::B(b"\x01\x01\x01u");
+        assert!(load_stock(&mut v, 5).is_err());
+        let mut v = v5_values(&one);
+        v.0[count - 1] = Value::U(1 << 63);
+        assert!(load_stock(&mut v, 5).is_err());
+        // Encoding 4 never names a buyer.
+        let held = V {
+            quantity: 1,
+            state: State::Held,
+            deadline: 5,
+            events: false,
+            buyer: 0,
+        };
+        let mut plain = Stock::new(5);
+        plain.put_entry(b"h", held, None);
+        assert_eq!(load_stock(&mut v4_values(&plain), 4).unwrap(), plain);
+        assert!(load_stock(&mut v4_values(&one), 4).is_err());
+    }
+
     #[test]
     fn version_4_keeps_holds_states_and_the_expire_stream() {
         use crate::ledger::{State, Value as V};
@@ -536,29 +691,33 @@ pub mod tests {
                 state: State::Held,
                 deadline: 1_800_000_000_000,
                 events: true,
+                buyer: 0,
             },
             V {
                 quantity: 1,
                 state: State::Confirmed,
                 deadline: 0,
                 events: true,
+                buyer: 0,
             },
             V {
                 quantity: 4,
                 state: State::Refunded,
                 deadline: 0,
                 events: false,
+                buyer: 0,
             },
             V {
                 quantity: 5,
                 state: State::Expired,
                 deadline: 1_700_000_000_000,
                 events: false,
+                buyer: 0,
             },
         ];
         for i in 0..3000u32 {
             let v = states[i as usize % states.len()];
-            assert!(s.put_entry(format!("order-{i}").as_bytes(), v));
+            assert!(s.put_entry(format!("order-{i}").as_bytes(), v, None));
         }
         s.put_restock(b"r1", 4);
         s.expire_stream = Some(ExpireStream {
@@ -589,7 +748,7 @@ pub mod tests {
         assert!(load_stock(&mut v, 4).is_err());
         // A restock entry with a state is refused.
         let mut bad = Stock::new(1);
-        bad.put_entry(b"o", V::plain(1));
+        bad.put_entry(b"o", V::plain(1), None);
         let mut v = v4_values(&bad);
         let last = v.0.len() - 1;
         v.0[last] = Value::U(1);
@@ -606,6 +765,7 @@ pub mod tests {
             s.put_entry(
                 format!("order-{i}").as_bytes(),
                 crate::ledger::Value::legacy(i64::from(i % 3)),
+                None,
             );
         }
         s.put_restock(b"r1", 4);

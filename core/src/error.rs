@@ -18,6 +18,8 @@ pub mod code {
     pub const EXPIRED: &str = "EXPIRED";
     /// `STOCK.CONFIRM` of a request that was refunded.
     pub const REFUNDED: &str = "REFUNDED";
+    /// A deduction that would take a buyer past the stock's limit per buyer.
+    pub const LIMIT: &str = "LIMIT";
 }
 
 /// Redis's standard reply for a key of the wrong type.
@@ -57,6 +59,36 @@ pub const BAD_MAXLEN: &str = "ERR MAXLEN needs an integer of 0 or more";
 /// `HOLD` without `ID`.
 pub const HOLD_NEEDS_ID: &str =
     "ERR HOLD needs ID: a hold lives in the request ledger under its request id";
+
+/// `BUYER` without `ID`.
+pub const BUYER_NEEDS_ID: &str =
+    "ERR BUYER needs ID: a buyer's units are counted from the request ledger";
+
+/// A `LIMIT` or `STOCK.LIMIT` value outside 0..=`i64::MAX`.
+pub const LIMIT_RANGE: &str = "ERR limit must be an integer from 0 to 9223372036854775807";
+
+/// More option words than any valid call has.
+pub fn too_many_options(max: usize) -> String {
+    format!("ERR too many options (at most {max} option words)")
+}
+
+/// A deduction without `BUYER` on a stock that limits each buyer to `limit` units.
+pub fn buyer_required(limit: i64) -> String {
+    format!("ERR this stock limits each buyer to {limit} units: STOCK.DEDUCT needs BUYER")
+}
+
+/// A stock recording `max` buyers (`fence.max-buyers`).
+pub fn buyers_full(max: i64) -> String {
+    format!(
+        "ERR buyer table is full ({max} buyers, fence.max-buyers): start a new sale with \
+         STOCK.SET or raise the limit"
+    )
+}
+
+/// A deduction that would take `buyer` (holding `has`) past `max` units.
+pub fn limit_reached(buyer: &str, has: i64, max: i64) -> String {
+    format!("{} buyer {buyer} has {has} of at most {max}", code::LIMIT)
+}
 
 /// A `HOLD ms` outside 1..=`max` (`fence.max-hold-ms`).
 pub fn hold_range(max: i64) -> String {
@@ -165,6 +197,7 @@ pub enum Name {
     Owner,
     RequestId,
     RestockId,
+    BuyerId,
 }
 
 impl Name {
@@ -173,6 +206,7 @@ impl Name {
             Name::Owner => "owner",
             Name::RequestId => "request id",
             Name::RestockId => "restock id",
+            Name::BuyerId => "buyer id",
         }
     }
 }
@@ -249,6 +283,27 @@ pub enum FenceError {
     Refunded {
         id: String,
     },
+    BuyerNeedsId,
+    /// A `LIMIT` value outside 0..=i64::MAX.
+    LimitRange,
+    /// More than `max` option words.
+    TooManyOptions {
+        max: usize,
+    },
+    /// A deduction without `BUYER` on a stock with a limit.
+    BuyerRequired {
+        limit: i64,
+    },
+    /// The stock records `fence.max-buyers` buyers.
+    BuyersFull {
+        max: i64,
+    },
+    /// The buyer (as `printable` shows it) holds `has` units; the limit is `max`.
+    Limit {
+        buyer: String,
+        has: i64,
+        max: i64,
+    },
 }
 
 impl FenceError {
@@ -284,6 +339,12 @@ impl FenceError {
             FenceError::HoldRange { max } => hold_range(*max).into(),
             FenceError::Expired { id, at } => expired(id, *at).into(),
             FenceError::Refunded { id } => refunded(id).into(),
+            FenceError::BuyerNeedsId => BUYER_NEEDS_ID.into(),
+            FenceError::LimitRange => LIMIT_RANGE.into(),
+            FenceError::TooManyOptions { max } => too_many_options(*max).into(),
+            FenceError::BuyerRequired { limit } => buyer_required(*limit).into(),
+            FenceError::BuyersFull { max } => buyers_full(*max).into(),
+            FenceError::Limit { buyer, has, max } => limit_reached(buyer, *has, *max).into(),
         }
     }
 }
@@ -360,13 +421,30 @@ mod tests {
                 at: 5,
             },
             FenceError::Refunded { id: "o1".into() },
+            FenceError::BuyerNeedsId,
+            FenceError::LimitRange,
+            FenceError::TooManyOptions { max: 16 },
+            FenceError::BuyerRequired { limit: 1 },
+            FenceError::BuyersFull { max: 1 },
+            FenceError::Limit {
+                buyer: "user 7".into(),
+                has: 1,
+                max: 1,
+            },
         ];
         for e in all {
             let m = e.message();
             assert!(
-                ["ERR ", "WRONGTYPE ", "STALE ", "EXPIRED ", "REFUNDED "]
-                    .iter()
-                    .any(|c| m.starts_with(c)),
+                [
+                    "ERR ",
+                    "WRONGTYPE ",
+                    "STALE ",
+                    "EXPIRED ",
+                    "REFUNDED ",
+                    "LIMIT "
+                ]
+                .iter()
+                .any(|c| m.starts_with(c)),
                 "{m}"
             );
             assert!(
@@ -374,6 +452,17 @@ mod tests {
                 "{m}"
             );
         }
+    }
+
+    #[test]
+    fn limit_names_the_buyer_and_both_counts() {
+        let m = FenceError::Limit {
+            buyer: "user 7".into(),
+            has: 2,
+            max: 3,
+        }
+        .message();
+        assert_eq!(m, "LIMIT buyer user 7 has 2 of at most 3");
     }
 
     #[test]

@@ -25,6 +25,13 @@ use std::hash::{BuildHasher, Hasher};
 const ARENA_CHUNK: usize = 64 * 1024;
 /// Entries per entry block (16 bytes each: 64 KiB).
 const ENTRY_BLOCK: usize = 4096;
+/// The first entry block starts with room for this many entries and doubles until it holds
+/// `ENTRY_BLOCK`, and the first id chunk starts with `FIRST_CHUNK` bytes and doubles until
+/// `ARENA_CHUNK`: a ledger of a few ids (a small sale, a buyer table) costs a few hundred bytes,
+/// not 128 KiB, and the copies these growths make add up to less than 128 KiB in all. Records
+/// are addressed by chunk and offset, so a chunk that grows moves no address.
+const FIRST_BLOCK: usize = 8;
+const FIRST_CHUNK: usize = 256;
 /// Old buckets moved to the new table by each insert while the table grows; with twice as
 /// many new buckets as entries at the start of a resize, the move ends long before the next.
 const MIGRATE_PER_INSERT: usize = 4;
@@ -33,11 +40,16 @@ const MIGRATE_PER_INSERT: usize = 4;
 const RECORD_HEADER: usize = 13;
 /// Bytes of a deadline slot.
 const SLOT_BYTES: usize = 8;
+/// Bytes of a buyer slot (the buyer's index in the stock's buyer table), after the deadline
+/// slot when there is one.
+const BUYER_BYTES: usize = 4;
 /// Flag bits of a record: the state (3 bits), the hold's events, and whether the record has a
 /// deadline slot (made held; the slot stays when the state changes, so a record never moves).
 const STATE_BITS: u8 = 0b111;
 const EVENTS_BIT: u8 = 1 << 3;
 const SLOT_BIT: u8 = 1 << 4;
+/// The record names a buyer (a buyer slot in memory; a varint index in a `Format::V5` blob).
+const BUYER_BIT: u8 = 1 << 5;
 /// Bytes of records a saved blob holds (it ends after the record that reaches this).
 const BLOB_TARGET: usize = 64 * 1024;
 /// Records a load reads ahead of their inserts (see `Ledger::touch`).
@@ -159,6 +171,9 @@ pub struct Value {
     pub deadline: u64,
     /// The hold was made with `EVENTS`: its expiry is announced on the stock's expire stream.
     pub events: bool,
+    /// Who the deduction was for (`BUYER`): the buyer's index in the stock's buyer table plus
+    /// one; 0 for none. Set when the entry is made and never changed.
+    pub buyer: u32,
 }
 
 impl Value {
@@ -192,7 +207,9 @@ impl Value {
     }
 
     fn flags(&self) -> u8 {
-        self.state.code() | if self.events { EVENTS_BIT } else { 0 }
+        self.state.code()
+            | if self.events { EVENTS_BIT } else { 0 }
+            | if self.buyer != 0 { BUYER_BIT } else { 0 }
     }
 }
 
@@ -316,19 +333,32 @@ impl Ledger {
             }
             start += SLOT_BYTES;
         }
+        let mut buyer = 0;
+        if flags & BUYER_BIT != 0 {
+            buyer = c
+                .get(start..start + BUYER_BYTES)
+                .and_then(|b| b.try_into().ok())
+                .map_or(0, u32::from_le_bytes);
+            start += BUYER_BYTES;
+        }
         let id = c.get(start..start + len).unwrap_or_default();
         let value = Value {
             quantity: qty,
             state,
             deadline,
             events: flags & EVENTS_BIT != 0,
+            buyer,
         };
         (id, value)
     }
 
     /// Rewrites the value of the record at `loc` in place; false (nothing changed) when it
-    /// would need a deadline slot the record was not made with.
+    /// would need a deadline slot the record was not made with, or names another buyer than
+    /// the record's (a buyer is set when the entry is made).
     fn write_value(&mut self, loc: Loc, value: Value) -> bool {
+        if self.record(loc).1.buyer != value.buyer {
+            return false;
+        }
         let (chunk, at) = ((loc >> 32) as usize, (loc & 0xffff_ffff) as usize);
         let Some(c) = self.chunks.get_mut(chunk) else {
             return false;
@@ -447,7 +477,9 @@ impl Ledger {
         if self.len > 0 && self.find(hash, id).is_some() {
             return Insert::Exists;
         }
-        if self.len >= MAX_ENTRIES || id.len() > u32::MAX as usize - RECORD_HEADER - SLOT_BYTES {
+        if self.len >= MAX_ENTRIES
+            || id.len() > u32::MAX as usize - RECORD_HEADER - SLOT_BYTES - BUYER_BYTES
+        {
             return Insert::Full;
         }
         self.grow_table();
@@ -460,9 +492,19 @@ impl Ledger {
     fn link(&mut self, hash: u32, loc: Loc) {
         let i = self.len;
         if i % ENTRY_BLOCK == 0 && i / ENTRY_BLOCK == self.blocks.len() {
+            let n = if i == 0 { FIRST_BLOCK } else { ENTRY_BLOCK };
             self.blocks
-                .push(vec![Entry::default(); ENTRY_BLOCK].into_boxed_slice());
-            self.bytes += ENTRY_BLOCK * std::mem::size_of::<Entry>();
+                .push(vec![Entry::default(); n].into_boxed_slice());
+            self.bytes += n * std::mem::size_of::<Entry>();
+        } else if let Some(first) = self.blocks.first_mut().filter(|b| i == b.len()) {
+            // The first block is full below `ENTRY_BLOCK` entries: it doubles.
+            let n = (first.len() * 2).clamp(FIRST_BLOCK, ENTRY_BLOCK);
+            let mut bigger = vec![Entry::default(); n];
+            if let Some(head) = bigger.get_mut(..first.len()) {
+                head.copy_from_slice(first);
+            }
+            self.bytes += (n - first.len()) * std::mem::size_of::<Entry>();
+            *first = bigger.into_boxed_slice();
         }
         let b = self.table.bucket(hash);
         let head = self.table.heads.get(b).copied().unwrap_or(0);
@@ -538,11 +580,27 @@ impl Ledger {
     /// Writes a record where it will stay; returns its location.
     fn append_record(&mut self, id: &[u8], value: Value) -> Loc {
         let slot = value.state.keeps_deadline();
-        let size = RECORD_HEADER + if slot { SLOT_BYTES } else { 0 } + id.len();
-        let fits = self
+        let size = RECORD_HEADER
+            + if slot { SLOT_BYTES } else { 0 }
+            + if value.buyer != 0 { BUYER_BYTES } else { 0 }
+            + id.len();
+        let mut fits = self
             .current
             .and_then(|c| self.chunks.get(c))
             .is_some_and(|c| c.capacity() - c.len() >= size);
+        if !fits && size <= ARENA_CHUNK / 4 {
+            // A current chunk still below `ARENA_CHUNK` doubles (at most to it) when that makes
+            // room.
+            if let Some(c) = self.current.and_then(|c| self.chunks.get_mut(c)) {
+                let cap = c.capacity();
+                let want = (cap * 2).max(c.len() + size).min(ARENA_CHUNK);
+                if cap < ARENA_CHUNK && want - c.len() >= size {
+                    c.reserve_exact(want - c.len());
+                    self.bytes += c.capacity() - cap;
+                    fits = true;
+                }
+            }
+        }
         let chunk = if size > ARENA_CHUNK / 4 {
             // Its own chunk, exactly its size.
             self.chunks.push(Vec::with_capacity(size));
@@ -551,8 +609,15 @@ impl Ledger {
         } else if fits {
             self.current.unwrap_or(0)
         } else {
-            self.chunks.push(Vec::with_capacity(ARENA_CHUNK));
-            self.bytes += ARENA_CHUNK;
+            // The first chunk starts small; later ones start whole.
+            let cap = if self.current.is_none() {
+                FIRST_CHUNK.max(size)
+            } else {
+                ARENA_CHUNK
+            };
+            let c = Vec::with_capacity(cap);
+            self.bytes += c.capacity();
+            self.chunks.push(c);
             self.current = Some(self.chunks.len() - 1);
             self.chunks.len() - 1
         };
@@ -565,6 +630,9 @@ impl Ledger {
         c.push(value.flags() | if slot { SLOT_BIT } else { 0 });
         if slot {
             c.extend_from_slice(&value.deadline.to_le_bytes());
+        }
+        if value.buyer != 0 {
+            c.extend_from_slice(&value.buyer.to_le_bytes());
         }
         c.extend_from_slice(id);
         ((chunk as u64) << 32) | at as u64
@@ -635,8 +703,9 @@ impl Ledger {
         }
         self.len = last;
         if last % ENTRY_BLOCK == 0 && self.blocks.len() > last / ENTRY_BLOCK {
-            self.blocks.pop();
-            self.bytes -= ENTRY_BLOCK * std::mem::size_of::<Entry>();
+            if let Some(b) = self.blocks.pop() {
+                self.bytes -= b.len() * std::mem::size_of::<Entry>();
+            }
         }
         true
     }
@@ -659,21 +728,25 @@ impl Ledger {
         self.migrate(usize::MAX);
     }
 
-    /// Hands every entry to `out` as blobs of whole records, in insertion order (`Format::V4`):
+    /// Hands every entry to `out` as blobs of whole records, in insertion order (`Format::V5`):
     /// each record is the quantity and the id's length as LEB128 varints, a flags byte (the
-    /// state, and whether a hold announces its expiry), a held entry's deadline as a varint,
-    /// then the id; a blob ends once it holds `BLOB_TARGET` bytes. What an RDB saves: a few
+    /// state, whether a hold announces its expiry, whether a buyer is named), a held or expired
+    /// entry's deadline as a varint, the buyer's index (from 0) as a varint, then the id; a blob
+    /// ends once it holds `BLOB_TARGET` bytes. What an RDB saves: a few
     /// large strings instead of several values per entry, and headers of 3 bytes for most
     /// records, not the 13 kept in memory (Redis compresses large strings in an RDB, and a
     /// load then decompresses every byte).
     pub fn save_blobs(&self, mut out: impl FnMut(&[u8])) {
-        let mut blob = Vec::with_capacity(BLOB_TARGET + 3 * MAX_VARINT + 1);
+        let mut blob = Vec::with_capacity(BLOB_TARGET + 4 * MAX_VARINT + 1);
         for (id, value) in self.iter() {
             put_varint(&mut blob, value.quantity.max(0) as u64);
             put_varint(&mut blob, id.len() as u64);
             blob.push(value.flags());
             if value.state.keeps_deadline() {
                 put_varint(&mut blob, value.deadline);
+            }
+            if let Some(index) = value.buyer.checked_sub(1) {
+                put_varint(&mut blob, u64::from(index));
             }
             blob.extend_from_slice(id);
             if blob.len() >= BLOB_TARGET {
@@ -764,7 +837,9 @@ impl Ledger {
     /// entry's deadline, id; ids are unique, so nothing cancels out). The hash is fixed (no
     /// random key), so every server computes the same summary for the same entries; Redis's
     /// own SHA-1 per entry would cost four blocks each.
-    pub fn summary(&self) -> [u8; 16] {
+    /// `buyer` names an entry's buyer (by the value's index), so the summary does not depend
+    /// on the order buyers were recorded in.
+    pub fn summary<'b>(&self, buyer: impl Fn(u32) -> &'b [u8]) -> [u8; 16] {
         let (mut a, mut b) = (0u64, 0u64);
         let mut canonical = Vec::new();
         for (id, value) in self.iter() {
@@ -773,6 +848,11 @@ impl Ledger {
             canonical.push(value.flags());
             if value.state.keeps_deadline() {
                 canonical.extend_from_slice(&value.deadline.to_le_bytes());
+            }
+            if value.buyer != 0 {
+                let name = buyer(value.buyer);
+                canonical.extend_from_slice(&(name.len() as u64).to_le_bytes());
+                canonical.extend_from_slice(name);
             }
             canonical.extend_from_slice(id);
             let (x, y) = hash128(&canonical);
@@ -831,6 +911,9 @@ pub enum Format {
     V3,
     /// Stock encoding 4: quantity, id length, flags, a held or expired entry's deadline, id.
     V4,
+    /// Stock encoding 5: as V4, with the buyer's index after the deadline when the flags say
+    /// so.
+    V5,
 }
 
 /// The first record of `bytes` (as `Ledger::save_blobs` writes them), checked: whole, canonical
@@ -843,10 +926,11 @@ fn split_record(bytes: &[u8], format: Format) -> Result<(&[u8], Value, &[u8]), &
     let qty = i64::try_from(qty).map_err(|_| "a quantity is out of range")?;
     let value = match format {
         Format::V3 => Value::legacy(qty),
-        Format::V4 => {
+        Format::V4 | Format::V5 => {
             let (&flags, rest) = tail.split_first().ok_or("a record is cut short")?;
             tail = rest;
-            if flags & !(STATE_BITS | EVENTS_BIT) != 0 {
+            let known = STATE_BITS | EVENTS_BIT | if format == Format::V5 { BUYER_BIT } else { 0 };
+            if flags & !known != 0 {
                 return Err("a record has unknown flags");
             }
             let state =
@@ -860,11 +944,22 @@ fn split_record(bytes: &[u8], format: Format) -> Result<(&[u8], Value, &[u8]), &
                 deadline = d;
                 tail = rest;
             }
+            let mut buyer = 0;
+            if flags & BUYER_BIT != 0 {
+                let (index, rest) = take_varint(tail)?;
+                // Checked against the buyer table when the stock's load ends.
+                buyer = u32::try_from(index)
+                    .ok()
+                    .and_then(|i| i.checked_add(1))
+                    .ok_or("a buyer index is out of range")?;
+                tail = rest;
+            }
             Value {
                 quantity: qty,
                 state,
                 deadline,
                 events: flags & EVENTS_BIT != 0,
+                buyer,
             }
         }
     };
@@ -967,6 +1062,106 @@ impl fmt::Debug for Ledger {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn no_buyer(_: u32) -> &'static [u8] {
+        b""
+    }
+
+    #[test]
+    fn a_small_ledger_costs_little_and_grows_in_place() {
+        let mut l = Ledger::new();
+        assert_eq!(l.insert(b"only", 1), Insert::Added);
+        assert!(l.mem_usage() < 1024, "{}", l.mem_usage());
+        // Through every doubling of the first block and chunk, and past them.
+        for i in 1..10_000u32 {
+            assert_eq!(
+                l.insert(format!("id-{i}").as_bytes(), i64::from(i)),
+                Insert::Added
+            );
+        }
+        for i in 1..10_000u32 {
+            assert_eq!(l.get(format!("id-{i}").as_bytes()), Some(i64::from(i)));
+        }
+        let ids: Vec<Vec<u8>> = l.iter().map(|(id, _)| id.to_vec()).collect();
+        assert_eq!(ids.len(), 10_000);
+        assert_eq!(ids.first().map(Vec::as_slice), Some(&b"only"[..]));
+        // Taken back to nothing, one by one (chunks and the table keep their room).
+        let full = l.mem_usage();
+        for id in ids.iter().rev() {
+            assert!(l.remove_last(id));
+        }
+        assert!(l.is_empty());
+        assert!(l.mem_usage() < full, "{} {full}", l.mem_usage());
+        assert_eq!(l.insert(b"again", 1), Insert::Added);
+        assert_eq!(l.get(b"again"), Some(1));
+    }
+
+    #[test]
+    fn a_buyer_is_kept_in_memory_and_in_v5_blobs() {
+        let mut l = Ledger::new();
+        let with = |buyer, state, deadline| Value {
+            quantity: 2,
+            state,
+            deadline,
+            events: false,
+            buyer,
+        };
+        assert_eq!(
+            l.insert_value(b"a", with(1, State::Deducted, 0)),
+            Insert::Added
+        );
+        assert_eq!(
+            l.insert_value(b"h", with(3, State::Held, 99)),
+            Insert::Added
+        );
+        assert_eq!(l.insert_value(b"n", Value::plain(1)), Insert::Added);
+        assert_eq!(l.value(b"a"), Some(with(1, State::Deducted, 0)));
+        assert_eq!(l.value(b"h"), Some(with(3, State::Held, 99)));
+        assert_eq!(l.value(b"n").map(|v| v.buyer), Some(0));
+        // The state changes, the buyer never does.
+        assert!(l.set_value(b"h", with(3, State::Expired, 99)));
+        assert!(!l.set_value(b"h", with(2, State::Expired, 99)));
+        assert!(!l.set_value(
+            b"a",
+            Value {
+                buyer: 0,
+                ..with(1, State::Refunded, 0)
+            }
+        ));
+        assert!(!l.set_value(
+            b"n",
+            Value {
+                buyer: 1,
+                ..Value::plain(1)
+            }
+        ));
+        let mut blobs = Vec::new();
+        l.save_blobs(|b| blobs.push(b.to_vec()));
+        let mut back = Ledger::new();
+        for b in &blobs {
+            back.insert_blob(b, Format::V5).unwrap();
+        }
+        assert_eq!(back, l);
+        // A V4 blob never names a buyer.
+        assert!(Ledger::new().insert_blob(&blobs[0], Format::V4).is_err());
+        // The summary sees the buyer's name, not its index.
+        let names = |i: u32| -> &'static [u8] {
+            if i == 1 {
+                b"x"
+            } else {
+                b"y"
+            }
+        };
+        let swapped = |i: u32| -> &'static [u8] {
+            if i == 1 {
+                b"y"
+            } else {
+                b"x"
+            }
+        };
+        assert_ne!(l.summary(names), l.summary(swapped));
+        assert_ne!(l.summary(names), l.summary(no_buyer));
+    }
     use std::collections::HashMap;
 
     #[test]
@@ -1076,17 +1271,17 @@ mod tests {
         for i in (0..100u32).rev() {
             b.insert(format!("o{i}").as_bytes(), i64::from(i));
         }
-        assert_eq!(a.summary(), b.summary());
+        assert_eq!(a.summary(no_buyer), b.summary(no_buyer));
         b.set(b"o7", 0);
-        assert_ne!(a.summary(), b.summary());
-        assert_ne!(Ledger::new().summary(), a.summary());
+        assert_ne!(a.summary(no_buyer), b.summary(no_buyer));
+        assert_ne!(Ledger::new().summary(no_buyer), a.summary(no_buyer));
         // Fixed: the same on every server and every run.
         let mut c = Ledger::new();
         c.insert(b"order-1", 2);
-        assert_eq!(c.summary(), {
+        assert_eq!(c.summary(no_buyer), {
             let mut d = Ledger::new();
             d.insert(b"order-1", 2);
-            d.summary()
+            d.summary(no_buyer)
         });
         assert_ne!(hash128(b"ab"), hash128(b"ba"));
         assert_ne!(hash128(b""), hash128(&[0]));

@@ -219,7 +219,7 @@ proptest! {
             match op {
                 StockOp::Deduct { qty, id, fence } => {
                     let id_bytes = id.map(|i| [i]);
-                    let got = s.deduct(DeductRequest { quantity: qty, id: id_bytes.as_ref().map(|b| &b[..]), fence, hold: None }, max_ledger, i64::MAX);
+                    let got = s.deduct(DeductRequest { quantity: qty, id: id_bytes.as_ref().map(|b| &b[..]), fence, hold: None, buyer: None }, max_ledger, i64::MAX);
                     let want = if fence.is_some_and(|t| t < m.fence) {
                         Err(FenceError::Stale { token: fence.unwrap_or(0), highest: m.fence })
                     } else if id.is_some_and(|i| m.ledger.contains_key(&i)) {
@@ -314,5 +314,158 @@ proptest! {
             }
             prop_assert_eq!(q.total(), model.values().map(VecDeque::len).sum::<usize>());
         }
+    }
+}
+
+#[derive(Debug, Clone)]
+enum BuyerOp {
+    Deduct {
+        qty: i64,
+        id: u8,
+        buyer: Option<u8>,
+        hold: Option<u64>,
+    },
+    Refund(u8),
+    Confirm(u8),
+    Expire(u64),
+    Limit(i64),
+    Undo {
+        qty: i64,
+        id: u8,
+        buyer: u8,
+    },
+}
+
+fn buyer_op() -> impl Strategy<Value = BuyerOp> {
+    prop_oneof![
+        6 => (1i64..4, 0u8..24, proptest::option::of(0u8..5), proptest::option::of(1u64..50))
+            .prop_map(|(qty, id, buyer, hold)| BuyerOp::Deduct { qty, id, buyer, hold }),
+        2 => (0u8..24).prop_map(BuyerOp::Refund),
+        1 => (0u8..24).prop_map(BuyerOp::Confirm),
+        1 => (0u64..60).prop_map(BuyerOp::Expire),
+        1 => (0i64..6).prop_map(BuyerOp::Limit),
+        1 => (1i64..4, 24u8..30, 0u8..8).prop_map(|(qty, id, buyer)| BuyerOp::Undo { qty, id, buyer }),
+    ]
+}
+
+/// One ledger entry of the buyer model: quantity, whether it holds units, buyer, deadline.
+#[derive(Debug, Clone, Copy)]
+struct ModelEntry {
+    qty: i64,
+    holding: bool,
+    buyer: Option<u8>,
+    deadline: Option<u64>,
+}
+
+proptest! {
+    /// Limits per buyer against the model: every deduction is decided as the model decides it
+    /// (replays first, then the limit, then the quantity), each buyer holds exactly the units
+    /// of its entries that hold units (after refunds, confirmations, expiries and undone
+    /// deductions), no deduction takes a buyer past the limit in force, and a save and load
+    /// keeps it all.
+    #[test]
+    fn buyers_match_the_model(initial in 0i64..30, ops in proptest::collection::vec(buyer_op(), 1..150)) {
+        use crate::stock::{Bounds, Hold};
+        let mut s = Stock::new(initial);
+        let mut ledger: HashMap<u8, ModelEntry> = HashMap::new();
+        let mut available = initial;
+        let mut limit = 0i64;
+        let bounds = Bounds { ledger: i64::MAX, id_length: 512, buyers: i64::MAX };
+        let units = |ledger: &HashMap<u8, ModelEntry>, b: u8| -> i64 {
+            ledger.values().filter(|e| e.holding && e.buyer == Some(b)).map(|e| e.qty).sum()
+        };
+        for op in ops {
+            match op {
+                BuyerOp::Deduct { qty, id, buyer, hold } => {
+                    let (idb, bb) = ([id], buyer.map(|b| [b]));
+                    let req = DeductRequest {
+                        quantity: qty,
+                        id: Some(&idb),
+                        fence: None,
+                        hold: hold.map(|deadline| Hold { deadline, events: false }),
+                        buyer: bb.as_ref().map(|b| &b[..]),
+                    };
+                    let got = s.deduct_admitting(req, bounds, || Ok(()));
+                    let want = if ledger.contains_key(&id) {
+                        Ok(Deduct::Replayed(available))
+                    } else if limit > 0 && buyer.is_none() {
+                        Err(FenceError::BuyerRequired { limit })
+                    } else if let Some(b) = buyer.filter(|b| limit > 0 && units(&ledger, *b) + qty > limit) {
+                        Err(FenceError::Limit { buyer: crate::error::printable(&[b]), has: units(&ledger, b), max: limit })
+                    } else if available < qty {
+                        Ok(Deduct::SoldOut)
+                    } else {
+                        available -= qty;
+                        ledger.insert(id, ModelEntry { qty, holding: true, buyer, deadline: hold });
+                        Ok(Deduct::Deducted(available))
+                    };
+                    prop_assert_eq!(got, want);
+                }
+                BuyerOp::Refund(id) => {
+                    let want = match ledger.get_mut(&id) {
+                        Some(e) if e.holding => { e.holding = false; e.deadline = None; available += e.qty; e.qty }
+                        _ => 0,
+                    };
+                    prop_assert_eq!(s.refund(&[id]), Ok(want));
+                }
+                BuyerOp::Confirm(id) => {
+                    if let Some(e) = ledger.get_mut(&id) {
+                        if e.holding {
+                            e.deadline = None;
+                        }
+                    }
+                    let _ = s.confirm(&[id]);
+                }
+                BuyerOp::Expire(now) => {
+                    let mut n = 0;
+                    for e in ledger.values_mut() {
+                        if e.holding && e.deadline.is_some_and(|d| d <= now) {
+                            e.holding = false;
+                            available += e.qty;
+                            n += 1;
+                        }
+                    }
+                    prop_assert_eq!(s.expire_due(now, usize::MAX).len(), n);
+                }
+                BuyerOp::Limit(n) => {
+                    s.limit = n;
+                    limit = n;
+                }
+                BuyerOp::Undo { qty, id, buyer } => {
+                    // A deduction taken back (a failed EVENTS append): nothing of it stays.
+                    let before_stock = s.clone();
+                    let snap = s.snapshot();
+                    let (idb, bb) = ([id], [buyer]);
+                    let req = DeductRequest { quantity: qty, id: Some(&idb), fence: None, hold: None, buyer: Some(&bb) };
+                    if let Ok(Deduct::Deducted(_)) = s.deduct_admitting(req, bounds, || Ok(())) {
+                        s.restore(snap, Some((&idb, None)));
+                        prop_assert_eq!(&s, &before_stock);
+                        prop_assert_eq!(s.buyers_len(), before_stock.buyers_len());
+                    }
+                }
+            }
+            prop_assert_eq!(s.available, available);
+            for b in 0u8..8 {
+                prop_assert_eq!(s.buyer_units(&[b], 0), units(&ledger, b), "buyer {}", b);
+            }
+        }
+        // Saved and loaded (encoding 5), it is the same stock.
+        let mut blobs: Vec<Vec<u8>> = Vec::new();
+        let mut back = Stock::new(s.available);
+        back.limit = s.limit;
+        s.save_buyer_blobs(|b| blobs.push(b.to_vec()));
+        for b in &blobs {
+            prop_assert!(back.insert_buyer_blob(b).is_ok());
+        }
+        blobs.clear();
+        s.save_entry_blobs(|b| blobs.push(b.to_vec()));
+        for b in &blobs {
+            prop_assert!(back.insert_entry_blob(b, crate::ledger::Format::V5).is_ok());
+        }
+        back.fence = s.fence;
+        back.deducted = s.deducted;
+        prop_assert_eq!(back.loaded(), Ok(()));
+        prop_assert_eq!(&back, &s);
+        prop_assert_eq!(back.summaries(), s.summaries());
     }
 }

@@ -37,6 +37,8 @@ pub static DEDUCTIONS: Counter = Counter::new();
 pub static SOLD_OUT: Counter = Counter::new();
 pub static REPLAYS: Counter = Counter::new();
 pub static STALE: Counter = Counter::new();
+/// Deductions refused because the buyer would pass the stock's limit.
+pub static LIMIT_REFUSALS: Counter = Counter::new();
 pub static REFUNDS: Counter = Counter::new();
 pub static HOLDS: Counter = Counter::new();
 pub static CONFIRMS: Counter = Counter::new();
@@ -48,7 +50,7 @@ pub static EXPIRE_EVENTS_DROPPED: Counter = Counter::new();
 pub static LOCKS: AtomicI64 = AtomicI64::new(0);
 
 /// Every counter with its `INFO` field name, in display order.
-pub fn counters() -> [(&'static str, u64); 20] {
+pub fn counters() -> [(&'static str, u64); 21] {
     [
         ("grants", GRANTS.get()),
         ("reacquires", REACQUIRES.get()),
@@ -65,6 +67,7 @@ pub fn counters() -> [(&'static str, u64); 20] {
         ("deductions_sold_out", SOLD_OUT.get()),
         ("replays", REPLAYS.get()),
         ("stale_refusals", STALE.get()),
+        ("limit_refusals", LIMIT_REFUSALS.get()),
         ("refunds", REFUNDS.get()),
         ("holds", HOLDS.get()),
         ("confirms", CONFIRMS.get()),

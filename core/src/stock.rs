@@ -10,6 +10,7 @@
 use std::cell::Cell;
 
 use crate::args::MaxLen;
+use crate::effects::EntryEffect;
 use crate::error::{printable, FenceError, Name};
 use crate::holds::Holds;
 use crate::ledger::{Format, Insert, Ledger, State, Value};
@@ -67,6 +68,11 @@ pub struct Stock {
     held_units: i64,
     /// Where expiries of holds made with `EVENTS` go.
     pub expire_stream: Option<ExpireStream>,
+    /// The most units one buyer may hold (`LIMIT`); 0 for no limit.
+    pub limit: i64,
+    /// Buyer id -> the units the buyer holds (entries `deducted`, `held`, `confirmed`), in the
+    /// order buyers were first recorded; an entry names its buyer by index here.
+    buyers: Ledger,
     pub tracking: Tracking,
 }
 
@@ -79,6 +85,8 @@ impl PartialEq for Stock {
             && self.ledger == other.ledger
             && self.restocks == other.restocks
             && self.expire_stream == other.expire_stream
+            && self.limit == other.limit
+            && self.buyers == other.buyers
     }
 }
 
@@ -99,6 +107,7 @@ pub struct Snapshot {
     available: i64,
     fence: u64,
     deducted: i64,
+    buyers: usize,
 }
 
 /// The result of a deduction that was not refused with an error.
@@ -129,6 +138,26 @@ pub struct DeductRequest<'a> {
     pub fence: Option<u64>,
     /// With `HOLD` (an id is then required: the argument parser sees to it).
     pub hold: Option<Hold>,
+    /// With `BUYER` (recorded with the id's entry; the parser requires an id).
+    pub buyer: Option<&'a [u8]>,
+}
+
+/// The bounds a deduction's new state must keep (the settings, read by the caller).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Bounds {
+    /// Request ids the ledger may hold (`fence.max-ledger-entries`).
+    pub ledger: i64,
+    /// Bytes of a new request or buyer id (`fence.max-id-length`).
+    pub id_length: i64,
+    /// Buyers the stock may record (`fence.max-buyers`).
+    pub buyers: i64,
+}
+
+/// Where a buyer of a deduction stands before it is applied.
+enum BuyerSlot {
+    None,
+    Known(usize),
+    New,
 }
 
 /// A hold whose deadline passed, now returned: what its announcements need.
@@ -170,13 +199,15 @@ impl Stock {
         }
     }
 
-    /// Starts a new sale: `available` set, both ledgers and every hold cleared, fence kept.
+    /// Starts a new sale: `available` set, both ledgers, the buyers and every hold cleared;
+    /// fence and limit kept.
     pub fn reset(&mut self, available: i64) {
         self.available = available;
         self.deducted = 0;
         // Freed in blocks: a million ids cost a few hundred frees.
         self.ledger = Ledger::new();
         self.restocks = Ledger::new();
+        self.buyers = Ledger::new();
         self.holds.clear();
         self.held = 0;
         self.held_units = 0;
@@ -203,21 +234,28 @@ impl Stock {
         max_ledger: i64,
         max_id_length: i64,
     ) -> Result<Deduct, FenceError> {
-        self.deduct_admitting(req, max_ledger, max_id_length, || Ok(()))
+        let bounds = Bounds {
+            ledger: max_ledger,
+            id_length: max_id_length,
+            buyers: i64::MAX,
+        };
+        self.deduct_admitting(req, bounds, || Ok(()))
     }
 
     /// `deduct`, where a request id the ledger does not hold must also pass `admit_new_id`
     /// (called in the id step, after a replay is recognised and the id's length checked, and
     /// before the ledger bound), so a replay is still answered and a deduction without an id is
     /// never asked. A replay answers the stored available quantity: the caller returns due
-    /// holds first.
+    /// holds first. Then the `LIMIT` step: with a limit, a buyer is required; a new buyer's
+    /// length and room in the buyer table are checked; the buyer's units plus the quantity must
+    /// stay within the limit. Then the quantity.
     pub fn deduct_admitting(
         &mut self,
         req: DeductRequest<'_>,
-        max_ledger: i64,
-        max_id_length: i64,
+        bounds: Bounds,
         admit_new_id: impl FnOnce() -> Result<(), FenceError>,
     ) -> Result<Deduct, FenceError> {
+        let (max_ledger, max_id_length) = (bounds.ledger, bounds.id_length);
         if let Some(token) = req.fence {
             if token < self.fence {
                 return Err(FenceError::Stale {
@@ -243,6 +281,7 @@ impl Stock {
                 return Err(FenceError::LedgerFull { max: max_ledger });
             }
         }
+        let buyer = self.check_buyer(&req, bounds)?;
         if self.available < req.quantity {
             return Ok(Deduct::SoldOut);
         }
@@ -252,19 +291,153 @@ impl Stock {
             self.fence = token;
         }
         if let Some(id) = req.id {
-            let value = match req.hold {
+            let mut value = match req.hold {
                 Some(hold) => Value {
                     quantity: req.quantity,
                     state: State::Held,
                     deadline: hold.deadline,
                     events: hold.events,
+                    buyer: 0,
                 },
                 None => Value::plain(req.quantity),
+            };
+            value.buyer = match (buyer, req.buyer) {
+                (BuyerSlot::Known(i), _) => i as u32 + 1,
+                (BuyerSlot::New, Some(name)) => {
+                    // Room was checked above, and the buyer is new.
+                    self.buyers.insert(name, 0);
+                    self.buyers.len() as u32
+                }
+                _ => 0,
             };
             // Room was checked above, and the id is new.
             self.insert_entry_value(id, value);
         }
         Ok(Deduct::Deducted(self.available))
+    }
+
+    /// The `LIMIT` step of a deduction: where its buyer stands, or why it is refused.
+    fn check_buyer(
+        &self,
+        req: &DeductRequest<'_>,
+        bounds: Bounds,
+    ) -> Result<BuyerSlot, FenceError> {
+        let Some(name) = req.buyer.filter(|_| req.id.is_some()) else {
+            if self.limit > 0 {
+                return Err(FenceError::BuyerRequired { limit: self.limit });
+            }
+            return Ok(BuyerSlot::None);
+        };
+        let (slot, has) = match self.buyers.index_of(name) {
+            Some(i) => (
+                BuyerSlot::Known(i),
+                self.buyers.at(i).map_or(0, |(_, v)| v.quantity),
+            ),
+            None => {
+                if i64::try_from(name.len()).map_or(true, |len| len > bounds.id_length) {
+                    return Err(FenceError::NameTooLong {
+                        name: Name::BuyerId,
+                        max: bounds.id_length,
+                    });
+                }
+                if i64::try_from(self.buyers.len()).map_or(true, |len| len >= bounds.buyers)
+                    || self.buyers.len() >= crate::ledger::MAX_ENTRIES
+                {
+                    return Err(FenceError::BuyersFull { max: bounds.buyers });
+                }
+                (BuyerSlot::New, 0)
+            }
+        };
+        // A buyer's units are a sum of its entries and must stay an integer (a stock restocked
+        // past 2^63-1 over its life could sell one buyer more).
+        if has.checked_add(req.quantity).is_none() {
+            return Err(FenceError::Overflow);
+        }
+        if self.limit > 0 && has.saturating_add(req.quantity) > self.limit {
+            return Err(FenceError::Limit {
+                buyer: printable(name),
+                has,
+                max: self.limit,
+            });
+        }
+        Ok(slot)
+    }
+
+    /// The units `buyer` holds as of `now` (holds due by then count as returned): 0 for a
+    /// buyer never recorded.
+    pub fn buyer_units(&self, buyer: &[u8], now: u64) -> i64 {
+        let Some(index) = self.buyers.index_of(buyer) else {
+            return 0;
+        };
+        let mut units = self.buyers.at(index).map_or(0, |(_, v)| v.quantity);
+        if self.holds.is_empty() {
+            return units;
+        }
+        let mut due: Vec<(u32, u64)> = self.holds.due(now).map(|(d, i)| (i, d)).collect();
+        due.sort_unstable();
+        due.dedup();
+        for (i, deadline) in due {
+            if let Some((_, v)) = self.ledger.at(i as usize) {
+                if v.state == State::Held && v.deadline == deadline && v.buyer as usize == index + 1
+                {
+                    units = units.saturating_sub(v.quantity).max(0);
+                }
+            }
+        }
+        units
+    }
+
+    /// Returns `buyer`'s holds due at `now` (all of them, earliest first); the rest of the due
+    /// holds stay where they are. Costs the number of due holds not yet returned.
+    pub fn expire_buyer_due(&mut self, buyer: &[u8], now: u64) -> Vec<Expired> {
+        let Some(index) = self.buyers.index_of(buyer) else {
+            return Vec::new();
+        };
+        let mut due: Vec<(u64, u32)> = self.holds.due(now).collect();
+        due.sort_unstable();
+        due.dedup();
+        let mut out = Vec::new();
+        for (deadline, i) in due {
+            let Some((id, v)) = self.ledger.at(i as usize) else {
+                continue;
+            };
+            if v.state != State::Held || v.deadline != deadline || v.buyer as usize != index + 1 {
+                continue;
+            }
+            let id = id.to_vec();
+            self.expire_at_index(i as usize, v);
+            out.push(Expired {
+                id,
+                value: Value {
+                    state: State::Expired,
+                    ..v
+                },
+            });
+        }
+        out
+    }
+
+    /// How many buyers the sale has recorded.
+    pub fn buyers_len(&self) -> usize {
+        self.buyers.len()
+    }
+
+    /// The id of the buyer an entry's value names, if any.
+    pub fn buyer_of(&self, value: Value) -> Option<&[u8]> {
+        let index = (value.buyer as usize).checked_sub(1)?;
+        self.buyers.at(index).map(|(id, _)| id)
+    }
+
+    /// The effect that sets entry `id` to `value` on a replica, with the stock's scalars.
+    pub fn entry_effect<'a>(&'a self, id: &'a [u8], value: Value) -> EntryEffect<'a> {
+        EntryEffect {
+            available: self.available,
+            fence: self.fence,
+            deducted: self.deducted,
+            id,
+            value,
+            buyer: self.buyer_of(value),
+        }
     }
 
     /// The scalar state, to take a change back (a call that failed after deciding).
@@ -273,6 +446,7 @@ impl Stock {
             available: self.available,
             fence: self.fence,
             deducted: self.deducted,
+            buyers: self.buyers.len(),
         }
     }
 
@@ -305,10 +479,36 @@ impl Stock {
             }
             None => {}
         }
+        // A buyer the change recorded first goes too.
+        if self.buyers.len() > before.buyers {
+            let last = self.buyers.len() - 1;
+            let name = self.buyers.at(last).map(|(n, _)| n.to_vec());
+            if let Some(name) = name {
+                self.buyers.remove_last(&name);
+            }
+        }
+    }
+
+    /// Adjusts the held counters and the buyer's units for `value` leaving (`sign` -1) or
+    /// joining (+1) the ledger.
+    fn count(&mut self, value: Value, sign: i64) {
+        if value.state.holds_units() {
+            if let Some(i) = (value.buyer as usize).checked_sub(1) {
+                if let Some((_, b)) = self.buyers.at(i) {
+                    let units = if sign > 0 {
+                        b.quantity.saturating_add(value.quantity)
+                    } else {
+                        b.quantity.saturating_sub(value.quantity).max(0)
+                    };
+                    self.buyers.set_at(i, Value::plain(units));
+                }
+            }
+        }
+        self.count_held(value, sign);
     }
 
     /// Adjusts the held counters for `value` leaving (`sign` -1) or joining (+1) the ledger.
-    fn count(&mut self, value: Value, sign: i64) {
+    fn count_held(&mut self, value: Value, sign: i64) {
         if value.state != State::Held {
             return;
         }
@@ -686,11 +886,68 @@ impl Stock {
         Ok(added)
     }
 
-    /// The load is over: the hold index and counters are built from the ledger.
-    pub fn loaded(&mut self) {
+    /// Adds a blob of buyer records (a load, encoding 5): each a buyer id and the units it
+    /// holds (checked against the ledger by `loaded`).
+    pub fn insert_buyer_blob(&mut self, blob: &[u8]) -> Result<usize, &'static str> {
+        let before = self.buyers.len();
+        let added = self.buyers.insert_blob(blob, Format::V4)?;
+        let plain = (before..self.buyers.len())
+            .filter_map(|i| self.buyers.at(i))
+            .all(|(_, v)| v.state == State::Deducted && !v.events);
+        if !plain {
+            return Err("a buyer record has a state");
+        }
+        Ok(added)
+    }
+
+    /// Hands the buyer table to `out` as blobs of records (id, units held).
+    pub fn save_buyer_blobs(&self, out: impl FnMut(&[u8])) {
+        self.buyers.save_blobs(out);
+    }
+
+    /// Prepares the buyer table for a load of this many buyers.
+    pub fn reserve_buyers(&mut self, n: usize) {
+        self.buyers.reserve(n);
+    }
+
+    /// The load is over: the hold index and counters are built from the ledger, and each
+    /// buyer's units checked against it (every entry's buyer must be in the table, and each
+    /// buyer hold exactly the units of its entries that hold units); an error refuses the
+    /// value.
+    pub fn loaded(&mut self) -> Result<(), &'static str> {
         self.ledger.loaded();
         self.restocks.loaded();
+        self.buyers.loaded();
+        // Each buyer's units, and whether an entry names it (a buyer is recorded with its
+        // first entry, and no entry is ever removed alone).
+        let mut units: Vec<(i64, bool)> = vec![(0, false); self.buyers.len()];
+        for (_, v) in self.ledger.iter() {
+            let Some(i) = (v.buyer as usize).checked_sub(1) else {
+                continue;
+            };
+            let Some((u, named)) = units.get_mut(i) else {
+                return Err("an entry names a buyer that is not in the buyer table");
+            };
+            *named = true;
+            if v.state.holds_units() {
+                *u = u
+                    .checked_add(v.quantity)
+                    .ok_or("a buyer's units pass 2^63-1")?;
+            }
+        }
+        if units.iter().any(|(_, named)| !named) {
+            return Err("a buyer is named by no entry");
+        }
+        let agree = self
+            .buyers
+            .iter()
+            .zip(units)
+            .all(|((_, v), (u, _))| v.quantity == u);
+        if !agree {
+            return Err("a buyer's units do not match the ledger");
+        }
         self.rebuild_holds();
+        Ok(())
     }
 
     /// Rebuilds the hold index and counters from the ledger (after a load).
@@ -707,13 +964,20 @@ impl Stock {
             .collect();
         for (deadline, index, value) in held {
             self.holds.push(deadline, index);
-            self.count(value, 1);
+            // The buyers' units were loaded (and checked) with the table.
+            self.count_held(value, 1);
         }
     }
 
     /// Order-independent summaries of the request and restock ledgers, for a digest.
     pub fn summaries(&self) -> ([u8; 16], [u8; 16]) {
-        (self.ledger.summary(), self.restocks.summary())
+        let name = |b: u32| -> &[u8] {
+            (b as usize)
+                .checked_sub(1)
+                .and_then(|i| self.buyers.at(i))
+                .map_or(&[][..], |(id, _)| id)
+        };
+        (self.ledger.summary(name), self.restocks.summary(|_| &[]))
     }
 
     /// How many request ids the ledger holds.
@@ -737,17 +1001,48 @@ impl Stock {
         self.restocks.set_last(Value::plain(quantity));
     }
 
-    /// Sets one ledger entry as replicated; false when refused (a hold on an entry that was
-    /// not made held).
-    pub fn put_entry(&mut self, id: &[u8], value: Value) -> bool {
+    /// Sets one ledger entry as replicated, made for `buyer` (the entry's value names its
+    /// buyer by id here, whatever `value.buyer` says); false when refused (a change a master
+    /// never makes: a hold on an entry that was not made held, another buyer).
+    pub fn put_entry(&mut self, id: &[u8], mut value: Value, buyer: Option<&[u8]>) -> bool {
+        let known = buyer.map(|b| self.buyers.index_of(b));
         match self.ledger.index_of(id) {
             Some(i) => {
                 let Some((_, old)) = self.ledger.at(i) else {
                     return false;
                 };
+                value.buyer = match known {
+                    None => 0,
+                    Some(Some(b)) => b as u32 + 1,
+                    Some(None) => return false,
+                };
                 transition_allowed(old, value) && self.set_entry_at(i, value)
             }
-            None => self.insert_entry_value(id, value),
+            None => {
+                let before = self.snapshot();
+                value.buyer = match (known, buyer) {
+                    (Some(Some(b)), _) => b as u32 + 1,
+                    (Some(None), Some(name)) => {
+                        if self.buyers.insert(name, 0) != Insert::Added {
+                            return false;
+                        }
+                        self.buyers.len() as u32
+                    }
+                    _ => 0,
+                };
+                // A buyer's units stay an integer, as a master keeps them.
+                let units = (value.buyer as usize)
+                    .checked_sub(1)
+                    .and_then(|i| self.buyers.at(i))
+                    .map_or(0, |(_, v)| v.quantity);
+                let fits =
+                    !value.state.holds_units() || units.checked_add(value.quantity).is_some();
+                if fits && self.insert_entry_value(id, value) {
+                    return true;
+                }
+                self.restore(before, None);
+                false
+            }
         }
     }
 
@@ -763,12 +1058,13 @@ impl Stock {
             + self.ledger.mem_usage()
             + self.restocks.mem_usage()
             + self.holds.mem_usage()
+            + self.buyers.mem_usage()
             + self.expire_stream.as_ref().map_or(0, |e| e.key.capacity())
     }
 
     /// How many blocks freeing it frees (for Redis's lazy-free decision).
     pub fn free_effort(&self) -> usize {
-        self.ledger.blocks() + self.restocks.blocks() + 1
+        self.ledger.blocks() + self.restocks.blocks() + self.buyers.blocks() + 1
     }
 }
 
@@ -778,6 +1074,11 @@ impl Stock {
 fn transition_allowed(old: Value, new: Value) -> bool {
     if old == new {
         return true;
+    }
+    // An entry keeps its quantity (only the legacy form of a refund, on entries without a
+    // buyer, names another: 0).
+    if old.buyer != 0 && new.quantity != old.quantity {
+        return false;
     }
     match (old.state, new.state) {
         (State::Held, State::Confirmed | State::Refunded | State::Expired) => {
@@ -813,6 +1114,15 @@ mod tests {
             id,
             fence,
             hold: None,
+            buyer: None,
+        }
+    }
+
+    fn bounds(ledger: i64) -> Bounds {
+        Bounds {
+            ledger,
+            id_length: i64::MAX,
+            buyers: i64::MAX,
         }
     }
 
@@ -987,19 +1297,14 @@ mod tests {
         // comes before the quantity) or the ledger is full.
         for (quantity, max_ledger) in [(1, 10), (100, 10), (1, 1)] {
             assert_eq!(
-                s.deduct_admitting(
-                    req(quantity, Some(b"b"), None),
-                    max_ledger,
-                    i64::MAX,
-                    refused
-                ),
+                s.deduct_admitting(req(quantity, Some(b"b"), None), bounds(max_ledger), refused),
                 Err(evicting.clone())
             );
             assert_eq!(s, before);
         }
         // A stale fence is still refused first.
         assert_eq!(
-            s.deduct_admitting(req(1, Some(b"b"), Some(4)), 10, i64::MAX, refused),
+            s.deduct_admitting(req(1, Some(b"b"), Some(4)), bounds(10), refused),
             Err(FenceError::Stale {
                 token: 4,
                 highest: 5
@@ -1008,16 +1313,16 @@ mod tests {
         // A replay is answered and a deduction without an id runs; neither asks.
         let never = || -> Result<(), FenceError> { panic!("asked") };
         assert_eq!(
-            s.deduct_admitting(req(1, Some(b"a"), None), 10, i64::MAX, never),
+            s.deduct_admitting(req(1, Some(b"a"), None), bounds(10), never),
             Ok(Deduct::Replayed(9))
         );
         assert_eq!(
-            s.deduct_admitting(req(2, None, None), 10, i64::MAX, never),
+            s.deduct_admitting(req(2, None, None), bounds(10), never),
             Ok(Deduct::Deducted(7))
         );
         // Admitted: as `deduct`.
         assert_eq!(
-            s.deduct_admitting(req(1, Some(b"b"), None), 10, i64::MAX, || Ok(())),
+            s.deduct_admitting(req(1, Some(b"b"), None), bounds(10), || Ok(())),
             Ok(Deduct::Deducted(6))
         );
         assert_eq!(s.request(b"b"), Some(1));
@@ -1042,9 +1347,9 @@ mod tests {
     fn entries_come_in_the_order_they_were_made() {
         let mut a = Stock::new(0);
         for id in [&b"x"[..], b"a", b"m"] {
-            a.put_entry(id, Value::plain(1));
+            a.put_entry(id, Value::plain(1), None);
         }
-        a.put_entry(b"a", Value::legacy(0));
+        a.put_entry(b"a", Value::legacy(0), None);
         let ids: Vec<&[u8]> = a.entries().map(|(id, _)| id).collect();
         assert_eq!(ids, vec![&b"x"[..], b"a", b"m"]);
         assert_eq!(a.request(b"a"), Some(0));
@@ -1111,6 +1416,7 @@ mod tests {
                 deadline,
                 events: false,
             }),
+            buyer: None,
         }
     }
 
@@ -1358,24 +1664,303 @@ mod tests {
             state: State::Held,
             deadline: d,
             events: false,
+            buyer: 0,
         };
         let with = |v: Value, state| Value { state, ..v };
-        assert!(s.put_entry(b"h", held(2, 100)));
-        assert!(s.put_entry(b"h", held(2, 100)), "applied twice");
-        assert!(!s.put_entry(b"h", held(2, 999)), "a deadline moved");
-        assert!(!s.put_entry(b"h", with(held(2, 999), State::Expired)));
-        assert!(s.put_entry(b"h", with(held(2, 100), State::Expired)));
+        assert!(s.put_entry(b"h", held(2, 100), None));
+        assert!(s.put_entry(b"h", held(2, 100), None), "applied twice");
+        assert!(!s.put_entry(b"h", held(2, 999), None), "a deadline moved");
+        assert!(!s.put_entry(b"h", with(held(2, 999), State::Expired), None));
+        assert!(s.put_entry(b"h", with(held(2, 100), State::Expired), None));
         assert!(
-            !s.put_entry(b"h", with(held(2, 100), State::Held)),
+            !s.put_entry(b"h", with(held(2, 100), State::Held), None),
             "out of expired"
         );
-        assert!(!s.put_entry(b"h", Value::plain(2)), "out of expired");
-        assert!(s.put_entry(b"d", Value::plain(1)));
-        assert!(!s.put_entry(b"d", held(1, 100)), "a deduction made held");
-        assert!(!s.put_entry(b"d", with(held(1, 100), State::Expired)));
-        assert!(!s.put_entry(b"d", with(held(1, 100), State::Confirmed)));
-        assert!(s.put_entry(b"d", with(Value::plain(1), State::Refunded)));
-        assert!(!s.put_entry(b"d", Value::plain(1)), "out of refunded");
+        assert!(!s.put_entry(b"h", Value::plain(2), None), "out of expired");
+        assert!(s.put_entry(b"d", Value::plain(1), None));
+        assert!(
+            !s.put_entry(b"d", held(1, 100), None),
+            "a deduction made held"
+        );
+        assert!(!s.put_entry(b"d", with(held(1, 100), State::Expired), None));
+        assert!(!s.put_entry(b"d", with(held(1, 100), State::Confirmed), None));
+        assert!(s.put_entry(b"d", with(Value::plain(1), State::Refunded), None));
+        assert!(!s.put_entry(b"d", Value::plain(1), None), "out of refunded");
+    }
+
+    fn buy<'a>(quantity: i64, id: &'a [u8], buyer: Option<&'a [u8]>) -> DeductRequest<'a> {
+        DeductRequest {
+            quantity,
+            id: Some(id),
+            fence: None,
+            hold: None,
+            buyer,
+        }
+    }
+
+    fn buyer_bounds(buyers: i64, id_length: i64) -> Bounds {
+        Bounds {
+            ledger: 1000,
+            id_length,
+            buyers,
+        }
+    }
+
+    #[test]
+    fn a_limit_counts_what_each_buyer_holds() {
+        let mut s = Stock::new(10);
+        let b = buyer_bounds(100, 512);
+        let ok = || Ok(());
+        // Without a limit BUYER is recorded; a later limit counts it.
+        assert_eq!(
+            s.deduct_admitting(buy(2, b"o1", Some(b"u")), b, ok),
+            Ok(Deduct::Deducted(8))
+        );
+        s.limit = 3;
+        let before = s.clone();
+        assert_eq!(
+            s.deduct_admitting(buy(2, b"o2", Some(b"u")), b, ok),
+            Err(FenceError::Limit {
+                buyer: "u".into(),
+                has: 2,
+                max: 3
+            })
+        );
+        assert_eq!(s, before, "nothing changed");
+        // A limit set: no BUYER is refused, a replay is answered first (even for another buyer).
+        assert_eq!(
+            s.deduct_admitting(buy(1, b"o9", None), b, ok),
+            Err(FenceError::BuyerRequired { limit: 3 })
+        );
+        assert_eq!(
+            s.deduct_admitting(req(1, None, None), b, ok),
+            Err(FenceError::BuyerRequired { limit: 3 })
+        );
+        assert_eq!(
+            s.deduct_admitting(buy(5, b"o1", Some(b"v")), b, ok),
+            Ok(Deduct::Replayed(8))
+        );
+        assert_eq!((s.buyer_units(b"u", 0), s.buyer_units(b"v", 0)), (2, 0));
+        // The limit step comes before the quantity: LIMIT even when the stock is short.
+        assert!(matches!(
+            s.deduct_admitting(buy(50, b"o3", Some(b"u")), b, ok),
+            Err(FenceError::Limit { .. })
+        ));
+        assert_eq!(
+            s.deduct_admitting(buy(50, b"o3", Some(b"w")), b, ok),
+            Err(FenceError::Limit {
+                buyer: "w".into(),
+                has: 0,
+                max: 3
+            })
+        );
+        assert_eq!(
+            s.deduct_admitting(buy(3, b"o3", Some(b"w")), b, ok),
+            Ok(Deduct::Deducted(5))
+        );
+        // A refund gives the allowance back; an expired hold too; a confirmation changes nothing.
+        assert_eq!(s.refund(b"o1"), Ok(2));
+        assert_eq!(s.buyer_units(b"u", 0), 0);
+        let hold = DeductRequest {
+            hold: Some(Hold {
+                deadline: 100,
+                events: false,
+            }),
+            ..buy(3, b"h1", Some(b"u"))
+        };
+        assert_eq!(s.deduct_admitting(hold, b, ok), Ok(Deduct::Deducted(4)));
+        assert_eq!(s.buyer_units(b"u", 99), 3);
+        assert_eq!(s.buyer_units(b"u", 100), 0, "a due hold reads as returned");
+        assert_eq!(s.expire_due(100, 10).len(), 1);
+        assert_eq!(s.buyer_units(b"u", 0), 0);
+        let hold = DeductRequest {
+            hold: Some(Hold {
+                deadline: 200,
+                events: false,
+            }),
+            ..buy(1, b"h2", Some(b"u"))
+        };
+        assert_eq!(s.deduct_admitting(hold, b, ok), Ok(Deduct::Deducted(6)));
+        assert_eq!(s.confirm(b"h2"), Ok(Confirm::Confirmed));
+        assert_eq!(s.buyer_units(b"u", 1000), 1);
+        // A buyer's units never wrap: past 2^63-1 the deduction is refused.
+        let mut big = Stock::new(i64::MAX);
+        assert_eq!(
+            big.deduct_admitting(buy(i64::MAX, b"x1", Some(b"u")), b, ok),
+            Ok(Deduct::Deducted(0))
+        );
+        assert_eq!(big.add(1), Ok(1));
+        let before = big.clone();
+        assert_eq!(
+            big.deduct_admitting(buy(1, b"x2", Some(b"u")), b, ok),
+            Err(FenceError::Overflow)
+        );
+        assert_eq!(big, before);
+        // Lowering the limit keeps what buyers hold.
+        s.limit = 1;
+        assert_eq!(s.buyer_units(b"w", 0), 3);
+        assert!(matches!(
+            s.deduct_admitting(buy(1, b"o4", Some(b"w")), b, ok),
+            Err(FenceError::Limit { has: 3, max: 1, .. })
+        ));
+        assert_eq!(
+            s.request_at(b"o3", 0).and_then(|v| s.buyer_of(v)),
+            Some(&b"w"[..])
+        );
+        assert_eq!(s.buyers_len(), 2, "u and w; v never bought");
+        // A new sale clears the buyers and keeps the limit.
+        s.reset(5);
+        assert_eq!((s.buyers_len(), s.limit, s.buyer_units(b"w", 0)), (0, 1, 0));
+    }
+
+    #[test]
+    fn a_buyer_s_due_holds_come_back_apart_from_the_others() {
+        let mut s = Stock::new(10_000);
+        s.limit = 1;
+        let b = buyer_bounds(10_000, 512);
+        for i in 0..50u32 {
+            let (id, buyer) = (format!("o{i}"), format!("b{i}"));
+            let req = DeductRequest {
+                hold: Some(Hold {
+                    deadline: 100,
+                    events: false,
+                }),
+                ..buy(1, id.as_bytes(), Some(buyer.as_bytes()))
+            };
+            s.deduct_admitting(req, b, || Ok(())).unwrap();
+        }
+        let req = DeductRequest {
+            hold: Some(Hold {
+                deadline: 150,
+                events: false,
+            }),
+            ..buy(1, b"u1", Some(b"u"))
+        };
+        s.deduct_admitting(req, b, || Ok(())).unwrap();
+        // Only some of the due holds were returned: u's is still stored as held.
+        assert_eq!(s.expire_due(200, 10).len(), 10);
+        assert_eq!(s.buyer_units(b"u", 200), 0);
+        assert!(matches!(
+            s.deduct_admitting(buy(1, b"u2", Some(b"u")), b, || Ok(())),
+            Err(FenceError::Limit { has: 1, .. })
+        ));
+        let back = s.expire_buyer_due(b"u", 200);
+        assert_eq!(back.len(), 1);
+        assert_eq!(back[0].id, b"u1");
+        assert!(s.expire_buyer_due(b"u", 200).is_empty());
+        assert!(s.expire_buyer_due(b"nobody", 200).is_empty());
+        assert_eq!(
+            s.deduct_admitting(buy(1, b"u2", Some(b"u")), b, || Ok(())),
+            Ok(Deduct::Deducted(10_000 - 50 + 10 - 1))
+        );
+        // The others come back as before, each once.
+        let mut rest = 0;
+        loop {
+            let n = s.expire_due(200, 7).len();
+            if n == 0 {
+                break;
+            }
+            rest += n;
+        }
+        assert_eq!(rest, 40);
+    }
+
+    #[test]
+    fn new_buyers_are_bounded() {
+        let mut s = Stock::new(10);
+        let ok = || Ok(());
+        assert_eq!(
+            s.deduct_admitting(buy(1, b"o1", Some(b"long-buyer")), buyer_bounds(1, 4), ok),
+            Err(FenceError::NameTooLong {
+                name: Name::BuyerId,
+                max: 4
+            })
+        );
+        assert_eq!(
+            s.deduct_admitting(buy(1, b"o1", Some(b"u")), buyer_bounds(1, 4), ok),
+            Ok(Deduct::Deducted(9))
+        );
+        assert_eq!(
+            s.deduct_admitting(buy(1, b"o2", Some(b"v")), buyer_bounds(1, 4), ok),
+            Err(FenceError::BuyersFull { max: 1 })
+        );
+        // A known buyer keeps buying, whatever the bounds say now.
+        assert_eq!(
+            s.deduct_admitting(buy(1, b"o2", Some(b"u")), buyer_bounds(0, 2), ok),
+            Ok(Deduct::Deducted(8))
+        );
+        // Taking a deduction back forgets the buyer it recorded first.
+        let before = s.clone();
+        let snap = s.snapshot();
+        assert_eq!(
+            s.deduct_admitting(buy(1, b"o3", Some(b"z")), buyer_bounds(9, 9), ok),
+            Ok(Deduct::Deducted(7))
+        );
+        s.restore(snap, Some((b"o3", None)));
+        assert_eq!(s, before);
+        assert_eq!(s.buyers_len(), 1);
+    }
+
+    #[test]
+    fn effects_keep_each_entry_with_its_buyer() {
+        let mut s = Stock::new(10);
+        assert!(s.put_entry(b"o1", Value::plain(2), Some(b"u")));
+        assert!(
+            s.put_entry(b"o1", Value::plain(2), Some(b"u")),
+            "applied twice"
+        );
+        assert!(
+            !s.put_entry(b"o1", Value::plain(2), Some(b"v")),
+            "another buyer"
+        );
+        assert!(
+            !s.put_entry(b"o1", Value::plain(2), None),
+            "the buyer dropped"
+        );
+        assert_eq!(s.buyers_len(), 1, "a refused effect records no buyer");
+        let refunded = Value {
+            state: State::Refunded,
+            ..Value::plain(2)
+        };
+        assert!(s.put_entry(b"o1", refunded, Some(b"u")));
+        assert_eq!(s.buyer_units(b"u", 0), 0);
+        // A buyer's entry keeps its quantity.
+        let held = Value {
+            quantity: 1,
+            state: State::Held,
+            deadline: 5,
+            events: false,
+            buyer: 0,
+        };
+        assert!(s.put_entry(b"h", held, Some(b"u")));
+        let confirmed = Value {
+            state: State::Confirmed,
+            deadline: 0,
+            ..held
+        };
+        assert!(!s.put_entry(
+            b"h",
+            Value {
+                quantity: 9,
+                ..confirmed
+            },
+            Some(b"u")
+        ));
+        assert!(s.put_entry(b"h", confirmed, Some(b"u")));
+        assert_eq!(s.buyer_units(b"u", 0), 1);
+        assert!(s.put_entry(b"big", Value::plain(i64::MAX), Some(b"w")));
+        assert!(
+            !s.put_entry(b"big2", Value::plain(1), Some(b"w")),
+            "past 2^63-1"
+        );
+        assert_eq!(s.buyer_units(b"w", 0), i64::MAX);
+        assert!(s.put_entry(b"o2", Value::plain(1), None));
+        assert!(
+            !s.put_entry(b"o2", Value::plain(1), Some(b"u")),
+            "a buyer added later"
+        );
+        let e = s.entry_effect(b"o1", s.request_at(b"o1", 0).unwrap_or_default());
+        assert_eq!(e.buyer, Some(&b"u"[..]));
     }
 
     #[test]

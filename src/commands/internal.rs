@@ -4,7 +4,8 @@
 //! a ledger entry; an effect that breaks an invariant is refused and logged.
 
 use fence_core::effects::{
-    decode_entry, decode_expire_stream, decode_lock, decode_restock, decode_stock, Bad,
+    decode_entry, decode_expire_stream, decode_limit, decode_lock, decode_restock, decode_stock,
+    Bad,
 };
 use fence_core::error::{printable, FenceError};
 use fence_core::ledger::Value;
@@ -95,7 +96,7 @@ fn apply_stock(ctx: &Ctx<'_>, args: &Args<'_>) -> CommandResult {
     stock.deducted = state.deducted;
     for (id, quantity) in entries {
         // Written before entries had states: a quantity of 0 was a refund.
-        stock.put_entry(id, Value::legacy(quantity));
+        stock.put_entry(id, Value::legacy(quantity), None);
     }
     tokens::observe(state.fence);
     ctx.replicate_verbatim();
@@ -137,9 +138,10 @@ fn apply_entry(ctx: &Ctx<'_>, args: &Args<'_>) -> CommandResult {
     let Some(stock) = key.stock_mut() else {
         return Err(FenceError::WrongType);
     };
-    if !stock.put_entry(effect.id, effect.value) {
+    if !stock.put_entry(effect.id, effect.value, effect.buyer) {
         return Err(FenceError::BadInternal(
-            "a hold on an entry that was not made held",
+            "a change of an entry its master never makes (a hold on an entry not made held, \
+             another buyer)",
         ));
     }
     stock.available = effect.available;
@@ -148,6 +150,25 @@ fn apply_entry(ctx: &Ctx<'_>, args: &Args<'_>) -> CommandResult {
     tokens::observe(effect.fence);
     // A replica keeps the index too, so that it returns the holds at once if promoted.
     holds::track(ctx, args.bytes(1), stock, false);
+    ctx.replicate_verbatim();
+    key.signal_modified();
+    Ok(Reply::Ok)
+}
+
+/// `FENCE.LIMIT key per-buyer`: the stock's limit per buyer (`STOCK.SET … LIMIT`,
+/// `STOCK.LIMIT`, an AOF rewrite).
+pub fn limit(ctx: &Ctx<'_>, args: &Args<'_>) -> CommandResult {
+    internal(ctx, args, apply_limit)
+}
+
+fn apply_limit(ctx: &Ctx<'_>, args: &Args<'_>) -> CommandResult {
+    let tail = args.tail(2);
+    let effect = decode_limit(&tail).map_err(|b| bad("fence.limit", b))?;
+    let mut key = stock_key(ctx, args)?;
+    let Some(stock) = key.stock_mut() else {
+        return Err(FenceError::WrongType);
+    };
+    stock.limit = effect.limit;
     ctx.replicate_verbatim();
     key.signal_modified();
     Ok(Reply::Ok)

@@ -31,11 +31,14 @@ entry_points! {
     stock_request => stock::request,
     stock_info => stock::info,
     stock_confirm => stock::confirm,
+    stock_limit => stock::limit,
+    stock_buyer => stock::buyer,
     fence_lock => internal::lock,
     fence_stock => internal::stock,
     fence_restock => internal::restock,
     fence_entry => internal::entry,
     fence_expire_stream => internal::expire_stream,
+    fence_limit => internal::limit,
 }
 
 /// Name, entry point, flags and ACL categories (besides `@fence`) of every command. Each
@@ -108,6 +111,18 @@ const COMMANDS: &[(&CStr, EntryPoint, &CStr, &CStr)] = &[
         c"write fast",
         c"fence write fast",
     ),
+    (
+        c"STOCK.LIMIT",
+        stock_limit,
+        c"write fast",
+        c"fence write fast",
+    ),
+    (
+        c"STOCK.BUYER",
+        stock_buyer,
+        c"readonly fast",
+        c"fence read fast",
+    ),
     // Replication-only forms: refused unless they come from the master link or the AOF.
     (c"FENCE.LOCK", fence_lock, c"write", c"fence write"),
     (c"FENCE.STOCK", fence_stock, c"write", c"fence write"),
@@ -119,6 +134,7 @@ const COMMANDS: &[(&CStr, EntryPoint, &CStr, &CStr)] = &[
         c"write",
         c"fence write",
     ),
+    (c"FENCE.LIMIT", fence_limit, c"write", c"fence write"),
 ];
 
 /// Registers every command with Redis, its ACL categories and its documentation.

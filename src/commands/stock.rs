@@ -4,17 +4,18 @@
 //! a read shows them returned (`Stock::view`).
 
 use fence_core::args::{
-    parse_deduct_options, parse_i64, parse_name, parse_one_option, parse_quantity,
-    parse_refund_options, parse_request_options, Decimal, DeductOptions,
+    parse_deduct_options, parse_i64, parse_limit, parse_name, parse_one_option, parse_quantity,
+    parse_refund_options, parse_request_options, parse_set_options, Decimal, DeductOptions,
 };
 use fence_core::clock::{is_from_future, now_us};
-use fence_core::config::{MAX_HOLD_MS, MAX_ID_LENGTH, MAX_LEDGER_ENTRIES};
-use fence_core::effects::{EntryEffect, ExpireStreamEffect, RestockEffect, StockEffect};
+use fence_core::config::{MAX_BUYERS, MAX_HOLD_MS, MAX_ID_LENGTH, MAX_LEDGER_ENTRIES};
+use fence_core::effects::{ExpireStreamEffect, LimitEffect, RestockEffect, StockEffect};
 use fence_core::error::{FenceError, Name};
 use fence_core::ledger::{State, Value};
 use fence_core::stats;
 use fence_core::stock::{
-    plain_add, plain_deduct, Confirm, Deduct, DeductRequest, ExpireStream, Hold, Restock, Stock,
+    plain_add, plain_deduct, Bounds, Confirm, Deduct, DeductRequest, ExpireStream, Hold, Restock,
+    Stock,
 };
 
 use super::events;
@@ -48,14 +49,7 @@ fn replicate_stock(ctx: &Ctx<'_>, name: RStr<'_>, state: StockEffect) {
 
 /// Replicates a stock's scalar state with one request-ledger entry as it stands.
 fn replicate_entry(ctx: &Ctx<'_>, name: RStr<'_>, stock: &Stock, id: &[u8], value: Value) {
-    let effect = EntryEffect {
-        available: stock.available,
-        fence: stock.fence,
-        deducted: stock.deducted,
-        id,
-        value,
-    };
-    ctx.replicate(name, &effect.encode(), None);
+    ctx.replicate(name, &stock.entry_effect(id, value).encode(), None);
 }
 
 fn state_of(stock: &Stock, reset: bool) -> StockEffect {
@@ -77,12 +71,14 @@ fn deducted(ctx: &Ctx<'_>, name: RStr<'_>, remaining: i64) {
     }
 }
 
-/// `STOCK.SET key quantity` → OK: a new stock, or a new sale (ledgers cleared, fence kept).
+/// `STOCK.SET key quantity [LIMIT per-buyer]` → OK: a new stock, or a new sale (ledgers and
+/// buyers cleared; fence kept, and the limit unless `LIMIT` sets it).
 pub fn set(ctx: &Ctx<'_>, args: &Args<'_>) -> CommandResult {
-    if args.len() != 3 {
+    if args.len() < 3 {
         return Err(FenceError::Arity("stock.set"));
     }
     let quantity = parse_quantity(args.bytes(2), 0)?;
+    let limit = parse_set_options(args.options(3).as_slice())?;
     let name = args.get(1);
     let mut key = Key::write(ctx, name);
     if matches!(key.kind(), Kind::Empty | Kind::Stock) {
@@ -97,11 +93,60 @@ pub fn set(ctx: &Ctx<'_>, args: &Args<'_>) -> CommandResult {
         }
         _ => return Err(FenceError::WrongType),
     }
-    if let Some(stock) = key.stock() {
+    if let Some(stock) = key.stock_mut() {
         replicate_stock(ctx, name, state_of(stock, true));
+        if let Some(limit) = limit {
+            stock.limit = limit;
+            ctx.replicate(name, &LimitEffect { limit }.encode(), None);
+        }
     }
     key.signal_modified();
     Ok(Reply::Ok)
+}
+
+/// `STOCK.LIMIT key per-buyer` → 1 (the stock's limit per buyer set; 0 clears it), or 0 when
+/// the key does not exist.
+pub fn limit(ctx: &Ctx<'_>, args: &Args<'_>) -> CommandResult {
+    if args.len() != 3 {
+        return Err(FenceError::Arity("stock.limit"));
+    }
+    let limit = parse_limit(args.bytes(2))?;
+    let name = args.get(1);
+    let mut key = Key::write(ctx, name);
+    match key.kind() {
+        Kind::Empty => Ok(Reply::Int(0)),
+        Kind::String => Err(FenceError::NeedsStock),
+        Kind::Stock => {
+            let Some(stock) = key.stock_mut() else {
+                return Err(FenceError::WrongType);
+            };
+            stock.limit = limit;
+            ctx.replicate(name, &LimitEffect { limit }.encode(), None);
+            key.signal_modified();
+            ctx.notify(c"stock.limit", name);
+            Ok(Reply::Int(1))
+        }
+        _ => Err(FenceError::WrongType),
+    }
+}
+
+/// `STOCK.BUYER key buyer-id` → the units the buyer holds (0 for none), or nil when the key
+/// does not exist.
+pub fn buyer(ctx: &Ctx<'_>, args: &Args<'_>) -> CommandResult {
+    if args.len() != 3 {
+        return Err(FenceError::Arity("stock.buyer"));
+    }
+    let buyer = parse_name(args.bytes(2), Name::BuyerId, i64::MAX)?;
+    let key = Key::read(ctx, args.get(1));
+    match key.kind() {
+        Kind::Empty => Ok(Reply::Nil),
+        Kind::String => Err(FenceError::NeedsStock),
+        Kind::Stock => Ok(key.stock().map_or(Reply::Nil, |s| {
+            let now = if s.has_holds() { now_ms() } else { 0 };
+            Reply::Int(s.buyer_units(buyer, now))
+        })),
+        _ => Err(FenceError::WrongType),
+    }
 }
 
 /// `STOCK.ADD key quantity [ID restock-id]` → the new available quantity (with `ID`, a restock
@@ -214,6 +259,9 @@ fn deduct_events<'c>(
     if let Some(id) = options.id {
         fields.push((b"id", id));
     }
+    if let Some(buyer) = options.buyer {
+        fields.push((b"buyer", buyer));
+    }
     if options.fence.is_some() {
         fields.push((b"fence", f.as_bytes()));
     }
@@ -234,11 +282,11 @@ fn deduct_events<'c>(
     }
 }
 
-/// `STOCK.DEDUCT key quantity [ID request-id] [HOLD ms] [FENCE token] [EVENTS stream-key
-/// [MAXLEN [~|=] n]]` → remaining, or nil.
+/// `STOCK.DEDUCT key quantity [ID request-id] [BUYER buyer-id] [HOLD ms] [FENCE token] [EVENTS
+/// stream-key [MAXLEN [~|=] n]]` → remaining, or nil.
 pub fn deduct(ctx: &Ctx<'_>, args: &Args<'_>) -> CommandResult {
     let words = args.options(3);
-    let parsed = parse_deduct_options(words.as_slice());
+    let parsed = words.all().and_then(parse_deduct_options);
     let events_at = parsed.as_ref().ok().and_then(|o| o.events).map(|e| (3, e));
     if let Some(reported) = events::report_keys(ctx, args, events_at) {
         return Ok(Reply::KeysReported(reported));
@@ -268,6 +316,7 @@ pub fn deduct(ctx: &Ctx<'_>, args: &Args<'_>) -> CommandResult {
     match key.kind() {
         Kind::Empty => Ok(Reply::Nil),
         Kind::String => {
+            // HOLD and BUYER come with ID (the parser sees to it).
             if options.id.is_some() || options.fence.is_some() {
                 return Err(FenceError::NeedsStock);
             }
@@ -312,24 +361,44 @@ pub fn deduct(ctx: &Ctx<'_>, args: &Args<'_>) -> CommandResult {
                 Some(_) => eviction::check_stock(ctx, &key),
                 None => Ok(()),
             };
-            let Some(stock) = key.stock_mut() else {
-                return Err(FenceError::WrongType);
-            };
             let request = DeductRequest {
                 quantity,
                 id: options.id,
                 fence: options.fence,
                 hold,
+                buyer: options.buyer,
             };
-            let before = stock.snapshot();
-            let outcome = stock.deduct_admitting(
-                request,
-                MAX_LEDGER_ENTRIES.get(),
-                MAX_ID_LENGTH.get(),
-                || admission,
-            );
-            if matches!(outcome, Err(FenceError::Stale { .. })) {
-                stats::STALE.incr();
+            let bounds = Bounds {
+                ledger: MAX_LEDGER_ENTRIES.get(),
+                id_length: MAX_ID_LENGTH.get(),
+                buyers: MAX_BUYERS.get(),
+            };
+            let decide = |stock: &mut Stock| {
+                let before = stock.snapshot();
+                (
+                    before,
+                    stock.deduct_admitting(request, bounds, || admission.clone()),
+                )
+            };
+            let Some((mut before, mut outcome)) = key.stock_mut().map(decide) else {
+                return Err(FenceError::WrongType);
+            };
+            if let (Err(FenceError::Limit { .. }), Some(buyer)) = (&outcome, options.buyer) {
+                // More holds came due than one command returns: this buyer's due ones come
+                // back now, so the limit counts what the buyer holds now.
+                if holds::return_buyer_due(ctx, name, &mut key, buyer) {
+                    if let Some(again) = key.stock_mut().map(decide) {
+                        (before, outcome) = again;
+                    }
+                }
+            }
+            let Some(stock) = key.stock_mut() else {
+                return Err(FenceError::WrongType);
+            };
+            match outcome {
+                Err(FenceError::Stale { .. }) => stats::STALE.incr(),
+                Err(FenceError::Limit { .. }) => stats::LIMIT_REFUSALS.incr(),
+                _ => {}
             }
             let remaining = match outcome? {
                 Deduct::SoldOut => {
@@ -539,6 +608,8 @@ pub fn info(ctx: &Ctx<'_>, args: &Args<'_>) -> CommandResult {
                 ("held", ms(view.held)),
                 ("held-units", Field::Int(view.held_units)),
                 ("next-deadline", ms(view.next_deadline.unwrap_or(0))),
+                ("limit", Field::Int(stock.limit)),
+                ("buyers", count(stock.buyers_len())),
             ]))
         }
         _ => Err(FenceError::WrongType),
@@ -574,6 +645,9 @@ pub fn request(ctx: &Ctx<'_>, args: &Args<'_>) -> CommandResult {
                     "deadline",
                     Field::Int(i64::try_from(value.deadline).unwrap_or(i64::MAX)),
                 ));
+            }
+            if let Some(buyer) = key.stock().and_then(|s| s.buyer_of(value)) {
+                fields.push(("buyer", Field::Bulk(buyer.to_vec())));
             }
             Ok(Reply::Map(fields))
         }

@@ -80,19 +80,33 @@ pub struct Args<'a> {
     _life: PhantomData<&'a ()>,
 }
 
-/// How many option words `Args::options` shows a parser.
-pub const MAX_OPTION_ARGS: usize = 12;
+/// How many option words `Args::options` shows a parser: more than any valid call has
+/// (`fence_core::args::MAX_DEDUCT_WORDS`).
+pub const MAX_OPTION_ARGS: usize = fence_core::args::MAX_OPTION_WORDS;
 
 /// Option words on the stack.
 pub struct OptionArgs<'a> {
     items: [&'a [u8]; MAX_OPTION_ARGS],
     len: usize,
+    /// More words followed than `MAX_OPTION_ARGS`.
+    cut: bool,
 }
 
 impl<'a> OptionArgs<'a> {
     /// The words, in order.
     pub fn as_slice(&self) -> &[&'a [u8]] {
         self.items.get(..self.len).unwrap_or_default()
+    }
+
+    /// The words, or `TooManyOptions` when the call had more than `MAX_OPTION_ARGS` of them
+    /// (none of which is then read).
+    pub fn all(&self) -> Result<&[&'a [u8]], fence_core::error::FenceError> {
+        if self.cut {
+            return Err(fence_core::error::FenceError::TooManyOptions {
+                max: MAX_OPTION_ARGS,
+            });
+        }
+        Ok(self.as_slice())
     }
 }
 
@@ -140,7 +154,8 @@ impl<'a> Args<'a> {
             *slot = self.bytes(i);
             len += 1;
         }
-        OptionArgs { items, len }
+        let cut = self.argc.saturating_sub(from) > MAX_OPTION_ARGS;
+        OptionArgs { items, len, cut }
     }
 
     /// Every argument from `from` on, as bytes.
@@ -567,6 +582,8 @@ const EFFECT_FORMATS: [&CStr; MAX_ARGS + 1] = [
     c"sbbbbbb",
     c"sbbbbbbb",
     c"sbbbbbbbb",
+    c"sbbbbbbbbb",
+    c"sbbbbbbbbbb",
 ];
 
 /// Calls a variadic API function (`RedisModule_Replicate`, `RedisModule_EmitAOF`) with
@@ -582,6 +599,7 @@ macro_rules! call_with_effect {
         match EFFECT_FORMATS.get(a.len()) {
             Some(format) => {
                 let (p, q, r, s, t, u, v, w) = (b(0), b(1), b(2), b(3), b(4), b(5), b(6), b(7));
+                let (x, y) = (b(8), b(9));
                 call!($api(
                     $first,
                     $cmd,
@@ -602,7 +620,11 @@ macro_rules! call_with_effect {
                     v.0,
                     v.1,
                     w.0,
-                    w.1
+                    w.1,
+                    x.0,
+                    x.1,
+                    y.0,
+                    y.1
                 ));
                 true
             }

@@ -25,7 +25,6 @@ use std::time::{Duration, Instant};
 
 use fence_core::args::Decimal;
 use fence_core::clock::now_us;
-use fence_core::effects::EntryEffect;
 use fence_core::stats;
 use fence_core::stock::{ExpireStream, Expired, Stock};
 use redis_module::raw;
@@ -260,6 +259,26 @@ pub fn before_decision(ctx: &Ctx<'_>, name: RStr<'_>, key: &mut Key<'_>, id: &[u
     }
 }
 
+/// Before a deduction is refused for `buyer`'s limit: returns the buyer's holds that are due
+/// and not returned yet (more came due than one command returns), when this server may;
+/// whether any came back. Costs the number of due holds not yet returned.
+pub fn return_buyer_due(ctx: &Ctx<'_>, name: RStr<'_>, key: &mut Key<'_>, buyer: &[u8]) -> bool {
+    let Some(stock) = key.stock_mut() else {
+        return false;
+    };
+    let now = now_ms();
+    if !stock.has_due(now) || !may_expire(ctx) {
+        return false;
+    }
+    let expired = stock.expire_buyer_due(buyer, now);
+    let any = !expired.is_empty();
+    apply(ctx, name, key, expired);
+    if let Some(stock) = key.stock() {
+        track(ctx, name.bytes(), stock, false);
+    }
+    any
+}
+
 /// Announces returned holds: each one's effect (`FENCE.ENTRY … expired`), the `expire` events
 /// of holds made with `EVENTS` (dropped and counted when the stream cannot take them; the
 /// units are back all the same), `stock.expire`, and the counter.
@@ -270,16 +289,9 @@ fn apply(ctx: &Ctx<'_>, name: RStr<'_>, key: &mut Key<'_>, expired: Vec<Expired>
     let Some(stock) = key.stock() else {
         return;
     };
-    let (available, fence, deducted) = (stock.available, stock.fence, stock.deducted);
+    let available = stock.available;
     for e in &expired {
-        let effect = EntryEffect {
-            available,
-            fence,
-            deducted,
-            id: &e.id,
-            value: e.value,
-        };
-        ctx.replicate(name, &effect.encode(), None);
+        ctx.replicate(name, &stock.entry_effect(&e.id, e.value).encode(), None);
     }
     let announced = expired.iter().filter(|e| e.value.events).count();
     if announced > 0 {

@@ -2,7 +2,7 @@
 //! holds, the restock ledger, the expire stream).
 
 use fence_core::clock::{is_from_future, now_us};
-use fence_core::effects::{EntryEffect, ExpireStreamEffect, RestockEffect, StockEffect};
+use fence_core::effects::{ExpireStreamEffect, LimitEffect, RestockEffect, StockEffect};
 use fence_core::encoding::{expire_stream_saved, load_stock, STOCK_ENCODING};
 use fence_core::stock::Stock;
 use redis_module::native_types::RedisType;
@@ -47,8 +47,8 @@ impl ModuleType for StockType {
         holds::loaded(stock);
     }
 
-    /// Encoding 4: the scalars, the expire stream, then each ledger as its entry count and its
-    /// blobs of records.
+    /// Encoding 5: the scalars, the expire stream, the limit, the buyer table, then each
+    /// ledger, each table as its count and its blobs of records.
     fn save(out: &mut RdbOut<'_>, stock: &Stock) {
         out.signed(stock.available);
         out.unsigned(stock.fence);
@@ -59,6 +59,9 @@ impl ModuleType for StockType {
         if let Some(len) = len {
             out.signed(len);
         }
+        out.unsigned(stock.limit.unsigned_abs());
+        out.unsigned(stock.buyers_len() as u64);
+        stock.save_buyer_blobs(|blob| out.bytes(blob));
         out.unsigned(stock.ledger_len() as u64);
         stock.save_entry_blobs(|blob| out.bytes(blob));
         out.unsigned(stock.restocks_len() as u64);
@@ -75,15 +78,11 @@ impl ModuleType for StockType {
         aof.emit(key, &state.encode(None));
         // One command per entry, in the order the entries were made, so two rewrites of one
         // stock are byte-identical.
+        if stock.limit > 0 {
+            aof.emit(key, &LimitEffect { limit: stock.limit }.encode());
+        }
         for (id, value) in stock.entries() {
-            let effect = EntryEffect {
-                available: stock.available,
-                fence: stock.fence,
-                deducted: stock.deducted,
-                id,
-                value,
-            };
-            aof.emit(key, &effect.encode());
+            aof.emit(key, &stock.entry_effect(id, value).encode());
         }
         if let Some(stream) = &stock.expire_stream {
             let effect = ExpireStreamEffect {
@@ -118,6 +117,8 @@ impl ModuleType for StockType {
         d.bytes(&ledger);
         d.int(i64::try_from(stock.restocks_len()).unwrap_or(i64::MAX));
         d.bytes(&restocks);
+        d.int(stock.limit);
+        d.int(i64::try_from(stock.buyers_len()).unwrap_or(i64::MAX));
         d.end_sequence();
     }
 

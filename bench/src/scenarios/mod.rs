@@ -1,12 +1,13 @@
 //! The measured workloads, each writing its section of the report: throughput, CPU and
 //! instructions per call of the module's commands against native commands and Lua
 //! (`throughput`), and the scenarios driven by the bench's own threads (`seckill`,
-//! `contended`, `hand_off`), memory per item (`memory`), the Big ledger (`big_ledger`) and the expiry of holds
-//! (`holds`).
+//! `contended`, `hand_off`), memory per item (`memory`), the Big ledger (`big_ledger`), the expiry of holds
+//! (`holds`) and purchase limits per buyer against Lua (`buyers`).
 //! Each one takes its servers and clients from `harness` and formats its tables with `report`;
 //! neither of those knows a scenario.
 
 pub mod big_ledger;
+pub mod buyers;
 pub mod contended;
 pub mod hand_off;
 pub mod holds;

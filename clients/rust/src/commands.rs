@@ -9,7 +9,7 @@ use std::time::Duration;
 use redis::{Cmd, ConnectionLike, RedisResult};
 
 use crate::millis_ceil;
-use crate::options::{AddOptions, DeductOptions, RefundOptions};
+use crate::options::{AddOptions, DeductOptions, RefundOptions, StockSetOptions};
 use crate::replies::{Confirm, Deduct, LockStatus, RequestDetail, RequestState, StockInfo};
 
 /// `LOCK.ACQUIRE key owner ttl-ms [WAIT timeout-ms]`; `wait` as [`wait_arg`] computes it.
@@ -59,9 +59,21 @@ fn status_cmd(key: &str) -> Cmd {
     cmd
 }
 
-fn stock_set_cmd(key: &str, quantity: i64) -> Cmd {
+fn stock_set_cmd(key: &str, quantity: i64, options: &StockSetOptions) -> Cmd {
     let mut cmd = redis::cmd("STOCK.SET");
-    cmd.arg(key).arg(quantity);
+    cmd.arg(key).arg(quantity).arg(options);
+    cmd
+}
+
+fn stock_limit_cmd(key: &str, per_buyer: i64) -> Cmd {
+    let mut cmd = redis::cmd("STOCK.LIMIT");
+    cmd.arg(key).arg(per_buyer);
+    cmd
+}
+
+fn stock_buyer_cmd(key: &str, buyer_id: &str) -> Cmd {
+    let mut cmd = redis::cmd("STOCK.BUYER");
+    cmd.arg(key).arg(buyer_id);
     cmd
 }
 
@@ -205,10 +217,41 @@ pub trait FenceCommands: ConnectionLike + Sized {
     }
 
     /// `STOCK.SET key quantity`: creates the stock, or starts a new sale: available set to
-    /// `quantity`, both ledgers cleared, the highest accepted token kept. Not safe to resend
-    /// blindly (a resend after sales began starts the sale over).
+    /// `quantity`, both ledgers and the buyers cleared, the highest accepted token, the TTL and
+    /// the limit per buyer kept. Not safe to resend blindly (a resend after sales began starts
+    /// the sale over).
     fn stock_set(&mut self, key: &str, quantity: i64) -> RedisResult<()> {
-        stock_set_cmd(key, quantity).query(self)
+        stock_set_cmd(key, quantity, &StockSetOptions::new()).query(self)
+    }
+
+    /// `STOCK.SET key quantity [LIMIT per-buyer]`: [`stock_set`](FenceCommands::stock_set)
+    /// with options; [`StockSetOptions::limit`] sets the new sale's limit per buyer (0 clears it),
+    /// without it the stock keeps the limit it has.
+    fn stock_set_with(
+        &mut self,
+        key: &str,
+        quantity: i64,
+        options: &StockSetOptions,
+    ) -> RedisResult<()> {
+        stock_set_cmd(key, quantity, options).query(self)
+    }
+
+    /// `STOCK.LIMIT key per-buyer`: changes a running sale's limit per buyer without touching
+    /// its ledger (0 clears it); true when the stock's limit is now `per_buyer`, false when the
+    /// key does not exist (nothing is created). Lowering it keeps what buyers already hold (a
+    /// buyer above the new limit cannot buy more until refunds bring them under it). Safe to
+    /// resend. A negative value, a plain integer string and a key of another type are errors.
+    fn stock_limit(&mut self, key: &str, per_buyer: i64) -> RedisResult<bool> {
+        stock_limit_cmd(key, per_buyer).query(self)
+    }
+
+    /// `STOCK.BUYER key buyer-id`: the units `buyer_id` holds in this sale (the quantities of
+    /// their deducted, held and confirmed entries; holds whose deadline has passed count as
+    /// returned): `Some(0)` for a buyer who holds none or never bought, `None` when the key does
+    /// not exist. An empty buyer id, a plain integer string and a key of another type are
+    /// errors.
+    fn stock_buyer(&mut self, key: &str, buyer_id: &str) -> RedisResult<Option<i64>> {
+        stock_buyer_cmd(key, buyer_id).query(self)
     }
 
     /// `STOCK.ADD key quantity [ID restock-id]`: restocks (creating the stock when the key
@@ -222,10 +265,13 @@ pub trait FenceCommands: ConnectionLike + Sized {
         stock_get_cmd(key).query(self)
     }
 
-    /// `STOCK.DEDUCT key quantity [ID …] [HOLD …] [FENCE …] [EVENTS …]`: takes `quantity` if
-    /// that many are available, atomically. A stale `FENCE` token is [`Deduct::Stale`], not an
-    /// error; other error replies (a bad quantity, a token from the future, a full ledger, `ID`
-    /// or `HOLD` on a plain string, `HOLD` without `ID`, a key of another type) are errors.
+    /// `STOCK.DEDUCT key quantity [ID …] [BUYER …] [HOLD …] [FENCE …] [EVENTS …]`: takes
+    /// `quantity` if that many are available, atomically. A stale `FENCE` token is
+    /// [`Deduct::Stale`], and a buyer this deduction would take past the stock's limit per buyer
+    /// [`Deduct::Limit`] (with the buyer id the options named, what they hold and the limit),
+    /// not errors; other error replies (a bad quantity, a token from the future, a full ledger,
+    /// `ID`, `HOLD` or `BUYER` on a plain string, `HOLD` or `BUYER` without `ID`, no `BUYER` on
+    /// a stock with a limit, a full buyer table, a key of another type) are errors.
     ///
     /// With [`DeductOptions::hold`] this places an order that must be paid by a deadline:
     /// confirm it with [`stock_confirm`](FenceCommands::stock_confirm), cancel it with
@@ -236,7 +282,8 @@ pub trait FenceCommands: ConnectionLike + Sized {
         quantity: i64,
         options: &DeductOptions,
     ) -> RedisResult<Deduct> {
-        Deduct::from_reply(self.req_command(&stock_deduct_cmd(key, quantity, options))?)
+        let reply = self.req_command(&stock_deduct_cmd(key, quantity, options))?;
+        Deduct::from_reply_for(reply, options.buyer_id())
     }
 
     /// `STOCK.REFUND key request-id [EVENTS …]`: returns what the request deducted, exactly
@@ -273,7 +320,7 @@ pub trait FenceCommands: ConnectionLike + Sized {
     }
 
     /// `STOCK.REQUEST key request-id DETAIL`: the request's entry in full (state, quantity, a
-    /// hold's deadline); `None` for an unknown id or a missing key. Reads the RESP2 and the
+    /// hold's deadline, the buyer); `None` for an unknown id or a missing key. Reads the RESP2 and the
     /// RESP3 reply. This, not the number a replayed `STOCK.DEDUCT` replies, tells whether an
     /// order still holds its units.
     fn stock_request_detail(
@@ -284,8 +331,8 @@ pub trait FenceCommands: ConnectionLike + Sized {
         stock_request_detail_cmd(key, request_id).query(self)
     }
 
-    /// `STOCK.INFO key`: the available quantity and the ledger's figures (holds included);
-    /// `None` when the key does not exist.
+    /// `STOCK.INFO key`: the available quantity and the ledger's figures (holds, the limit per
+    /// buyer and the number of buyers included); `None` when the key does not exist.
     fn stock_info(&mut self, key: &str) -> RedisResult<Option<StockInfo>> {
         stock_info_cmd(key).query(self)
     }
@@ -386,7 +433,39 @@ pub trait AsyncFenceCommands: redis::aio::ConnectionLike + Send + Sized {
 
     /// `STOCK.SET key quantity`; see [`FenceCommands::stock_set`].
     fn stock_set<'a>(&'a mut self, key: &'a str, quantity: i64) -> redis::RedisFuture<'a, ()> {
-        Box::pin(async move { stock_set_cmd(key, quantity).query_async(self).await })
+        Box::pin(async move {
+            stock_set_cmd(key, quantity, &StockSetOptions::new())
+                .query_async(self)
+                .await
+        })
+    }
+
+    /// `STOCK.SET key quantity [LIMIT …]`; see [`FenceCommands::stock_set_with`].
+    fn stock_set_with<'a>(
+        &'a mut self,
+        key: &'a str,
+        quantity: i64,
+        options: &'a StockSetOptions,
+    ) -> redis::RedisFuture<'a, ()> {
+        Box::pin(async move {
+            stock_set_cmd(key, quantity, options)
+                .query_async(self)
+                .await
+        })
+    }
+
+    /// `STOCK.LIMIT key per-buyer`; see [`FenceCommands::stock_limit`].
+    fn stock_limit<'a>(&'a mut self, key: &'a str, per_buyer: i64) -> redis::RedisFuture<'a, bool> {
+        Box::pin(async move { stock_limit_cmd(key, per_buyer).query_async(self).await })
+    }
+
+    /// `STOCK.BUYER key buyer-id`; see [`FenceCommands::stock_buyer`].
+    fn stock_buyer<'a>(
+        &'a mut self,
+        key: &'a str,
+        buyer_id: &'a str,
+    ) -> redis::RedisFuture<'a, Option<i64>> {
+        Box::pin(async move { stock_buyer_cmd(key, buyer_id).query_async(self).await })
     }
 
     /// `STOCK.ADD key quantity [ID …]`; see [`FenceCommands::stock_add`].
@@ -408,7 +487,7 @@ pub trait AsyncFenceCommands: redis::aio::ConnectionLike + Send + Sized {
         Box::pin(async move { stock_get_cmd(key).query_async(self).await })
     }
 
-    /// `STOCK.DEDUCT key quantity [ID …] [HOLD …] [FENCE …] [EVENTS …]`; see
+    /// `STOCK.DEDUCT key quantity [ID …] [BUYER …] [HOLD …] [FENCE …] [EVENTS …]`; see
     /// [`FenceCommands::stock_deduct`].
     fn stock_deduct<'a>(
         &'a mut self,
@@ -418,7 +497,7 @@ pub trait AsyncFenceCommands: redis::aio::ConnectionLike + Send + Sized {
     ) -> redis::RedisFuture<'a, Deduct> {
         Box::pin(async move {
             let cmd = stock_deduct_cmd(key, quantity, options);
-            Deduct::from_reply(self.req_packed_command(&cmd).await?)
+            Deduct::from_reply_for(self.req_packed_command(&cmd).await?, options.buyer_id())
         })
     }
 
@@ -527,6 +606,34 @@ mod tests {
                     .hold(Duration::from_secs(900))
             )),
             ["STOCK.DEDUCT", "{s}", "2", "ID", "o-1", "HOLD", "900000"]
+        );
+    }
+
+    #[test]
+    fn purchase_limit_commands() {
+        assert_eq!(
+            args(&stock_set_cmd("{s}", 100, &StockSetOptions::new())),
+            ["STOCK.SET", "{s}", "100"]
+        );
+        assert_eq!(
+            args(&stock_set_cmd("{s}", 100, &StockSetOptions::new().limit(2))),
+            ["STOCK.SET", "{s}", "100", "LIMIT", "2"]
+        );
+        assert_eq!(
+            args(&stock_limit_cmd("{s}", 0)),
+            ["STOCK.LIMIT", "{s}", "0"]
+        );
+        assert_eq!(
+            args(&stock_buyer_cmd("{s}", "user 7")),
+            ["STOCK.BUYER", "{s}", "user 7"]
+        );
+        assert_eq!(
+            args(&stock_deduct_cmd(
+                "{s}",
+                1,
+                &DeductOptions::new().id("o-1").buyer("user 7")
+            )),
+            ["STOCK.DEDUCT", "{s}", "1", "ID", "o-1", "BUYER", "user 7"]
         );
     }
 

@@ -7,12 +7,17 @@
 //!   per `LOCK.*` and `STOCK.*` command to a connection, as [`redis::Commands`] does for
 //!   Redis's own commands. Replies are typed ([`Deduct`], [`Confirm`], [`RequestState`],
 //!   [`RequestDetail`], [`LockStatus`], [`StockInfo`], each a [`redis::FromRedisValue`]);
-//!   options are builders ([`DeductOptions`], [`AddOptions`], [`RefundOptions`], [`Events`]).
+//!   options are builders ([`DeductOptions`], [`StockSetOptions`], [`AddOptions`], [`RefundOptions`],
+//!   [`Events`]).
 //! - **Orders with a deadline.** [`DeductOptions::hold`] places an order whose units are held
 //!   until a deadline; [`FenceCommands::stock_confirm`] is its payment ([`Confirm::Expired`]
 //!   when the deadline won: refund the money), [`FenceCommands::stock_refund`] its
 //!   cancellation; an order not paid in time gives its units back by itself, inside Redis, and
 //!   an `expire` event goes to its stream.
+//! - **Purchase limits.** [`StockSetOptions::limit`] (or [`FenceCommands::stock_limit`]) limits
+//!   what each buyer may hold of a sale; [`DeductOptions::buyer`] names the deduction's buyer,
+//!   and one that would take them past the limit is [`Deduct::Limit`], typed;
+//!   [`FenceCommands::stock_buyer`] tells what a buyer holds.
 //! - **Locks.** [`Lock`] (threads) and [`AsyncLock`] (tokio) are handles on one lock for one
 //!   owner: they acquire a [`LockGuard`] / [`AsyncLockGuard`] that holds the fencing token on
 //!   a connection of its own whose every call is bounded by an I/O timeout independent of the
@@ -43,6 +48,7 @@
 //!     Deduct::Remaining(left) => println!("sold one, {left} left"),
 //!     Deduct::SoldOut => println!("sold out"),
 //!     Deduct::Stale => println!("a newer holder took over: this worker's lock had expired"),
+//!     Deduct::Limit { .. } => {} // only a deduction with a buyer meets a purchase limit
 //! }
 //! guard.release()?; // or just drop the guard
 //! # Ok(())
@@ -115,7 +121,7 @@ pub use commands::AsyncFenceCommands;
 pub use commands::FenceCommands;
 pub use lease::{LeaseLost, LostReason, Watchdog};
 pub use lock::{Lock, LockGuard, DEFAULT_IO_TIMEOUT};
-pub use options::{AddOptions, DeductOptions, Events, RefundOptions};
+pub use options::{AddOptions, DeductOptions, Events, RefundOptions, StockSetOptions};
 pub use registry::is_owner_in_use;
 pub use replies::{
     Confirm, Deduct, EntryState, LedgerInfo, LockStatus, RequestDetail, RequestState, StockInfo,

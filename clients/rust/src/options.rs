@@ -1,6 +1,6 @@
-//! Builders for the options of the stock commands: [`DeductOptions`] (`ID`, `HOLD`, `FENCE`,
-//! `EVENTS`), [`AddOptions`] (`ID`), [`RefundOptions`] (`EVENTS`), and the [`Events`] stream
-//! they share. Each is a [`ToRedisArgs`] that writes its options in the module's syntax, so it
+//! Builders for the options of the stock commands: [`DeductOptions`] (`ID`, `BUYER`, `HOLD`,
+//! `FENCE`, `EVENTS`), [`StockSetOptions`] (`LIMIT`), [`AddOptions`] (`ID`), [`RefundOptions`]
+//! (`EVENTS`), and the [`Events`] stream they share. Each is a [`ToRedisArgs`] that writes its options in the module's syntax, so it
 //! also works with [`redis::cmd`] directly.
 //!
 //! Fields are private: an option the module gains later is a new builder method, not a
@@ -67,7 +67,8 @@ impl ToRedisArgs for Events {
     }
 }
 
-/// The options of `STOCK.DEDUCT`: `[ID request-id] [HOLD ms] [FENCE token] [EVENTS stream …]`.
+/// The options of `STOCK.DEDUCT`: `[ID request-id] [BUYER buyer-id] [HOLD ms] [FENCE token]
+/// [EVENTS stream …]`.
 ///
 /// ```
 /// use std::time::Duration;
@@ -77,15 +78,18 @@ impl ToRedisArgs for Events {
 ///     .id("order-1001")
 ///     .fence(token)
 ///     .events(Events::to("{sku:42}:orders"));
-/// // An order placed with 15 minutes to pay (see `FenceCommands::stock_confirm`).
+/// // An order placed with 15 minutes to pay (see `FenceCommands::stock_confirm`), for a buyer
+/// // (counted against the stock's purchase limit, if it has one).
 /// let place = DeductOptions::new()
 ///     .id("order-1002")
+///     .buyer("user-7")
 ///     .hold(Duration::from_secs(15 * 60))
 ///     .events(Events::to("{sku:42}:orders"));
 /// ```
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 pub struct DeductOptions {
     id: Option<String>,
+    buyer: Option<String>,
     hold: Option<u64>,
     fence: Option<u64>,
     events: Option<Events>,
@@ -105,6 +109,27 @@ impl DeductOptions {
         self
     }
 
+    /// `BUYER buyer-id`: who the deduction is for (see the main README's "Purchase limits per
+    /// buyer"). The buyer is recorded in the request's ledger entry
+    /// ([`RequestDetail::buyer`](crate::RequestDetail::buyer)) and holds the entry's units
+    /// while it is deducted, held or confirmed
+    /// ([`stock_buyer`](crate::FenceCommands::stock_buyer)); a refund or an expiry gives them
+    /// back.
+    ///
+    /// On a stock with a limit per buyer ([`StockSetOptions::limit`],
+    /// [`stock_limit`](crate::FenceCommands::stock_limit)), a deduction that would take the
+    /// buyer past it is [`Deduct::Limit`](crate::Deduct::Limit) and changes nothing, and a
+    /// deduction without `BUYER` is refused with an error reply. Without a limit the buyer is
+    /// recorded all the same, so a limit set later counts what was bought.
+    ///
+    /// The server requires [`id`](DeductOptions::id) with a buyer (a buyer's units are counted
+    /// from the ledger) and refuses `BUYER` without it, or an empty buyer id, with an error
+    /// reply. A replay of the id counts nothing again, whatever buyer it names.
+    pub fn buyer(mut self, buyer_id: impl Into<String>) -> DeductOptions {
+        self.buyer = Some(buyer_id.into());
+        self
+    }
+
     /// `HOLD ms`: the deduction is **held** until a deadline, the server's clock plus `ttl`
     /// (sent in whole milliseconds, rounded up): an order placed and not yet paid. Confirm it
     /// with [`stock_confirm`](crate::FenceCommands::stock_confirm) before the deadline (the
@@ -119,6 +144,11 @@ impl DeductOptions {
     /// replay of the id neither moves the deadline nor changes the entry's state.
     pub fn hold(self, ttl: Duration) -> DeductOptions {
         self.hold_ms(millis_ceil(ttl))
+    }
+
+    /// The buyer id [`buyer`](DeductOptions::buyer) set, if any.
+    pub(crate) fn buyer_id(&self) -> Option<&str> {
+        self.buyer.as_deref()
     }
 
     /// `HOLD ms`, in milliseconds: [`hold`](DeductOptions::hold) without the conversion.
@@ -148,6 +178,10 @@ impl ToRedisArgs for DeductOptions {
             out.write_arg(b"ID");
             out.write_arg(id.as_bytes());
         }
+        if let Some(buyer) = &self.buyer {
+            out.write_arg(b"BUYER");
+            out.write_arg(buyer.as_bytes());
+        }
         if let Some(ms) = self.hold {
             out.write_arg(b"HOLD");
             ms.write_redis_args(out);
@@ -158,6 +192,54 @@ impl ToRedisArgs for DeductOptions {
         }
         if let Some(events) = &self.events {
             events.write_redis_args(out);
+        }
+    }
+}
+
+/// The options of `STOCK.SET`: `[LIMIT per-buyer]`
+/// ([`stock_set_with`](crate::FenceCommands::stock_set_with)).
+///
+/// Without [`limit`](StockSetOptions::limit) the stock keeps the limit it has (as it keeps its
+/// fence and its TTL; a new stock has none), exactly as
+/// [`stock_set`](crate::FenceCommands::stock_set) does.
+///
+/// ```
+/// use redis_fence_client::StockSetOptions;
+/// let one_each = StockSetOptions::new().limit(1); // at most 1 unit per buyer in this sale
+/// let unlimited = StockSetOptions::new().no_limit(); // LIMIT 0: the new sale has no limit
+/// ```
+///
+/// Named apart from `redis::SetOptions`, the `redis` crate's options of Redis's own `SET`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct StockSetOptions {
+    limit: Option<i64>,
+}
+
+impl StockSetOptions {
+    /// No options: the stock keeps the limit per buyer it has.
+    pub fn new() -> StockSetOptions {
+        StockSetOptions::default()
+    }
+
+    /// `LIMIT per-buyer`: each buyer may hold at most `per_buyer` units of the new sale
+    /// (deductions name their buyer with [`DeductOptions::buyer`]); 0 clears the limit. The
+    /// server refuses a negative value with an error reply.
+    pub fn limit(mut self, per_buyer: i64) -> StockSetOptions {
+        self.limit = Some(per_buyer);
+        self
+    }
+
+    /// `LIMIT 0`: the new sale has no limit per buyer, whatever limit the stock had.
+    pub fn no_limit(self) -> StockSetOptions {
+        self.limit(0)
+    }
+}
+
+impl ToRedisArgs for StockSetOptions {
+    fn write_redis_args<W: ?Sized + RedisWrite>(&self, out: &mut W) {
+        if let Some(per_buyer) = self.limit {
+            out.write_arg(b"LIMIT");
+            per_buyer.write_redis_args(out);
         }
     }
 }
@@ -220,7 +302,10 @@ impl ToRedisArgs for RefundOptions {
 
 #[cfg(test)]
 mod tests {
-    use fence_core::args::{parse_deduct_options, parse_refund_options, MaxLen};
+    use fence_core::args::{
+        parse_deduct_options, parse_refund_options, parse_set_options, MaxLen, MAX_DEDUCT_WORDS,
+        MAX_OPTION_WORDS,
+    };
     use fence_core::error::FenceError;
 
     use super::*;
@@ -304,5 +389,100 @@ mod tests {
         );
         assert!(words(&AddOptions::new()).is_empty());
         assert_eq!(Events::to("x").stream(), "x");
+    }
+
+    /// `BUYER` and every other option together: the longest deduction, 13 words, which the
+    /// module's parser takes whole, whatever their order on the wire.
+    #[test]
+    fn the_module_parses_buyer_and_the_longest_deduction() {
+        let all = words(
+            &DeductOptions::new()
+                .events(Events::to("{s}:orders").maxlen_approx(1000))
+                .fence(42)
+                .hold_ms(900_000)
+                .buyer("user 7")
+                .id("order-1"),
+        );
+        assert_eq!(all.len(), MAX_DEDUCT_WORDS, "{all:?}");
+        assert!(all.len() <= MAX_OPTION_WORDS);
+        let parsed = parse_deduct_options(&refs(&all)).unwrap();
+        assert_eq!(parsed.id, Some(&b"order-1"[..]));
+        assert_eq!(
+            parsed.buyer,
+            Some(&b"user 7"[..]),
+            "a buyer id with a space"
+        );
+        assert_eq!(parsed.hold, Some(900_000));
+        assert_eq!(parsed.fence, Some(42));
+        let events = parsed.events.unwrap();
+        assert_eq!(all[events.key_index], b"{s}:orders");
+        assert_eq!(
+            events.maxlen,
+            Some(MaxLen {
+                approx: true,
+                len: 1000
+            })
+        );
+        // `MAXLEN =` is the other 13-word form.
+        let exact = words(
+            &DeductOptions::new()
+                .id("o")
+                .buyer("b")
+                .hold_ms(1)
+                .fence(1)
+                .events(Events::to("s").maxlen(0)),
+        );
+        assert_eq!(exact.len(), MAX_DEDUCT_WORDS);
+        assert_eq!(
+            parse_deduct_options(&refs(&exact)).unwrap().buyer,
+            Some(&b"b"[..])
+        );
+        // Just ID and BUYER.
+        let simple = words(&DeductOptions::new().id("o-9").buyer("u-1"));
+        assert_eq!(
+            simple,
+            [&b"ID"[..], b"o-9", b"BUYER", b"u-1"]
+                .map(<[u8]>::to_vec)
+                .to_vec()
+        );
+        let parsed = parse_deduct_options(&refs(&simple)).unwrap();
+        assert_eq!(
+            (parsed.id, parsed.buyer),
+            (Some(&b"o-9"[..]), Some(&b"u-1"[..]))
+        );
+        // The module refuses what the server must refuse: a buyer without an id, an empty one.
+        assert_eq!(
+            parse_deduct_options(&refs(&words(&DeductOptions::new().buyer("u-1")))),
+            Err(FenceError::BuyerNeedsId)
+        );
+        assert!(
+            parse_deduct_options(&refs(&words(&DeductOptions::new().id("o").buyer("")))).is_err()
+        );
+    }
+
+    /// `STOCK.SET`'s options as the module's parser reads them.
+    #[test]
+    fn the_module_parses_set_options() {
+        assert!(words(&StockSetOptions::new()).is_empty());
+        assert_eq!(
+            parse_set_options(&refs(&words(&StockSetOptions::new()))),
+            Ok(None)
+        );
+        let one = words(&StockSetOptions::new().limit(1));
+        assert_eq!(one, vec![b"LIMIT".to_vec(), b"1".to_vec()]);
+        assert_eq!(parse_set_options(&refs(&one)), Ok(Some(1)));
+        assert_eq!(
+            parse_set_options(&refs(&words(&StockSetOptions::new().limit(i64::MAX)))),
+            Ok(Some(i64::MAX))
+        );
+        assert_eq!(
+            parse_set_options(&refs(&words(&StockSetOptions::new().limit(5).no_limit()))),
+            Ok(Some(0)),
+            "no_limit is LIMIT 0, and the last call wins"
+        );
+        assert_eq!(
+            parse_set_options(&refs(&words(&StockSetOptions::new().limit(-1)))),
+            Err(FenceError::LimitRange)
+        );
     }
 }

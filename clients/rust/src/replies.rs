@@ -13,11 +13,29 @@ use redis::{FromRedisValue, ParsingError, RedisResult, Value};
 /// The outcome of `STOCK.DEDUCT` ([`FenceCommands::stock_deduct`](crate::FenceCommands::stock_deduct)).
 ///
 /// As a [`FromRedisValue`], it reads an integer as [`Remaining`](Deduct::Remaining), nil as
-/// [`SoldOut`](Deduct::SoldOut) and a `STALE` error reply as [`Stale`](Deduct::Stale). A
-/// plain `query::<Deduct>()` turns every error reply into an `Err` before the conversion
-/// runs, so a stale token comes back as an error there; the extension traits' `stock_deduct`
-/// reads the raw reply and returns `Ok(Deduct::Stale)`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+/// [`SoldOut`](Deduct::SoldOut), a `STALE` error reply as [`Stale`](Deduct::Stale) and a
+/// `LIMIT` error reply as [`Limit`](Deduct::Limit). A plain `query::<Deduct>()` turns every
+/// error reply into an `Err` before the conversion runs, so a stale token or a buyer at their
+/// limit comes back as an error there; the extension traits' `stock_deduct` reads the raw
+/// reply and returns `Ok(Deduct::Stale)` or `Ok(Deduct::Limit { .. })`.
+///
+/// ```no_run
+/// use redis_fence_client::{Deduct, DeductOptions, FenceCommands};
+/// # fn main() -> redis::RedisResult<()> {
+/// # let mut con = redis::Client::open("redis://127.0.0.1/")?.get_connection()?;
+/// let order = DeductOptions::new().id("order-1003").buyer("user-7");
+/// match con.stock_deduct("{sku:phone}", 1, &order)? {
+///     Deduct::Remaining(left) => println!("sold, {left} left"),
+///     Deduct::SoldOut => println!("sold out"),
+///     Deduct::Limit { holds, limit, .. } => println!("you have {holds} of at most {limit}"),
+///     Deduct::Stale => println!("a newer lock holder exists"),
+/// }
+/// # Ok(())
+/// # }
+/// ```
+///
+/// Not `Copy` since [`Limit`](Deduct::Limit) carries the buyer's id.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Deduct {
     /// The quantity was deducted, or the request id was already in the ledger (a replay, which
     /// deducts nothing, whatever the entry's state: held, confirmed, refunded or expired); the
@@ -31,34 +49,97 @@ pub enum Deduct {
     /// The fencing token is below the highest one this stock has accepted: a newer lock holder
     /// exists, and this caller must stop. Nothing changed.
     Stale,
+    /// The deduction would take the buyer ([`DeductOptions::buyer`](crate::DeductOptions::buyer))
+    /// past the stock's limit per buyer (the error reply `LIMIT buyer <buyer> has <n> of at most
+    /// <m>`, typed). Nothing changed, and the request id is not spent: the same order may be
+    /// retried once a refund or an expiry (or a raised limit) makes room. The limit is checked
+    /// before the quantity, so a buyer at their limit gets this even when the stock is short.
+    Limit {
+        /// The buyer. From [`stock_deduct`](crate::FenceCommands::stock_deduct), the buyer id
+        /// the options named, exactly; read from the error reply alone (a plain
+        /// [`FromRedisValue`] conversion), the id as the module prints it in error replies
+        /// (printable ASCII kept, other bytes and `'` as `\xNN`, cut after 64 bytes with
+        /// `...`).
+        buyer: String,
+        /// The units the buyer holds now in this sale (`<n>`): the quantities of their
+        /// deducted, held and confirmed entries.
+        holds: i64,
+        /// The stock's limit per buyer (`<m>`).
+        limit: i64,
+    },
 }
 
 impl Deduct {
     /// The quantity available after a successful deduction (or replay).
-    pub fn remaining(self) -> Option<i64> {
+    pub fn remaining(&self) -> Option<i64> {
         match self {
-            Deduct::Remaining(n) => Some(n),
-            Deduct::SoldOut | Deduct::Stale => None,
+            Deduct::Remaining(n) => Some(*n),
+            Deduct::SoldOut | Deduct::Stale | Deduct::Limit { .. } => None,
         }
     }
 
-    /// Reads a raw reply: a `STALE` error reply is [`Deduct::Stale`], any other error reply
-    /// an `Err` that keeps its code.
+    /// The outcome an error reply stands for, if it is one of the two `STOCK.DEDUCT` turns
+    /// into outcomes: `STALE`, and a `LIMIT` reply whose message reads as the module words it
+    /// (any other `LIMIT` text stays an error, keeping its code).
+    fn from_server_error(e: &redis::ServerError) -> Option<Deduct> {
+        match e.code() {
+            code::STALE => Some(Deduct::Stale),
+            code::LIMIT => {
+                let (buyer, holds, limit) = parse_limit_details(e.details()?)?;
+                Some(Deduct::Limit {
+                    buyer: buyer.to_owned(),
+                    holds,
+                    limit,
+                })
+            }
+            _ => None,
+        }
+    }
+
+    /// Reads a raw reply: a `STALE` error reply is [`Deduct::Stale`], a `LIMIT` one
+    /// [`Deduct::Limit`], any other error reply an `Err` that keeps its code.
     pub(crate) fn from_reply(reply: Value) -> RedisResult<Deduct> {
         if let Value::ServerError(e) = &reply {
-            if e.code() == code::STALE {
-                return Ok(Deduct::Stale);
+            if let Some(outcome) = Deduct::from_server_error(e) {
+                return Ok(outcome);
             }
         }
         Ok(Deduct::from_redis_value(reply.extract_error()?)?)
     }
+
+    /// [`from_reply`](Deduct::from_reply) for a deduction that named `buyer`: a
+    /// [`Limit`](Deduct::Limit) carries that id exactly, not the error message's printable
+    /// form of it.
+    pub(crate) fn from_reply_for(reply: Value, buyer: Option<&str>) -> RedisResult<Deduct> {
+        Ok(match (Deduct::from_reply(reply)?, buyer) {
+            (Deduct::Limit { holds, limit, .. }, Some(buyer)) => Deduct::Limit {
+                buyer: buyer.to_owned(),
+                holds,
+                limit,
+            },
+            (outcome, _) => outcome,
+        })
+    }
+}
+
+/// The details of a `LIMIT` error reply, `buyer <buyer> has <n> of at most <m>`: the buyer, n
+/// and m. Read from the end, so a buyer id holding spaces (even ` has `) reads whole.
+fn parse_limit_details(details: &str) -> Option<(&str, i64, i64)> {
+    let (rest, limit) = details.rsplit_once(" of at most ")?;
+    let (rest, holds) = rest.rsplit_once(" has ")?;
+    let buyer = rest.strip_prefix("buyer ")?;
+    Some((buyer, holds.parse().ok()?, limit.parse().ok()?))
 }
 
 impl FromRedisValue for Deduct {
     fn from_redis_value(v: Value) -> Result<Self, ParsingError> {
+        if let Value::ServerError(e) = &v {
+            if let Some(outcome) = Deduct::from_server_error(e) {
+                return Ok(outcome);
+            }
+        }
         match v {
             Value::Nil => Ok(Deduct::SoldOut),
-            Value::ServerError(e) if e.code() == code::STALE => Ok(Deduct::Stale),
             v => Ok(Deduct::Remaining(i64::from_redis_value(v)?)),
         }
     }
@@ -254,7 +335,9 @@ impl std::fmt::Display for EntryState {
 
 /// One request-ledger entry in full (`STOCK.REQUEST key id DETAIL`; an unknown id or a missing
 /// key replies nil: `Option<RequestDetail>`). Reads the RESP3 map and the RESP2 flat array.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+///
+/// Not `Copy` since it carries the entry's [`buyer`](RequestDetail::buyer).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub struct RequestDetail {
     /// Where the entry stands. A hold whose deadline has passed reads
@@ -265,6 +348,10 @@ pub struct RequestDetail {
     /// The deadline of a [`Held`](EntryState::Held) entry, Unix milliseconds by the server's
     /// clock; `None` in every other state.
     pub deadline: Option<u64>,
+    /// The buyer the entry was made for (`STOCK.DEDUCT … BUYER`,
+    /// [`DeductOptions::buyer`](crate::DeductOptions::buyer)), in every state; `None` for an
+    /// entry made without `BUYER`, and from a module without purchase limits.
+    pub buyer: Option<String>,
 }
 
 impl RequestDetail {
@@ -287,7 +374,7 @@ impl RequestDetail {
 
 impl FromRedisValue for RequestDetail {
     fn from_redis_value(v: Value) -> Result<Self, ParsingError> {
-        let (mut state, mut quantity, mut deadline) = (None, None, None);
+        let (mut state, mut quantity, mut deadline, mut buyer) = (None, None, None, None);
         for (name, value) in field_pairs(v, "STOCK.REQUEST … DETAIL")? {
             match name.as_str() {
                 "state" => {
@@ -298,6 +385,7 @@ impl FromRedisValue for RequestDetail {
                 }
                 "quantity" => quantity = Some(i64::from_redis_value(value)?),
                 "deadline" => deadline = Some(u64::from_redis_value(value)?),
+                "buyer" => buyer = Some(String::from_redis_value(value)?),
                 _ => {} // a field added by a later module version
             }
         }
@@ -306,6 +394,7 @@ impl FromRedisValue for RequestDetail {
                 state,
                 quantity,
                 deadline: deadline.filter(|_| state == EntryState::Held),
+                buyer,
             }),
             _ => Err("STOCK.REQUEST … DETAIL replied without state or quantity".into()),
         }
@@ -383,6 +472,12 @@ pub struct LedgerInfo {
     /// The earliest deadline of a held entry, Unix milliseconds; `None` when nothing is held
     /// (the module sends 0 then) or from a module without holds.
     pub next_deadline: Option<u64>,
+    /// The stock's limit per buyer (`STOCK.SET … LIMIT`, `STOCK.LIMIT`); `None` when it has
+    /// none (the module sends 0 then) or from a module without purchase limits.
+    pub limit: Option<i64>,
+    /// The buyers recorded in this sale (`STOCK.DEDUCT … BUYER`), those holding nothing now
+    /// included; 0 from a module without purchase limits.
+    pub buyers: u64,
 }
 
 impl FromRedisValue for StockInfo {
@@ -390,6 +485,7 @@ impl FromRedisValue for StockInfo {
         let mut available = None;
         let (mut deducted, mut requests, mut fence, mut restocks) = (None, None, None, None);
         let (mut held, mut held_units, mut next_deadline) = (None, None, None);
+        let (mut limit, mut buyers) = (None, None);
         for (name, value) in field_pairs(v, "STOCK.INFO")? {
             match name.as_str() {
                 "available" => available = Some(i64::from_redis_value(value)?),
@@ -400,6 +496,8 @@ impl FromRedisValue for StockInfo {
                 "held" => held = Some(u64::from_redis_value(value)?),
                 "held-units" => held_units = Some(i64::from_redis_value(value)?),
                 "next-deadline" => next_deadline = Some(u64::from_redis_value(value)?),
+                "limit" => limit = Some(i64::from_redis_value(value)?),
+                "buyers" => buyers = Some(u64::from_redis_value(value)?),
                 _ => {} // a field added by a later module version
             }
         }
@@ -415,6 +513,8 @@ impl FromRedisValue for StockInfo {
                 held: held.unwrap_or(0),
                 held_units: held_units.unwrap_or(0),
                 next_deadline: next_deadline.filter(|&ms| ms != 0),
+                limit: limit.filter(|&n| n != 0),
+                buyers: buyers.unwrap_or(0),
             }),
             (None, None, None) => None,
             _ => return Err("STOCK.INFO replied part of the ledger's fields".into()),
@@ -487,6 +587,79 @@ mod tests {
     }
 
     #[test]
+    fn limit_replies() {
+        let reply =
+            |buyer: &str, has, max| error_reply(&fence_core::error::limit_reached(buyer, has, max));
+        let limit = |buyer: &str, holds, limit| Deduct::Limit {
+            buyer: buyer.into(),
+            holds,
+            limit,
+        };
+        for (buyer, has, max) in [
+            ("user-7", 1, 1),
+            // Buyer ids with spaces, even ones that read like the message: n and m are read
+            // from the end.
+            ("user 7", 2, 3),
+            (" has 1 of at most 2 ", 0, 9_223_372_036_854_775_807),
+            ("buyer x has 5", 5, 5),
+        ] {
+            let r = reply(buyer, has, max);
+            assert_eq!(
+                Deduct::from_redis_value(r.clone()).unwrap(),
+                limit(buyer, has, max),
+                "{r:?}"
+            );
+            assert_eq!(
+                Deduct::from_reply(r.clone()).unwrap(),
+                limit(buyer, has, max),
+                "{r:?}"
+            );
+            assert_eq!(limit(buyer, has, max).remaining(), None);
+        }
+        // `from_reply_for`: the buyer the options named, not the message's printable form.
+        let escaped = reply(&fence_core::error::printable(b"O'Brien"), 1, 1);
+        assert_eq!(
+            Deduct::from_reply(escaped.clone()).unwrap(),
+            limit("O\\x27Brien", 1, 1)
+        );
+        assert_eq!(
+            Deduct::from_reply_for(escaped, Some("O'Brien")).unwrap(),
+            limit("O'Brien", 1, 1)
+        );
+        assert_eq!(
+            Deduct::from_reply_for(Value::Int(4), Some("u")).unwrap(),
+            Deduct::Remaining(4)
+        );
+        assert_eq!(
+            Deduct::from_reply_for(stale_reply(), Some("u")).unwrap(),
+            Deduct::Stale
+        );
+        // A LIMIT reply this version cannot read stays an error, with its code.
+        for text in [
+            "LIMIT",
+            "LIMIT buyer u has x of at most 1",
+            "LIMIT buyer u has 1 of at most",
+            "LIMIT someone has 1 of at most 2",
+        ] {
+            let e = Deduct::from_reply(error_reply(text)).unwrap_err();
+            assert_eq!(e.code(), Some(code::LIMIT), "{text}: {e}");
+            assert!(
+                Deduct::from_redis_value(error_reply(text)).is_err(),
+                "{text}"
+            );
+        }
+        // The other refusals of the limit step are plain errors.
+        for text in [
+            fence_core::error::buyer_required(2),
+            fence_core::error::buyers_full(10),
+            fence_core::error::BUYER_NEEDS_ID.to_string(),
+        ] {
+            let e = Deduct::from_reply(error_reply(&text)).unwrap_err();
+            assert_eq!(e.code(), Some(code::ERR), "{text}: {e}");
+        }
+    }
+
+    #[test]
     fn request_states() {
         let r = |v| RequestState::from_redis_value(v).unwrap();
         assert_eq!(r(Value::Nil), RequestState::Unknown);
@@ -547,6 +720,7 @@ mod tests {
             state: EntryState::Held,
             quantity: 2,
             deadline: Some(1_764_000_900_000),
+            buyer: None,
         };
         let flat = Value::Array(vec![
             bulk("state"),
@@ -606,6 +780,27 @@ mod tests {
         );
         assert!(RequestDetail::from_redis_value(Value::Int(1)).is_err());
         assert_eq!(EntryState::from_name("HELD"), None);
+        // `buyer`, for an entry made with BUYER, in any state, RESP2 and RESP3.
+        let flat = Value::Array(vec![
+            bulk("state"),
+            bulk("refunded"),
+            bulk("quantity"),
+            Value::Int(1),
+            bulk("buyer"),
+            bulk("user 7"),
+        ]);
+        let map = Value::Map(vec![
+            (bulk("state"), Value::SimpleString("refunded".into())),
+            (bulk("quantity"), Value::Int(1)),
+            (bulk("buyer"), bulk("user 7")),
+        ]);
+        for v in [flat, map] {
+            let detail = RequestDetail::from_redis_value(v).unwrap();
+            assert_eq!(
+                (detail.state, detail.quantity, detail.buyer.as_deref()),
+                (EntryState::Refunded, 1, Some("user 7"))
+            );
+        }
     }
 
     #[test]
@@ -670,6 +865,8 @@ mod tests {
             (bulk("held"), Value::Int(1)),
             (bulk("held-units"), Value::Int(2)),
             (bulk("next-deadline"), Value::Int(1_764_000_900_000)),
+            (bulk("limit"), Value::Int(2)),
+            (bulk("buyers"), Value::Int(5)),
         ]);
         let expected = StockInfo {
             available: 8,
@@ -681,6 +878,8 @@ mod tests {
                 held: 1,
                 held_units: 2,
                 next_deadline: Some(1_764_000_900_000),
+                limit: Some(2),
+                buyers: 5,
             }),
         };
         assert_eq!(StockInfo::from_redis_value(stock).unwrap(), expected);
@@ -702,13 +901,21 @@ mod tests {
             Value::Int(0),
             bulk("next-deadline"),
             Value::Int(0),
+            bulk("limit"),
+            Value::Int(0),
+            bulk("buyers"),
+            Value::Int(3),
+            bulk("later-field"),
+            Value::Int(1),
         ]);
         let ledger = StockInfo::from_redis_value(flat).unwrap().ledger.unwrap();
         assert_eq!(
             (ledger.held, ledger.held_units, ledger.next_deadline),
             (0, 0, None)
         );
-        // A module from before holds (and before restock ids) sends neither.
+        // No limit: the server's 0 is None; buyers recorded without a limit are counted.
+        assert_eq!((ledger.limit, ledger.buyers), (None, 3));
+        // A module from before purchase limits, holds and restock ids sends none of them.
         let older = Value::Array(vec![
             bulk("available"),
             Value::Int(8),
@@ -731,6 +938,8 @@ mod tests {
                     held: 0,
                     held_units: 0,
                     next_deadline: None,
+                    limit: None,
+                    buyers: 0,
                 }),
             }
         );

@@ -1,5 +1,5 @@
 //! The async API (tokio) against a real server: `AsyncFenceCommands` on a multiplexed
-//! connection, `AsyncLock` and its guard (release, drop, watchdog, lost lease, one guard per
+//! connection (purchase limits included), `AsyncLock` and its guard (release, drop, watchdog, lost lease, one guard per
 //! owner shared with the sync guards), a dropped `WAIT` future, a hung server, and the async
 //! order-stream calls.
 //!
@@ -17,7 +17,7 @@ use redis::aio::MultiplexedConnection;
 use redis_fence_client::orders::OrderStream;
 use redis_fence_client::{
     is_owner_in_use, AsyncFenceCommands, AsyncLock, Confirm, Deduct, DeductOptions, EntryState,
-    Events, Lock, LostReason, RefundOptions, RequestState, Watchdog,
+    Events, Lock, LostReason, RefundOptions, RequestState, StockSetOptions, Watchdog,
 };
 
 const LEASE: Duration = Duration::from_secs(3);
@@ -133,6 +133,75 @@ async fn commands_on_a_multiplexed_connection() {
         .is_empty());
     let claimed = orders.claim_async(&mut con, ms(0), "0-0").await.unwrap();
     assert!(claimed.deliveries.is_empty() && claimed.next.is_none());
+}
+
+/// Purchase limits on the async commands: `stock_set_with`, `stock_limit`, `stock_buyer`, a
+/// buyer's deductions, `Deduct::Limit`, the buyer in `DETAIL`, the limit and buyers in
+/// `STOCK.INFO`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn purchase_limits_on_a_multiplexed_connection() {
+    let server = Server::start();
+    let mut con = conn(&server).await;
+    let order = |id: &str| DeductOptions::new().id(id).buyer("user 7");
+    con.stock_set_with("{l}", 10, &StockSetOptions::new().limit(1))
+        .await
+        .unwrap();
+    assert_eq!(
+        con.stock_deduct("{l}", 1, &order("o-1")).await.unwrap(),
+        Deduct::Remaining(9)
+    );
+    assert_eq!(
+        con.stock_deduct("{l}", 1, &order("o-2")).await.unwrap(),
+        Deduct::Limit {
+            buyer: "user 7".into(),
+            holds: 1,
+            limit: 1
+        }
+    );
+    assert_eq!(con.stock_buyer("{l}", "user 7").await.unwrap(), Some(1));
+    assert_eq!(con.stock_buyer("{l}", "nobody").await.unwrap(), Some(0));
+    assert_eq!(con.stock_buyer("{missing}", "user 7").await.unwrap(), None);
+    let detail = con
+        .stock_request_detail("{l}", "o-1")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(detail.buyer.as_deref(), Some("user 7"));
+    assert!(con.stock_limit("{l}", 2).await.unwrap());
+    assert!(!con.stock_limit("{missing}", 2).await.unwrap());
+    assert_eq!(
+        con.stock_deduct("{l}", 1, &order("o-2")).await.unwrap(),
+        Deduct::Remaining(8)
+    );
+    let ledger = con
+        .stock_info("{l}")
+        .await
+        .unwrap()
+        .unwrap()
+        .ledger
+        .unwrap();
+    assert_eq!((ledger.limit, ledger.buyers), (Some(2), 1));
+    // A new sale keeps the limit; `no_limit` clears it.
+    con.stock_set("{l}", 10).await.unwrap();
+    let ledger = con
+        .stock_info("{l}")
+        .await
+        .unwrap()
+        .unwrap()
+        .ledger
+        .unwrap();
+    assert_eq!((ledger.limit, ledger.buyers), (Some(2), 0));
+    con.stock_set_with("{l}", 10, &StockSetOptions::new().no_limit())
+        .await
+        .unwrap();
+    let ledger = con
+        .stock_info("{l}")
+        .await
+        .unwrap()
+        .unwrap()
+        .ledger
+        .unwrap();
+    assert_eq!(ledger.limit, None);
 }
 
 /// The order flow on the async commands: place with a hold, pay, cancel, and an order left

@@ -1,6 +1,8 @@
 //! The stock methods of `FenceCommands` against a real server: typed deductions (including
-//! `Stale`), the options builders, request states, `STOCK.INFO`, RESP2 and RESP3, and the order
-//! flow with holds (place, pay, cancel, expire; `STOCK.REQUEST … DETAIL`, `Confirm`).
+//! `Stale`), the options builders, request states, `STOCK.INFO`, RESP2 and RESP3, the order
+//! flow with holds (place, pay, cancel, expire; `STOCK.REQUEST … DETAIL`, `Confirm`), and
+//! purchase limits per buyer (`StockSetOptions::limit`, `stock_limit`, `DeductOptions::buyer`,
+//! `stock_buyer`, `Deduct::Limit`).
 //!
 //! Expiries are waited for as events (an `expire` entry in the stream, the server's clock past
 //! a deadline) with a deadline only a failure exhausts, never by sleeping for a hold's length.
@@ -11,7 +13,7 @@ use common::{ms, wait_until, Server, EVENT_DEADLINE};
 use fence_core::error::code;
 use redis_fence_client::{
     AddOptions, Confirm, Deduct, DeductOptions, EntryState, Events, FenceCommands, RefundOptions,
-    RequestState, StockInfo,
+    RequestState, StockInfo, StockSetOptions,
 };
 
 /// The options of the calls below: an optional id and fence.
@@ -679,4 +681,340 @@ fn confirm_after_the_deadline_is_expired_whoever_gets_there_first() {
         .query::<Confirm>(&mut con)
         .unwrap_err();
     assert_eq!(e.code(), Some(code::EXPIRED), "{e}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Purchase limits per buyer: STOCK.SET … LIMIT, STOCK.LIMIT, BUYER, STOCK.BUYER, Deduct::Limit
+// ---------------------------------------------------------------------------------------------
+
+/// An order for `buyer`.
+fn order(id: &str, buyer: &str) -> DeductOptions {
+    DeductOptions::new().id(id).buyer(buyer)
+}
+
+/// The limit and the number of buyers `STOCK.INFO` reports.
+fn limit_and_buyers(con: &mut redis::Connection, key: &str) -> (Option<i64>, u64) {
+    let ledger = con.stock_info(key).unwrap().unwrap().ledger.unwrap();
+    (ledger.limit, ledger.buyers)
+}
+
+#[test]
+fn a_limit_per_buyer_is_typed_and_changes_nothing() {
+    let server = Server::start();
+    let mut con = server.conn();
+    let mut resp3 = server.conn_resp3();
+    con.stock_set_with("{p}", 10, &StockSetOptions::new().limit(2))
+        .unwrap();
+    for c in [&mut con, &mut resp3] {
+        assert_eq!(limit_and_buyers(c, "{p}"), (Some(2), 0));
+    }
+    // A buyer id with spaces: sent as one word, read back whole.
+    assert_eq!(
+        con.stock_deduct("{p}", 1, &order("o-1", "user 7")).unwrap(),
+        Deduct::Remaining(9)
+    );
+    // A replay counts nothing again, whatever buyer it names.
+    assert_eq!(
+        con.stock_deduct("{p}", 1, &order("o-1", "someone else"))
+            .unwrap(),
+        Deduct::Remaining(9)
+    );
+    for c in [&mut con, &mut resp3] {
+        assert_eq!(c.stock_buyer("{p}", "user 7").unwrap(), Some(1));
+        assert_eq!(c.stock_buyer("{p}", "someone else").unwrap(), Some(0));
+        assert_eq!(c.stock_buyer("{p}", "never").unwrap(), Some(0));
+        assert_eq!(c.stock_buyer("{missing}", "user 7").unwrap(), None);
+        let detail = c.stock_request_detail("{p}", "o-1").unwrap().unwrap();
+        assert_eq!(
+            (detail.state, detail.quantity, detail.buyer.as_deref()),
+            (EntryState::Deducted, 1, Some("user 7"))
+        );
+        assert_eq!(limit_and_buyers(c, "{p}"), (Some(2), 1));
+    }
+
+    // Past the limit: typed, with what the buyer holds and the limit, on RESP2 and RESP3; the
+    // limit is checked before the quantity (a buyer at their limit gets it when stock is short).
+    let refused = Deduct::Limit {
+        buyer: "user 7".into(),
+        holds: 1,
+        limit: 2,
+    };
+    assert_eq!(
+        con.stock_deduct("{p}", 2, &order("o-2", "user 7")).unwrap(),
+        refused
+    );
+    assert_eq!(
+        resp3
+            .stock_deduct("{p}", 2, &order("o-2", "user 7"))
+            .unwrap(),
+        refused
+    );
+    assert_eq!(
+        con.stock_deduct("{p}", 100, &order("o-2", "user 7"))
+            .unwrap(),
+        Deduct::Limit {
+            buyer: "user 7".into(),
+            holds: 1,
+            limit: 2,
+        }
+    );
+    assert_eq!(refused.remaining(), None);
+    // Nothing changed, and the refused request id is not spent.
+    assert_eq!(con.stock_get("{p}").unwrap(), Some(9));
+    assert_eq!(
+        con.stock_request("{p}", "o-2").unwrap(),
+        RequestState::Unknown
+    );
+    assert_eq!(con.stock_buyer("{p}", "user 7").unwrap(), Some(1));
+    // Up to the limit is fine.
+    assert_eq!(
+        con.stock_deduct("{p}", 1, &order("o-2", "user 7")).unwrap(),
+        Deduct::Remaining(8)
+    );
+    assert_eq!(
+        con.stock_deduct("{p}", 1, &order("o-3", "user 7")).unwrap(),
+        Deduct::Limit {
+            buyer: "user 7".into(),
+            holds: 2,
+            limit: 2
+        }
+    );
+    // A refund gives the allowance back.
+    assert_eq!(
+        con.stock_refund("{p}", "o-1", &RefundOptions::new())
+            .unwrap(),
+        1
+    );
+    assert_eq!(con.stock_buyer("{p}", "user 7").unwrap(), Some(1));
+    let detail = con.stock_request_detail("{p}", "o-1").unwrap().unwrap();
+    assert_eq!(
+        (detail.state, detail.buyer.as_deref()),
+        (EntryState::Refunded, Some("user 7")),
+        "a refunded entry keeps its buyer"
+    );
+    assert_eq!(
+        con.stock_deduct("{p}", 1, &order("o-3", "user 7")).unwrap(),
+        Deduct::Remaining(8)
+    );
+
+    // Through a plain `query`, a LIMIT reply is an error before the conversion runs (as STALE
+    // is), with its own code.
+    let e = redis::cmd("STOCK.DEDUCT")
+        .arg("{p}")
+        .arg(1)
+        .arg(order("o-4", "user 7"))
+        .query::<Deduct>(&mut con)
+        .unwrap_err();
+    assert_eq!(e.code(), Some(code::LIMIT), "{e}");
+}
+
+#[test]
+fn limits_change_with_stock_limit_and_stock_set() {
+    let server = Server::start();
+    let mut con = server.conn();
+    let mut resp3 = server.conn_resp3();
+    // Without a limit BUYER is recorded all the same, and deductions without it are taken.
+    con.stock_set("{q}", 10).unwrap();
+    assert_eq!(limit_and_buyers(&mut con, "{q}"), (None, 0));
+    assert_eq!(
+        con.stock_deduct("{q}", 3, &order("o-1", "u1")).unwrap(),
+        Deduct::Remaining(7)
+    );
+    assert_eq!(
+        con.stock_deduct("{q}", 1, &opts(Some("anon"), None))
+            .unwrap(),
+        Deduct::Remaining(6)
+    );
+    let anon = con.stock_request_detail("{q}", "anon").unwrap().unwrap();
+    assert_eq!(anon.buyer, None, "an entry made without BUYER has none");
+    assert_eq!(limit_and_buyers(&mut con, "{q}"), (None, 1));
+
+    // A limit set in the middle of the sale counts what was bought; lowering keeps holdings.
+    for c in [&mut con, &mut resp3] {
+        assert!(c.stock_limit("{q}", 2).unwrap());
+        assert!(!c.stock_limit("{missing}", 2).unwrap());
+        assert_eq!(c.stock_get("{missing}").unwrap(), None, "nothing created");
+    }
+    assert_eq!(limit_and_buyers(&mut resp3, "{q}"), (Some(2), 1));
+    assert_eq!(con.stock_buyer("{q}", "u1").unwrap(), Some(3));
+    assert_eq!(
+        con.stock_deduct("{q}", 1, &order("o-2", "u1")).unwrap(),
+        Deduct::Limit {
+            buyer: "u1".into(),
+            holds: 3,
+            limit: 2
+        }
+    );
+    // With a limit, a deduction without BUYER is refused (an error, not an outcome).
+    let e = con
+        .stock_deduct("{q}", 1, &opts(Some("anon-2"), None))
+        .unwrap_err();
+    assert_eq!(e.code(), Some(code::ERR), "{e}");
+    let e = con.stock_deduct("{q}", 1, &opts(None, None)).unwrap_err();
+    assert_eq!(e.code(), Some(code::ERR), "{e}");
+    // Raising it lets the buyer buy again; 0 clears it.
+    assert!(con.stock_limit("{q}", 4).unwrap());
+    assert_eq!(
+        con.stock_deduct("{q}", 1, &order("o-2", "u1")).unwrap(),
+        Deduct::Remaining(5)
+    );
+    assert!(con.stock_limit("{q}", 4).unwrap(), "safe to resend");
+    assert!(con.stock_limit("{q}", 0).unwrap());
+    assert_eq!(limit_and_buyers(&mut con, "{q}"), (None, 1));
+    assert_eq!(
+        con.stock_deduct("{q}", 1, &opts(None, None)).unwrap(),
+        Deduct::Remaining(4)
+    );
+
+    // STOCK.SET starts a new sale: buyers cleared, the limit kept without LIMIT, replaced with
+    // it, cleared with LIMIT 0.
+    assert!(con.stock_limit("{q}", 3).unwrap());
+    con.stock_set("{q}", 20).unwrap();
+    assert_eq!(limit_and_buyers(&mut con, "{q}"), (Some(3), 0));
+    assert_eq!(con.stock_buyer("{q}", "u1").unwrap(), Some(0));
+    con.stock_set_with("{q}", 20, &StockSetOptions::new())
+        .unwrap();
+    assert_eq!(limit_and_buyers(&mut con, "{q}"), (Some(3), 0));
+    resp3
+        .stock_set_with("{q}", 20, &StockSetOptions::new().limit(1))
+        .unwrap();
+    assert_eq!(limit_and_buyers(&mut con, "{q}"), (Some(1), 0));
+    con.stock_set_with("{q}", 20, &StockSetOptions::new().no_limit())
+        .unwrap();
+    assert_eq!(limit_and_buyers(&mut con, "{q}"), (None, 0));
+    // A new stock created with a limit.
+    con.stock_set_with("{q}:new", 5, &StockSetOptions::new().limit(i64::MAX))
+        .unwrap();
+    assert_eq!(limit_and_buyers(&mut con, "{q}:new"), (Some(i64::MAX), 0));
+}
+
+/// The longest deduction (13 option words: `ID`, `BUYER`, `HOLD`, `FENCE`, `EVENTS … MAXLEN ~
+/// n`) is taken whole; the hold's expiry gives the buyer's allowance back.
+#[test]
+fn the_longest_deduction_and_an_expired_hold_give_the_allowance_back() {
+    let server = Server::start();
+    let mut con = server.conn();
+    con.stock_set_with("{h}", 10, &StockSetOptions::new().limit(2))
+        .unwrap();
+    let token = con
+        .lock_acquire("{h}:lock", "w1", ms(30_000))
+        .unwrap()
+        .unwrap();
+    let longest = DeductOptions::new()
+        .id("o-1")
+        .buyer("user 7")
+        .hold(ms(MINUTES_10))
+        .fence(token)
+        .events(Events::to("{h}:orders").maxlen_approx(1_000));
+    assert_eq!(
+        redis::ToRedisArgs::to_redis_args(&longest).len(),
+        fence_core::args::MAX_DEDUCT_WORDS
+    );
+    assert_eq!(
+        con.stock_deduct("{h}", 2, &longest).unwrap(),
+        Deduct::Remaining(8)
+    );
+    let detail = con.stock_request_detail("{h}", "o-1").unwrap().unwrap();
+    assert_eq!(
+        (detail.state, detail.quantity, detail.buyer.as_deref()),
+        (EntryState::Held, 2, Some("user 7"))
+    );
+    assert!(detail.deadline.is_some());
+    assert_eq!(
+        redis::cmd("XLEN")
+            .arg("{h}:orders")
+            .query::<i64>(&mut con)
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        con.stock_info("{h}")
+            .unwrap()
+            .unwrap()
+            .ledger
+            .unwrap()
+            .fence,
+        token
+    );
+    assert_eq!(con.stock_buyer("{h}", "user 7").unwrap(), Some(2));
+
+    // A short hold that expires: the buyer holds nothing once the server's clock passes it.
+    con.stock_set_with("{h}", 10, &StockSetOptions::new().limit(1))
+        .unwrap();
+    let (placed, bounds) = {
+        let before = server_ms(&mut con);
+        let placed = con
+            .stock_deduct("{h}", 1, &order("short", "u2").hold(ms(20)))
+            .unwrap();
+        (placed, before + 20..=server_ms(&mut con) + 20)
+    };
+    assert_eq!(placed, Deduct::Remaining(9));
+    let deadline = *bounds.end();
+    assert!(
+        wait_until(EVENT_DEADLINE, || server_ms(&mut con) > deadline),
+        "the server's clock did not pass {deadline}"
+    );
+    assert_eq!(con.stock_buyer("{h}", "u2").unwrap(), Some(0));
+    assert_eq!(
+        con.stock_deduct("{h}", 1, &order("again", "u2")).unwrap(),
+        Deduct::Remaining(9)
+    );
+    assert_eq!(con.stock_buyer("{h}", "u2").unwrap(), Some(1));
+}
+
+#[test]
+fn bad_limits_and_buyers_are_errors_that_change_nothing() {
+    let server = Server::start();
+    let mut con = server.conn();
+    con.stock_set_with("{x}", 5, &StockSetOptions::new().limit(1))
+        .unwrap();
+    let e = con
+        .stock_set_with("{x}", 5, &StockSetOptions::new().limit(-1))
+        .unwrap_err();
+    assert_eq!(e.code(), Some(code::ERR), "{e}");
+    let e = con.stock_limit("{x}", -1).unwrap_err();
+    assert_eq!(e.code(), Some(code::ERR), "{e}");
+    assert_eq!(limit_and_buyers(&mut con, "{x}"), (Some(1), 0));
+    // BUYER without ID, an empty buyer id.
+    for options in [
+        DeductOptions::new().buyer("u1"),
+        DeductOptions::new().id("o").buyer(""),
+    ] {
+        let e = con.stock_deduct("{x}", 1, &options).unwrap_err();
+        assert_eq!(e.code(), Some(code::ERR), "{options:?}: {e}");
+    }
+    let e = con.stock_buyer("{x}", "").unwrap_err();
+    assert_eq!(e.code(), Some(code::ERR), "{e}");
+    assert_eq!(con.stock_get("{x}").unwrap(), Some(5));
+    assert_eq!(
+        con.stock_request("{x}", "o").unwrap(),
+        RequestState::Unknown
+    );
+    // Limits and buyers need the module type: a plain integer string is refused and left as
+    // it is, a lock is another type.
+    redis::cmd("SET")
+        .arg("{x}:plain")
+        .arg(5)
+        .query::<()>(&mut con)
+        .unwrap();
+    let e = con.stock_limit("{x}:plain", 1).unwrap_err();
+    assert_eq!(e.code(), Some(code::ERR), "{e}");
+    let e = con.stock_buyer("{x}:plain", "u1").unwrap_err();
+    assert_eq!(e.code(), Some(code::ERR), "{e}");
+    let e = con
+        .stock_deduct("{x}:plain", 1, &order("o", "u1"))
+        .unwrap_err();
+    assert_eq!(e.code(), Some(code::ERR), "{e}");
+    assert_eq!(
+        redis::cmd("GET")
+            .arg("{x}:plain")
+            .query::<i64>(&mut con)
+            .unwrap(),
+        5
+    );
+    con.lock_acquire("{x}:lock", "w", ms(30_000)).unwrap();
+    let e = con.stock_limit("{x}:lock", 1).unwrap_err();
+    assert_eq!(e.code(), Some(code::WRONGTYPE), "{e}");
+    let e = con.stock_buyer("{x}:lock", "u1").unwrap_err();
+    assert_eq!(e.code(), Some(code::WRONGTYPE), "{e}");
 }
