@@ -46,6 +46,7 @@ pub const DOCS: &[Doc] = &[
         arity: -4,
         access: KeyAccess::Update,
         events_key: false,
+        numkeys: false,
         args: &[key(), string(c"owner"), integer(c"ttl-ms"), option(c"timeout-ms", c"WAIT", ArgKind::Integer)],
     },
     Doc {
@@ -55,6 +56,7 @@ pub const DOCS: &[Doc] = &[
         arity: -4,
         access: KeyAccess::Update,
         events_key: false,
+        numkeys: false,
         args: &[
             key(),
             string(c"owner"),
@@ -73,6 +75,7 @@ pub const DOCS: &[Doc] = &[
         arity: -3,
         access: KeyAccess::Delete,
         events_key: false,
+        numkeys: false,
         args: &[
             key(),
             string(c"owner"),
@@ -90,6 +93,7 @@ pub const DOCS: &[Doc] = &[
         arity: 2,
         access: KeyAccess::Read,
         events_key: false,
+        numkeys: false,
         args: &[key()],
     },
     Doc {
@@ -99,6 +103,7 @@ pub const DOCS: &[Doc] = &[
         arity: -3,
         access: KeyAccess::Update,
         events_key: false,
+        numkeys: false,
         args: &[key(), integer(c"quantity"), option(c"per-buyer", c"LIMIT", ArgKind::Integer)],
     },
     Doc {
@@ -108,6 +113,7 @@ pub const DOCS: &[Doc] = &[
         arity: 3,
         access: KeyAccess::Update,
         events_key: false,
+        numkeys: false,
         args: &[key(), integer(c"per-buyer")],
     },
     Doc {
@@ -117,6 +123,7 @@ pub const DOCS: &[Doc] = &[
         arity: 3,
         access: KeyAccess::Read,
         events_key: false,
+        numkeys: false,
         args: &[key(), string(c"buyer-id")],
     },
     Doc {
@@ -126,6 +133,7 @@ pub const DOCS: &[Doc] = &[
         arity: -3,
         access: KeyAccess::Update,
         events_key: false,
+        numkeys: false,
         args: &[
             key(),
             integer(c"quantity"),
@@ -143,6 +151,7 @@ pub const DOCS: &[Doc] = &[
         arity: 2,
         access: KeyAccess::Read,
         events_key: false,
+        numkeys: false,
         args: &[key()],
     },
     Doc {
@@ -152,6 +161,7 @@ pub const DOCS: &[Doc] = &[
         arity: -3,
         access: KeyAccess::Update,
         events_key: true,
+        numkeys: false,
         args: &[
             key(),
             integer(c"quantity"),
@@ -170,6 +180,7 @@ pub const DOCS: &[Doc] = &[
         arity: -3,
         access: KeyAccess::Update,
         events_key: true,
+        numkeys: false,
         args: &[key(), string(c"request-id"), option(c"stream-key", c"EVENTS", ArgKind::Key), option(c"count", c"MAXLEN", ArgKind::Integer)],
     },
     Doc {
@@ -179,6 +190,7 @@ pub const DOCS: &[Doc] = &[
         arity: -3,
         access: KeyAccess::Read,
         events_key: false,
+        numkeys: false,
         args: &[key(), string(c"request-id"), option(c"detail", c"DETAIL", ArgKind::PureToken)],
     },
     Doc {
@@ -188,7 +200,48 @@ pub const DOCS: &[Doc] = &[
         arity: 3,
         access: KeyAccess::Update,
         events_key: false,
+        numkeys: false,
         args: &[key(), string(c"request-id")],
+    },
+    Doc {
+        name: c"STOCK.CART",
+        summary: c"Deducts from several stocks in one step, all or nothing, under one request id: the quantity left in each, or the first item refused (NOKEY, STALE, LEDGERFULL, LIMIT, SOLDOUT with its index and key).",
+        complexity: c"O(N) for N items",
+        arity: -6,
+        access: KeyAccess::Update,
+        events_key: true,
+        numkeys: true,
+        args: &[
+            integer(c"numkeys"),
+            key(),
+            integer(c"quantity"),
+            option(c"request-id", c"ID", ArgKind::String),
+            option(c"buyer-id", c"BUYER", ArgKind::String),
+            option(c"ms", c"HOLD", ArgKind::Integer),
+            option(c"token", c"FENCE", ArgKind::Integer),
+            option(c"stream-key", c"EVENTS", ArgKind::Key),
+            option(c"count", c"MAXLEN", ArgKind::Integer),
+        ],
+    },
+    Doc {
+        name: c"STOCK.CART.REFUND",
+        summary: c"Refunds a cart on all its stocks at once: the quantity each got back.",
+        complexity: c"O(N) for N items",
+        arity: -4,
+        access: KeyAccess::Update,
+        events_key: false,
+        numkeys: true,
+        args: &[integer(c"numkeys"), key(), string(c"request-id")],
+    },
+    Doc {
+        name: c"STOCK.CART.CONFIRM",
+        summary: c"Confirms a cart's holds on all its stocks at once: 1, 0 when unknown; EXPIRED or REFUNDED when an item's hold already ended.",
+        complexity: c"O(N) for N items",
+        arity: -4,
+        access: KeyAccess::Update,
+        events_key: false,
+        numkeys: true,
+        args: &[integer(c"numkeys"), key(), string(c"request-id")],
     },
     Doc {
         name: c"STOCK.INFO",
@@ -197,6 +250,7 @@ pub const DOCS: &[Doc] = &[
         arity: 2,
         access: KeyAccess::Read,
         events_key: false,
+        numkeys: false,
         args: &[key()],
     },
     Doc {
@@ -206,6 +260,7 @@ pub const DOCS: &[Doc] = &[
         arity: 5,
         access: KeyAccess::Update,
         events_key: false,
+        numkeys: false,
         args: &[key(), string(c"owner"), integer(c"token"), integer(c"expire-at-ms")],
     },
     Doc {
@@ -215,6 +270,7 @@ pub const DOCS: &[Doc] = &[
         arity: -6,
         access: KeyAccess::Update,
         events_key: false,
+        numkeys: false,
         args: &[key(), integer(c"available"), integer(c"fence"), integer(c"deducted"), string(c"mode")],
     },
     Doc {
@@ -224,6 +280,7 @@ pub const DOCS: &[Doc] = &[
         arity: 5,
         access: KeyAccess::Update,
         events_key: false,
+        numkeys: false,
         args: &[key(), integer(c"available"), string(c"restock-id"), integer(c"quantity")],
     },
     Doc {
@@ -233,6 +290,7 @@ pub const DOCS: &[Doc] = &[
         arity: -8,
         access: KeyAccess::Update,
         events_key: false,
+        numkeys: false,
         args: &[key(), integer(c"available"), integer(c"fence"), integer(c"deducted"), string(c"request-id"), integer(c"quantity"), string(c"state")],
     },
     Doc {
@@ -242,6 +300,7 @@ pub const DOCS: &[Doc] = &[
         arity: -2,
         access: KeyAccess::Update,
         events_key: false,
+        numkeys: false,
         args: &[key()],
     },
     Doc {
@@ -251,6 +310,7 @@ pub const DOCS: &[Doc] = &[
         arity: 3,
         access: KeyAccess::Update,
         events_key: false,
+        numkeys: false,
         args: &[key(), integer(c"per-buyer")],
     },
 ];

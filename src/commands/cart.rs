@@ -1,0 +1,348 @@
+//! STOCK.CART, STOCK.CART.REFUND, STOCK.CART.CONFIRM: several stocks in one step, all or
+//! nothing. Every item is an ordinary entry of its stock's ledger under the cart's request id,
+//! decided by `fence_core::stock` as `STOCK.DEDUCT` decides it; a refusal of any item takes back
+//! the items already decided, so no key changes. The items' effects are propagated together,
+//! which Redis wraps in one MULTI/EXEC: no replica and no AOF ever holds part of a cart.
+
+use fence_core::args::{cart_key_positions, parse_cart, parse_cart_keys, CartArgs};
+use fence_core::error::{printable, CartCode, FenceError};
+use fence_core::ledger::State;
+use fence_core::stats;
+use fence_core::stock::{Confirm, Deduct, DeductRequest, Snapshot};
+
+use super::stock::{add_deduct_event, bounds, decide, deduction_made, hold_and_token};
+use super::{events, CommandResult};
+use crate::ffi::{Args, Ctx, Key, Kind, RStr, Reply};
+use crate::services::eviction;
+use crate::services::holds;
+use crate::services::streams::{Batch, Stream};
+
+/// Reports a cart command's keys to Redis (cluster routing, ACL key patterns, `COMMAND
+/// GETKEYS`); None when this is not a key-position request.
+fn report(ctx: &Ctx<'_>, args: &Args<'_>, pairs: bool) -> Option<Reply> {
+    let words = args.tail(1);
+    let positions: Vec<usize> = cart_key_positions(&words, pairs)
+        .into_iter()
+        .map(|p| p + 1)
+        .collect();
+    ctx.report_keys(&positions).map(Reply::KeysReported)
+}
+
+/// An item's refusal: its code, its index from 1 and its key.
+fn refused(code: CartCode, index: usize, key: &Key<'_>) -> FenceError {
+    FenceError::CartItem {
+        code,
+        index: index + 1,
+        key: printable(key.name().bytes()),
+    }
+}
+
+/// Opens every key of a cart for writing, checked: another type is `WRONGTYPE`, a plain
+/// string needs a stock; with `need_all`, a missing key is refused `NOKEY`.
+fn open_all<'k>(
+    ctx: &Ctx<'k>,
+    args: &Args<'k>,
+    positions: impl Iterator<Item = usize>,
+    need_all: bool,
+) -> Result<Vec<Key<'k>>, FenceError> {
+    let keys: Vec<Key<'k>> = positions.map(|p| Key::write(ctx, args.get(p))).collect();
+    for key in &keys {
+        match key.kind() {
+            Kind::Empty | Kind::Stock => {}
+            Kind::String => return Err(FenceError::NeedsStock),
+            _ => return Err(FenceError::WrongType),
+        }
+    }
+    if need_all {
+        if let Some((i, key)) = keys
+            .iter()
+            .enumerate()
+            .find(|(_, k)| k.kind() == Kind::Empty)
+        {
+            return Err(refused(CartCode::NoKey, i, key));
+        }
+    }
+    Ok(keys)
+}
+
+/// Whether the ledgers hold `id`: true when every one does, false when none does, or the
+/// refusal naming the first that does when only some do.
+fn all_or_none(keys: &[Key<'_>], id: &[u8]) -> Result<bool, FenceError> {
+    let has = |k: &Key<'_>| k.stock().is_some_and(|s| s.request(id).is_some());
+    if keys.iter().all(has) {
+        return Ok(true);
+    }
+    match keys.iter().enumerate().find(|(_, k)| has(k)) {
+        None => Ok(false),
+        Some((i, key)) => Err(FenceError::PartialCart {
+            id: printable(id),
+            index: i + 1,
+            key: printable(key.name().bytes()),
+        }),
+    }
+}
+
+/// Takes back the items decided so far (the latest first).
+fn take_back(keys: &mut [Key<'_>], done: &[Snapshot], id: &[u8]) {
+    for (key, before) in keys.iter_mut().zip(done).rev() {
+        if let Some(stock) = key.stock_mut() {
+            stock.restore(*before, Some((id, None)));
+        }
+    }
+}
+
+/// `STOCK.CART numkeys key quantity [key quantity ...] ID request-id [BUYER buyer-id] [HOLD ms]
+/// [FENCE token] [EVENTS stream-key [MAXLEN [~|=] n]]` → the quantity left in each stock.
+pub fn cart(ctx: &Ctx<'_>, args: &Args<'_>) -> CommandResult {
+    if let Some(reported) = report(ctx, args, true) {
+        return Ok(reported);
+    }
+    if args.len() < 6 {
+        return Err(FenceError::Arity("stock.cart"));
+    }
+    let words = args.tail(1);
+    let cart: CartArgs<'_> = parse_cart(&words)?;
+    let options = &cart.options;
+    let hold = hold_and_token(options)?;
+    let n = cart.items.len();
+    let mut keys = open_all(ctx, args, (0..n).map(|i| 2 + 2 * i), true)?;
+    // Due holds come back first, so every decision sees every unit for sale.
+    for (key, (_, quantity)) in keys.iter_mut().zip(&cart.items) {
+        holds::before_write(ctx, key.name(), key, Some(*quantity));
+    }
+    let mut stream = match options.events {
+        Some(e) => Some(events::open(ctx, args, 1 + cart.options_at, e)?),
+        None => None,
+    };
+    // FENCE on every stock, before the id.
+    if let Some(token) = options.fence {
+        for (i, key) in keys.iter().enumerate() {
+            if key.stock().is_some_and(|s| token < s.fence) {
+                stats::STALE.incr();
+                return Err(refused(CartCode::Stale, i, key));
+            }
+        }
+    }
+    // The id across the stocks: a replay of the whole cart, a new cart, or a refusal.
+    if all_or_none(&keys, cart.id)? {
+        stats::REPLAYS.incr();
+        let left = keys
+            .iter()
+            .map(|k| k.stock().map_or(0, |s| s.available))
+            .collect();
+        return Ok(Reply::Ints(left));
+    }
+    // Asked of every stock for its new id; prepared before any stock is borrowed.
+    let admissions: Vec<_> = keys.iter().map(|k| eviction::check_stock(ctx, k)).collect();
+    let mut done: Vec<Snapshot> = Vec::with_capacity(n);
+    let mut left: Vec<i64> = Vec::with_capacity(n);
+    let mut failure = None;
+    for (i, (key, admission)) in keys.iter_mut().zip(&admissions).enumerate() {
+        let request = DeductRequest {
+            quantity: cart.items.get(i).map_or(0, |(_, q)| *q),
+            id: Some(cart.id),
+            fence: options.fence,
+            hold,
+            buyer: options.buyer,
+        };
+        let (before, outcome) = decide(ctx, key, request, bounds(), admission)?;
+        let refusal = match outcome {
+            Ok(Deduct::Deducted(remaining)) => {
+                done.push(before);
+                left.push(remaining);
+                continue;
+            }
+            Ok(Deduct::SoldOut) => {
+                stats::SOLD_OUT.incr();
+                refused(CartCode::SoldOut, i, key)
+            }
+            Err(FenceError::LedgerFull { .. }) => refused(CartCode::LedgerFull, i, key),
+            Err(FenceError::Limit { .. }) => {
+                stats::LIMIT_REFUSALS.incr();
+                refused(CartCode::Limit, i, key)
+            }
+            Err(FenceError::Stale { .. }) => refused(CartCode::Stale, i, key),
+            // Not possible after the id step; never half a cart all the same.
+            Ok(Deduct::Replayed(_)) => FenceError::PartialCart {
+                id: printable(cart.id),
+                index: i + 1,
+                key: printable(key.name().bytes()),
+            },
+            Err(e) => e,
+        };
+        failure = Some(refusal);
+        break;
+    }
+    if let Some(refusal) = failure {
+        take_back(&mut keys, &done, cart.id);
+        return Err(refusal);
+    }
+    // The events of every item, or none.
+    let batch = match &mut stream {
+        Some(stream) => match cart_events(ctx, stream, &keys, &cart, &left) {
+            Ok(batch) => Some(batch),
+            Err(e) => {
+                take_back(&mut keys, &done, cart.id);
+                return Err(e);
+            }
+        },
+        None => None,
+    };
+    let stream_name = stream.as_ref().map(Stream::name);
+    for (key, remaining) in keys.iter_mut().zip(&left) {
+        deduction_made(ctx, key, options, hold.is_some(), stream_name, *remaining);
+    }
+    if let (Some(stream), Some(batch)) = (&mut stream, batch) {
+        stream.publish(ctx, batch);
+    }
+    Ok(Reply::Ints(left))
+}
+
+/// One `deduct` event per item (with `cart` and `item`) and a `soldout` event per stock the
+/// cart emptied, all in one batch, or none when the stream cannot take them all.
+fn cart_events<'c>(
+    ctx: &Ctx<'c>,
+    stream: &mut Stream<'_>,
+    keys: &[Key<'_>],
+    cart: &CartArgs<'_>,
+    left: &[i64],
+) -> Result<Batch<'c>, FenceError> {
+    let entries = left.len() + left.iter().filter(|r| **r == 0).count();
+    if entries > 1 && !stream.has_room(ctx, entries as u64) {
+        return Err(FenceError::StreamFull);
+    }
+    let mut batch = Batch::new();
+    let n = cart.items.len();
+    for (i, ((key, (_, quantity)), remaining)) in keys.iter().zip(&cart.items).zip(left).enumerate()
+    {
+        let added = add_deduct_event(
+            ctx,
+            stream,
+            &mut batch,
+            key.name().bytes(),
+            *quantity,
+            *remaining,
+            &cart.options,
+            Some((n, i + 1)),
+        );
+        if let Err(e) = added {
+            stream.undo(batch);
+            return Err(e);
+        }
+    }
+    Ok(batch)
+}
+
+/// Opens a cart's keys for `STOCK.CART.REFUND` / `STOCK.CART.CONFIRM`, returns each one's due
+/// hold of `id` first, and checks the id is in every ledger or none.
+fn open_cart<'k>(
+    ctx: &Ctx<'k>,
+    args: &Args<'k>,
+    command: &'static str,
+) -> Result<(Vec<Key<'k>>, &'k [u8], bool), FenceError> {
+    if args.len() < 4 {
+        return Err(FenceError::Arity(command));
+    }
+    let words = args.tail(1);
+    let (names, id) = parse_cart_keys(&words, command)?;
+    let mut keys = open_all(ctx, args, (0..names.len()).map(|i| 2 + i), false)?;
+    for key in keys.iter_mut() {
+        if key.kind() == Kind::Stock {
+            holds::before_decision(ctx, key.name(), key, id);
+        }
+    }
+    let all = all_or_none(&keys, id)?;
+    Ok((keys, id, all))
+}
+
+/// `STOCK.CART.REFUND numkeys key [key ...] request-id` → the quantity each stock got back.
+pub fn refund(ctx: &Ctx<'_>, args: &Args<'_>) -> CommandResult {
+    if let Some(reported) = report(ctx, args, false) {
+        return Ok(reported);
+    }
+    let (mut keys, id, all) = open_cart(ctx, args, "stock.cart.refund")?;
+    if !all {
+        return Ok(Reply::Ints(vec![0; keys.len()]));
+    }
+    let mut done = Vec::with_capacity(keys.len());
+    let mut back = Vec::with_capacity(keys.len());
+    for key in keys.iter_mut() {
+        let Some(stock) = key.stock_mut() else {
+            return Err(FenceError::WrongType);
+        };
+        let before = (stock.snapshot(), stock.request_at(id, 0));
+        match stock.refund(id) {
+            Ok(quantity) => {
+                done.push(before);
+                back.push(quantity);
+            }
+            Err(e) => {
+                // All or nothing: the refunds made so far are taken back.
+                for (key, (snapshot, old)) in keys.iter_mut().zip(&done).rev() {
+                    if let Some(stock) = key.stock_mut() {
+                        stock.restore(*snapshot, Some((id, *old)));
+                    }
+                }
+                return Err(e);
+            }
+        }
+    }
+    for (key, quantity) in keys.iter_mut().zip(&back) {
+        if *quantity == 0 {
+            continue;
+        }
+        announce_entry(ctx, key, id);
+        ctx.notify(c"stock.refund", key.name());
+        stats::REFUNDS.incr();
+    }
+    Ok(Reply::Ints(back))
+}
+
+/// Replicates request `id`'s entry of an open stock as it stands and signals the key.
+fn announce_entry(ctx: &Ctx<'_>, key: &mut Key<'_>, id: &[u8]) {
+    let name: RStr<'_> = key.name();
+    if let Some(stock) = key.stock() {
+        let value = stock.request_at(id, 0).unwrap_or_default();
+        ctx.replicate(name, &stock.entry_effect(id, value).encode(), None);
+    }
+    key.signal_modified();
+}
+
+/// `STOCK.CART.CONFIRM numkeys key [key ...] request-id` → 1 (every item confirmed now or
+/// already), 0 (no stock knows the id), or the first ended item's `EXPIRED` / `REFUNDED`.
+pub fn confirm(ctx: &Ctx<'_>, args: &Args<'_>) -> CommandResult {
+    if let Some(reported) = report(ctx, args, false) {
+        return Ok(reported);
+    }
+    let (mut keys, id, all) = open_cart(ctx, args, "stock.cart.confirm")?;
+    if !all {
+        return Ok(Reply::Int(0));
+    }
+    // Decided on every item before any changes: an ended hold refuses the whole cart.
+    for key in &keys {
+        let Some(value) = key.stock().and_then(|s| s.request_at(id, 0)) else {
+            continue;
+        };
+        match value.state {
+            State::Expired => {
+                return Err(FenceError::Expired {
+                    id: printable(id),
+                    at: value.deadline,
+                })
+            }
+            State::Refunded => return Err(FenceError::Refunded { id: printable(id) }),
+            _ => {}
+        }
+    }
+    for key in keys.iter_mut() {
+        let Some(stock) = key.stock_mut() else {
+            continue;
+        };
+        if stock.confirm(id)? == Confirm::Confirmed {
+            announce_entry(ctx, key, id);
+            ctx.notify(c"stock.confirm", key.name());
+            stats::CONFIRMS.incr();
+        }
+    }
+    Ok(Reply::Int(1))
+}
