@@ -5,12 +5,12 @@
 //! which Redis wraps in one MULTI/EXEC: no replica and no AOF ever holds part of a cart.
 
 use fence_core::args::{cart_key_positions, parse_cart, parse_cart_keys, CartArgs};
+use fence_core::cart::{self, Presence};
 use fence_core::error::{printable, CartCode, FenceError};
-use fence_core::ledger::State;
 use fence_core::stats;
-use fence_core::stock::{Confirm, Deduct, DeductRequest, Snapshot};
+use fence_core::stock::{DeductRequest, Stock};
 
-use super::stock::{add_deduct_event, bounds, decide, deduction_made, hold_and_token};
+use super::stock::{add_deduct_event, bounds, deduction_made, hold_and_token};
 use super::{events, CommandResult};
 use crate::ffi::{Args, Ctx, Key, Kind, RStr, Reply};
 use crate::services::eviction;
@@ -28,12 +28,12 @@ fn report(ctx: &Ctx<'_>, args: &Args<'_>, pairs: bool) -> Option<Reply> {
     ctx.report_keys(&positions).map(Reply::KeysReported)
 }
 
-/// An item's refusal: its code, its index from 1 and its key.
-fn refused(code: CartCode, index: usize, key: &Key<'_>) -> FenceError {
+/// An item's refusal: its code, its index from 0 and its key.
+fn refused(code: CartCode, index: usize, key: Option<&Key<'_>>) -> FenceError {
     FenceError::CartItem {
         code,
         index: index + 1,
-        key: printable(key.name().bytes()),
+        key: printable(key.map_or(&[][..], |k| k.name().bytes())),
     }
 }
 
@@ -59,7 +59,7 @@ fn open_all<'k>(
             .enumerate()
             .find(|(_, k)| k.kind() == Kind::Empty)
         {
-            return Err(refused(CartCode::NoKey, i, key));
+            return Err(refused(CartCode::NoKey, i, Some(key)));
         }
     }
     Ok(keys)
@@ -68,26 +68,15 @@ fn open_all<'k>(
 /// Whether the ledgers hold `id`: true when every one does, false when none does, or the
 /// refusal naming the first that does when only some do.
 fn all_or_none(keys: &[Key<'_>], id: &[u8]) -> Result<bool, FenceError> {
-    let has = |k: &Key<'_>| k.stock().is_some_and(|s| s.request(id).is_some());
-    if keys.iter().all(has) {
-        return Ok(true);
-    }
-    match keys.iter().enumerate().find(|(_, k)| has(k)) {
-        None => Ok(false),
-        Some((i, key)) => Err(FenceError::PartialCart {
+    let stocks: Vec<Option<&Stock>> = keys.iter().map(Key::stock).collect();
+    match cart::presence(&stocks, id) {
+        Presence::All => Ok(true),
+        Presence::None => Ok(false),
+        Presence::Some(i) => Err(FenceError::PartialCart {
             id: printable(id),
             index: i + 1,
-            key: printable(key.name().bytes()),
+            key: printable(keys.get(i).map_or(&[][..], |k| k.name().bytes())),
         }),
-    }
-}
-
-/// Takes back the items decided so far (the latest first).
-fn take_back(keys: &mut [Key<'_>], done: &[Snapshot], id: &[u8]) {
-    for (key, before) in keys.iter_mut().zip(done).rev() {
-        if let Some(stock) = key.stock_mut() {
-            stock.restore(*before, Some((id, None)));
-        }
     }
 }
 
@@ -101,30 +90,28 @@ pub fn cart(ctx: &Ctx<'_>, args: &Args<'_>) -> CommandResult {
         return Err(FenceError::Arity("stock.cart"));
     }
     let words = args.tail(1);
-    let cart: CartArgs<'_> = parse_cart(&words)?;
-    let options = &cart.options;
+    let parsed: CartArgs<'_> = parse_cart(&words)?;
+    let options = &parsed.options;
     let hold = hold_and_token(options)?;
-    let n = cart.items.len();
+    let n = parsed.items.len();
     let mut keys = open_all(ctx, args, (0..n).map(|i| 2 + 2 * i), true)?;
     // Due holds come back first, so every decision sees every unit for sale.
-    for (key, (_, quantity)) in keys.iter_mut().zip(&cart.items) {
+    for (key, (_, quantity)) in keys.iter_mut().zip(&parsed.items) {
         holds::before_write(ctx, key.name(), key, Some(*quantity));
     }
     let mut stream = match options.events {
-        Some(e) => Some(events::open(ctx, args, 1 + cart.options_at, e)?),
+        Some(e) => Some(events::open(ctx, args, 1 + parsed.options_at, e)?),
         None => None,
     };
-    // FENCE on every stock, before the id.
     if let Some(token) = options.fence {
-        for (i, key) in keys.iter().enumerate() {
-            if key.stock().is_some_and(|s| token < s.fence) {
-                stats::STALE.incr();
-                return Err(refused(CartCode::Stale, i, key));
-            }
+        let stocks: Vec<&Stock> = keys.iter().filter_map(Key::stock).collect();
+        if let Some(i) = cart::first_stale(&stocks, token) {
+            stats::STALE.incr();
+            return Err(refused(CartCode::Stale, i, keys.get(i)));
         }
     }
     // The id across the stocks: a replay of the whole cart, a new cart, or a refusal.
-    if all_or_none(&keys, cart.id)? {
+    if all_or_none(&keys, parsed.id)? {
         stats::REPLAYS.incr();
         let left = keys
             .iter()
@@ -134,55 +121,57 @@ pub fn cart(ctx: &Ctx<'_>, args: &Args<'_>) -> CommandResult {
     }
     // Asked of every stock for its new id; prepared before any stock is borrowed.
     let admissions: Vec<_> = keys.iter().map(|k| eviction::check_stock(ctx, k)).collect();
-    let mut done: Vec<Snapshot> = Vec::with_capacity(n);
-    let mut left: Vec<i64> = Vec::with_capacity(n);
-    let mut failure = None;
-    for (i, (key, admission)) in keys.iter_mut().zip(&admissions).enumerate() {
-        let request = DeductRequest {
-            quantity: cart.items.get(i).map_or(0, |(_, q)| *q),
-            id: Some(cart.id),
-            fence: options.fence,
-            hold,
-            buyer: options.buyer,
-        };
-        let (before, outcome) = decide(ctx, key, request, bounds(), admission)?;
-        let refusal = match outcome {
-            Ok(Deduct::Deducted(remaining)) => {
-                done.push(before);
-                left.push(remaining);
-                continue;
-            }
-            Ok(Deduct::SoldOut) => {
-                stats::SOLD_OUT.incr();
-                refused(CartCode::SoldOut, i, key)
-            }
-            Err(FenceError::LedgerFull { .. }) => refused(CartCode::LedgerFull, i, key),
-            Err(FenceError::Limit { .. }) => {
-                stats::LIMIT_REFUSALS.incr();
-                refused(CartCode::Limit, i, key)
-            }
-            Err(FenceError::Stale { .. }) => refused(CartCode::Stale, i, key),
-            // Not possible after the id step; never half a cart all the same.
-            Ok(Deduct::Replayed(_)) => FenceError::PartialCart {
-                id: printable(cart.id),
-                index: i + 1,
-                key: printable(key.name().bytes()),
-            },
-            Err(e) => e,
-        };
-        failure = Some(refusal);
-        break;
+    let names: Vec<&[u8]> = parsed.items.iter().map(|(k, _)| *k).collect();
+    let quantities: Vec<i64> = parsed.items.iter().map(|(_, q)| *q).collect();
+    let request = DeductRequest {
+        quantity: 0,
+        id: Some(parsed.id),
+        fence: options.fence,
+        hold,
+        buyer: options.buyer,
+    };
+    let due = holds::due_now(ctx);
+    let decided = {
+        let mut stocks: Vec<&mut Stock> = keys.iter_mut().filter_map(Key::stock_mut).collect();
+        cart::deduct_all(
+            &mut stocks,
+            &names,
+            &quantities,
+            request,
+            bounds(),
+            &admissions,
+            due,
+        )
+    };
+    for (key, expired) in keys.iter_mut().zip(decided.expired) {
+        holds::announce(ctx, key, expired);
     }
-    if let Some(refusal) = failure {
-        take_back(&mut keys, &done, cart.id);
-        return Err(refusal);
-    }
+    let before = decided.before;
+    let left = match decided.outcome {
+        Ok(left) => left,
+        Err(e) => {
+            match e {
+                FenceError::CartItem {
+                    code: CartCode::SoldOut,
+                    ..
+                } => stats::SOLD_OUT.incr(),
+                FenceError::CartItem {
+                    code: CartCode::Limit,
+                    ..
+                } => stats::LIMIT_REFUSALS.incr(),
+                _ => {}
+            }
+            return Err(e);
+        }
+    };
     // The events of every item, or none.
     let batch = match &mut stream {
-        Some(stream) => match cart_events(ctx, stream, &keys, &cart, &left) {
+        Some(stream) => match cart_events(ctx, stream, &keys, &parsed, &left) {
             Ok(batch) => Some(batch),
             Err(e) => {
-                take_back(&mut keys, &done, cart.id);
+                let mut stocks: Vec<&mut Stock> =
+                    keys.iter_mut().filter_map(Key::stock_mut).collect();
+                cart::take_back(&mut stocks, &before, parsed.id);
                 return Err(e);
             }
         },
@@ -264,36 +253,16 @@ pub fn refund(ctx: &Ctx<'_>, args: &Args<'_>) -> CommandResult {
     if !all {
         return Ok(Reply::Ints(vec![0; keys.len()]));
     }
-    let mut done = Vec::with_capacity(keys.len());
-    let mut back = Vec::with_capacity(keys.len());
-    for key in keys.iter_mut() {
-        let Some(stock) = key.stock_mut() else {
-            return Err(FenceError::WrongType);
-        };
-        let before = (stock.snapshot(), stock.request_at(id, 0));
-        match stock.refund(id) {
-            Ok(quantity) => {
-                done.push(before);
-                back.push(quantity);
-            }
-            Err(e) => {
-                // All or nothing: the refunds made so far are taken back.
-                for (key, (snapshot, old)) in keys.iter_mut().zip(&done).rev() {
-                    if let Some(stock) = key.stock_mut() {
-                        stock.restore(*snapshot, Some((id, *old)));
-                    }
-                }
-                return Err(e);
-            }
-        }
-    }
+    let back = {
+        let mut stocks: Vec<&mut Stock> = keys.iter_mut().filter_map(Key::stock_mut).collect();
+        cart::refund_all(&mut stocks, id)?
+    };
     for (key, quantity) in keys.iter_mut().zip(&back) {
-        if *quantity == 0 {
-            continue;
+        if *quantity > 0 {
+            announce_entry(ctx, key, id);
+            ctx.notify(c"stock.refund", key.name());
+            stats::REFUNDS.incr();
         }
-        announce_entry(ctx, key, id);
-        ctx.notify(c"stock.refund", key.name());
-        stats::REFUNDS.incr();
     }
     Ok(Reply::Ints(back))
 }
@@ -318,27 +287,12 @@ pub fn confirm(ctx: &Ctx<'_>, args: &Args<'_>) -> CommandResult {
     if !all {
         return Ok(Reply::Int(0));
     }
-    // Decided on every item before any changes: an ended hold refuses the whole cart.
-    for key in &keys {
-        let Some(value) = key.stock().and_then(|s| s.request_at(id, 0)) else {
-            continue;
-        };
-        match value.state {
-            State::Expired => {
-                return Err(FenceError::Expired {
-                    id: printable(id),
-                    at: value.deadline,
-                })
-            }
-            State::Refunded => return Err(FenceError::Refunded { id: printable(id) }),
-            _ => {}
-        }
-    }
-    for key in keys.iter_mut() {
-        let Some(stock) = key.stock_mut() else {
-            continue;
-        };
-        if stock.confirm(id)? == Confirm::Confirmed {
+    let confirmed = {
+        let mut stocks: Vec<&mut Stock> = keys.iter_mut().filter_map(Key::stock_mut).collect();
+        cart::confirm_all(&mut stocks, id)?
+    };
+    for (key, now) in keys.iter_mut().zip(confirmed) {
+        if now {
             announce_entry(ctx, key, id);
             ctx.notify(c"stock.confirm", key.name());
             stats::CONFIRMS.incr();

@@ -7,6 +7,7 @@ use fence_core::args::{
     parse_deduct_options, parse_i64, parse_limit, parse_name, parse_one_option, parse_quantity,
     parse_refund_options, parse_request_options, parse_set_options, Decimal, DeductOptions,
 };
+use fence_core::cart;
 use fence_core::clock::{is_from_future, now_us};
 use fence_core::config::{MAX_BUYERS, MAX_HOLD_MS, MAX_ID_LENGTH, MAX_LEDGER_ENTRIES};
 use fence_core::effects::{ExpireStreamEffect, LimitEffect, RestockEffect, StockEffect};
@@ -449,7 +450,7 @@ pub fn deduct(ctx: &Ctx<'_>, args: &Args<'_>) -> CommandResult {
                 hold,
                 buyer: options.buyer,
             };
-            let (before, outcome) = decide(ctx, &mut key, request, bounds(), &admission)?;
+            let (before, outcome) = decide(ctx, &mut key, request, &admission)?;
             let Some(stock) = key.stock_mut() else {
                 return Err(FenceError::WrongType);
             };
@@ -509,36 +510,23 @@ pub(super) fn bounds() -> Bounds {
     }
 }
 
-/// Decides a deduction on an open stock (its due holds returned): the state before it, and
-/// what it decided. A refusal for the buyer's limit while more holds are due than the first
-/// step returned is decided again once the buyer's own due holds are back, so the limit counts
-/// what the buyer holds now.
-pub(super) fn decide(
+/// Decides a deduction on an open stock (its due holds returned; `fence_core::cart::decide`)
+/// and announces the holds the decision returned: the state before it, and what it decided.
+fn decide(
     ctx: &Ctx<'_>,
     key: &mut Key<'_>,
     request: DeductRequest<'_>,
-    bounds: Bounds,
     admission: &Result<(), FenceError>,
 ) -> Result<(Snapshot, Result<Deduct, FenceError>), FenceError> {
-    let name = key.name();
-    let once = |stock: &mut Stock| {
-        let before = stock.snapshot();
-        (
-            before,
-            stock.deduct_admitting(request, bounds, || admission.clone()),
-        )
-    };
-    let Some(mut decided) = key.stock_mut().map(once) else {
+    let due = holds::due_now(ctx);
+    let Some((before, outcome, expired)) = key
+        .stock_mut()
+        .map(|s| cart::decide(s, request, bounds(), admission, due))
+    else {
         return Err(FenceError::WrongType);
     };
-    if let (Err(FenceError::Limit { .. }), Some(buyer)) = (&decided.1, request.buyer) {
-        if holds::return_buyer_due(ctx, name, key, buyer) {
-            if let Some(again) = key.stock_mut().map(once) {
-                decided = again;
-            }
-        }
-    }
-    Ok(decided)
+    holds::announce(ctx, key, expired);
+    Ok((before, outcome))
 }
 
 /// `STOCK.REFUND key request-id [EVENTS stream-key [MAXLEN [~|=] n]]` → the quantity returned

@@ -259,24 +259,21 @@ pub fn before_decision(ctx: &Ctx<'_>, name: RStr<'_>, key: &mut Key<'_>, id: &[u
     }
 }
 
-/// Before a deduction is refused for `buyer`'s limit: returns the buyer's holds that are due
-/// and not returned yet (more came due than one command returns), when this server may;
-/// whether any came back. Costs the number of due holds not yet returned.
-pub fn return_buyer_due(ctx: &Ctx<'_>, name: RStr<'_>, key: &mut Key<'_>, buyer: &[u8]) -> bool {
-    let Some(stock) = key.stock_mut() else {
-        return false;
-    };
-    let now = now_ms();
-    if !stock.has_due(now) || !may_expire(ctx) {
-        return false;
+/// The time a decision may return due holds at: now, when this server may return them.
+pub fn due_now(ctx: &Ctx<'_>) -> Option<u64> {
+    may_expire(ctx).then(now_ms)
+}
+
+/// Announces holds a decision returned (`fence_core::cart::decide`), and indexes the stock.
+pub fn announce(ctx: &Ctx<'_>, key: &mut Key<'_>, expired: Vec<Expired>) {
+    if expired.is_empty() {
+        return;
     }
-    let expired = stock.expire_buyer_due(buyer, now);
-    let any = !expired.is_empty();
+    let name = key.name();
     apply(ctx, name, key, expired);
     if let Some(stock) = key.stock() {
         track(ctx, name.bytes(), stock, false);
     }
-    any
 }
 
 /// Announces returned holds: each one's effect (`FENCE.ENTRY … expired`), the `expire` events
