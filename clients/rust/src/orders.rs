@@ -62,6 +62,14 @@ pub struct OrderEvent {
     pub request_id: Option<String>,
     /// The fencing token, when the deduction had one.
     pub fence: Option<u64>,
+    /// For a `deduct` entry of a cart (`STOCK.CART … EVENTS`): the number of items in the
+    /// cart; `None` for any other entry.
+    pub cart: Option<u32>,
+    /// For a `deduct` entry of a cart: this item's index in the cart, from 1. A cart appends
+    /// one `deduct` entry per item, all with the cart's request id, so a cart's order is
+    /// `(request_id, item)` (or `(request_id, sku)`), not the request id alone; its `refund`
+    /// and `expire` entries carry no item: match them by `(request_id, sku)`.
+    pub item: Option<u32>,
     /// The stream entry id.
     pub entry: String,
 }
@@ -82,12 +90,16 @@ impl OrderEvent {
             remaining: text("remaining").and_then(|v| v.parse().ok()),
             request_id: text("id"),
             fence: text("fence").and_then(|v| v.parse().ok()),
+            cart: text("cart").and_then(|v| v.parse().ok()),
+            item: text("item").and_then(|v| v.parse().ok()),
             entry: entry.to_string(),
         }
     }
 
     /// A unique key for the order: the request id, or `entry:<stream id>` for a deduction
-    /// made without one.
+    /// made without one. Unique per `deduct` entry as long as a request id names one stock's
+    /// order in the stream: the items of a cart share their cart's request id (tell them
+    /// apart by [`item`](OrderEvent::item) or [`sku`](OrderEvent::sku)).
     pub fn order_key(&self) -> String {
         match &self.request_id {
             Some(id) => id.clone(),
@@ -391,6 +403,16 @@ mod tests {
             (Some(2), Some(8), Some(99))
         );
         assert_eq!(e.order_key(), "o-1");
+        assert_eq!((e.cart, e.item), (None, None));
+        // A cart's item.
+        let mut item = fields.clone();
+        item.insert("cart".into(), bulk("3"));
+        item.insert("item".into(), bulk("2"));
+        let e = OrderEvent::from_fields("1-5", &item);
+        assert_eq!(
+            (e.cart, e.item, e.order_key()),
+            (Some(3), Some(2), "o-1".into())
+        );
         let bare: HashMap<String, Value> = [("type".to_string(), bulk("deduct"))].into();
         let e = OrderEvent::from_fields("1-3", &bare);
         assert_eq!(e.order_key(), "entry:1-3");
