@@ -455,6 +455,36 @@ pub fn parse_cart_keys<'a>(
     Ok((keys.to_vec(), id))
 }
 
+/// A cart refund as `STOCK.CART.REFUND` reads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CartRefundArgs<'a> {
+    pub keys: Vec<&'a [u8]>,
+    pub id: &'a [u8],
+    pub events: Option<Events>,
+    /// Where in the words (after the command name) the options begin.
+    pub options_at: usize,
+}
+
+/// Parses `numkeys key [key ...] request-id [EVENTS stream-key [MAXLEN [~|=] n]]` (the words
+/// after `STOCK.CART.REFUND`).
+pub fn parse_cart_refund<'a>(words: &[&'a [u8]]) -> Result<CartRefundArgs<'a>, FenceError> {
+    let (&first, rest) = words.split_first().ok_or(FenceError::NumKeys)?;
+    let n = parse_numkeys(first, rest.len().saturating_sub(1), 1)?;
+    let (keys, tail) = rest.split_at_checked(n).ok_or(FenceError::NumKeys)?;
+    let (&id, options) = tail.split_first().ok_or(FenceError::NumKeys)?;
+    if let Some(key) = repeated(keys.iter().copied()) {
+        return Err(FenceError::RepeatedKey(printable(key)));
+    }
+    let id = parse_name(id, Name::RequestId, i64::MAX)?;
+    let events = parse_refund_options(options)?;
+    Ok(CartRefundArgs {
+        keys: keys.to_vec(),
+        id,
+        events,
+        options_at: 2 + n,
+    })
+}
+
 /// Where a cart command's keys are among the words after its name, for Redis's key-position
 /// requests: never fails (garbage reports no key, or the keys the words do hold).
 /// `pairs`: `STOCK.CART` (key quantity pairs, then an `EVENTS` stream); else keys in a row.
@@ -473,6 +503,13 @@ pub fn cart_key_positions(words: &[&[u8]], pairs: bool) -> Vec<usize> {
         .map(|i| 1 + step * i)
         .filter(|&p| p <= rest.len())
         .collect();
+    if !pairs {
+        // A refund's `EVENTS` stream, after the request id.
+        let at = 2 + n;
+        if let Some(Ok(Some(e))) = words.get(at..).map(parse_refund_options) {
+            out.push(at + e.key_index);
+        }
+    }
     if pairs {
         let at = 1 + 2 * n;
         if let Some(option_words) = words.get(at..) {
@@ -868,6 +905,19 @@ mod tests {
         assert_eq!(
             cart_key_positions(&[b"2", b"a", b"b", b"o"], false),
             vec![1, 2]
+        );
+        let refund: Vec<&[u8]> = vec![b"2", b"a", b"b", b"o", b"EVENTS", b"s"];
+        assert_eq!(cart_key_positions(&refund, false), vec![1, 2, 5]);
+        let r = parse_cart_refund(&refund).unwrap();
+        assert_eq!((r.keys.len(), r.id, r.options_at), (2, &b"o"[..], 4));
+        assert_eq!(r.events.map(|e| e.key_index), Some(1));
+        assert_eq!(
+            parse_cart_refund(&[b"1", b"a", b"o", b"X"]).map(|_| ()),
+            Err(FenceError::UnknownOption("X".into()))
+        );
+        assert_eq!(
+            parse_cart_refund(&[b"2", b"a", b"o"]).map(|_| ()),
+            Err(FenceError::NumKeys)
         );
         // Garbage never fails: it reports what the words hold.
         for garbage in [

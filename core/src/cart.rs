@@ -9,6 +9,7 @@
 //! before it.
 
 use crate::error::{printable, CartCode, FenceError};
+use crate::ledger::Value;
 use crate::stock::{Bounds, Deduct, DeductRequest, Expired, Snapshot, Stock};
 
 /// Whether the ledgers of a cart's stocks hold a request id.
@@ -152,9 +153,24 @@ pub fn deduct_all(
     }
 }
 
+/// A cart refund made: what each stock gave back, and each stock's state before it (to take the
+/// refund back with `undo_refunds`).
+#[derive(Debug)]
+pub struct Refunded {
+    pub back: Vec<i64>,
+    pub before: Vec<(Snapshot, Option<Value>)>,
+}
+
+/// Takes back a refund `refund_all` made (its events could not be added, say).
+pub fn undo_refunds(stocks: &mut [&mut Stock], before: &[(Snapshot, Option<Value>)], id: &[u8]) {
+    for (stock, (snapshot, old)) in stocks.iter_mut().zip(before).rev() {
+        stock.restore(*snapshot, Some((id, *old)));
+    }
+}
+
 /// Refunds request `id` on every stock, or on none: what each gave back (0 for an item
 /// already refunded or expired). A refund that would pass 2^63-1 takes back those before it.
-pub fn refund_all(stocks: &mut [&mut Stock], id: &[u8]) -> Result<Vec<i64>, FenceError> {
+pub fn refund_all(stocks: &mut [&mut Stock], id: &[u8]) -> Result<Refunded, FenceError> {
     let mut done = Vec::with_capacity(stocks.len());
     let mut back = Vec::with_capacity(stocks.len());
     let mut failure = None;
@@ -172,12 +188,10 @@ pub fn refund_all(stocks: &mut [&mut Stock], id: &[u8]) -> Result<Vec<i64>, Fenc
         }
     }
     if let Some(e) = failure {
-        for (stock, (snapshot, old)) in stocks.iter_mut().zip(&done).rev() {
-            stock.restore(*snapshot, Some((id, *old)));
-        }
+        undo_refunds(stocks, &done, id);
         return Err(e);
     }
-    Ok(back)
+    Ok(Refunded { back, before: done })
 }
 
 /// Confirms request `id` on every stock, or on none: refused with the first ended item's
@@ -277,8 +291,12 @@ mod tests {
         );
         // Refunded on all at once; a second refund gives nothing.
         let mut refs: Vec<&mut Stock> = stocks.iter_mut().collect();
-        assert_eq!(refund_all(&mut refs, b"o1"), Ok(vec![1, 1, 9]));
-        assert_eq!(refund_all(&mut refs, b"o1"), Ok(vec![0, 0, 0]));
+        let r = refund_all(&mut refs, b"o1").map(|r| r.back);
+        assert_eq!(r, Ok(vec![1, 1, 9]));
+        assert_eq!(
+            refund_all(&mut refs, b"o1").map(|r| r.back),
+            Ok(vec![0, 0, 0])
+        );
         assert_eq!(
             stocks.iter().map(|s| s.available).collect::<Vec<_>>(),
             vec![5, 1, 9]
@@ -403,7 +421,23 @@ mod tests {
         assert_eq!(stocks[1].add(i64::MAX - 4), Ok(i64::MAX));
         let before = stocks.clone();
         let mut refs: Vec<&mut Stock> = stocks.iter_mut().collect();
-        assert_eq!(refund_all(&mut refs, b"o1"), Err(FenceError::Overflow));
+        assert_eq!(
+            refund_all(&mut refs, b"o1").map(|r| r.back),
+            Err(FenceError::Overflow)
+        );
+        assert_eq!(stocks, before);
+        // A refund made and taken back.
+        stocks[1] = Stock::new(5);
+        let mut stocks = vec![Stock::new(5), Stock::new(5)];
+        assert_eq!(
+            run(&mut stocks, &[1, 1], cart(b"o2")).outcome,
+            Ok(vec![4, 4])
+        );
+        let before = stocks.clone();
+        let mut refs: Vec<&mut Stock> = stocks.iter_mut().collect();
+        let r = refund_all(&mut refs, b"o2").expect("refunded");
+        assert_eq!(r.back, vec![1, 1]);
+        undo_refunds(&mut refs, &r.before, b"o2");
         assert_eq!(stocks, before);
     }
 }

@@ -499,7 +499,7 @@ proptest! {
                 let avail: Vec<i64> = refs.iter().map(|s| s.available).collect();
                 let p = presence(&refs.iter().map(|s| Some(&**s)).collect::<Vec<_>>(), &idb);
                 if p == Presence::All {
-                    let back = refund_all(&mut refs, &idb);
+                    let back = refund_all(&mut refs, &idb).map(|r| r.back);
                     prop_assert!(back.is_ok());
                     let back = back.unwrap_or_default();
                     for ((s, a), b) in refs.iter().zip(&avail).zip(&back) {

@@ -4,7 +4,9 @@
 //! the items already decided, so no key changes. The items' effects are propagated together,
 //! which Redis wraps in one MULTI/EXEC: no replica and no AOF ever holds part of a cart.
 
-use fence_core::args::{cart_key_positions, parse_cart, parse_cart_keys, CartArgs};
+use fence_core::args::{
+    cart_key_positions, parse_cart, parse_cart_keys, parse_cart_refund, CartArgs, Decimal,
+};
 use fence_core::cart::{self, Presence};
 use fence_core::error::{printable, CartCode, FenceError};
 use fence_core::stats;
@@ -222,49 +224,113 @@ fn cart_events<'c>(
     Ok(batch)
 }
 
-/// Opens a cart's keys for `STOCK.CART.REFUND` / `STOCK.CART.CONFIRM`, returns each one's due
-/// hold of `id` first, and checks the id is in every ledger or none.
+/// Opens a cart's keys (positions 2 to `n` + 1) for `STOCK.CART.REFUND` / `STOCK.CART.CONFIRM`,
+/// returns each one's due hold of `id` first, and checks the id is in every ledger or none.
 fn open_cart<'k>(
     ctx: &Ctx<'k>,
     args: &Args<'k>,
-    command: &'static str,
-) -> Result<(Vec<Key<'k>>, &'k [u8], bool), FenceError> {
-    if args.len() < 4 {
-        return Err(FenceError::Arity(command));
-    }
-    let words = args.tail(1);
-    let (names, id) = parse_cart_keys(&words, command)?;
-    let mut keys = open_all(ctx, args, (0..names.len()).map(|i| 2 + i), false)?;
+    n: usize,
+    id: &[u8],
+) -> Result<(Vec<Key<'k>>, bool), FenceError> {
+    let mut keys = open_all(ctx, args, (0..n).map(|i| 2 + i), false)?;
     for key in keys.iter_mut() {
         if key.kind() == Kind::Stock {
             holds::before_decision(ctx, key.name(), key, id);
         }
     }
     let all = all_or_none(&keys, id)?;
-    Ok((keys, id, all))
+    Ok((keys, all))
 }
 
-/// `STOCK.CART.REFUND numkeys key [key ...] request-id` → the quantity each stock got back.
+/// `STOCK.CART.REFUND numkeys key [key ...] request-id [EVENTS stream-key [MAXLEN [~|=] n]]` →
+/// the quantity each stock got back.
 pub fn refund(ctx: &Ctx<'_>, args: &Args<'_>) -> CommandResult {
     if let Some(reported) = report(ctx, args, false) {
         return Ok(reported);
     }
-    let (mut keys, id, all) = open_cart(ctx, args, "stock.cart.refund")?;
+    if args.len() < 4 {
+        return Err(FenceError::Arity("stock.cart.refund"));
+    }
+    let words = args.tail(1);
+    let parsed = parse_cart_refund(&words)?;
+    let (mut keys, all) = open_cart(ctx, args, parsed.keys.len(), parsed.id)?;
     if !all {
         return Ok(Reply::Ints(vec![0; keys.len()]));
     }
-    let back = {
+    for key in keys.iter_mut() {
+        holds::before_write(ctx, key.name(), key, None);
+    }
+    let mut stream = match parsed.events {
+        Some(e) => Some(events::open(ctx, args, 1 + parsed.options_at, e)?),
+        None => None,
+    };
+    let id = parsed.id;
+    let refunded = {
         let mut stocks: Vec<&mut Stock> = keys.iter_mut().filter_map(Key::stock_mut).collect();
         cart::refund_all(&mut stocks, id)?
     };
-    for (key, quantity) in keys.iter_mut().zip(&back) {
+    let batch = match &mut stream {
+        Some(stream) => match refund_events(ctx, stream, &keys, id, &refunded.back) {
+            Ok(batch) => Some(batch),
+            Err(e) => {
+                let mut stocks: Vec<&mut Stock> =
+                    keys.iter_mut().filter_map(Key::stock_mut).collect();
+                cart::undo_refunds(&mut stocks, &refunded.before, id);
+                return Err(e);
+            }
+        },
+        None => None,
+    };
+    for (key, quantity) in keys.iter_mut().zip(&refunded.back) {
         if *quantity > 0 {
             announce_entry(ctx, key, id);
             ctx.notify(c"stock.refund", key.name());
             stats::REFUNDS.incr();
         }
     }
-    Ok(Reply::Ints(back))
+    if let (Some(stream), Some(batch)) = (&mut stream, batch) {
+        stream.publish(ctx, batch);
+    }
+    Ok(Reply::Ints(refunded.back))
+}
+
+/// One `refund` event per item that gave units back (with `cart` and `item`), all in one
+/// batch, or none when the stream cannot take them all.
+fn refund_events<'c>(
+    ctx: &Ctx<'c>,
+    stream: &mut Stream<'_>,
+    keys: &[Key<'_>],
+    id: &[u8],
+    back: &[i64],
+) -> Result<Batch<'c>, FenceError> {
+    let entries = back.iter().filter(|q| **q > 0).count();
+    if entries > 1 && !stream.has_room(ctx, entries as u64) {
+        return Err(FenceError::StreamFull);
+    }
+    let mut batch = Batch::new();
+    let n = Decimal::new(i64::try_from(keys.len()).unwrap_or(i64::MAX));
+    for (i, (key, quantity)) in keys.iter().zip(back).enumerate() {
+        if *quantity == 0 {
+            continue;
+        }
+        let remaining = key.stock().map_or(0, |s| s.available);
+        let (q, r) = (Decimal::new(*quantity), Decimal::new(remaining));
+        let item = Decimal::new(i64::try_from(i + 1).unwrap_or(i64::MAX));
+        let fields: [(&[u8], &[u8]); 7] = [
+            (b"type", b"refund"),
+            (b"sku", key.name().bytes()),
+            (b"id", id),
+            (b"quantity", q.as_bytes()),
+            (b"remaining", r.as_bytes()),
+            (b"cart", n.as_bytes()),
+            (b"item", item.as_bytes()),
+        ];
+        if let Err(e) = stream.add(ctx, &mut batch, &fields) {
+            stream.undo(batch);
+            return Err(e);
+        }
+    }
+    Ok(batch)
 }
 
 /// Replicates request `id`'s entry of an open stock as it stands and signals the key.
@@ -283,7 +349,12 @@ pub fn confirm(ctx: &Ctx<'_>, args: &Args<'_>) -> CommandResult {
     if let Some(reported) = report(ctx, args, false) {
         return Ok(reported);
     }
-    let (mut keys, id, all) = open_cart(ctx, args, "stock.cart.confirm")?;
+    if args.len() < 4 {
+        return Err(FenceError::Arity("stock.cart.confirm"));
+    }
+    let words = args.tail(1);
+    let (names, id) = parse_cart_keys(&words, "stock.cart.confirm")?;
+    let (mut keys, all) = open_cart(ctx, args, names.len(), id)?;
     if !all {
         return Ok(Reply::Int(0));
     }

@@ -229,9 +229,15 @@ pub const DOCS: &[Doc] = &[
         complexity: c"O(N) for N items",
         arity: -4,
         access: KeyAccess::Update,
-        events_key: false,
+        events_key: true,
         numkeys: true,
-        args: &[integer(c"numkeys"), key(), string(c"request-id")],
+        args: &[
+            integer(c"numkeys"),
+            key(),
+            string(c"request-id"),
+            option(c"stream-key", c"EVENTS", ArgKind::Key),
+            option(c"count", c"MAXLEN", ArgKind::Integer),
+        ],
     },
     Doc {
         name: c"STOCK.CART.CONFIRM",
