@@ -426,7 +426,11 @@ pub fn parse_cart<'a>(words: &[&'a [u8]]) -> Result<CartArgs<'a>, FenceError> {
             max: MAX_OPTION_WORDS,
         });
     }
-    let options = parse_deduct_options(option_words)?;
+    // Without `ID`, that is the error (not what `HOLD` or `BUYER` would need it for).
+    let options = parse_deduct_options(option_words).map_err(|e| match e {
+        FenceError::HoldNeedsId | FenceError::BuyerNeedsId => FenceError::CartNeedsId,
+        e => e,
+    })?;
     let id = options.id.ok_or(FenceError::CartNeedsId)?;
     Ok(CartArgs {
         items,
@@ -485,9 +489,22 @@ pub fn parse_cart_refund<'a>(words: &[&'a [u8]]) -> Result<CartRefundArgs<'a>, F
     })
 }
 
+/// Where `STOCK.CART.CONFIRM`'s keys are (keys in a row, no option): as `cart_key_positions`.
+pub fn cart_confirm_key_positions(words: &[&[u8]]) -> Vec<usize> {
+    let mut out = cart_key_positions(words, false);
+    let n = words
+        .first()
+        .and_then(|w| parse_i64(w))
+        .and_then(|n| usize::try_from(n).ok())
+        .unwrap_or(0);
+    out.retain(|&p| p <= n);
+    out
+}
+
 /// Where a cart command's keys are among the words after its name, for Redis's key-position
 /// requests: never fails (garbage reports no key, or the keys the words do hold).
-/// `pairs`: `STOCK.CART` (key quantity pairs, then an `EVENTS` stream); else keys in a row.
+/// `pairs`: `STOCK.CART` (key quantity pairs, then an `EVENTS` stream); else keys in a row
+/// (`STOCK.CART.REFUND`: then its `EVENTS` stream after the request id).
 pub fn cart_key_positions(words: &[&[u8]], pairs: bool) -> Vec<usize> {
     let Some((&first, rest)) = words.split_first() else {
         return Vec::new();
@@ -859,10 +876,8 @@ mod tests {
                 FenceError::RepeatedKey("a".into()),
             ),
             (&[b"1", b"a", b"1"], FenceError::CartNeedsId),
-            (
-                &[b"1", b"a", b"1", b"BUYER", b"u"],
-                FenceError::BuyerNeedsId,
-            ),
+            (&[b"1", b"a", b"1", b"BUYER", b"u"], FenceError::CartNeedsId),
+            (&[b"1", b"a", b"1", b"HOLD", b"5"], FenceError::CartNeedsId),
             (
                 &[b"1", b"a", b"1", b"X"],
                 FenceError::UnknownOption("X".into()),
@@ -908,6 +923,7 @@ mod tests {
         );
         let refund: Vec<&[u8]> = vec![b"2", b"a", b"b", b"o", b"EVENTS", b"s"];
         assert_eq!(cart_key_positions(&refund, false), vec![1, 2, 5]);
+        assert_eq!(cart_confirm_key_positions(&refund), vec![1, 2]);
         let r = parse_cart_refund(&refund).unwrap();
         assert_eq!((r.keys.len(), r.id, r.options_at), (2, &b"o"[..], 4));
         assert_eq!(r.events.map(|e| e.key_index), Some(1));

@@ -5,7 +5,8 @@
 //! which Redis wraps in one MULTI/EXEC: no replica and no AOF ever holds part of a cart.
 
 use fence_core::args::{
-    cart_key_positions, parse_cart, parse_cart_keys, parse_cart_refund, CartArgs, Decimal,
+    cart_confirm_key_positions, cart_key_positions, parse_cart, parse_cart_keys, parse_cart_refund,
+    CartArgs, Decimal,
 };
 use fence_core::cart::{self, Presence};
 use fence_core::error::{printable, CartCode, FenceError};
@@ -19,14 +20,24 @@ use crate::services::eviction;
 use crate::services::holds;
 use crate::services::streams::{Batch, Stream};
 
+/// Which cart command reports its keys.
+#[derive(Clone, Copy)]
+enum Form {
+    Cart,
+    Refund,
+    Confirm,
+}
+
 /// Reports a cart command's keys to Redis (cluster routing, ACL key patterns, `COMMAND
 /// GETKEYS`); None when this is not a key-position request.
-fn report(ctx: &Ctx<'_>, args: &Args<'_>, pairs: bool) -> Option<Reply> {
+fn report(ctx: &Ctx<'_>, args: &Args<'_>, form: Form) -> Option<Reply> {
     let words = args.tail(1);
-    let positions: Vec<usize> = cart_key_positions(&words, pairs)
-        .into_iter()
-        .map(|p| p + 1)
-        .collect();
+    let positions = match form {
+        Form::Cart => cart_key_positions(&words, true),
+        Form::Refund => cart_key_positions(&words, false),
+        Form::Confirm => cart_confirm_key_positions(&words),
+    };
+    let positions: Vec<usize> = positions.into_iter().map(|p| p + 1).collect();
     ctx.report_keys(&positions).map(Reply::KeysReported)
 }
 
@@ -85,7 +96,7 @@ fn all_or_none(keys: &[Key<'_>], id: &[u8]) -> Result<bool, FenceError> {
 /// `STOCK.CART numkeys key quantity [key quantity ...] ID request-id [BUYER buyer-id] [HOLD ms]
 /// [FENCE token] [EVENTS stream-key [MAXLEN [~|=] n]]` → the quantity left in each stock.
 pub fn cart(ctx: &Ctx<'_>, args: &Args<'_>) -> CommandResult {
-    if let Some(reported) = report(ctx, args, true) {
+    if let Some(reported) = report(ctx, args, Form::Cart) {
         return Ok(reported);
     }
     if args.len() < 6 {
@@ -245,7 +256,7 @@ fn open_cart<'k>(
 /// `STOCK.CART.REFUND numkeys key [key ...] request-id [EVENTS stream-key [MAXLEN [~|=] n]]` →
 /// the quantity each stock got back.
 pub fn refund(ctx: &Ctx<'_>, args: &Args<'_>) -> CommandResult {
-    if let Some(reported) = report(ctx, args, false) {
+    if let Some(reported) = report(ctx, args, Form::Refund) {
         return Ok(reported);
     }
     if args.len() < 4 {
@@ -254,16 +265,19 @@ pub fn refund(ctx: &Ctx<'_>, args: &Args<'_>) -> CommandResult {
     let words = args.tail(1);
     let parsed = parse_cart_refund(&words)?;
     let (mut keys, all) = open_cart(ctx, args, parsed.keys.len(), parsed.id)?;
-    if !all {
-        return Ok(Reply::Ints(vec![0; keys.len()]));
-    }
     for key in keys.iter_mut() {
-        holds::before_write(ctx, key.name(), key, None);
+        if key.kind() == Kind::Stock {
+            holds::before_write(ctx, key.name(), key, None);
+        }
     }
+    // A stream of another type is refused as `STOCK.REFUND` refuses it, known id or not.
     let mut stream = match parsed.events {
         Some(e) => Some(events::open(ctx, args, 1 + parsed.options_at, e)?),
         None => None,
     };
+    if !all {
+        return Ok(Reply::Ints(vec![0; keys.len()]));
+    }
     let id = parsed.id;
     let refunded = {
         let mut stocks: Vec<&mut Stock> = keys.iter_mut().filter_map(Key::stock_mut).collect();
@@ -346,7 +360,7 @@ fn announce_entry(ctx: &Ctx<'_>, key: &mut Key<'_>, id: &[u8]) {
 /// `STOCK.CART.CONFIRM numkeys key [key ...] request-id` → 1 (every item confirmed now or
 /// already), 0 (no stock knows the id), or the first ended item's `EXPIRED` / `REFUNDED`.
 pub fn confirm(ctx: &Ctx<'_>, args: &Args<'_>) -> CommandResult {
-    if let Some(reported) = report(ctx, args, false) {
+    if let Some(reported) = report(ctx, args, Form::Confirm) {
         return Ok(reported);
     }
     if args.len() < 4 {

@@ -11,6 +11,7 @@ const fn key() -> DocArg {
         name: c"key",
         kind: ArgKind::Key,
         token: None,
+        optional: false,
     }
 }
 
@@ -19,6 +20,7 @@ const fn string(name: &'static CStr) -> DocArg {
         name,
         kind: ArgKind::String,
         token: None,
+        optional: false,
     }
 }
 
@@ -27,6 +29,7 @@ const fn integer(name: &'static CStr) -> DocArg {
         name,
         kind: ArgKind::Integer,
         token: None,
+        optional: false,
     }
 }
 
@@ -35,6 +38,17 @@ const fn option(name: &'static CStr, token: &'static CStr, kind: ArgKind) -> Doc
         name,
         kind,
         token: Some(token),
+        optional: true,
+    }
+}
+
+/// An argument after its token that may not be left out (a cart's `ID`).
+const fn required(name: &'static CStr, token: &'static CStr, kind: ArgKind) -> DocArg {
+    DocArg {
+        name,
+        kind,
+        token: Some(token),
+        optional: false,
     }
 }
 
@@ -215,7 +229,7 @@ pub const DOCS: &[Doc] = &[
             integer(c"numkeys"),
             key(),
             integer(c"quantity"),
-            option(c"request-id", c"ID", ArgKind::String),
+            required(c"request-id", c"ID", ArgKind::String),
             option(c"buyer-id", c"BUYER", ArgKind::String),
             option(c"ms", c"HOLD", ArgKind::Integer),
             option(c"token", c"FENCE", ArgKind::Integer),

@@ -127,8 +127,10 @@ pub enum ArgKind {
 pub struct DocArg {
     pub name: &'static CStr,
     pub kind: ArgKind,
-    /// The option word before it (`WAIT`, `ID`, ...), for an optional argument.
+    /// The option word before it (`WAIT`, `ID`, ...).
     pub token: Option<&'static CStr>,
+    /// Whether it may be left out (every option but a cart's `ID`).
+    pub optional: bool,
 }
 
 /// What a command does to its key (key spec flags).
@@ -242,7 +244,7 @@ pub fn set_docs(ctx: &Ctx<'_>, docs: &[Doc]) -> usize {
                     _ => -1,
                 };
                 arg.token = a.token.map_or(ptr::null(), CStr::as_ptr);
-                arg.flags = if a.token.is_some() {
+                arg.flags = if a.optional {
                     raw::REDISMODULE_CMD_ARG_OPTIONAL as c_int
                 } else {
                     0
