@@ -3066,3 +3066,148 @@ fn a_replica_gets_every_cart_whole() {
         assert_err_ctx(run(&mut r, &args), "READONLY", format!("{args:?}"));
     }
 }
+
+/// More holds due at once than one command returns, the buyer's own among the rest: they come
+/// back before anything is decided and before the call's stream is opened. So a cart refused
+/// afterwards (its stream full) leaves the master and its replica alike, and a stream the
+/// buyer's expiry recreates (after a DEL) takes the cart's events after the expiry's, with no
+/// second handle on it (which crashed the server). Each case in one MULTI, so the timer cannot
+/// return a hold before the cart finds it due.
+#[test]
+fn a_buyer_s_due_holds_come_back_before_the_cart_is_decided_on_master_and_replica() {
+    let master = Server::start_with(&[
+        "--enable-debug-command",
+        "yes",
+        "--repl-diskless-sync-delay",
+        "0",
+    ]);
+    let replica = start_replica(&master);
+    wait_for_sync(&master, &replica, SYNC);
+    let mut m = master.conn();
+    let run = |m: &mut Connection, stock: &str, stream: &str, prepare: &[&str]| {
+        okay(call(m, &["STOCK.SET", stock, "5000", "LIMIT", "1"]));
+        okay(call(m, &["MULTI"]));
+        for i in 0..1_100 {
+            let (id, buyer) = (format!("o{i}"), format!("b{i}"));
+            call(
+                m,
+                &[
+                    "STOCK.DEDUCT",
+                    stock,
+                    "1",
+                    "ID",
+                    &id,
+                    "BUYER",
+                    &buyer,
+                    "HOLD",
+                    "100",
+                ],
+            )
+            .expect("QUEUED");
+        }
+        call(
+            m,
+            &[
+                "STOCK.DEDUCT",
+                stock,
+                "1",
+                "ID",
+                "u1",
+                "BUYER",
+                "u",
+                "HOLD",
+                "100",
+                "EVENTS",
+                stream,
+            ],
+        )
+        .expect("QUEUED");
+        call(m, prepare).expect("QUEUED");
+        call(m, &["DEBUG", "SLEEP", "0.3"]).expect("QUEUED");
+        call(
+            m,
+            &[
+                "STOCK.CART",
+                "1",
+                stock,
+                "1",
+                "ID",
+                "u2",
+                "BUYER",
+                "u",
+                "EVENTS",
+                stream,
+            ],
+        )
+        .expect("QUEUED");
+        call(m, &["STOCK.BUYER", stock, "u"]).expect("QUEUED");
+        call(m, &["EXEC"])
+    };
+    // The cart's stream is at its last id: the cart is refused, u's hold came back all the same.
+    let replies = run(
+        &mut m,
+        "{b}:full",
+        "{b}:ev-full",
+        &[
+            "XADD",
+            "{b}:ev-full",
+            "18446744073709551615-18446744073709551615",
+            "f",
+            "v",
+        ],
+    );
+    // (The client reports the transaction's one error reply, the cart's.)
+    let refused = replies.expect_err("the cart is refused");
+    assert!(refused.to_string().contains("exhausted"), "{refused}");
+    assert_eq!(
+        state(&mut m, "{b}:full", "u1"),
+        "expired",
+        "u's due hold is back"
+    );
+    assert_eq!(int(call(&mut m, &["STOCK.BUYER", "{b}:full", "u"])), 0);
+    assert_eq!(
+        call(&mut m, &["STOCK.REQUEST", "{b}:full", "u2"]),
+        Ok(Value::Nil)
+    );
+    // The cart's stream was deleted: u's expiry recreates it, then the cart adds to it.
+    let Ok(Value::Array(replies)) = run(&mut m, "{b}:gone", "{b}:ev-gone", &["DEL", "{b}:ev-gone"])
+    else {
+        panic!("EXEC")
+    };
+    let tail = &replies[replies.len() - 2..];
+    assert!(matches!(&tail[0], Value::Array(_)), "{:?}", tail[0]);
+    assert_eq!(tail[1], Value::Int(1), "u bought again");
+    let Ok(Value::Array(entries)) = call(&mut m, &["XRANGE", "{b}:ev-gone", "-", "+"]) else {
+        panic!("XRANGE")
+    };
+    let types: Vec<String> = entries
+        .iter()
+        .filter_map(|e| match e {
+            Value::Array(parts) => match parts.get(1) {
+                Some(Value::Array(fields)) => fields.get(1).map(text),
+                _ => None,
+            },
+            _ => None,
+        })
+        .collect();
+    assert_eq!(types, vec!["expire".to_string(), "deduct".to_string()]);
+    call(&mut m, &["PING"]).expect("the server is alive");
+    // The replica applied exactly what the master did.
+    assert!(wait_until(SYNC, || {
+        let mut r = replica.conn();
+        let held = |c: &mut Connection, k: &str| sinfo(c, k)["held"];
+        held(&mut m, "{b}:full") == 0
+            && held(&mut r, "{b}:full") == 0
+            && held(&mut m, "{b}:gone") == 0
+            && held(&mut r, "{b}:gone") == 0
+    }));
+    wait_for_sync(&master, &replica, SYNC);
+    let mut r = replica.conn();
+    assert_eq!(all_keys(&mut r), all_keys(&mut m));
+    assert_eq!(debug_digest(&mut r), debug_digest(&mut m), "DEBUG DIGEST");
+    for key in ["{b}:full", "{b}:gone"] {
+        assert_eq!(sinfo(&mut r, key), sinfo(&mut m, key), "{key}");
+    }
+    let errors = replication_errors(&replica.log());
+    assert!(errors.is_empty(), "{errors:?}");
+}

@@ -41,38 +41,34 @@ pub fn first_stale(stocks: &[&Stock], token: u64) -> Option<usize> {
     stocks.iter().position(|s| token < s.fence)
 }
 
-/// Decides one deduction: the state before it, what it decided, and the holds it returned
-/// first. With `due` (the time, when this server may return holds), a refusal for the buyer's
-/// limit is decided again once the buyer's own due holds are back, so the limit counts what
-/// the buyer holds now (more holds may be due than the caller returned before deciding).
+/// Decides one deduction: the state before it, and what it decided. (The caller returns the
+/// stock's due holds first, the buyer's all of them: `buyer_due`.)
 pub fn decide(
     stock: &mut Stock,
     request: DeductRequest<'_>,
     bounds: Bounds,
     admission: &Result<(), FenceError>,
-    due: Option<u64>,
-) -> (Snapshot, Result<Deduct, FenceError>, Vec<Expired>) {
+) -> (Snapshot, Result<Deduct, FenceError>) {
     let before = stock.snapshot();
     let outcome = stock.deduct_admitting(request, bounds, || admission.clone());
-    let (Err(FenceError::Limit { .. }), Some(buyer), Some(now)) = (&outcome, request.buyer, due)
-    else {
-        return (before, outcome, Vec::new());
-    };
-    let expired = stock.expire_buyer_due(buyer, now);
-    if expired.is_empty() {
-        return (before, outcome, expired);
-    }
-    let before = stock.snapshot();
-    let outcome = stock.deduct_admitting(request, bounds, || admission.clone());
-    (before, outcome, expired)
+    (before, outcome)
 }
 
-/// What deducting a cart decided: the quantity left in each stock, or the refusal; and, per
-/// stock, the holds returned on the way (to announce either way: they are returned).
+/// Before a deduction for `buyer` on a stock with a limit is decided: the buyer's holds due at
+/// `now` that are still stored as held (more came due at once than a command's first step
+/// returns), returned now, so the limit counts what the buyer holds now. Costs the number of
+/// due holds not yet returned, and nothing when none is left.
+pub fn buyer_due(stock: &mut Stock, buyer: &[u8], now: u64) -> Vec<Expired> {
+    if stock.limit == 0 || !stock.has_due(now) {
+        return Vec::new();
+    }
+    stock.expire_buyer_due(buyer, now)
+}
+
+/// What deducting a cart decided: the quantity left in each stock, or the refusal.
 #[derive(Debug)]
 pub struct Deducted {
     pub outcome: Result<Vec<i64>, FenceError>,
-    pub expired: Vec<Vec<Expired>>,
     /// Each stock's state before its item, to take the whole cart back (`take_back`).
     pub before: Vec<Snapshot>,
 }
@@ -86,7 +82,7 @@ pub fn take_back(stocks: &mut [&mut Stock], before: &[Snapshot], id: &[u8]) {
 
 /// Deducts `quantities[i]` from `stocks[i]`, each with `request`'s id, buyer, hold and fence,
 /// every one or none (`names[i]` for a refusal's message). Assumes the id step passed (no
-/// stock holds the id) and every token is fresh. Checks each item in order; the first refusal
+/// stock holds the id), every token is fresh, and due holds were returned (`buyer_due`). Checks each item in order; the first refusal
 /// takes back the items before it and is answered `<CODE> <index> <key>` (`SOLDOUT`,
 /// `LEDGERFULL`, `LIMIT`), or as `STOCK.DEDUCT` would answer it.
 pub fn deduct_all(
@@ -96,11 +92,9 @@ pub fn deduct_all(
     request: DeductRequest<'_>,
     bounds: Bounds,
     admissions: &[Result<(), FenceError>],
-    due: Option<u64>,
 ) -> Deducted {
     let mut done: Vec<Snapshot> = Vec::with_capacity(stocks.len());
     let mut left = Vec::with_capacity(stocks.len());
-    let mut expired = Vec::with_capacity(stocks.len());
     let mut failure = None;
     for (i, stock) in stocks.iter_mut().enumerate() {
         let request = DeductRequest {
@@ -108,8 +102,7 @@ pub fn deduct_all(
             ..request
         };
         let admission = admissions.get(i).cloned().unwrap_or(Ok(()));
-        let (before, outcome, returned) = decide(stock, request, bounds, &admission, due);
-        expired.push(returned);
+        let (before, outcome) = decide(stock, request, bounds, &admission);
         let item = |code| FenceError::CartItem {
             code,
             index: i + 1,
@@ -137,18 +130,15 @@ pub fn deduct_all(
             break;
         }
     }
-    expired.resize_with(stocks.len(), Vec::new);
     if let Some(refusal) = failure {
         take_back(stocks, &done, request.id.unwrap_or_default());
         return Deducted {
             outcome: Err(refusal),
-            expired,
             before: Vec::new(),
         };
     }
     Deducted {
         outcome: Ok(left),
-        expired,
         before: done,
     }
 }
@@ -255,7 +245,6 @@ mod tests {
             request,
             bounds(),
             &admissions,
-            Some(0),
         )
     }
 
@@ -339,7 +328,6 @@ mod tests {
             cart(b"o2"),
             full,
             &[Ok(()), Ok(())],
-            None,
         );
         assert_eq!(
             d.outcome,
@@ -360,7 +348,6 @@ mod tests {
             cart(b"o2"),
             bounds(),
             &[Ok(()), Err(risk.clone())],
-            None,
         );
         assert_eq!(d.outcome, Err(risk));
         assert_eq!(stocks, before);

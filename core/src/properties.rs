@@ -522,7 +522,7 @@ proptest! {
                 }
                 let before: Vec<Stock> = refs.iter().map(|s| (**s).clone()).collect();
                 let admissions = vec![Ok(()); width];
-                let d = deduct_all(&mut refs, &names[..width], &quantities[..width], request, bounds, &admissions, None);
+                let d = deduct_all(&mut refs, &names[..width], &quantities[..width], request, bounds, &admissions);
                 match d.outcome {
                     Ok(left) => {
                         for ((s, b), (l, q)) in refs.iter().zip(&before).zip(left.iter().zip(&quantities)) {

@@ -111,7 +111,12 @@ pub fn cart(ctx: &Ctx<'_>, args: &Args<'_>) -> CommandResult {
     // Due holds come back first, so every decision sees every unit for sale.
     for (key, (_, quantity)) in keys.iter_mut().zip(&parsed.items) {
         holds::before_write(ctx, key.name(), key, Some(*quantity));
+        if let Some(buyer) = options.buyer {
+            holds::before_buyer(ctx, key, buyer);
+        }
     }
+    // Opened once no more holds come back in this call (an expiry announced on the same
+    // stream would create it under another handle).
     let mut stream = match options.events {
         Some(e) => Some(events::open(ctx, args, 1 + parsed.options_at, e)?),
         None => None,
@@ -143,7 +148,6 @@ pub fn cart(ctx: &Ctx<'_>, args: &Args<'_>) -> CommandResult {
         hold,
         buyer: options.buyer,
     };
-    let due = holds::due_now(ctx);
     let decided = {
         let mut stocks: Vec<&mut Stock> = keys.iter_mut().filter_map(Key::stock_mut).collect();
         cart::deduct_all(
@@ -153,12 +157,8 @@ pub fn cart(ctx: &Ctx<'_>, args: &Args<'_>) -> CommandResult {
             request,
             bounds(),
             &admissions,
-            due,
         )
     };
-    for (key, expired) in keys.iter_mut().zip(decided.expired) {
-        holds::announce(ctx, key, expired);
-    }
     let before = decided.before;
     let left = match decided.outcome {
         Ok(left) => left,

@@ -434,6 +434,11 @@ pub fn deduct(ctx: &Ctx<'_>, args: &Args<'_>) -> CommandResult {
             // Due holds come back first (their own stream entries included), so the decision
             // sees every unit that is for sale; then the call's own EVENTS stream is opened.
             holds::before_write(ctx, name, &mut key, Some(quantity));
+            if let Some(buyer) = options.buyer {
+                holds::before_buyer(ctx, &mut key, buyer);
+            }
+            // Opened once no more holds come back in this call (an expiry announced on the
+            // same stream would create it under another handle).
             let mut stream = match options.events {
                 Some(e) => Some(events::open(ctx, args, 3, e)?),
                 None => None,
@@ -450,7 +455,7 @@ pub fn deduct(ctx: &Ctx<'_>, args: &Args<'_>) -> CommandResult {
                 hold,
                 buyer: options.buyer,
             };
-            let (before, outcome) = decide(ctx, &mut key, request, &admission)?;
+            let (before, outcome) = decide(&mut key, request, &admission)?;
             let Some(stock) = key.stock_mut() else {
                 return Err(FenceError::WrongType);
             };
@@ -510,23 +515,16 @@ pub(super) fn bounds() -> Bounds {
     }
 }
 
-/// Decides a deduction on an open stock (its due holds returned; `fence_core::cart::decide`)
-/// and announces the holds the decision returned: the state before it, and what it decided.
+/// Decides a deduction on an open stock (its due holds returned; `fence_core::cart::decide`):
+/// the state before it, and what it decided.
 fn decide(
-    ctx: &Ctx<'_>,
     key: &mut Key<'_>,
     request: DeductRequest<'_>,
     admission: &Result<(), FenceError>,
 ) -> Result<(Snapshot, Result<Deduct, FenceError>), FenceError> {
-    let due = holds::due_now(ctx);
-    let Some((before, outcome, expired)) = key
-        .stock_mut()
-        .map(|s| cart::decide(s, request, bounds(), admission, due))
-    else {
-        return Err(FenceError::WrongType);
-    };
-    holds::announce(ctx, key, expired);
-    Ok((before, outcome))
+    key.stock_mut()
+        .map(|s| cart::decide(s, request, bounds(), admission))
+        .ok_or(FenceError::WrongType)
 }
 
 /// `STOCK.REFUND key request-id [EVENTS stream-key [MAXLEN [~|=] n]]` → the quantity returned

@@ -24,6 +24,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use fence_core::args::Decimal;
+use fence_core::cart::buyer_due;
 use fence_core::clock::now_us;
 use fence_core::stats;
 use fence_core::stock::{ExpireStream, Expired, Stock};
@@ -259,13 +260,17 @@ pub fn before_decision(ctx: &Ctx<'_>, name: RStr<'_>, key: &mut Key<'_>, id: &[u
     }
 }
 
-/// The time a decision may return due holds at: now, when this server may return them.
-pub fn due_now(ctx: &Ctx<'_>) -> Option<u64> {
-    may_expire(ctx).then(now_ms)
-}
-
-/// Announces holds a decision returned (`fence_core::cart::decide`), and indexes the stock.
-pub fn announce(ctx: &Ctx<'_>, key: &mut Key<'_>, expired: Vec<Expired>) {
+/// Before a deduction for `buyer` is decided (after `before_write`, and before the call's own
+/// `EVENTS` stream is opened): on a stock with a limit, the buyer's holds still due after the
+/// first step come back too (`fence_core::cart::buyer_due`), when this server may.
+pub fn before_buyer(ctx: &Ctx<'_>, key: &mut Key<'_>, buyer: &[u8]) {
+    if !may_expire(ctx) {
+        return;
+    }
+    let now = now_ms();
+    let Some(expired) = key.stock_mut().map(|s| buyer_due(s, buyer, now)) else {
+        return;
+    };
     if expired.is_empty() {
         return;
     }
