@@ -49,10 +49,17 @@ fn ids_at_the_limit(con: &mut Connection, max: usize) {
     for args in [
         vec!["STOCK.DEDUCT", &sku, "1", "ID", &over],
         vec!["STOCK.DEDUCT", &sku, "1", "FENCE", "1", "ID", &over],
+        vec!["STOCK.CART", "1", &sku, "1", "ID", &over],
     ] {
         assert_err_ctx(call(con, &args), &id_err, format!("{args:.3?}"));
     }
     assert_eq!(int(call(con, &["STOCK.REFUND", &sku, &over])), 0);
+    // A cart refund or confirmation reads any id: an unknown one matches nothing.
+    match call(con, &["STOCK.CART.REFUND", "1", &sku, &over]) {
+        Ok(Value::Array(v)) if v == [Value::Int(0)] => {}
+        other => panic!("STOCK.CART.REFUND of an over-long id: {other:?}"),
+    }
+    assert_eq!(int(call(con, &["STOCK.CART.CONFIRM", "1", &sku, &over])), 0);
     nil(call(con, &["STOCK.REQUEST", &sku, &over]));
     assert_eq!(
         digest(con),
@@ -89,6 +96,23 @@ fn ids_at_the_limit(con: &mut Connection, max: usize) {
     assert_eq!(int(call(con, &["STOCK.REQUEST", &sku, &exact])), 3);
     assert_eq!(int(call(con, &["STOCK.REFUND", &sku, &exact])), 3);
     assert_eq!(int(call(con, &["STOCK.REQUEST", &sku, &exact])), 0);
+    assert_eq!(stock(con, &sku), 10);
+    // A cart under an id of exactly the limit: placed, replayed, confirmed, refunded.
+    let cart_id = id_of(max, b'c');
+    for _ in 0..2 {
+        match call(con, &["STOCK.CART", "1", &sku, "2", "ID", &cart_id]) {
+            Ok(Value::Array(v)) if v == [Value::Int(8)] => {}
+            other => panic!("STOCK.CART with an id of {max} bytes: {other:?}"),
+        }
+    }
+    assert_eq!(
+        int(call(con, &["STOCK.CART.CONFIRM", "1", &sku, &cart_id])),
+        1
+    );
+    match call(con, &["STOCK.CART.REFUND", "1", &sku, &cart_id]) {
+        Ok(Value::Array(v)) if v == [Value::Int(2)] => {}
+        other => panic!("STOCK.CART.REFUND with an id of {max} bytes: {other:?}"),
+    }
     assert_eq!(stock(con, &sku), 10);
 }
 
@@ -186,6 +210,21 @@ fn the_ledger_bound_is_enforced_exactly_at_its_limit() {
         assert_err(
             call(&mut con, &["STOCK.DEDUCT", &sku, "1", "ID", "one-too-many"]),
             &full,
+        );
+        // A cart names the item whose ledger is full.
+        let cart_full = FenceError::CartItem {
+            code: CartCode::LedgerFull,
+            index: 1,
+            key: printable(sku.as_bytes()),
+        }
+        .message()
+        .into_owned();
+        assert_err(
+            call(
+                &mut con,
+                &["STOCK.CART", "1", &sku, "999999999", "ID", "one-too-many"],
+            ),
+            &cart_full,
         );
         assert_err(
             call(
@@ -325,6 +364,8 @@ fn out_of_memory_refuses_growing_writes_whole_and_serves_the_rest() {
         &["STOCK.DEDUCT", "sku", "1", "ID", "order-3", "BUYER", "b"],
         &["STOCK.DEDUCT", "sku", "1", "FENCE", &t_held.to_string()],
         &["STOCK.DEDUCT", "plain", "1"],
+        &["STOCK.CART", "1", "sku", "1", "ID", "order-3"],
+        &["STOCK.CART", "1", "sku", "1", "ID", "order-1"],
     ];
     for args in refused {
         assert_err_ctx(call(&mut con, args), OOM, format!("{args:?}"));
@@ -361,6 +402,19 @@ fn out_of_memory_refuses_growing_writes_whole_and_serves_the_rest() {
     );
     assert_eq!(int(call(&mut con, &["STOCK.REFUND", "sku", "order-1"])), 2);
     assert_eq!(stock(&mut con, "sku"), 97);
+    // A cart's confirmation and refund are never refused for memory either.
+    assert_eq!(
+        int(call(
+            &mut con,
+            &["STOCK.CART.CONFIRM", "1", "sku", "order-2"]
+        )),
+        1
+    );
+    assert_eq!(
+        call(&mut con, &["STOCK.CART.REFUND", "1", "sku", "order-2"]).unwrap(),
+        Value::Array(vec![Value::Int(3)])
+    );
+    assert_eq!(stock(&mut con, "sku"), 100);
     assert_eq!(
         int(call(&mut con, &["LOCK.RELEASE", "lock:held", "holder"])),
         1
@@ -380,7 +434,7 @@ fn out_of_memory_refuses_growing_writes_whole_and_serves_the_rest() {
             &mut con,
             &["STOCK.DEDUCT", "sku", "1", "ID", "order-3"]
         )),
-        96
+        99
     );
 }
 
@@ -413,6 +467,9 @@ fn every_command<'a>(lock: &'a str, sku: &'a str) -> Vec<Vec<&'a str>> {
             "buyer-1",
         ],
         vec!["STOCK.BUYER", sku, "buyer-1"],
+        vec!["STOCK.CART", "1", sku, "1", "ID", "cart-1"],
+        vec!["STOCK.CART.CONFIRM", "1", sku, "cart-1"],
+        vec!["STOCK.CART.REFUND", "1", sku, "cart-1"],
         vec!["STOCK.SET", sku, "5", "LIMIT", "3"],
         // Last of the stock commands: the limit cleared, so later deductions need no BUYER.
         vec!["STOCK.LIMIT", sku, "0"],
@@ -434,6 +491,9 @@ const WRITES: &[&str] = &[
     "STOCK.REFUND",
     "STOCK.CONFIRM",
     "STOCK.LIMIT",
+    "STOCK.CART",
+    "STOCK.CART.REFUND",
+    "STOCK.CART.CONFIRM",
     "FENCE.LOCK",
     "FENCE.STOCK",
     "FENCE.ENTRY",
@@ -459,7 +519,8 @@ fn acl_key_patterns_hold_for_every_module_command() {
     );
     let module_cmds = "+LOCK.ACQUIRE +LOCK.RENEW +LOCK.RELEASE +LOCK.STATUS +STOCK.SET \
                        +STOCK.ADD +STOCK.GET +STOCK.DEDUCT +STOCK.REFUND +STOCK.REQUEST \
-                       +STOCK.INFO +STOCK.CONFIRM +STOCK.LIMIT +STOCK.BUYER +FENCE.LOCK \
+                       +STOCK.INFO +STOCK.CONFIRM +STOCK.LIMIT +STOCK.BUYER +STOCK.CART \
+                       +STOCK.CART.REFUND +STOCK.CART.CONFIRM +FENCE.LOCK \
                        +FENCE.STOCK +FENCE.ENTRY +FENCE.EXPIRESTREAM +FENCE.LIMIT";
     let users: [(&str, String); 3] = [
         ("all", "on >pw ~orders:* +@all".to_string()),

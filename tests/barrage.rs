@@ -49,6 +49,9 @@ const COMMANDS: &[&str] = &[
     "STOCK.CONFIRM",
     "STOCK.LIMIT",
     "STOCK.BUYER",
+    "STOCK.CART",
+    "STOCK.CART.REFUND",
+    "STOCK.CART.CONFIRM",
     "FENCE.LOCK",
     "FENCE.STOCK",
     "FENCE.ENTRY",
@@ -265,7 +268,9 @@ impl Gen {
         match self.rng.random_range(0..20) {
             0..=5 => self.number(),
             6..=8 => {
-                let w = self.pick(&["ID", "FENCE", "WAIT", "KEEP", "RESET", "BUYER", "LIMIT"]);
+                let w = self.pick(&[
+                    "ID", "FENCE", "WAIT", "KEEP", "RESET", "BUYER", "LIMIT", "HOLD", "EVENTS",
+                ]);
                 self.any_case(w)
             }
             9..=10 => self.pick(&["o1", "o2", "o3", "order-1", "order-2"]).into(),
@@ -348,6 +353,51 @@ impl Gen {
                 v
             }
             "STOCK.REFUND" | "STOCK.REQUEST" => vec![sku, order],
+            "STOCK.CART" => {
+                let keys = self.cart_keys();
+                let mut v = vec![keys.len().to_string().into_bytes()];
+                for key in keys {
+                    v.push(key);
+                    v.push(self.rng.random_range(1..=5u32).to_string().into_bytes());
+                }
+                let mut opts = vec![vec![self.any_case("ID"), order]];
+                if self.rng.random_bool(0.4) {
+                    let t = self.tokens.last().copied().unwrap_or_else(now_us);
+                    opts.push(vec![self.any_case("FENCE"), t.to_string().into_bytes()]);
+                }
+                if self.rng.random_bool(0.4) {
+                    opts.push(vec![self.any_case("BUYER"), buyer]);
+                }
+                if self.rng.random_bool(0.3) {
+                    let ms = if self.rng.random_bool(0.5) {
+                        self.rng.random_range(1..=50u32)
+                    } else {
+                        60_000
+                    };
+                    opts.push(vec![self.any_case("HOLD"), ms.to_string().into_bytes()]);
+                }
+                if self.rng.random_bool(0.2) {
+                    opts.push(vec![
+                        self.any_case("EVENTS"),
+                        b"ev:cart".to_vec(),
+                        self.any_case("MAXLEN"),
+                        b"~".to_vec(),
+                        b"50".to_vec(),
+                    ]);
+                }
+                if self.rng.random_bool(0.5) {
+                    opts.reverse();
+                }
+                v.extend(opts.into_iter().flatten());
+                v
+            }
+            "STOCK.CART.REFUND" | "STOCK.CART.CONFIRM" => {
+                let keys = self.cart_keys();
+                let mut v = vec![keys.len().to_string().into_bytes()];
+                v.extend(keys);
+                v.push(order);
+                v
+            }
             "FENCE.LOCK" => vec![lock, owner, self.number(), self.number()],
             _ => vec![
                 sku,
@@ -372,6 +422,24 @@ impl Gen {
         v
     }
 
+    /// The keys of a cart: 1 to 3 distinct stocks mostly, now and then a plain string, a key
+    /// of another type or a key named twice.
+    fn cart_keys(&mut self) -> Vec<Vec<u8>> {
+        let n = self.rng.random_range(1..=3usize);
+        let mut keys: Vec<Vec<u8>> = Vec::new();
+        for _ in 0..n {
+            let key = match self.rng.random_range(0..20) {
+                0 => self.key(),
+                1 => keys.first().cloned().unwrap_or_else(|| self.key()),
+                _ => self.pick(&["sk:1", "sk:2", "sk:3"]).as_bytes().to_vec(),
+            };
+            if self.rng.random_range(0..10) == 0 || !keys.contains(&key) {
+                keys.push(key);
+            }
+        }
+        keys
+    }
+
     /// One argument vector, command name first.
     fn vector(&mut self) -> Vec<Vec<u8>> {
         let cmd = self.pick(COMMANDS);
@@ -379,8 +447,14 @@ impl Gen {
             self.shaped(cmd)
         } else {
             let arity = self.rng.random_range(0..=8);
+            // A cart's first word is numkeys: a small count now and then, garbage otherwise.
+            let counted = cmd.starts_with("STOCK.CART") && self.rng.random_bool(0.5);
             (0..arity)
-                .map(|i| if i == 0 { self.key() } else { self.arg() })
+                .map(|i| match i {
+                    0 if counted => self.rng.random_range(0..=4u32).to_string().into_bytes(),
+                    0 => self.key(),
+                    _ => self.arg(),
+                })
                 .collect()
         };
         if self.rng.random_range(0..1000) == 0 && args.len() > 1 {

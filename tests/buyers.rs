@@ -2508,3 +2508,84 @@ fn a_limit_counts_what_the_buyer_holds_when_more_holds_are_due_than_one_command_
         "{i:?}"
     );
 }
+
+/// The same backlog of due holds, on `STOCK.DEDUCT … EVENTS` whose stream was deleted: the
+/// buyer's expiry (announced on that stream) comes back before the deduction opens the stream,
+/// so the stream takes the expiry's entry, then the deduction's, under one handle (a second
+/// handle on a key created meanwhile crashed the server).
+#[test]
+fn a_buyer_s_due_hold_announced_on_a_deleted_stream_comes_back_before_the_deduction_opens_it() {
+    let s = server();
+    let mut con = s.conn();
+    okay(call(&mut con, &["STOCK.SET", "s", "100000", "LIMIT", "1"]));
+    okay(call(&mut con, &["MULTI"]));
+    for i in 0..1_200 {
+        let (id, buyer) = (format!("o{i}"), format!("b{i}"));
+        call(
+            &mut con,
+            &[
+                "STOCK.DEDUCT",
+                "s",
+                "1",
+                "ID",
+                &id,
+                "BUYER",
+                &buyer,
+                "HOLD",
+                "50",
+            ],
+        )
+        .expect("QUEUED");
+    }
+    for args in [
+        &["DEBUG", "SLEEP", "0.01"][..],
+        &[
+            "STOCK.DEDUCT",
+            "s",
+            "1",
+            "ID",
+            "u1",
+            "BUYER",
+            "u",
+            "HOLD",
+            "50",
+            "EVENTS",
+            "ev",
+        ],
+        &["DEL", "ev"],
+        &["DEBUG", "SLEEP", "0.1"],
+        &[
+            "STOCK.DEDUCT",
+            "s",
+            "1",
+            "ID",
+            "u2",
+            "BUYER",
+            "u",
+            "EVENTS",
+            "ev",
+        ],
+    ] {
+        call(&mut con, args).expect("QUEUED");
+    }
+    let Ok(Value::Array(replies)) = call(&mut con, &["EXEC"]) else {
+        panic!("EXEC")
+    };
+    assert!(matches!(replies.last(), Some(Value::Int(_))), "{replies:?}");
+    call(&mut con, &["PING"]).expect("the server is alive");
+    let Ok(Value::Array(entries)) = call(&mut con, &["XRANGE", "ev", "-", "+"]) else {
+        panic!("XRANGE")
+    };
+    let types: Vec<String> = entries
+        .iter()
+        .filter_map(|e| match e {
+            Value::Array(parts) => match parts.get(1) {
+                Some(Value::Array(fields)) => fields.get(1).map(text),
+                _ => None,
+            },
+            _ => None,
+        })
+        .collect();
+    assert_eq!(types, vec!["expire".to_string(), "deduct".to_string()]);
+    assert_eq!(units(&mut con, "s", "u"), 1);
+}

@@ -36,6 +36,15 @@ fn request(con: &mut impl ConnectionLike, key: &str, id: &str) -> Option<i64> {
     }
 }
 
+/// Whether any master holds `key`.
+fn exists_anywhere(cluster: &Cluster, key: &str) -> bool {
+    (0..6).any(|i| {
+        let mut con = cluster.node(i);
+        let _ = call(&mut con, &["READONLY"]);
+        matches!(call(&mut con, &["EXISTS", key]), Ok(Value::Int(1)))
+    })
+}
+
 /// Whether the module has a command (others add commands over time).
 fn has_command(con: &mut Connection, name: &str) -> bool {
     matches!(
@@ -62,7 +71,17 @@ fn ledger_size(con: &mut Connection, key: &str) -> Option<i64> {
 // 1. Routing
 // ---------------------------------------------------------------------------------------------
 
-/// Every LOCK.* and STOCK.* call, with its key in position 1: (arguments, readonly).
+/// The key a form of `command_forms` names: position 1, or 2 for a cart (after `numkeys`).
+fn form_key(args: &[String]) -> &String {
+    if args[0].starts_with("STOCK.CART") {
+        &args[2]
+    } else {
+        &args[1]
+    }
+}
+
+/// Every LOCK.* and STOCK.* call, with its key in position 1 (a cart of one item: after
+/// `numkeys`): (arguments, readonly).
 fn command_forms(lock: &str, stock: &str, token: &str) -> Vec<(Vec<String>, bool)> {
     let forms: Vec<(Vec<&str>, bool)> = vec![
         (vec!["LOCK.ACQUIRE", lock, "worker-1", "30000"], false),
@@ -104,6 +123,9 @@ fn command_forms(lock: &str, stock: &str, token: &str) -> Vec<(Vec<String>, bool
         (vec!["STOCK.REQUEST", stock, "order-3", "DETAIL"], true),
         (vec!["STOCK.REFUND", stock, "order-2"], false),
         (vec!["STOCK.INFO", stock], true),
+        (vec!["STOCK.CART", "1", stock, "1", "ID", "cart-1"], false),
+        (vec!["STOCK.CART.CONFIRM", "1", stock, "cart-1"], false),
+        (vec!["STOCK.CART.REFUND", "1", stock, "cart-1"], false),
     ];
     forms
         .into_iter()
@@ -144,7 +166,11 @@ fn every_command_routes_to_the_master_that_owns_its_key_without_hash_tags() {
         let mut cmd = redis::cmd("COMMAND");
         cmd.arg("GETKEYS").arg(args);
         let keys: Vec<String> = cmd.query(&mut direct[0]).expect("COMMAND GETKEYS");
-        assert_eq!(keys, vec![args[1].clone()], "COMMAND GETKEYS {args:?}");
+        assert_eq!(
+            keys,
+            vec![form_key(args).clone()],
+            "COMMAND GETKEYS {args:?}"
+        );
     }
 
     // Plain names spread over the three masters.
@@ -241,6 +267,21 @@ fn every_command_routes_to_the_master_that_owns_its_key_without_hash_tags() {
         assert_eq!(int(call(&mut cc, &["STOCK.REFUND", stock, "order-4"])), 2);
         assert_eq!(int(call(&mut cc, &["STOCK.BUYER", stock, "buyer-1"])), 0);
         assert_eq!(int(call(&mut cc, &["STOCK.LIMIT", stock, "0"])), 1);
+        // A cart of this one stock: placed, replayed, confirmed, refunded.
+        for _ in 0..2 {
+            assert_eq!(
+                call(&mut cc, &["STOCK.CART", "1", stock, "1", "ID", "cart-1"]).unwrap(),
+                Value::Array(vec![Value::Int(106)])
+            );
+        }
+        assert_eq!(
+            int(call(&mut cc, &["STOCK.CART.CONFIRM", "1", stock, "cart-1"])),
+            1
+        );
+        assert_eq!(
+            call(&mut cc, &["STOCK.CART.REFUND", "1", stock, "cart-1"]).unwrap(),
+            Value::Array(vec![Value::Int(1)])
+        );
         assert_eq!(int(call(&mut cc, &["STOCK.GET", stock])), 107);
         if has_info {
             assert!(matches!(
@@ -325,6 +366,162 @@ fn every_command_routes_to_the_master_that_owns_its_key_without_hash_tags() {
     );
     assert_eq!(common::stock(&mut cc, stock), 107);
     assert_eq!(request(&mut cc, stock, "order-x"), None);
+
+    // Carts: COMMAND GETKEYS names every key (and the stream); a cart whose keys share a hash
+    // tag runs through the cluster client on the tag's master; one across slots is CROSSSLOT.
+    for (args, keys) in [
+        (
+            vec![
+                "STOCK.CART",
+                "2",
+                "a",
+                "1",
+                "b",
+                "1",
+                "ID",
+                "o",
+                "EVENTS",
+                "ev",
+            ],
+            vec!["a", "b", "ev"],
+        ),
+        (
+            vec!["STOCK.CART.REFUND", "2", "a", "b", "o"],
+            vec!["a", "b"],
+        ),
+        (
+            vec!["STOCK.CART.REFUND", "2", "a", "b", "o", "EVENTS", "ev"],
+            vec!["a", "b", "ev"],
+        ),
+        (
+            vec!["STOCK.CART.CONFIRM", "2", "a", "b", "o"],
+            vec!["a", "b"],
+        ),
+    ] {
+        let mut cmd = redis::cmd("COMMAND");
+        cmd.arg("GETKEYS").arg(&args);
+        let got: Vec<String> = cmd.query(&mut direct[0]).expect("COMMAND GETKEYS");
+        assert_eq!(got, keys, "COMMAND GETKEYS {args:?}");
+    }
+    let sale = ["{sale}:phone", "{sale}:case", "{sale}:charger"];
+    let orders = "{sale}:orders";
+    let sale_slot = cluster.keyslot(sale[0]);
+    let sale_owner = topology.owner[sale_slot];
+    for key in sale {
+        okay(call(&mut cc, &["STOCK.SET", key, "10"]));
+    }
+    let cart_args = |id: &'static str| -> Vec<&str> {
+        vec![
+            "STOCK.CART",
+            "3",
+            sale[0],
+            "1",
+            sale[1],
+            "2",
+            sale[2],
+            "3",
+            "ID",
+            id,
+            "HOLD",
+            HELD_MS,
+            "EVENTS",
+            orders,
+        ]
+    };
+    for _ in 0..2 {
+        assert_eq!(
+            call(&mut cc, &cart_args("cart-7")).unwrap(),
+            Value::Array(vec![Value::Int(9), Value::Int(8), Value::Int(7)]),
+            "a cart with one hash tag through the cluster client (and its replay)"
+        );
+    }
+    let confirm = [
+        "STOCK.CART.CONFIRM",
+        "3",
+        sale[0],
+        sale[1],
+        sale[2],
+        "cart-7",
+    ];
+    assert_eq!(int(call(&mut cc, &confirm)), 1);
+    // Sent to another node directly: MOVED to the tag's master.
+    let moved = format!("MOVED {sale_slot} {}", cluster.addr(sale_owner));
+    for &m in &topology.masters {
+        if m != sale_owner {
+            assert_eq!(err(call(&mut direct[m], &cart_args("cart-8"))), moved);
+            assert_eq!(err(call(&mut direct[m], &confirm)), moved);
+        }
+    }
+    assert_eq!(
+        call(
+            &mut cc,
+            &[
+                "STOCK.CART.REFUND",
+                "3",
+                sale[0],
+                sale[1],
+                sale[2],
+                "cart-7",
+                "EVENTS",
+                orders
+            ]
+        )
+        .unwrap(),
+        Value::Array(vec![Value::Int(1), Value::Int(2), Value::Int(3)])
+    );
+    let entries: Vec<Value> = match call(&mut direct[sale_owner], &["XRANGE", orders, "-", "+"]) {
+        Ok(Value::Array(entries)) => entries,
+        other => panic!("XRANGE {orders}: {other:?}"),
+    };
+    assert_eq!(
+        entries.len(),
+        6,
+        "3 deduct and 3 refund entries: {entries:?}"
+    );
+    for key in sale.iter().chain([&orders]) {
+        expected_keys
+            .entry(sale_owner)
+            .or_default()
+            .push(key.to_string());
+    }
+    // Across slots: refused by Redis itself, nothing changes.
+    let other = (0..100)
+        .map(|i| format!("other:{i}"))
+        .find(|k| cluster.keyslot(k) != sale_slot)
+        .expect("a key in another slot");
+    let before: Vec<i64> = sale.iter().map(|k| common::stock(&mut cc, k)).collect();
+    assert_eq!(before, [10, 10, 10]);
+    for args in [
+        vec!["STOCK.CART", "2", sale[0], "1", &other, "1", "ID", "cart-9"],
+        vec![
+            "STOCK.CART",
+            "2",
+            sale[0],
+            "1",
+            sale[1],
+            "1",
+            "ID",
+            "cart-9",
+            "EVENTS",
+            &other,
+        ],
+        vec!["STOCK.CART.REFUND", "2", sale[0], &other, "cart-7"],
+        vec![
+            "STOCK.CART.REFUND",
+            "1",
+            sale[0],
+            "cart-7",
+            "EVENTS",
+            &other,
+        ],
+        vec!["STOCK.CART.CONFIRM", "2", &other, sale[0], "cart-7"],
+    ] {
+        assert_err_ctx(call(&mut cc, &args), "CROSSSLOT", format!("{args:?}"));
+    }
+    let after: Vec<i64> = sale.iter().map(|k| common::stock(&mut cc, k)).collect();
+    assert_eq!(after, before);
+    assert_eq!(request(&mut cc, sale[0], "cart-9"), None);
+    assert!(!exists_anywhere(&cluster, &other));
 
     // Each master holds exactly the keys it owns.
     for &m in &topology.masters {

@@ -240,6 +240,27 @@ fn wrong_arity_for_every_command() {
             "STOCK.BUYER",
             vec![vec![], vec!["sk"], vec!["sk", "b", "x"]],
         ),
+        // At least `numkeys key quantity ID request-id`; the other errors of carts (numkeys,
+        // a missing ID, …) are in tests/carts.rs.
+        (
+            "STOCK.CART",
+            vec![
+                vec![],
+                vec!["1"],
+                vec!["1", "sk"],
+                vec!["1", "sk", "1"],
+                vec!["1", "sk", "1", "ID"],
+            ],
+        ),
+        // At least `numkeys key request-id`.
+        (
+            "STOCK.CART.REFUND",
+            vec![vec![], vec!["1"], vec!["1", "sk"]],
+        ),
+        (
+            "STOCK.CART.CONFIRM",
+            vec![vec![], vec!["1"], vec!["1", "sk"]],
+        ),
     ];
     for (name, arg_lists) in cases {
         for rest in arg_lists {

@@ -229,6 +229,98 @@ fn command_docs_and_info_describe_every_command() {
             other => panic!("COMMAND GETKEYS {name}: {other:?}"),
         }
     }
+    // The cart commands: `numkeys` keys from position 2, which the commands report themselves
+    // (COMMAND INFO says the keys move), every one of them found by COMMAND GETKEYS.
+    let carts = [
+        (
+            "STOCK.CART",
+            -6,
+            vec![
+                "numkeys",
+                "key",
+                "quantity",
+                "request-id",
+                "buyer-id",
+                "ms",
+                "token",
+                "stream-key",
+                "count",
+            ],
+            vec!["STOCK.CART", "2", "k1", "1", "k2", "1", "ID", "r"],
+        ),
+        (
+            "STOCK.CART.REFUND",
+            -4,
+            vec!["numkeys", "key", "request-id", "stream-key", "count"],
+            vec!["STOCK.CART.REFUND", "2", "k1", "k2", "r"],
+        ),
+        (
+            "STOCK.CART.CONFIRM",
+            -4,
+            vec!["numkeys", "key", "request-id"],
+            vec!["STOCK.CART.CONFIRM", "2", "k1", "k2", "r"],
+        ),
+    ];
+    for (name, arity, args, example) in carts {
+        let docs = call(&mut con, &["COMMAND", "DOCS", name]).expect("COMMAND DOCS");
+        let Value::Array(pair) = &docs else {
+            panic!("{docs:?}")
+        };
+        assert_eq!(pair.len(), 2, "COMMAND DOCS {name}: {docs:?}");
+        let doc = docs_map(&pair[1]);
+        assert!(!text(&doc["summary"]).is_empty(), "{name} has no summary");
+        assert!(
+            !text(&doc["complexity"]).is_empty(),
+            "{name} has no complexity"
+        );
+        assert_eq!(text(&doc["module"]), "fence");
+        let Value::Array(arg_list) = &doc["arguments"] else {
+            panic!("{name} arguments")
+        };
+        let names: Vec<String> = arg_list
+            .iter()
+            .map(|a| text(&docs_map(a)["name"]))
+            .collect();
+        assert_eq!(names, args, "{name} arguments");
+        let info = call(&mut con, &["COMMAND", "INFO", name]).expect("COMMAND INFO");
+        let Value::Array(outer) = &info else {
+            panic!("{info:?}")
+        };
+        let Value::Array(fields) = &outer[0] else {
+            panic!("{info:?}")
+        };
+        assert_eq!(fields[1], Value::Int(arity), "{name} arity");
+        let flags = format!("{:?}", fields[2]);
+        assert!(
+            flags.contains("movablekeys") && flags.contains("write"),
+            "{name}: {flags}"
+        );
+        let mut getkeys = vec!["COMMAND", "GETKEYS"];
+        getkeys.extend(example.iter().copied());
+        match call(&mut con, &getkeys) {
+            Ok(Value::Array(keys)) => {
+                let keys: Vec<String> = keys.iter().map(text).collect();
+                assert_eq!(keys, ["k1", "k2"], "{name}");
+            }
+            other => panic!("COMMAND GETKEYS {name}: {other:?}"),
+        }
+    }
+    // STOCK.CART's ID is required (README: `… ID request-id [BUYER buyer-id] …`); the options
+    // after it are optional.
+    let docs = call(&mut con, &["COMMAND", "DOCS", "STOCK.CART"]).expect("docs");
+    let Value::Array(pair) = &docs else { panic!() };
+    let Value::Array(arg_list) = &docs_map(&pair[1])["arguments"] else {
+        panic!()
+    };
+    let id = docs_map(&arg_list[3]);
+    assert_eq!(text(&id["token"]), "ID");
+    let buyer = docs_map(&arg_list[4]);
+    assert_eq!(text(&buyer["token"]), "BUYER");
+    assert!(format!("{:?}", buyer["flags"]).contains("optional"));
+    assert!(
+        !id.contains_key("flags") || !format!("{:?}", id["flags"]).contains("optional"),
+        "COMMAND DOCS STOCK.CART shows the required ID as optional: {id:?}"
+    );
     // The options show their tokens and are optional.
     let docs = call(&mut con, &["COMMAND", "DOCS", "STOCK.DEDUCT"]).expect("docs");
     let Value::Array(pair) = &docs else { panic!() };
@@ -467,7 +559,15 @@ fn acl_category_fence_where_the_server_supports_it() {
     assert!(has_fence, "{id}: no @fence category in {cats:?}");
     let listed = call(&mut con, &["ACL", "CAT", "fence"]).expect("ACL CAT fence");
     let text = format!("{listed:?}").to_ascii_uppercase();
-    for cmd in ["LOCK.ACQUIRE", "LOCK.RELEASE", "STOCK.DEDUCT", "STOCK.INFO"] {
+    for cmd in [
+        "LOCK.ACQUIRE",
+        "LOCK.RELEASE",
+        "STOCK.DEDUCT",
+        "STOCK.INFO",
+        "STOCK.CART",
+        "STOCK.CART.REFUND",
+        "STOCK.CART.CONFIRM",
+    ] {
         assert!(text.contains(cmd), "{cmd} not in @fence: {listed:?}");
     }
     okay(call(

@@ -8,8 +8,9 @@
 //! earlier one; `--big-ledger-only` runs only it. `--holds-only` runs only the Holds section
 //! (expiry lateness, the longest timer firing, bytes per hold; `--holds N` holds),
 //! `--buyers-only` only the Purchase limits section (CPU per `BUYER` deduction against Lua,
-//! bytes per buyer) and `--instructions-only` only the instructions per call; they print and
-//! write nothing.
+//! bytes per buyer), `--carts-only` only the Carts section (CPU per 3-item `STOCK.CART`
+//! against Lua and three `STOCK.DEDUCT`s) and `--instructions-only` only the instructions per
+//! call; they print and write nothing.
 //!
 //! Every import points one way, main → scenarios → report and harness:
 //! - `harness`: the servers (fence-test-support's `Server`, with the bench's settings), the
@@ -30,7 +31,9 @@ mod scenarios;
 use harness::{info_field, progress, Res, BEGAN};
 use report::{svg_chart, ChartGroup};
 use scenarios::throughput::{GroupResult, KEYSPACE};
-use scenarios::{big_ledger, buyers, contended, hand_off, holds, memory, seckill, throughput};
+use scenarios::{
+    big_ledger, buyers, carts, contended, hand_off, holds, memory, seckill, throughput,
+};
 
 struct Options {
     rounds: usize,
@@ -41,6 +44,7 @@ struct Options {
     big_ledger: big_ledger::Options,
     holds: holds::Options,
     buyers: buyers::Options,
+    carts: carts::Options,
     out: PathBuf,
 }
 
@@ -90,6 +94,10 @@ fn run() -> Res<()> {
             rounds: if quick { 2 } else { 5 },
             cycle: if quick { 20_000 } else { 100_000 },
             buyers: if quick { 100_000 } else { 1_000_000 },
+        },
+        carts: carts::Options {
+            calls: if quick { 40_000 } else { 200_000 },
+            rounds: if quick { 2 } else { 5 },
         },
         out: root.join("bench/results"),
     };
@@ -169,6 +177,19 @@ fn run() -> Res<()> {
         );
         return Ok(());
     }
+    if std::env::args().any(|a| a == "--carts-only") {
+        // Only the Carts section, printed; results.md is left alone.
+        drop(con);
+        drop(server);
+        let mut section = String::new();
+        carts::carts(&module, pin, &opts.carts, &mut section)?;
+        println!("{section}");
+        eprintln!(
+            "bench: the Carts section took {:.0} s",
+            began.elapsed().as_secs_f64()
+        );
+        return Ok(());
+    }
     if std::env::args().any(|a| a == "--big-ledger-only") {
         // Only the Big ledger section: printed, and put in place of the one in results.md.
         drop(con);
@@ -227,6 +248,9 @@ fn run() -> Res<()> {
 
     buyers::buyers(&module, pin, &opts.buyers, &mut report)?;
     progress!("purchase limits done");
+
+    carts::carts(&module, pin, &opts.carts, &mut report)?;
+    progress!("carts done");
 
     big_ledger::big_ledger(&ledger_modules, pin, &opts.big_ledger, &mut report)?;
     progress!("big ledger done");

@@ -374,6 +374,172 @@ pub fn parse_refund_options(args: &[&[u8]]) -> Result<Option<Events>, FenceError
     }
 }
 
+/// A cart as `STOCK.CART` reads it: the items (key, quantity) in order, the options, and where
+/// in the words (after the command name) the options begin.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CartArgs<'a> {
+    pub items: Vec<(&'a [u8], i64)>,
+    pub options: DeductOptions<'a>,
+    /// The request id (`ID` is required).
+    pub id: &'a [u8],
+    pub options_at: usize,
+}
+
+/// `numkeys`: an integer from 1 to `MAX_CART_ITEMS`, with `per_key` words for each key among
+/// the `available` words after it.
+fn parse_numkeys(word: &[u8], available: usize, per_key: usize) -> Result<usize, FenceError> {
+    let n = parse_i64(word)
+        .filter(|n| (1..=crate::error::MAX_CART_ITEMS).contains(n))
+        .and_then(|n| usize::try_from(n).ok())
+        .ok_or(FenceError::NumKeys)?;
+    if n.saturating_mul(per_key) > available {
+        return Err(FenceError::NumKeys);
+    }
+    Ok(n)
+}
+
+/// The first key of `keys` that an earlier one repeats.
+fn repeated<'a>(keys: impl Iterator<Item = &'a [u8]>) -> Option<&'a [u8]> {
+    let mut seen = std::collections::HashSet::new();
+    keys.into_iter().find(|k| !seen.insert(*k))
+}
+
+/// Parses `numkeys key quantity [key quantity ...] ID request-id [BUYER b] [HOLD ms] [FENCE t]
+/// [EVENTS stream-key [MAXLEN [~|=] n]]` (the words after `STOCK.CART`). Checks, in order:
+/// numkeys, each quantity, a repeated key, the options (at most `MAX_OPTION_WORDS`), `ID`.
+pub fn parse_cart<'a>(words: &[&'a [u8]]) -> Result<CartArgs<'a>, FenceError> {
+    let (&first, rest) = words.split_first().ok_or(FenceError::NumKeys)?;
+    let n = parse_numkeys(first, rest.len(), 2)?;
+    let (pairs, option_words) = rest.split_at_checked(2 * n).ok_or(FenceError::NumKeys)?;
+    let items = pairs
+        .chunks_exact(2)
+        .map(|p| match p {
+            [key, quantity] => Ok((*key, parse_quantity(quantity, 1)?)),
+            _ => Err(FenceError::NumKeys),
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    if let Some(key) = repeated(items.iter().map(|(k, _)| *k)) {
+        return Err(FenceError::RepeatedKey(printable(key)));
+    }
+    if option_words.len() > MAX_OPTION_WORDS {
+        return Err(FenceError::TooManyOptions {
+            max: MAX_OPTION_WORDS,
+        });
+    }
+    // Without `ID`, that is the error (not what `HOLD` or `BUYER` would need it for).
+    let options = parse_deduct_options(option_words).map_err(|e| match e {
+        FenceError::HoldNeedsId | FenceError::BuyerNeedsId => FenceError::CartNeedsId,
+        e => e,
+    })?;
+    let id = options.id.ok_or(FenceError::CartNeedsId)?;
+    Ok(CartArgs {
+        items,
+        options,
+        id,
+        options_at: 1 + 2 * n,
+    })
+}
+
+/// Parses `numkeys key [key ...] request-id` (the words after `STOCK.CART.REFUND` or
+/// `STOCK.CART.CONFIRM`): the keys and the request id (not empty; any length).
+pub fn parse_cart_keys<'a>(
+    words: &[&'a [u8]],
+    command: &'static str,
+) -> Result<(Vec<&'a [u8]>, &'a [u8]), FenceError> {
+    let (&first, rest) = words.split_first().ok_or(FenceError::NumKeys)?;
+    let n = parse_numkeys(first, rest.len().saturating_sub(1), 1)?;
+    let (keys, tail) = rest.split_at_checked(n).ok_or(FenceError::NumKeys)?;
+    let [id] = tail else {
+        return Err(FenceError::Arity(command));
+    };
+    if let Some(key) = repeated(keys.iter().copied()) {
+        return Err(FenceError::RepeatedKey(printable(key)));
+    }
+    let id = parse_name(id, Name::RequestId, i64::MAX)?;
+    Ok((keys.to_vec(), id))
+}
+
+/// A cart refund as `STOCK.CART.REFUND` reads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CartRefundArgs<'a> {
+    pub keys: Vec<&'a [u8]>,
+    pub id: &'a [u8],
+    pub events: Option<Events>,
+    /// Where in the words (after the command name) the options begin.
+    pub options_at: usize,
+}
+
+/// Parses `numkeys key [key ...] request-id [EVENTS stream-key [MAXLEN [~|=] n]]` (the words
+/// after `STOCK.CART.REFUND`).
+pub fn parse_cart_refund<'a>(words: &[&'a [u8]]) -> Result<CartRefundArgs<'a>, FenceError> {
+    let (&first, rest) = words.split_first().ok_or(FenceError::NumKeys)?;
+    let n = parse_numkeys(first, rest.len().saturating_sub(1), 1)?;
+    let (keys, tail) = rest.split_at_checked(n).ok_or(FenceError::NumKeys)?;
+    let (&id, options) = tail.split_first().ok_or(FenceError::NumKeys)?;
+    if let Some(key) = repeated(keys.iter().copied()) {
+        return Err(FenceError::RepeatedKey(printable(key)));
+    }
+    let id = parse_name(id, Name::RequestId, i64::MAX)?;
+    let events = parse_refund_options(options)?;
+    Ok(CartRefundArgs {
+        keys: keys.to_vec(),
+        id,
+        events,
+        options_at: 2 + n,
+    })
+}
+
+/// Where `STOCK.CART.CONFIRM`'s keys are (keys in a row, no option): as `cart_key_positions`.
+pub fn cart_confirm_key_positions(words: &[&[u8]]) -> Vec<usize> {
+    let mut out = cart_key_positions(words, false);
+    let n = words
+        .first()
+        .and_then(|w| parse_i64(w))
+        .and_then(|n| usize::try_from(n).ok())
+        .unwrap_or(0);
+    out.retain(|&p| p <= n);
+    out
+}
+
+/// Where a cart command's keys are among the words after its name, for Redis's key-position
+/// requests: never fails (garbage reports no key, or the keys the words do hold).
+/// `pairs`: `STOCK.CART` (key quantity pairs, then an `EVENTS` stream); else keys in a row
+/// (`STOCK.CART.REFUND`: then its `EVENTS` stream after the request id).
+pub fn cart_key_positions(words: &[&[u8]], pairs: bool) -> Vec<usize> {
+    let Some((&first, rest)) = words.split_first() else {
+        return Vec::new();
+    };
+    let Some(n) = parse_i64(first)
+        .filter(|n| (1..=crate::error::MAX_CART_ITEMS).contains(n))
+        .and_then(|n| usize::try_from(n).ok())
+    else {
+        return Vec::new();
+    };
+    let step = if pairs { 2 } else { 1 };
+    let mut out: Vec<usize> = (0..n)
+        .map(|i| 1 + step * i)
+        .filter(|&p| p <= rest.len())
+        .collect();
+    if !pairs {
+        // A refund's `EVENTS` stream, after the request id.
+        let at = 2 + n;
+        if let Some(Ok(Some(e))) = words.get(at..).map(parse_refund_options) {
+            out.push(at + e.key_index);
+        }
+    }
+    if pairs {
+        let at = 1 + 2 * n;
+        if let Some(option_words) = words.get(at..) {
+            if let Ok(o) = parse_deduct_options(option_words) {
+                if let Some(e) = o.events {
+                    out.push(at + e.key_index);
+                }
+            }
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -686,5 +852,101 @@ mod tests {
             parse_set_options(&[b"X", b"1"]),
             Err(FenceError::UnknownOption("X".into()))
         );
+    }
+
+    #[test]
+    fn carts() {
+        let w: Vec<&[u8]> = vec![b"2", b"a", b"1", b"b", b"3", b"ID", b"o", b"EVENTS", b"s"];
+        let c = parse_cart(&w).unwrap();
+        assert_eq!(c.items, vec![(&b"a"[..], 1), (&b"b"[..], 3)]);
+        assert_eq!((c.id, c.options_at), (&b"o"[..], 5));
+        assert_eq!(cart_key_positions(&w, true), vec![1, 3, 8]);
+        let cases: &[(&[&[u8]], FenceError)] = &[
+            (&[], FenceError::NumKeys),
+            (&[b"0", b"a", b"1", b"ID", b"o"], FenceError::NumKeys),
+            (&[b"257"], FenceError::NumKeys),
+            (&[b"x", b"a", b"1"], FenceError::NumKeys),
+            (&[b"2", b"a", b"1", b"ID"], FenceError::NumKeys),
+            (
+                &[b"1", b"a", b"0", b"ID", b"o"],
+                FenceError::Quantity { min: 1 },
+            ),
+            (
+                &[b"2", b"a", b"1", b"a", b"1", b"ID", b"o"],
+                FenceError::RepeatedKey("a".into()),
+            ),
+            (&[b"1", b"a", b"1"], FenceError::CartNeedsId),
+            (&[b"1", b"a", b"1", b"BUYER", b"u"], FenceError::CartNeedsId),
+            (&[b"1", b"a", b"1", b"HOLD", b"5"], FenceError::CartNeedsId),
+            (
+                &[b"1", b"a", b"1", b"X"],
+                FenceError::UnknownOption("X".into()),
+            ),
+        ];
+        for (words, want) in cases {
+            assert_eq!(
+                parse_cart(words).as_ref().map(|_| ()),
+                Err(want),
+                "{words:?}"
+            );
+        }
+        let mut long: Vec<&[u8]> = vec![b"1", b"a", b"1"];
+        long.extend(std::iter::repeat_n(&b"x"[..], 17));
+        assert_eq!(
+            parse_cart(&long).map(|_| ()),
+            Err(FenceError::TooManyOptions { max: 16 })
+        );
+        // Keys in a row, then the id.
+        assert_eq!(
+            parse_cart_keys(&[b"2", b"a", b"b", b"o"], "x"),
+            Ok((vec![&b"a"[..], b"b"], &b"o"[..]))
+        );
+        assert_eq!(
+            parse_cart_keys(&[b"2", b"a", b"b"], "x"),
+            Err(FenceError::NumKeys)
+        );
+        assert_eq!(
+            parse_cart_keys(&[b"1", b"a", b"o", b"p"], "x"),
+            Err(FenceError::Arity("x"))
+        );
+        assert_eq!(
+            parse_cart_keys(&[b"2", b"a", b"a", b"o"], "x"),
+            Err(FenceError::RepeatedKey("a".into()))
+        );
+        assert_eq!(
+            parse_cart_keys(&[b"1", b"a", b""], "x"),
+            Err(FenceError::EmptyName(Name::RequestId))
+        );
+        assert_eq!(
+            cart_key_positions(&[b"2", b"a", b"b", b"o"], false),
+            vec![1, 2]
+        );
+        let refund: Vec<&[u8]> = vec![b"2", b"a", b"b", b"o", b"EVENTS", b"s"];
+        assert_eq!(cart_key_positions(&refund, false), vec![1, 2, 5]);
+        assert_eq!(cart_confirm_key_positions(&refund), vec![1, 2]);
+        let r = parse_cart_refund(&refund).unwrap();
+        assert_eq!((r.keys.len(), r.id, r.options_at), (2, &b"o"[..], 4));
+        assert_eq!(r.events.map(|e| e.key_index), Some(1));
+        assert_eq!(
+            parse_cart_refund(&[b"1", b"a", b"o", b"X"]).map(|_| ()),
+            Err(FenceError::UnknownOption("X".into()))
+        );
+        assert_eq!(
+            parse_cart_refund(&[b"2", b"a", b"o"]).map(|_| ()),
+            Err(FenceError::NumKeys)
+        );
+        // Garbage never fails: it reports what the words hold.
+        for garbage in [
+            &[][..],
+            &[&b"-1"[..]],
+            &[b"99999999999999999999"],
+            &[b"256", b"a"],
+            &[b"3", b"a", b"1"],
+        ] {
+            let p = cart_key_positions(garbage, true);
+            assert!(p.iter().all(|&i| i < garbage.len()), "{garbage:?} {p:?}");
+            let p = cart_key_positions(garbage, false);
+            assert!(p.iter().all(|&i| i < garbage.len()), "{garbage:?} {p:?}");
+        }
     }
 }

@@ -20,6 +20,57 @@ pub mod code {
     pub const REFUNDED: &str = "REFUNDED";
     /// A deduction that would take a buyer past the stock's limit per buyer.
     pub const LIMIT: &str = "LIMIT";
+    /// A cart item whose key does not exist.
+    pub const NOKEY: &str = "NOKEY";
+    /// A cart item whose stock's ledger is full.
+    pub const LEDGERFULL: &str = "LEDGERFULL";
+    /// A cart item whose stock has too few units.
+    pub const SOLDOUT: &str = "SOLDOUT";
+}
+
+/// The most items a cart holds.
+pub const MAX_CART_ITEMS: i64 = 256;
+
+/// `numkeys` outside 1..=`MAX_CART_ITEMS`, or more than the arguments hold.
+pub const NUMKEYS_RANGE: &str = "ERR numkeys must be an integer from 1 to 256";
+
+/// A cart without `ID`.
+pub const CART_NEEDS_ID: &str =
+    "ERR STOCK.CART needs ID: a cart is recorded in each stock's ledger under its request id";
+
+/// A key named twice in one cart.
+pub fn repeated_key(key: &str) -> String {
+    format!("ERR key {key} appears twice in the cart")
+}
+
+/// A request id that some of a cart's stocks know and others do not.
+pub fn partial_cart(id: &str, index: usize, key: &str) -> String {
+    format!(
+        "ERR request {id} is in the ledger of some of the cart's stocks only (item {index} \
+         {key} has it)"
+    )
+}
+
+/// Why a cart item was refused (`<CODE> <index> <key>`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CartCode {
+    NoKey,
+    Stale,
+    LedgerFull,
+    Limit,
+    SoldOut,
+}
+
+impl CartCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CartCode::NoKey => code::NOKEY,
+            CartCode::Stale => code::STALE,
+            CartCode::LedgerFull => code::LEDGERFULL,
+            CartCode::Limit => code::LIMIT,
+            CartCode::SoldOut => code::SOLDOUT,
+        }
+    }
 }
 
 /// Redis's standard reply for a key of the wrong type.
@@ -304,6 +355,23 @@ pub enum FenceError {
         has: i64,
         max: i64,
     },
+    /// A cart's `numkeys` out of range.
+    NumKeys,
+    /// A key named twice in a cart (as `printable` shows it).
+    RepeatedKey(String),
+    CartNeedsId,
+    /// A cart item refused: its code, index (from 1) and key (as `printable` shows it).
+    CartItem {
+        code: CartCode,
+        index: usize,
+        key: String,
+    },
+    /// A request id only some of a cart's stocks know; the first that does.
+    PartialCart {
+        id: String,
+        index: usize,
+        key: String,
+    },
 }
 
 impl FenceError {
@@ -345,6 +413,13 @@ impl FenceError {
             FenceError::BuyerRequired { limit } => buyer_required(*limit).into(),
             FenceError::BuyersFull { max } => buyers_full(*max).into(),
             FenceError::Limit { buyer, has, max } => limit_reached(buyer, *has, *max).into(),
+            FenceError::NumKeys => NUMKEYS_RANGE.into(),
+            FenceError::RepeatedKey(key) => repeated_key(key).into(),
+            FenceError::CartNeedsId => CART_NEEDS_ID.into(),
+            FenceError::CartItem { code, index, key } => {
+                format!("{} {index} {key}", code.as_str()).into()
+            }
+            FenceError::PartialCart { id, index, key } => partial_cart(id, *index, key).into(),
         }
     }
 }
@@ -431,6 +506,29 @@ mod tests {
                 has: 1,
                 max: 1,
             },
+            FenceError::NumKeys,
+            FenceError::RepeatedKey("k".into()),
+            FenceError::CartNeedsId,
+            FenceError::CartItem {
+                code: CartCode::NoKey,
+                index: 1,
+                key: "k".into(),
+            },
+            FenceError::CartItem {
+                code: CartCode::LedgerFull,
+                index: 1,
+                key: "k".into(),
+            },
+            FenceError::CartItem {
+                code: CartCode::SoldOut,
+                index: 3,
+                key: "k".into(),
+            },
+            FenceError::PartialCart {
+                id: "o".into(),
+                index: 2,
+                key: "k".into(),
+            },
         ];
         for e in all {
             let m = e.message();
@@ -441,7 +539,10 @@ mod tests {
                     "STALE ",
                     "EXPIRED ",
                     "REFUNDED ",
-                    "LIMIT "
+                    "LIMIT ",
+                    "NOKEY ",
+                    "LEDGERFULL ",
+                    "SOLDOUT "
                 ]
                 .iter()
                 .any(|c| m.starts_with(c)),

@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 
 pub mod args;
+pub mod cart;
 pub mod clock;
 pub mod cluster;
 pub mod config;

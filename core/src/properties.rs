@@ -469,3 +469,80 @@ proptest! {
         prop_assert_eq!(back.summaries(), s.summaries());
     }
 }
+
+proptest! {
+    /// Carts over three stocks against the obvious model: a cart is deducted from every stock
+    /// (each by its quantity) or leaves every stock exactly as it was, and a refund of a cart
+    /// returns every item, whatever the stocks, limits, buyers and order of operations.
+    #[test]
+    fn carts_are_all_or_nothing(
+        initial in proptest::collection::vec(0i64..6, 3),
+        limits in proptest::collection::vec(0i64..4, 3),
+        ops in proptest::collection::vec(
+            (0u8..12, proptest::collection::vec(1i64..3, 3), 1usize..4, proptest::option::of(0u8..3), any::<bool>()),
+            1..80,
+        ),
+    ) {
+        use crate::cart::{deduct_all, presence, refund_all, Presence};
+        use crate::stock::Bounds;
+        let mut stocks: Vec<Stock> = initial.iter().map(|q| Stock::new(*q)).collect();
+        for (s, l) in stocks.iter_mut().zip(&limits) {
+            s.limit = *l;
+        }
+        let bounds = Bounds { ledger: i64::MAX, id_length: 512, buyers: i64::MAX };
+        let names: Vec<&[u8]> = vec![b"a", b"b", b"c"];
+        for (id, quantities, width, buyer, refund) in ops {
+            let idb = [id];
+            let width = width.min(3);
+            if refund {
+                let mut refs: Vec<&mut Stock> = stocks.iter_mut().take(width).collect();
+                let avail: Vec<i64> = refs.iter().map(|s| s.available).collect();
+                let p = presence(&refs.iter().map(|s| Some(&**s)).collect::<Vec<_>>(), &idb);
+                if p == Presence::All {
+                    let back = refund_all(&mut refs, &idb).map(|r| r.back);
+                    prop_assert!(back.is_ok());
+                    let back = back.unwrap_or_default();
+                    for ((s, a), b) in refs.iter().zip(&avail).zip(&back) {
+                        prop_assert_eq!(s.available, a + b);
+                    }
+                }
+            } else {
+                let bb = buyer.map(|b| [b]);
+                let request = DeductRequest {
+                    quantity: 0,
+                    id: Some(&idb),
+                    fence: None,
+                    hold: None,
+                    buyer: bb.as_ref().map(|b| &b[..]),
+                };
+                let mut refs: Vec<&mut Stock> = stocks.iter_mut().take(width).collect();
+                let p = presence(&refs.iter().map(|s| Some(&**s)).collect::<Vec<_>>(), &idb);
+                if p != Presence::None {
+                    continue;
+                }
+                let before: Vec<Stock> = refs.iter().map(|s| (**s).clone()).collect();
+                let admissions = vec![Ok(()); width];
+                let d = deduct_all(&mut refs, &names[..width], &quantities[..width], request, bounds, &admissions);
+                match d.outcome {
+                    Ok(left) => {
+                        for ((s, b), (l, q)) in refs.iter().zip(&before).zip(left.iter().zip(&quantities)) {
+                            prop_assert_eq!(s.available, b.available - q);
+                            prop_assert_eq!(s.available, *l);
+                        }
+                    }
+                    Err(_) => {
+                        for (s, b) in refs.iter().zip(&before) {
+                            prop_assert_eq!(&**s, b);
+                        }
+                    }
+                }
+            }
+            for s in &stocks {
+                prop_assert!(s.available >= 0);
+            }
+        }
+        for (s, q) in stocks.iter().zip(&initial) {
+            prop_assert_eq!(s.available + s.deducted, *q);
+        }
+    }
+}

@@ -11,6 +11,7 @@ const fn key() -> DocArg {
         name: c"key",
         kind: ArgKind::Key,
         token: None,
+        optional: false,
     }
 }
 
@@ -19,6 +20,7 @@ const fn string(name: &'static CStr) -> DocArg {
         name,
         kind: ArgKind::String,
         token: None,
+        optional: false,
     }
 }
 
@@ -27,6 +29,7 @@ const fn integer(name: &'static CStr) -> DocArg {
         name,
         kind: ArgKind::Integer,
         token: None,
+        optional: false,
     }
 }
 
@@ -35,6 +38,17 @@ const fn option(name: &'static CStr, token: &'static CStr, kind: ArgKind) -> Doc
         name,
         kind,
         token: Some(token),
+        optional: true,
+    }
+}
+
+/// An argument after its token that may not be left out (a cart's `ID`).
+const fn required(name: &'static CStr, token: &'static CStr, kind: ArgKind) -> DocArg {
+    DocArg {
+        name,
+        kind,
+        token: Some(token),
+        optional: false,
     }
 }
 
@@ -46,6 +60,7 @@ pub const DOCS: &[Doc] = &[
         arity: -4,
         access: KeyAccess::Update,
         events_key: false,
+        numkeys: false,
         args: &[key(), string(c"owner"), integer(c"ttl-ms"), option(c"timeout-ms", c"WAIT", ArgKind::Integer)],
     },
     Doc {
@@ -55,6 +70,7 @@ pub const DOCS: &[Doc] = &[
         arity: -4,
         access: KeyAccess::Update,
         events_key: false,
+        numkeys: false,
         args: &[
             key(),
             string(c"owner"),
@@ -73,6 +89,7 @@ pub const DOCS: &[Doc] = &[
         arity: -3,
         access: KeyAccess::Delete,
         events_key: false,
+        numkeys: false,
         args: &[
             key(),
             string(c"owner"),
@@ -90,6 +107,7 @@ pub const DOCS: &[Doc] = &[
         arity: 2,
         access: KeyAccess::Read,
         events_key: false,
+        numkeys: false,
         args: &[key()],
     },
     Doc {
@@ -99,6 +117,7 @@ pub const DOCS: &[Doc] = &[
         arity: -3,
         access: KeyAccess::Update,
         events_key: false,
+        numkeys: false,
         args: &[key(), integer(c"quantity"), option(c"per-buyer", c"LIMIT", ArgKind::Integer)],
     },
     Doc {
@@ -108,6 +127,7 @@ pub const DOCS: &[Doc] = &[
         arity: 3,
         access: KeyAccess::Update,
         events_key: false,
+        numkeys: false,
         args: &[key(), integer(c"per-buyer")],
     },
     Doc {
@@ -117,6 +137,7 @@ pub const DOCS: &[Doc] = &[
         arity: 3,
         access: KeyAccess::Read,
         events_key: false,
+        numkeys: false,
         args: &[key(), string(c"buyer-id")],
     },
     Doc {
@@ -126,6 +147,7 @@ pub const DOCS: &[Doc] = &[
         arity: -3,
         access: KeyAccess::Update,
         events_key: false,
+        numkeys: false,
         args: &[
             key(),
             integer(c"quantity"),
@@ -143,6 +165,7 @@ pub const DOCS: &[Doc] = &[
         arity: 2,
         access: KeyAccess::Read,
         events_key: false,
+        numkeys: false,
         args: &[key()],
     },
     Doc {
@@ -152,6 +175,7 @@ pub const DOCS: &[Doc] = &[
         arity: -3,
         access: KeyAccess::Update,
         events_key: true,
+        numkeys: false,
         args: &[
             key(),
             integer(c"quantity"),
@@ -170,6 +194,7 @@ pub const DOCS: &[Doc] = &[
         arity: -3,
         access: KeyAccess::Update,
         events_key: true,
+        numkeys: false,
         args: &[key(), string(c"request-id"), option(c"stream-key", c"EVENTS", ArgKind::Key), option(c"count", c"MAXLEN", ArgKind::Integer)],
     },
     Doc {
@@ -179,6 +204,7 @@ pub const DOCS: &[Doc] = &[
         arity: -3,
         access: KeyAccess::Read,
         events_key: false,
+        numkeys: false,
         args: &[key(), string(c"request-id"), option(c"detail", c"DETAIL", ArgKind::PureToken)],
     },
     Doc {
@@ -188,7 +214,54 @@ pub const DOCS: &[Doc] = &[
         arity: 3,
         access: KeyAccess::Update,
         events_key: false,
+        numkeys: false,
         args: &[key(), string(c"request-id")],
+    },
+    Doc {
+        name: c"STOCK.CART",
+        summary: c"Deducts from several stocks in one step, all or nothing, under one request id: the quantity left in each, or the first item refused (NOKEY, STALE, LEDGERFULL, LIMIT, SOLDOUT with its index and key).",
+        complexity: c"O(N) for N items",
+        arity: -6,
+        access: KeyAccess::Update,
+        events_key: true,
+        numkeys: true,
+        args: &[
+            integer(c"numkeys"),
+            key(),
+            integer(c"quantity"),
+            required(c"request-id", c"ID", ArgKind::String),
+            option(c"buyer-id", c"BUYER", ArgKind::String),
+            option(c"ms", c"HOLD", ArgKind::Integer),
+            option(c"token", c"FENCE", ArgKind::Integer),
+            option(c"stream-key", c"EVENTS", ArgKind::Key),
+            option(c"count", c"MAXLEN", ArgKind::Integer),
+        ],
+    },
+    Doc {
+        name: c"STOCK.CART.REFUND",
+        summary: c"Refunds a cart on all its stocks at once: the quantity each got back.",
+        complexity: c"O(N) for N items",
+        arity: -4,
+        access: KeyAccess::Update,
+        events_key: true,
+        numkeys: true,
+        args: &[
+            integer(c"numkeys"),
+            key(),
+            string(c"request-id"),
+            option(c"stream-key", c"EVENTS", ArgKind::Key),
+            option(c"count", c"MAXLEN", ArgKind::Integer),
+        ],
+    },
+    Doc {
+        name: c"STOCK.CART.CONFIRM",
+        summary: c"Confirms a cart's holds on all its stocks at once: 1, 0 when unknown; EXPIRED or REFUNDED when an item's hold already ended.",
+        complexity: c"O(N) for N items",
+        arity: -4,
+        access: KeyAccess::Update,
+        events_key: false,
+        numkeys: true,
+        args: &[integer(c"numkeys"), key(), string(c"request-id")],
     },
     Doc {
         name: c"STOCK.INFO",
@@ -197,6 +270,7 @@ pub const DOCS: &[Doc] = &[
         arity: 2,
         access: KeyAccess::Read,
         events_key: false,
+        numkeys: false,
         args: &[key()],
     },
     Doc {
@@ -206,6 +280,7 @@ pub const DOCS: &[Doc] = &[
         arity: 5,
         access: KeyAccess::Update,
         events_key: false,
+        numkeys: false,
         args: &[key(), string(c"owner"), integer(c"token"), integer(c"expire-at-ms")],
     },
     Doc {
@@ -215,6 +290,7 @@ pub const DOCS: &[Doc] = &[
         arity: -6,
         access: KeyAccess::Update,
         events_key: false,
+        numkeys: false,
         args: &[key(), integer(c"available"), integer(c"fence"), integer(c"deducted"), string(c"mode")],
     },
     Doc {
@@ -224,6 +300,7 @@ pub const DOCS: &[Doc] = &[
         arity: 5,
         access: KeyAccess::Update,
         events_key: false,
+        numkeys: false,
         args: &[key(), integer(c"available"), string(c"restock-id"), integer(c"quantity")],
     },
     Doc {
@@ -233,6 +310,7 @@ pub const DOCS: &[Doc] = &[
         arity: -8,
         access: KeyAccess::Update,
         events_key: false,
+        numkeys: false,
         args: &[key(), integer(c"available"), integer(c"fence"), integer(c"deducted"), string(c"request-id"), integer(c"quantity"), string(c"state")],
     },
     Doc {
@@ -242,6 +320,7 @@ pub const DOCS: &[Doc] = &[
         arity: -2,
         access: KeyAccess::Update,
         events_key: false,
+        numkeys: false,
         args: &[key()],
     },
     Doc {
@@ -251,6 +330,7 @@ pub const DOCS: &[Doc] = &[
         arity: 3,
         access: KeyAccess::Update,
         events_key: false,
+        numkeys: false,
         args: &[key(), integer(c"per-buyer")],
     },
 ];

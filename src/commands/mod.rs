@@ -2,6 +2,7 @@
 //! decide (`fence_core`), apply and replicate (through `crate::services` and `crate::ffi`),
 //! and return the whole reply; `crate::ffi::command::run` sends it, inside a panic guard.
 
+pub mod cart;
 pub mod docs;
 pub mod events;
 pub mod internal;
@@ -33,6 +34,9 @@ entry_points! {
     stock_confirm => stock::confirm,
     stock_limit => stock::limit,
     stock_buyer => stock::buyer,
+    stock_cart => cart::cart,
+    stock_cart_refund => cart::refund,
+    stock_cart_confirm => cart::confirm,
     fence_lock => internal::lock,
     fence_stock => internal::stock,
     fence_restock => internal::restock,
@@ -42,7 +46,7 @@ entry_points! {
 }
 
 /// Name, entry point, flags and ACL categories (besides `@fence`) of every command. Each
-/// takes one key, at position 1.
+/// takes one key, at position 1, but the cart commands (`CART_COMMANDS`).
 const COMMANDS: &[(&CStr, EntryPoint, &CStr, &CStr)] = &[
     (
         c"LOCK.ACQUIRE",
@@ -123,6 +127,25 @@ const COMMANDS: &[(&CStr, EntryPoint, &CStr, &CStr)] = &[
         c"readonly fast",
         c"fence read fast",
     ),
+    // The cart commands: `numkeys` keys from position 2, reported by the commands themselves.
+    (
+        c"STOCK.CART",
+        stock_cart,
+        c"write deny-oom getkeys-api",
+        c"fence write",
+    ),
+    (
+        c"STOCK.CART.REFUND",
+        stock_cart_refund,
+        c"write getkeys-api",
+        c"fence write",
+    ),
+    (
+        c"STOCK.CART.CONFIRM",
+        stock_cart_confirm,
+        c"write getkeys-api",
+        c"fence write",
+    ),
     // Replication-only forms: refused unless they come from the master link or the AOF.
     (c"FENCE.LOCK", fence_lock, c"write", c"fence write"),
     (c"FENCE.STOCK", fence_stock, c"write", c"fence write"),
@@ -137,10 +160,19 @@ const COMMANDS: &[(&CStr, EntryPoint, &CStr, &CStr)] = &[
     (c"FENCE.LIMIT", fence_limit, c"write", c"fence write"),
 ];
 
+/// The commands whose keys are `numkeys` keys from position 2 (`getkeys-api`: the command
+/// reports them; the first is declared).
+const CART_COMMANDS: &[&CStr] = &[c"STOCK.CART", c"STOCK.CART.REFUND", c"STOCK.CART.CONFIRM"];
+
 /// Registers every command with Redis, its ACL categories and its documentation.
 pub fn register(ctx: &Ctx<'_>) -> Result<(), String> {
     for (name, entry, flags, _) in COMMANDS {
-        command::create(ctx, name, *entry, flags, (1, 1, 1))?;
+        let keys = if CART_COMMANDS.contains(name) {
+            (2, 2, 1)
+        } else {
+            (1, 1, 1)
+        };
+        command::create(ctx, name, *entry, flags, keys)?;
     }
     register_debug(ctx)?;
     // On servers that can add a category (Redis 7.4+): `ACL SETUSER … +@fence` works, with

@@ -7,6 +7,7 @@ use fence_core::args::{
     parse_deduct_options, parse_i64, parse_limit, parse_name, parse_one_option, parse_quantity,
     parse_refund_options, parse_request_options, parse_set_options, Decimal, DeductOptions,
 };
+use fence_core::cart;
 use fence_core::clock::{is_from_future, now_us};
 use fence_core::config::{MAX_BUYERS, MAX_HOLD_MS, MAX_ID_LENGTH, MAX_LEDGER_ENTRIES};
 use fence_core::effects::{ExpireStreamEffect, LimitEffect, RestockEffect, StockEffect};
@@ -15,7 +16,7 @@ use fence_core::ledger::{State, Value};
 use fence_core::stats;
 use fence_core::stock::{
     plain_add, plain_deduct, Bounds, Confirm, Deduct, DeductRequest, ExpireStream, Hold, Restock,
-    Stock,
+    Snapshot, Stock,
 };
 
 use super::events;
@@ -235,21 +236,27 @@ pub fn get(ctx: &Ctx<'_>, args: &Args<'_>) -> CommandResult {
     }
 }
 
-/// Adds the `deduct` event (and `soldout` when the stock is empty now) to a batch.
-fn deduct_events<'c>(
+/// Adds a deduction's `deduct` event (with `cart` and `item` for a cart's item) and, when the
+/// stock is empty now, its `soldout` event, to a batch.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn add_deduct_event<'c>(
     ctx: &Ctx<'c>,
     stream: &mut Stream<'_>,
+    batch: &mut Batch<'c>,
     sku: &[u8],
     quantity: i64,
     remaining: i64,
     options: &DeductOptions<'_>,
-) -> Result<Batch<'c>, FenceError> {
+    cart: Option<(usize, usize)>,
+) -> Result<(), FenceError> {
     let (q, r) = (Decimal::new(quantity), Decimal::new(remaining));
     let f = Decimal::new(
         options
             .fence
             .map_or(0, |t| i64::try_from(t).unwrap_or(i64::MAX)),
     );
+    let count = |n: usize| Decimal::new(i64::try_from(n).unwrap_or(i64::MAX));
+    let (len, item) = cart.map_or((count(0), count(0)), |(l, i)| (count(l), count(i)));
     let mut fields: Vec<(&[u8], &[u8])> = vec![
         (b"type", b"deduct"),
         (b"sku", sku),
@@ -265,21 +272,110 @@ fn deduct_events<'c>(
     if options.fence.is_some() {
         fields.push((b"fence", f.as_bytes()));
     }
+    if cart.is_some() {
+        fields.push((b"cart", len.as_bytes()));
+        fields.push((b"item", item.as_bytes()));
+    }
+    stream.add(ctx, batch, &fields)?;
+    if remaining == 0 {
+        stream.add(ctx, batch, &[(b"type", b"soldout"), (b"sku", sku)])?;
+    }
+    Ok(())
+}
+
+/// The batch of a deduction's events (`deduct`, and `soldout` when the stock is empty now).
+fn deduct_events<'c>(
+    ctx: &Ctx<'c>,
+    stream: &mut Stream<'_>,
+    sku: &[u8],
+    quantity: i64,
+    remaining: i64,
+    options: &DeductOptions<'_>,
+) -> Result<Batch<'c>, FenceError> {
     let mut batch = Batch::new();
     if remaining == 0 && !stream.has_room(ctx, 2) {
         return Err(FenceError::StreamFull);
     }
-    let mut added = stream.add(ctx, &mut batch, &fields);
-    if added.is_ok() && remaining == 0 {
-        added = stream.add(ctx, &mut batch, &[(b"type", b"soldout"), (b"sku", sku)]);
-    }
-    match added {
+    match add_deduct_event(
+        ctx, stream, &mut batch, sku, quantity, remaining, options, None,
+    ) {
         Ok(()) => Ok(batch),
         Err(e) => {
             stream.undo(batch);
             Err(e)
         }
     }
+}
+
+/// What follows a deduction that is made (its events aside): the token observed, the effect
+/// replicated, the stock's expire stream set (a hold made with `EVENTS`), the hold indexed, the
+/// key signalled, the counters and keyspace events.
+pub(super) fn deduction_made(
+    ctx: &Ctx<'_>,
+    key: &mut Key<'_>,
+    options: &DeductOptions<'_>,
+    held: bool,
+    stream: Option<RStr<'_>>,
+    remaining: i64,
+) {
+    let name = key.name();
+    let Some(stock) = key.stock_mut() else {
+        return;
+    };
+    if let Some(token) = options.fence {
+        // A token a stock accepted is never issued again here, so a lock guarding a stock
+        // that moved from another server is not refused.
+        tokens::observe(token);
+    }
+    match options.id {
+        Some(id) => {
+            let value = stock.request_at(id, 0).unwrap_or_default();
+            replicate_entry(ctx, name, stock, id, value);
+        }
+        None => replicate_stock(ctx, name, state_of(stock, false)),
+    }
+    if held {
+        stats::HOLDS.incr();
+        if let Some(stream) = stream {
+            // The stock announces its expiries where its latest hold with EVENTS asked.
+            let target = ExpireStream {
+                key: stream.bytes().to_vec(),
+                maxlen: options.events.and_then(|e| e.maxlen),
+            };
+            if stock.expire_stream.as_ref() != Some(&target) {
+                let effect = ExpireStreamEffect {
+                    key: Some(&target.key),
+                    maxlen: target.maxlen,
+                };
+                ctx.replicate(name, &effect.encode(), None);
+                stock.expire_stream = Some(target);
+            }
+        }
+        holds::track(ctx, name.bytes(), stock, false);
+    }
+    key.signal_modified();
+    deducted(ctx, name, remaining);
+}
+
+/// A deduction's `HOLD` as a deadline (refused past `fence.max-hold-ms`), after refusing a
+/// `FENCE` token from the future.
+pub(super) fn hold_and_token(options: &DeductOptions<'_>) -> Result<Option<Hold>, FenceError> {
+    let hold = match options.hold {
+        Some(ms) if ms > MAX_HOLD_MS.get() => {
+            return Err(FenceError::HoldRange {
+                max: MAX_HOLD_MS.get(),
+            })
+        }
+        Some(ms) => Some(Hold {
+            deadline: now_ms().saturating_add(ms.unsigned_abs()),
+            events: options.events.is_some(),
+        }),
+        None => None,
+    };
+    if options.fence.is_some_and(|t| is_from_future(t, now_us())) {
+        return Err(FenceError::TokenFromFuture);
+    }
+    Ok(hold)
 }
 
 /// `STOCK.DEDUCT key quantity [ID request-id] [BUYER buyer-id] [HOLD ms] [FENCE token] [EVENTS
@@ -296,21 +392,7 @@ pub fn deduct(ctx: &Ctx<'_>, args: &Args<'_>) -> CommandResult {
     }
     let quantity = parse_quantity(args.bytes(2), 1)?;
     let options = parsed?;
-    let hold = match options.hold {
-        Some(ms) if ms > MAX_HOLD_MS.get() => {
-            return Err(FenceError::HoldRange {
-                max: MAX_HOLD_MS.get(),
-            })
-        }
-        Some(ms) => Some(Hold {
-            deadline: now_ms().saturating_add(ms.unsigned_abs()),
-            events: options.events.is_some(),
-        }),
-        None => None,
-    };
-    if options.fence.is_some_and(|t| is_from_future(t, now_us())) {
-        return Err(FenceError::TokenFromFuture);
-    }
+    let hold = hold_and_token(&options)?;
     let name = args.get(1);
     let mut key = Key::write(ctx, name);
     match key.kind() {
@@ -352,6 +434,11 @@ pub fn deduct(ctx: &Ctx<'_>, args: &Args<'_>) -> CommandResult {
             // Due holds come back first (their own stream entries included), so the decision
             // sees every unit that is for sale; then the call's own EVENTS stream is opened.
             holds::before_write(ctx, name, &mut key, Some(quantity));
+            if let Some(buyer) = options.buyer {
+                holds::before_buyer(ctx, &mut key, buyer);
+            }
+            // Opened once no more holds come back in this call (an expiry announced on the
+            // same stream would create it under another handle).
             let mut stream = match options.events {
                 Some(e) => Some(events::open(ctx, args, 3, e)?),
                 None => None,
@@ -368,30 +455,7 @@ pub fn deduct(ctx: &Ctx<'_>, args: &Args<'_>) -> CommandResult {
                 hold,
                 buyer: options.buyer,
             };
-            let bounds = Bounds {
-                ledger: MAX_LEDGER_ENTRIES.get(),
-                id_length: MAX_ID_LENGTH.get(),
-                buyers: MAX_BUYERS.get(),
-            };
-            let decide = |stock: &mut Stock| {
-                let before = stock.snapshot();
-                (
-                    before,
-                    stock.deduct_admitting(request, bounds, || admission.clone()),
-                )
-            };
-            let Some((mut before, mut outcome)) = key.stock_mut().map(decide) else {
-                return Err(FenceError::WrongType);
-            };
-            if let (Err(FenceError::Limit { .. }), Some(buyer)) = (&outcome, options.buyer) {
-                // More holds came due than one command returns: this buyer's due ones come
-                // back now, so the limit counts what the buyer holds now.
-                if holds::return_buyer_due(ctx, name, &mut key, buyer) {
-                    if let Some(again) = key.stock_mut().map(decide) {
-                        (before, outcome) = again;
-                    }
-                }
-            }
+            let (before, outcome) = decide(&mut key, request, &admission)?;
             let Some(stock) = key.stock_mut() else {
                 return Err(FenceError::WrongType);
             };
@@ -424,41 +488,15 @@ pub fn deduct(ctx: &Ctx<'_>, args: &Args<'_>) -> CommandResult {
                 }
                 None => None,
             };
-            if let Some(token) = options.fence {
-                // A token a stock accepted is never issued again here, so a lock guarding a
-                // stock that moved from another server is not refused.
-                tokens::observe(token);
-            }
-            match options.id {
-                Some(id) => {
-                    let value = stock.request_at(id, 0).unwrap_or_default();
-                    replicate_entry(ctx, name, stock, id, value);
-                }
-                None => replicate_stock(ctx, name, state_of(stock, false)),
-            }
-            if let (Some(_), Some(stream)) = (hold, &stream) {
-                stats::HOLDS.incr();
-                // The stock announces its expiries where its latest hold with EVENTS asked.
-                let target = ExpireStream {
-                    key: stream.name().bytes().to_vec(),
-                    maxlen: options.events.and_then(|e| e.maxlen),
-                };
-                if stock.expire_stream.as_ref() != Some(&target) {
-                    let effect = ExpireStreamEffect {
-                        key: Some(&target.key),
-                        maxlen: target.maxlen,
-                    };
-                    ctx.replicate(name, &effect.encode(), None);
-                    stock.expire_stream = Some(target);
-                }
-            } else if hold.is_some() {
-                stats::HOLDS.incr();
-            }
-            if hold.is_some() {
-                holds::track(ctx, name.bytes(), stock, false);
-            }
-            key.signal_modified();
-            deducted(ctx, name, remaining);
+            let stream_name = stream.as_ref().map(Stream::name);
+            deduction_made(
+                ctx,
+                &mut key,
+                &options,
+                hold.is_some(),
+                stream_name,
+                remaining,
+            );
             if let (Some(stream), Some(batch)) = (&mut stream, batch) {
                 stream.publish(ctx, batch);
             }
@@ -466,6 +504,27 @@ pub fn deduct(ctx: &Ctx<'_>, args: &Args<'_>) -> CommandResult {
         }
         _ => Err(FenceError::WrongType),
     }
+}
+
+/// The settings' bounds on a deduction's new state.
+pub(super) fn bounds() -> Bounds {
+    Bounds {
+        ledger: MAX_LEDGER_ENTRIES.get(),
+        id_length: MAX_ID_LENGTH.get(),
+        buyers: MAX_BUYERS.get(),
+    }
+}
+
+/// Decides a deduction on an open stock (its due holds returned; `fence_core::cart::decide`):
+/// the state before it, and what it decided.
+fn decide(
+    key: &mut Key<'_>,
+    request: DeductRequest<'_>,
+    admission: &Result<(), FenceError>,
+) -> Result<(Snapshot, Result<Deduct, FenceError>), FenceError> {
+    key.stock_mut()
+        .map(|s| cart::decide(s, request, bounds(), admission))
+        .ok_or(FenceError::WrongType)
 }
 
 /// `STOCK.REFUND key request-id [EVENTS stream-key [MAXLEN [~|=] n]]` → the quantity returned

@@ -151,6 +151,7 @@ required!(
     RedisModule_ReplyWithError,
     RedisModule_ReplyWithLongLong,
     RedisModule_ReplyWithMap,
+    RedisModule_ReplyWithArray,
     RedisModule_ReplyWithNull,
     RedisModule_ReplyWithSimpleString,
     RedisModule_ReplyWithStringBuffer,

@@ -127,8 +127,10 @@ pub enum ArgKind {
 pub struct DocArg {
     pub name: &'static CStr,
     pub kind: ArgKind,
-    /// The option word before it (`WAIT`, `ID`, ...), for an optional argument.
+    /// The option word before it (`WAIT`, `ID`, ...).
     pub token: Option<&'static CStr>,
+    /// Whether it may be left out (every option but a cart's `ID`).
+    pub optional: bool,
 }
 
 /// What a command does to its key (key spec flags).
@@ -149,6 +151,9 @@ pub struct Doc {
     pub access: KeyAccess,
     /// Whether an optional `EVENTS stream-key` names a second key.
     pub events_key: bool,
+    /// Keys are `numkeys` keys from position 2 (a cart): the spec declares the first and is
+    /// marked incomplete, so Redis asks the command for the others (getkeys-api).
+    pub numkeys: bool,
     pub args: &'static [DocArg],
 }
 
@@ -196,6 +201,10 @@ pub fn set_docs(ctx: &Ctx<'_>, docs: &[Doc]) -> usize {
         spec[0].fk.range.lastkey = 0;
         spec[0].fk.range.keystep = 1;
         spec[0].fk.range.limit = 0;
+        if doc.numkeys {
+            spec[0].flags |= u64::from(raw::REDISMODULE_CMD_KEY_INCOMPLETE);
+            spec[0].bs.index.pos = 2;
+        }
         if doc.events_key {
             // The stream after `EVENTS`. Marked incomplete (an ID could itself be the word
             // EVENTS), so Redis asks the command itself for exact positions (getkeys-api).
@@ -235,7 +244,7 @@ pub fn set_docs(ctx: &Ctx<'_>, docs: &[Doc]) -> usize {
                     _ => -1,
                 };
                 arg.token = a.token.map_or(ptr::null(), CStr::as_ptr);
-                arg.flags = if a.token.is_some() {
+                arg.flags = if a.optional {
                     raw::REDISMODULE_CMD_ARG_OPTIONAL as c_int
                 } else {
                     0

@@ -179,6 +179,8 @@ pub enum Reply {
     Ok,
     /// A map under RESP3, a flat field/value array under RESP2.
     Map(Vec<(&'static str, Field)>),
+    /// An array of integers.
+    Ints(Vec<i64>),
     /// Nothing now: the client is blocked and is answered later.
     Blocked(Blocked),
     /// Nothing: this was a key-position request (`COMMAND GETKEYS`, cluster routing), answered
@@ -346,6 +348,12 @@ impl<'a> Ctx<'a> {
                         }
                         Field::Bulk(b) => self.reply_bulk(b),
                     }
+                }
+            }
+            Reply::Ints(items) => {
+                call!(RedisModule_ReplyWithArray(self.ptr, items.len() as c_long));
+                for n in items {
+                    call!(RedisModule_ReplyWithLongLong(self.ptr, *n));
                 }
             }
             Reply::Blocked(_) | Reply::KeysReported(_) => {}

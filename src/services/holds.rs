@@ -24,6 +24,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use fence_core::args::Decimal;
+use fence_core::cart::buyer_due;
 use fence_core::clock::now_us;
 use fence_core::stats;
 use fence_core::stock::{ExpireStream, Expired, Stock};
@@ -259,24 +260,25 @@ pub fn before_decision(ctx: &Ctx<'_>, name: RStr<'_>, key: &mut Key<'_>, id: &[u
     }
 }
 
-/// Before a deduction is refused for `buyer`'s limit: returns the buyer's holds that are due
-/// and not returned yet (more came due than one command returns), when this server may;
-/// whether any came back. Costs the number of due holds not yet returned.
-pub fn return_buyer_due(ctx: &Ctx<'_>, name: RStr<'_>, key: &mut Key<'_>, buyer: &[u8]) -> bool {
-    let Some(stock) = key.stock_mut() else {
-        return false;
-    };
-    let now = now_ms();
-    if !stock.has_due(now) || !may_expire(ctx) {
-        return false;
+/// Before a deduction for `buyer` is decided (after `before_write`, and before the call's own
+/// `EVENTS` stream is opened): on a stock with a limit, the buyer's holds still due after the
+/// first step come back too (`fence_core::cart::buyer_due`), when this server may.
+pub fn before_buyer(ctx: &Ctx<'_>, key: &mut Key<'_>, buyer: &[u8]) {
+    if !may_expire(ctx) {
+        return;
     }
-    let expired = stock.expire_buyer_due(buyer, now);
-    let any = !expired.is_empty();
+    let now = now_ms();
+    let Some(expired) = key.stock_mut().map(|s| buyer_due(s, buyer, now)) else {
+        return;
+    };
+    if expired.is_empty() {
+        return;
+    }
+    let name = key.name();
     apply(ctx, name, key, expired);
     if let Some(stock) = key.stock() {
         track(ctx, name.bytes(), stock, false);
     }
-    any
 }
 
 /// Announces returned holds: each one's effect (`FENCE.ENTRY … expired`), the `expire` events

@@ -2,12 +2,14 @@
 //! instructions per call of the module's commands against native commands and Lua
 //! (`throughput`), and the scenarios driven by the bench's own threads (`seckill`,
 //! `contended`, `hand_off`), memory per item (`memory`), the Big ledger (`big_ledger`), the expiry of holds
-//! (`holds`) and purchase limits per buyer against Lua (`buyers`).
+//! (`holds`), purchase limits per buyer against Lua (`buyers`) and carts of several items
+//! against Lua (`carts`).
 //! Each one takes its servers and clients from `harness` and formats its tables with `report`;
 //! neither of those knows a scenario.
 
 pub mod big_ledger;
 pub mod buyers;
+pub mod carts;
 pub mod contended;
 pub mod hand_off;
 pub mod holds;

@@ -9,8 +9,8 @@ use std::time::Duration;
 use redis::{Cmd, ConnectionLike, RedisResult};
 
 use crate::millis_ceil;
-use crate::options::{AddOptions, DeductOptions, RefundOptions, StockSetOptions};
-use crate::replies::{Confirm, Deduct, LockStatus, RequestDetail, RequestState, StockInfo};
+use crate::options::{AddOptions, CartOptions, DeductOptions, RefundOptions, StockSetOptions};
+use crate::replies::{Cart, Confirm, Deduct, LockStatus, RequestDetail, RequestState, StockInfo};
 
 /// `LOCK.ACQUIRE key owner ttl-ms [WAIT timeout-ms]`; `wait` as [`wait_arg`] computes it.
 pub(crate) fn acquire_cmd(key: &str, owner: &str, ttl: Duration, wait: Option<u64>) -> Cmd {
@@ -117,6 +117,33 @@ fn stock_confirm_cmd(key: &str, request_id: &str) -> Cmd {
     let mut cmd = redis::cmd("STOCK.CONFIRM");
     cmd.arg(key).arg(request_id);
     cmd
+}
+
+/// `STOCK.CART numkeys key quantity [key quantity …] ID request-id [BUYER …] [HOLD …] [FENCE …]
+/// [EVENTS …]`.
+fn stock_cart_cmd(items: &[(&str, i64)], request_id: &str, options: &CartOptions) -> Cmd {
+    let mut cmd = redis::cmd("STOCK.CART");
+    cmd.arg(items.len());
+    for &(key, quantity) in items {
+        cmd.arg(key).arg(quantity);
+    }
+    cmd.arg("ID").arg(request_id).arg(options);
+    cmd
+}
+
+/// `STOCK.CART.REFUND` / `STOCK.CART.CONFIRM numkeys key [key …] request-id`.
+fn cart_keys_cmd(command: &str, keys: &[&str], request_id: &str) -> Cmd {
+    let mut cmd = redis::cmd(command);
+    cmd.arg(keys.len()).arg(keys).arg(request_id);
+    cmd
+}
+
+fn stock_cart_refund_cmd(keys: &[&str], request_id: &str) -> Cmd {
+    cart_keys_cmd("STOCK.CART.REFUND", keys, request_id)
+}
+
+fn stock_cart_confirm_cmd(keys: &[&str], request_id: &str) -> Cmd {
+    cart_keys_cmd("STOCK.CART.CONFIRM", keys, request_id)
 }
 
 fn stock_info_cmd(key: &str) -> Cmd {
@@ -311,6 +338,57 @@ pub trait FenceCommands: ConnectionLike + Sized {
     /// errors.
     fn stock_confirm(&mut self, key: &str, request_id: &str) -> RedisResult<Confirm> {
         Confirm::from_reply(self.req_command(&stock_confirm_cmd(key, request_id))?)
+    }
+
+    /// `STOCK.CART numkeys key quantity [key quantity …] ID request-id [BUYER …] [HOLD …]
+    /// [FENCE …] [EVENTS …]`: deducts every item (`(key, quantity)`, 1 to 256 of them, each key
+    /// once) in one step, or none. [`Cart::Placed`] holds what remains in each stock, in the
+    /// order of `items`, also for a replay of `request_id` (which deducts nothing again); a
+    /// refusal names its item: [`Cart::Refused`] with a [`CartRefusal`](crate::CartRefusal)
+    /// (`NoKey`, `Stale`, `LedgerFull`, `Limit`, `SoldOut`), its index from 1 and its key exactly
+    /// as given, and nothing changed in any stock. Other error replies (bad arguments, a key
+    /// named twice, a key of another type, a plain integer string, no `BUYER` on a stock with a
+    /// limit, a request id only some of the stocks know: [`PartialCart`](crate::PartialCart))
+    /// are errors.
+    ///
+    /// Each stock's ledger gets an ordinary entry under `request_id`:
+    /// [`stock_cart_confirm`](FenceCommands::stock_cart_confirm) and
+    /// [`stock_cart_refund`](FenceCommands::stock_cart_refund) act on every item at once,
+    /// [`stock_confirm`](FenceCommands::stock_confirm),
+    /// [`stock_refund`](FenceCommands::stock_refund) and
+    /// [`stock_request_detail`](FenceCommands::stock_request_detail) on one. On Redis Cluster
+    /// every key (and the `EVENTS` stream) must be in one hash slot: give them one hash tag
+    /// (`{sale}:phone`, `{sale}:case`), or the server answers `CROSSSLOT`.
+    fn stock_cart(
+        &mut self,
+        items: &[(&str, i64)],
+        request_id: &str,
+        options: &CartOptions,
+    ) -> RedisResult<Cart> {
+        let reply = self.req_command(&stock_cart_cmd(items, request_id, options))?;
+        Cart::from_reply_for(reply, items.iter().map(|&(key, _)| key))
+    }
+
+    /// `STOCK.CART.REFUND numkeys key [key …] request-id`: cancels a cart on all its stocks at
+    /// once, all or nothing; the quantity each stock got back, in the order of `keys`, as
+    /// [`stock_refund`](FenceCommands::stock_refund) would reply for each (0 for an item already
+    /// refunded or expired; all zeros for an id no stock knows, or keys that do not exist). A
+    /// request id only some of the stocks know is an error that changes nothing
+    /// ([`PartialCart`](crate::PartialCart)), as are bad arguments and a refund that would take
+    /// a stock past 2^63-1. Safe to resend.
+    fn stock_cart_refund(&mut self, keys: &[&str], request_id: &str) -> RedisResult<Vec<i64>> {
+        stock_cart_refund_cmd(keys, request_id).query(self)
+    }
+
+    /// `STOCK.CART.CONFIRM numkeys key [key …] request-id`: the payment of a cart placed with a
+    /// hold, on all its stocks at once. [`Confirm::Confirmed`] when every item is confirmed
+    /// (now or already, or deducted without a hold), [`Confirm::Unknown`] when no stock knows
+    /// the id; when an item's hold already ended, [`Confirm::Expired`] (the cart's one deadline
+    /// passed first) or [`Confirm::Refunded`] (the cart, or one item alone, was refunded), and
+    /// no item is confirmed: refund the money. A request id only some of the stocks know is an
+    /// error that changes nothing ([`PartialCart`](crate::PartialCart)). Safe to resend.
+    fn stock_cart_confirm(&mut self, keys: &[&str], request_id: &str) -> RedisResult<Confirm> {
+        Confirm::from_reply(self.req_command(&stock_cart_confirm_cmd(keys, request_id))?)
     }
 
     /// `STOCK.REQUEST key request-id`: whether one request still holds units.
@@ -536,6 +614,48 @@ pub trait AsyncFenceCommands: redis::aio::ConnectionLike + Send + Sized {
         })
     }
 
+    /// `STOCK.CART numkeys key quantity […] ID request-id [BUYER …] [HOLD …] [FENCE …]
+    /// [EVENTS …]`; see [`FenceCommands::stock_cart`].
+    fn stock_cart<'a>(
+        &'a mut self,
+        items: &'a [(&'a str, i64)],
+        request_id: &'a str,
+        options: &'a CartOptions,
+    ) -> redis::RedisFuture<'a, Cart> {
+        Box::pin(async move {
+            let cmd = stock_cart_cmd(items, request_id, options);
+            let reply = self.req_packed_command(&cmd).await?;
+            Cart::from_reply_for(reply, items.iter().map(|&(key, _)| key))
+        })
+    }
+
+    /// `STOCK.CART.REFUND numkeys key […] request-id`; see
+    /// [`FenceCommands::stock_cart_refund`].
+    fn stock_cart_refund<'a>(
+        &'a mut self,
+        keys: &'a [&'a str],
+        request_id: &'a str,
+    ) -> redis::RedisFuture<'a, Vec<i64>> {
+        Box::pin(async move {
+            stock_cart_refund_cmd(keys, request_id)
+                .query_async(self)
+                .await
+        })
+    }
+
+    /// `STOCK.CART.CONFIRM numkeys key […] request-id`; see
+    /// [`FenceCommands::stock_cart_confirm`].
+    fn stock_cart_confirm<'a>(
+        &'a mut self,
+        keys: &'a [&'a str],
+        request_id: &'a str,
+    ) -> redis::RedisFuture<'a, Confirm> {
+        Box::pin(async move {
+            let cmd = stock_cart_confirm_cmd(keys, request_id);
+            Confirm::from_reply(self.req_packed_command(&cmd).await?)
+        })
+    }
+
     /// `STOCK.REQUEST key request-id DETAIL`; see [`FenceCommands::stock_request_detail`].
     fn stock_request_detail<'a>(
         &'a mut self,
@@ -561,6 +681,7 @@ impl<C: redis::aio::ConnectionLike + Send + Sized> AsyncFenceCommands for C {}
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::options::Events;
 
     fn args(cmd: &Cmd) -> Vec<String> {
         cmd.args_iter()
@@ -634,6 +755,192 @@ mod tests {
                 &DeductOptions::new().id("o-1").buyer("user 7")
             )),
             ["STOCK.DEDUCT", "{s}", "1", "ID", "o-1", "BUYER", "user 7"]
+        );
+    }
+
+    #[test]
+    fn cart_commands() {
+        assert_eq!(
+            args(&stock_cart_cmd(
+                &[("{s}:phone", 1), ("{s}:a case", 2)],
+                "order 77",
+                &CartOptions::new()
+                    .buyer("user 7")
+                    .hold(Duration::from_secs(900))
+            )),
+            [
+                "STOCK.CART",
+                "2",
+                "{s}:phone",
+                "1",
+                "{s}:a case",
+                "2",
+                "ID",
+                "order 77",
+                "BUYER",
+                "user 7",
+                "HOLD",
+                "900000"
+            ]
+        );
+        assert_eq!(
+            args(&stock_cart_cmd(&[("k", 3)], "o", &CartOptions::new())),
+            ["STOCK.CART", "1", "k", "3", "ID", "o"]
+        );
+        assert_eq!(
+            args(&stock_cart_refund_cmd(&["{s}:phone", "{s}:a case"], "o-1")),
+            ["STOCK.CART.REFUND", "2", "{s}:phone", "{s}:a case", "o-1"]
+        );
+        assert_eq!(
+            args(&stock_cart_confirm_cmd(&["{s}:phone"], "o-1")),
+            ["STOCK.CART.CONFIRM", "1", "{s}:phone", "o-1"]
+        );
+    }
+
+    /// The words of a command after its name, as the module's parsers take them.
+    fn words(cmd: &Cmd) -> Vec<Vec<u8>> {
+        cmd.args_iter()
+            .skip(1)
+            .map(|a| match a {
+                redis::Arg::Simple(b) => b.to_vec(),
+                _ => panic!("a cursor argument"),
+            })
+            .collect()
+    }
+
+    /// What the cart commands write is what the module's own parsers read back: the items in
+    /// order, the id, every option, the keys Redis is told of (the `EVENTS` stream included).
+    #[test]
+    fn the_module_parses_the_cart_commands() {
+        use fence_core::args::{
+            cart_key_positions, parse_cart, parse_cart_keys, MaxLen, MAX_OPTION_WORDS,
+        };
+        use fence_core::error::FenceError;
+
+        let items = [
+            ("{s}:phone", 1),
+            ("{s}:a case", 2),
+            ("{s}:charger", i64::MAX),
+        ];
+        // The longest cart tail: ID, BUYER, HOLD, FENCE and EVENTS … MAXLEN ~ n, 13 words.
+        let options = CartOptions::new()
+            .events(Events::to("{s}:orders").maxlen_approx(1000))
+            .fence(42)
+            .hold(Duration::from_micros(900_000_001))
+            .buyer("user 7");
+        let cmd = stock_cart_cmd(&items, "order 77", &options);
+        let w = words(&cmd);
+        let refs: Vec<&[u8]> = w.iter().map(Vec::as_slice).collect();
+        let cart = parse_cart(&refs).unwrap();
+        assert_eq!(
+            cart.items,
+            items
+                .iter()
+                .map(|&(k, q)| (k.as_bytes(), q))
+                .collect::<Vec<_>>()
+        );
+        assert_eq!(cart.id, b"order 77");
+        assert_eq!(cart.options.id, Some(&b"order 77"[..]));
+        assert_eq!(cart.options.buyer, Some(&b"user 7"[..]));
+        assert_eq!(cart.options.hold, Some(900_001));
+        assert_eq!(cart.options.fence, Some(42));
+        let events = cart.options.events.unwrap();
+        assert_eq!(
+            events.maxlen,
+            Some(MaxLen {
+                approx: true,
+                len: 1000
+            })
+        );
+        assert_eq!(w[cart.options_at + events.key_index], b"{s}:orders");
+        assert!(w.len() - cart.options_at <= MAX_OPTION_WORDS);
+        // Redis is told of every item's key and the stream.
+        let keys: Vec<&[u8]> = cart_key_positions(&refs, true)
+            .into_iter()
+            .map(|i| refs[i])
+            .collect();
+        assert_eq!(
+            keys,
+            [
+                &b"{s}:phone"[..],
+                b"{s}:a case",
+                b"{s}:charger",
+                b"{s}:orders"
+            ]
+        );
+        // No options: ID only; `MAXLEN =`.
+        let plain = words(&stock_cart_cmd(&[("k", 1)], "o", &CartOptions::new()));
+        let refs: Vec<&[u8]> = plain.iter().map(Vec::as_slice).collect();
+        let cart = parse_cart(&refs).unwrap();
+        assert_eq!((cart.items, cart.id), (vec![(&b"k"[..], 1)], &b"o"[..]));
+        assert_eq!(
+            (cart.options.buyer, cart.options.hold, cart.options.fence),
+            (None, None, None)
+        );
+        let exact = words(&stock_cart_cmd(
+            &[("k", 1)],
+            "o",
+            &CartOptions::new()
+                .hold_ms(1)
+                .events(Events::to("s").maxlen(0)),
+        ));
+        let refs: Vec<&[u8]> = exact.iter().map(Vec::as_slice).collect();
+        let cart = parse_cart(&refs).unwrap();
+        assert_eq!(cart.options.hold, Some(1));
+        assert_eq!(
+            cart.options.events.unwrap().maxlen,
+            Some(MaxLen {
+                approx: false,
+                len: 0
+            })
+        );
+        // The module refuses what the server must refuse: no items, a key twice, an empty id
+        // or buyer, a zero hold.
+        let refused = |items: &[(&str, i64)], id: &str, options: &CartOptions| {
+            let w = words(&stock_cart_cmd(items, id, options));
+            let refs: Vec<&[u8]> = w.iter().map(Vec::as_slice).collect();
+            parse_cart(&refs).map(|_| ()).unwrap_err()
+        };
+        let none = CartOptions::new();
+        assert_eq!(refused(&[], "o", &none), FenceError::NumKeys);
+        assert_eq!(
+            refused(&[("k", 1), ("k", 2)], "o", &none),
+            FenceError::RepeatedKey("k".into())
+        );
+        assert!(matches!(
+            refused(&[("k", 1)], "", &none),
+            FenceError::EmptyName(_)
+        ));
+        assert!(matches!(
+            refused(&[("k", 1)], "o", &CartOptions::new().buyer("")),
+            FenceError::EmptyName(_)
+        ));
+        assert!(matches!(
+            refused(&[("k", 1)], "o", &CartOptions::new().hold(Duration::ZERO)),
+            FenceError::HoldRange { .. }
+        ));
+        assert!(matches!(
+            refused(&[("k", 0)], "o", &none),
+            FenceError::Quantity { .. }
+        ));
+        // STOCK.CART.REFUND and STOCK.CART.CONFIRM: the keys in a row, then the id.
+        for cmd in [
+            stock_cart_refund_cmd(&["{s}:phone", "{s}:a case"], "order 77"),
+            stock_cart_confirm_cmd(&["{s}:phone", "{s}:a case"], "order 77"),
+        ] {
+            let w = words(&cmd);
+            let refs: Vec<&[u8]> = w.iter().map(Vec::as_slice).collect();
+            assert_eq!(
+                parse_cart_keys(&refs, "stock.cart.refund"),
+                Ok((vec![&b"{s}:phone"[..], b"{s}:a case"], &b"order 77"[..]))
+            );
+            assert_eq!(cart_key_positions(&refs, false), vec![1, 2]);
+        }
+        let w = words(&stock_cart_refund_cmd(&["k", "k"], "o"));
+        let refs: Vec<&[u8]> = w.iter().map(Vec::as_slice).collect();
+        assert_eq!(
+            parse_cart_keys(&refs, "stock.cart.refund"),
+            Err(FenceError::RepeatedKey("k".into()))
         );
     }
 

@@ -5,10 +5,10 @@
 //! - **Commands.** [`FenceCommands`] (sync, on every [`redis::ConnectionLike`]) and
 //!   [`AsyncFenceCommands`] (async, on every [`redis::aio::ConnectionLike`]) add one method
 //!   per `LOCK.*` and `STOCK.*` command to a connection, as [`redis::Commands`] does for
-//!   Redis's own commands. Replies are typed ([`Deduct`], [`Confirm`], [`RequestState`],
-//!   [`RequestDetail`], [`LockStatus`], [`StockInfo`], each a [`redis::FromRedisValue`]);
-//!   options are builders ([`DeductOptions`], [`StockSetOptions`], [`AddOptions`], [`RefundOptions`],
-//!   [`Events`]).
+//!   Redis's own commands. Replies are typed ([`Deduct`], [`Cart`], [`Confirm`],
+//!   [`RequestState`], [`RequestDetail`], [`LockStatus`], [`StockInfo`], each a
+//!   [`redis::FromRedisValue`]); options are builders ([`DeductOptions`], [`CartOptions`],
+//!   [`StockSetOptions`], [`AddOptions`], [`RefundOptions`], [`Events`]).
 //! - **Orders with a deadline.** [`DeductOptions::hold`] places an order whose units are held
 //!   until a deadline; [`FenceCommands::stock_confirm`] is its payment ([`Confirm::Expired`]
 //!   when the deadline won: refund the money), [`FenceCommands::stock_refund`] its
@@ -18,6 +18,12 @@
 //!   what each buyer may hold of a sale; [`DeductOptions::buyer`] names the deduction's buyer,
 //!   and one that would take them past the limit is [`Deduct::Limit`], typed;
 //!   [`FenceCommands::stock_buyer`] tells what a buyer holds.
+//! - **Carts.** [`FenceCommands::stock_cart`] deducts several stocks in one step, all or
+//!   nothing: [`Cart::Placed`] with what remains in each, or [`Cart::Refused`] naming the item
+//!   refused and why ([`CartRefusal`]: `NoKey`, `Stale`, `LedgerFull`, `Limit`, `SoldOut`),
+//!   with nothing changed anywhere. [`FenceCommands::stock_cart_confirm`] pays every item at
+//!   once ([`Confirm`]), [`FenceCommands::stock_cart_refund`] cancels every item at once. On
+//!   Redis Cluster a cart's keys share one hash tag (`{sale}:phone`, `{sale}:case`).
 //! - **Locks.** [`Lock`] (threads) and [`AsyncLock`] (tokio) are handles on one lock for one
 //!   owner: they acquire a [`LockGuard`] / [`AsyncLockGuard`] that holds the fencing token on
 //!   a connection of its own whose every call is bounded by an I/O timeout independent of the
@@ -121,10 +127,11 @@ pub use commands::AsyncFenceCommands;
 pub use commands::FenceCommands;
 pub use lease::{LeaseLost, LostReason, Watchdog};
 pub use lock::{Lock, LockGuard, DEFAULT_IO_TIMEOUT};
-pub use options::{AddOptions, DeductOptions, Events, RefundOptions, StockSetOptions};
+pub use options::{AddOptions, CartOptions, DeductOptions, Events, RefundOptions, StockSetOptions};
 pub use registry::is_owner_in_use;
 pub use replies::{
-    Confirm, Deduct, EntryState, LedgerInfo, LockStatus, RequestDetail, RequestState, StockInfo,
+    Cart, CartRefusal, Confirm, Deduct, EntryState, LedgerInfo, LockStatus, PartialCart,
+    RequestDetail, RequestState, StockInfo,
 };
 
 /// The result type of every call: [`redis::RedisResult`].

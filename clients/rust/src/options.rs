@@ -1,6 +1,8 @@
 //! Builders for the options of the stock commands: [`DeductOptions`] (`ID`, `BUYER`, `HOLD`,
-//! `FENCE`, `EVENTS`), [`StockSetOptions`] (`LIMIT`), [`AddOptions`] (`ID`), [`RefundOptions`]
-//! (`EVENTS`), and the [`Events`] stream they share. Each is a [`ToRedisArgs`] that writes its options in the module's syntax, so it
+//! `FENCE`, `EVENTS`), [`CartOptions`] (`STOCK.CART`'s `BUYER`, `HOLD`, `FENCE`, `EVENTS`; its
+//! `ID` is an argument of [`stock_cart`](crate::FenceCommands::stock_cart)),
+//! [`StockSetOptions`] (`LIMIT`), [`AddOptions`] (`ID`), [`RefundOptions`] (`EVENTS`), and the
+//! [`Events`] stream they share. Each is a [`ToRedisArgs`] that writes its options in the module's syntax, so it
 //! also works with [`redis::cmd`] directly.
 //!
 //! Fields are private: an option the module gains later is a new builder method, not a
@@ -178,21 +180,128 @@ impl ToRedisArgs for DeductOptions {
             out.write_arg(b"ID");
             out.write_arg(id.as_bytes());
         }
-        if let Some(buyer) = &self.buyer {
-            out.write_arg(b"BUYER");
-            out.write_arg(buyer.as_bytes());
-        }
-        if let Some(ms) = self.hold {
-            out.write_arg(b"HOLD");
-            ms.write_redis_args(out);
-        }
-        if let Some(token) = self.fence {
-            out.write_arg(b"FENCE");
-            token.write_redis_args(out);
-        }
-        if let Some(events) = &self.events {
-            events.write_redis_args(out);
-        }
+        write_order_options(
+            out,
+            self.buyer.as_deref(),
+            self.hold,
+            self.fence,
+            self.events.as_ref(),
+        );
+    }
+}
+
+/// `[BUYER buyer-id] [HOLD ms] [FENCE token] [EVENTS stream …]`, the options `STOCK.DEDUCT` and
+/// `STOCK.CART` share, in that order.
+fn write_order_options<W: ?Sized + RedisWrite>(
+    out: &mut W,
+    buyer: Option<&str>,
+    hold: Option<u64>,
+    fence: Option<u64>,
+    events: Option<&Events>,
+) {
+    if let Some(buyer) = buyer {
+        out.write_arg(b"BUYER");
+        out.write_arg(buyer.as_bytes());
+    }
+    if let Some(ms) = hold {
+        out.write_arg(b"HOLD");
+        ms.write_redis_args(out);
+    }
+    if let Some(token) = fence {
+        out.write_arg(b"FENCE");
+        token.write_redis_args(out);
+    }
+    if let Some(events) = events {
+        events.write_redis_args(out);
+    }
+}
+
+/// The options of `STOCK.CART` after its `ID` (which
+/// [`stock_cart`](crate::FenceCommands::stock_cart) takes as an argument, since a cart needs
+/// one): `[BUYER buyer-id] [HOLD ms] [FENCE token] [EVENTS stream …]`, one of each for the
+/// whole cart, meaning what they mean for [`DeductOptions`] on every item.
+///
+/// ```
+/// use std::time::Duration;
+/// use redis_fence_client::{CartOptions, Events};
+/// # let token = 1_700_000_000_000_000u64;
+/// // A cart held 15 minutes for payment, for a buyer, with its events in the sale's stream
+/// // (on Redis Cluster the stream shares the stocks' hash tag).
+/// let place = CartOptions::new()
+///     .buyer("user-7")
+///     .hold(Duration::from_secs(15 * 60))
+///     .events(Events::to("{sale}:orders"));
+/// let fenced = CartOptions::new().fence(token);
+/// ```
+///
+/// Without options its [`ToRedisArgs`] writes nothing: `STOCK.CART` then deducts every item
+/// for good (no hold), for no buyer, unfenced, with no events.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct CartOptions {
+    buyer: Option<String>,
+    hold: Option<u64>,
+    fence: Option<u64>,
+    events: Option<Events>,
+}
+
+impl CartOptions {
+    /// No options.
+    pub fn new() -> CartOptions {
+        CartOptions::default()
+    }
+
+    /// `BUYER buyer-id`: the buyer of every item, counted against each stock's limit per buyer
+    /// as [`DeductOptions::buyer`] is; an item that would take the buyer past its stock's limit
+    /// refuses the whole cart ([`CartRefusal::Limit`](crate::CartRefusal::Limit)). On a stock
+    /// with a limit, a cart without a buyer is refused with an error reply.
+    pub fn buyer(mut self, buyer_id: impl Into<String>) -> CartOptions {
+        self.buyer = Some(buyer_id.into());
+        self
+    }
+
+    /// `HOLD ms`: every item held until one deadline, the server's clock plus `ttl` (whole
+    /// milliseconds, rounded up): an order placed and not yet paid. Pay it with
+    /// [`stock_cart_confirm`](crate::FenceCommands::stock_cart_confirm), cancel it with
+    /// [`stock_cart_refund`](crate::FenceCommands::stock_cart_refund), or let every item's
+    /// units come back together at the deadline. The server refuses a zero duration and one
+    /// above `fence.max-hold-ms`.
+    pub fn hold(self, ttl: Duration) -> CartOptions {
+        self.hold_ms(millis_ceil(ttl))
+    }
+
+    /// `HOLD ms`, in milliseconds: [`hold`](CartOptions::hold) without the conversion.
+    pub fn hold_ms(mut self, ms: u64) -> CartOptions {
+        self.hold = Some(ms);
+        self
+    }
+
+    /// `FENCE token`: a lock's fencing token, checked against every item's stock; a token below
+    /// one stock's highest refuses the whole cart
+    /// ([`CartRefusal::Stale`](crate::CartRefusal::Stale)), and a cart placed raises every
+    /// stock's highest token to it.
+    pub fn fence(mut self, token: u64) -> CartOptions {
+        self.fence = Some(token);
+        self
+    }
+
+    /// `EVENTS stream …`: a cart placed appends one `deduct` event per item (with `cart` and
+    /// `item` fields) and a `soldout` event per stock it emptied, in the same step. On Redis
+    /// Cluster the stream must share the stocks' hash slot.
+    pub fn events(mut self, events: Events) -> CartOptions {
+        self.events = Some(events);
+        self
+    }
+}
+
+impl ToRedisArgs for CartOptions {
+    fn write_redis_args<W: ?Sized + RedisWrite>(&self, out: &mut W) {
+        write_order_options(
+            out,
+            self.buyer.as_deref(),
+            self.hold,
+            self.fence,
+            self.events.as_ref(),
+        );
     }
 }
 

@@ -10,10 +10,12 @@
 //!
 //! What to do with an event, and where to keep orders, is the application's: the `consumer`
 //! example of this crate is one, a crash-safe JSON-lines order book. The rule that makes a
-//! consumer exactly-once is the same whatever the store: make the order durable, keyed by
-//! [`OrderEvent::order_key`] (unique), before [`OrderStream::ack`]; on a restart read
-//! [`OrderStream::read_pending`] first, and acknowledge without writing an order the store
-//! already has.
+//! consumer exactly-once is the same whatever the store: make the order line durable, keyed by
+//! [`OrderEvent::line_key`] (the stock key and the request id: unique per line, also for the
+//! items of a cart, which share one request id), before [`OrderStream::ack`]; on a restart
+//! read [`OrderStream::read_pending`] first, and acknowledge without writing a line the store
+//! already has. A line's `deduct`, `refund` and `expire` entries all carry its stock key and
+//! request id, so they find the same line.
 //!
 //! ```no_run
 //! use std::time::Duration;
@@ -27,7 +29,8 @@
 //! deliveries.extend(orders.read_new(&mut con, Some(Duration::from_secs(1)))?);
 //! for delivery in deliveries {
 //!     if let Some(event) = &delivery.event {
-//!         println!("{} {} x{:?}", event.kind, event.order_key(), event.quantity);
+//!         let (sku, order) = event.line_key();
+//!         println!("{} {order} on {sku} x{:?}", event.kind, event.quantity);
 //!     }
 //!     orders.ack(&mut con, &delivery.id)?;
 //! }
@@ -62,6 +65,16 @@ pub struct OrderEvent {
     pub request_id: Option<String>,
     /// The fencing token, when the deduction had one.
     pub fence: Option<u64>,
+    /// For an entry of a whole cart (a `deduct` of `STOCK.CART … EVENTS`, a `refund` of
+    /// `STOCK.CART.REFUND … EVENTS`): the number of items in the cart; `None` for any other
+    /// entry, including the `expire` entries of a cart's holds and the `refund` of one item
+    /// refunded alone with `STOCK.REFUND`.
+    pub cart: Option<u32>,
+    /// For an entry of a whole cart: this item's index in the cart, from 1. A cart appends
+    /// one entry per item, all with the cart's request id, so the request id alone does not
+    /// name an item: [`line_key`](OrderEvent::line_key) (stock key and request id) does, for
+    /// every kind of entry, those without `item` included.
+    pub item: Option<u32>,
     /// The stream entry id.
     pub entry: String,
 }
@@ -82,17 +95,32 @@ impl OrderEvent {
             remaining: text("remaining").and_then(|v| v.parse().ok()),
             request_id: text("id"),
             fence: text("fence").and_then(|v| v.parse().ok()),
+            cart: text("cart").and_then(|v| v.parse().ok()),
+            item: text("item").and_then(|v| v.parse().ok()),
             entry: entry.to_string(),
         }
     }
 
-    /// A unique key for the order: the request id, or `entry:<stream id>` for a deduction
-    /// made without one.
+    /// The order's key: the request id, or `entry:<stream id>` for a deduction made without
+    /// one. It names the order, not a line of it: the items of a cart share their cart's
+    /// request id (and so does one id used on two stocks), so it is not unique per `deduct`
+    /// entry. Key a store by [`line_key`](OrderEvent::line_key).
     pub fn order_key(&self) -> String {
         match &self.request_id {
             Some(id) => id.clone(),
             None => format!("entry:{}", self.entry),
         }
+    }
+
+    /// The key of one order line, `(sku, order_key)`: the stock key and
+    /// [`order_key`](OrderEvent::order_key) together, as each stock's ledger records an order.
+    /// Unique per `deduct` entry, the items of a cart included (one line per item), and the
+    /// same for the line's later `refund` and `expire` entries, which carry the stock key and
+    /// the request id too (an `expire` of a cart's hold has no `cart` or `item`, a refund of one
+    /// item alone neither). A deduction made without a request id is keyed by its stream entry
+    /// (`entry:<id>`) and has no later entries.
+    pub fn line_key(&self) -> (String, String) {
+        (self.sku.clone(), self.order_key())
     }
 }
 
@@ -391,9 +419,40 @@ mod tests {
             (Some(2), Some(8), Some(99))
         );
         assert_eq!(e.order_key(), "o-1");
+        assert_eq!(e.line_key(), ("{sku:42}".into(), "o-1".into()));
+        assert_eq!((e.cart, e.item), (None, None));
+        // A cart's items: one order, one line per stock.
+        let mut item = fields.clone();
+        item.insert("cart".into(), bulk("3"));
+        item.insert("item".into(), bulk("2"));
+        let e = OrderEvent::from_fields("1-5", &item);
+        assert_eq!(
+            (e.cart, e.item, e.order_key()),
+            (Some(3), Some(2), "o-1".into())
+        );
+        item.insert("sku".into(), bulk("{sku:43}"));
+        item.insert("item".into(), bulk("3"));
+        let other = OrderEvent::from_fields("1-6", &item);
+        assert_eq!(other.order_key(), e.order_key());
+        assert_ne!(other.line_key(), e.line_key());
+        // The expiry of the first item's hold (no cart, no item) finds its line.
+        let expire: HashMap<String, Value> = [
+            ("type", "expire"),
+            ("sku", "{sku:42}"),
+            ("id", "o-1"),
+            ("quantity", "2"),
+            ("remaining", "10"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), bulk(v)))
+        .collect();
+        let x = OrderEvent::from_fields("2-0", &expire);
+        assert_eq!((x.cart, x.item), (None, None));
+        assert_eq!(x.line_key(), e.line_key());
         let bare: HashMap<String, Value> = [("type".to_string(), bulk("deduct"))].into();
         let e = OrderEvent::from_fields("1-3", &bare);
         assert_eq!(e.order_key(), "entry:1-3");
+        assert_eq!(e.line_key(), (String::new(), "entry:1-3".into()));
         assert_eq!(e.quantity, None);
         let trimmed = Delivery::from(StreamId {
             id: "1-4".into(),

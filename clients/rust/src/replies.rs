@@ -1,6 +1,6 @@
-//! The typed replies of the fence commands, each a [`FromRedisValue`]: [`Deduct`],
-//! [`Confirm`], [`RequestState`], [`RequestDetail`] (with its [`EntryState`]), [`LockStatus`],
-//! [`StockInfo`].
+//! The typed replies of the fence commands, each a [`FromRedisValue`]: [`Deduct`], [`Cart`]
+//! (with its [`CartRefusal`]), [`Confirm`], [`RequestState`], [`RequestDetail`] (with its
+//! [`EntryState`]), [`LockStatus`], [`StockInfo`]; and [`PartialCart`], read from an error.
 //!
 //! Every conversion is pure (a [`Value`] in, a type out), so it reads the RESP2 and the RESP3
 //! forms alike and is unit-tested without a server.
@@ -142,6 +142,253 @@ impl FromRedisValue for Deduct {
             Value::Nil => Ok(Deduct::SoldOut),
             v => Ok(Deduct::Remaining(i64::from_redis_value(v)?)),
         }
+    }
+}
+
+/// Why `STOCK.CART` refused a cart: the code of its `<CODE> <index> <key>` error reply, which
+/// names the first item refused. Nothing changed in any of the cart's stocks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum CartRefusal {
+    /// `NOKEY`: the item's key does not exist (a cart creates no stock).
+    NoKey,
+    /// `STALE`: the cart's fencing token ([`CartOptions::fence`](crate::CartOptions::fence)) is
+    /// below the highest this item's stock has accepted: a newer lock holder exists.
+    Stale,
+    /// `LEDGERFULL`: the item's stock's request ledger holds `fence.max-ledger-entries` ids.
+    LedgerFull,
+    /// `LIMIT`: the item would take the buyer ([`CartOptions::buyer`](crate::CartOptions::buyer))
+    /// past its stock's limit per buyer.
+    Limit,
+    /// `SOLDOUT`: the item's stock has fewer units available than the item's quantity.
+    SoldOut,
+}
+
+impl CartRefusal {
+    /// The error code the module sends (`NOKEY`, `STALE`, `LEDGERFULL`, `LIMIT`, `SOLDOUT`).
+    pub fn code(self) -> &'static str {
+        match self {
+            CartRefusal::NoKey => code::NOKEY,
+            CartRefusal::Stale => code::STALE,
+            CartRefusal::LedgerFull => code::LEDGERFULL,
+            CartRefusal::Limit => code::LIMIT,
+            CartRefusal::SoldOut => code::SOLDOUT,
+        }
+    }
+
+    /// The refusal an error code stands for (as the module sends it, upper case).
+    pub fn from_code(code: &str) -> Option<CartRefusal> {
+        [
+            CartRefusal::NoKey,
+            CartRefusal::Stale,
+            CartRefusal::LedgerFull,
+            CartRefusal::Limit,
+            CartRefusal::SoldOut,
+        ]
+        .into_iter()
+        .find(|r| r.code() == code)
+    }
+}
+
+impl std::fmt::Display for CartRefusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.code())
+    }
+}
+
+/// The outcome of `STOCK.CART` ([`FenceCommands::stock_cart`](crate::FenceCommands::stock_cart)):
+/// every item deducted, or none.
+///
+/// As a [`FromRedisValue`], it reads an array of integers as [`Placed`](Cart::Placed) and the
+/// error replies `NOKEY`, `STALE`, `LEDGERFULL`, `LIMIT` and `SOLDOUT` of the form
+/// `<CODE> <index> <key>` as [`Refused`](Cart::Refused); any other error reply (bad arguments,
+/// a key of another type, a request id only some of the stocks know: see [`PartialCart`]) stays
+/// an error with its code. A plain `query::<Cart>()` turns every error reply into an `Err`
+/// before the conversion runs; the extension traits' `stock_cart` reads the raw reply.
+///
+/// ```no_run
+/// use redis_fence_client::{Cart, CartOptions, CartRefusal, FenceCommands};
+/// # fn main() -> redis::RedisResult<()> {
+/// # let mut con = redis::Client::open("redis://127.0.0.1/")?.get_connection()?;
+/// let items = [("{sale}:phone", 1), ("{sale}:case", 1), ("{sale}:charger", 2)];
+/// match con.stock_cart(&items, "order-77", &CartOptions::new().buyer("user-7"))? {
+///     Cart::Placed(left) => println!("sold, {left:?} left"),
+///     Cart::Refused { code: CartRefusal::SoldOut, key, .. } => println!("{key} is short"),
+///     Cart::Refused { code, index, key } => println!("item {index} ({key}): {code}"),
+/// }
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Cart {
+    /// Every item was deducted, or the request id was already in every stock's ledger (a
+    /// replay, which deducts nothing): the quantity now available in each stock, in the order
+    /// of the items. A replay looks the same as a fresh cart; ask
+    /// [`stock_request_detail`](crate::FenceCommands::stock_request_detail) of an item's stock
+    /// for its entry when it matters.
+    Placed(Vec<i64>),
+    /// The cart was refused because of its item `index`; nothing changed in any stock, and
+    /// the request id is not spent (the same cart may be sent again later).
+    Refused {
+        /// Why.
+        code: CartRefusal,
+        /// The item refused, counted from 1 as the reply counts: `items[index - 1]`.
+        index: usize,
+        /// Its key. From [`stock_cart`](crate::FenceCommands::stock_cart), the key of
+        /// `items[index - 1]`, exactly; read from the error reply alone (a plain
+        /// [`FromRedisValue`] conversion), the key as the module prints it in error replies
+        /// (printable ASCII kept, spaces included, other bytes and `'` as `\xNN`, cut after 64
+        /// bytes with `...`).
+        key: String,
+    },
+}
+
+impl Cart {
+    /// The quantities available after a cart placed (or replayed), one per item.
+    pub fn remaining(&self) -> Option<&[i64]> {
+        match self {
+            Cart::Placed(left) => Some(left),
+            Cart::Refused { .. } => None,
+        }
+    }
+
+    /// Whether every item was deducted (or the cart replayed): [`Cart::Placed`].
+    pub fn is_placed(&self) -> bool {
+        matches!(self, Cart::Placed(_))
+    }
+
+    /// The refusal an error reply stands for, if it reads `<CODE> <index> <key>` with one of
+    /// the five cart codes (so `STALE fencing token …` or `LIMIT buyer …`, the replies of
+    /// `STOCK.DEDUCT`, are not).
+    fn from_server_error(e: &redis::ServerError) -> Option<Cart> {
+        let code = CartRefusal::from_code(e.code())?;
+        let (index, key) = parse_item(e.details()?)?;
+        Some(Cart::Refused {
+            code,
+            index,
+            key: key.to_owned(),
+        })
+    }
+
+    /// Reads a raw reply: a cart refusal is [`Cart::Refused`], any other error reply an `Err`
+    /// that keeps its code.
+    pub(crate) fn from_reply(reply: Value) -> RedisResult<Cart> {
+        if let Value::ServerError(e) = &reply {
+            if let Some(outcome) = Cart::from_server_error(e) {
+                return Ok(outcome);
+            }
+        }
+        Ok(Cart::from_redis_value(reply.extract_error()?)?)
+    }
+
+    /// [`from_reply`](Cart::from_reply) for the cart `keys` (in order): a refusal carries the
+    /// key of the item it names exactly, not the error message's printable form of it, and a
+    /// placed cart has one quantity per item.
+    pub(crate) fn from_reply_for<'k>(
+        reply: Value,
+        keys: impl ExactSizeIterator<Item = &'k str>,
+    ) -> RedisResult<Cart> {
+        let items = keys.len();
+        match Cart::from_reply(reply)? {
+            Cart::Placed(left) if left.len() != items => Err(ParsingError::from(format!(
+                "STOCK.CART replied {} quantities for {items} items",
+                left.len()
+            ))
+            .into()),
+            Cart::Refused { code, index, key } => {
+                let key = match index.checked_sub(1).and_then(|i| keys.into_iter().nth(i)) {
+                    Some(exact) => exact.to_owned(),
+                    None => key,
+                };
+                Ok(Cart::Refused { code, index, key })
+            }
+            placed => Ok(placed),
+        }
+    }
+}
+
+/// `<index> <key>`: an index from 1 (decimal digits only) and the rest, spaces included.
+fn parse_item(s: &str) -> Option<(usize, &str)> {
+    let (index, key) = s.split_once(' ')?;
+    if index.is_empty() || !index.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some((index.parse().ok().filter(|&i| i >= 1)?, key))
+}
+
+impl FromRedisValue for Cart {
+    fn from_redis_value(v: Value) -> Result<Self, ParsingError> {
+        if let Value::ServerError(e) = &v {
+            if let Some(outcome) = Cart::from_server_error(e) {
+                return Ok(outcome);
+            }
+        }
+        match v {
+            // Not `Vec::<i64>::from_redis_value`, which reads nil as an empty list.
+            Value::Array(items) => Ok(Cart::Placed(
+                items
+                    .into_iter()
+                    .map(i64::from_redis_value)
+                    .collect::<Result<_, _>>()?,
+            )),
+            other => Err(format!("STOCK.CART replied {other:?}").into()),
+        }
+    }
+}
+
+/// A cart command refused because its request id is in the ledger of some of the cart's
+/// stocks only (`ERR request <id> is in the ledger of some of the cart's stocks only (item
+/// <index> <key> has it)`): a `STOCK.CART` resent with other keys than the first time, or a
+/// refund or confirmation of a cart one of whose stocks lost the entry (a `STOCK.SET` started a
+/// new sale there, or the key was deleted). Nothing changed. This stays an error reply (an
+/// `Err` from [`stock_cart`](crate::FenceCommands::stock_cart),
+/// [`stock_cart_refund`](crate::FenceCommands::stock_cart_refund) and
+/// [`stock_cart_confirm`](crate::FenceCommands::stock_cart_confirm)), with code `ERR`;
+/// [`from_error`](PartialCart::from_error) reads it. Work on the items one key at a time then
+/// ([`stock_refund`](crate::FenceCommands::stock_refund),
+/// [`stock_confirm`](crate::FenceCommands::stock_confirm)).
+///
+/// ```no_run
+/// use redis_fence_client::{FenceCommands, PartialCart};
+/// # fn main() -> redis::RedisResult<()> {
+/// # let mut con = redis::Client::open("redis://127.0.0.1/")?.get_connection()?;
+/// let keys = ["{sale}:phone", "{sale}:case"];
+/// match con.stock_cart_refund(&keys, "order-77") {
+///     Ok(returned) => println!("returned {returned:?}"),
+///     Err(e) => match PartialCart::from_error(&e) {
+///         Some(p) => println!("only some stocks know the order; item {} does", p.index),
+///         None => return Err(e),
+///     },
+/// }
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub struct PartialCart {
+    /// The first item whose stock knows the id, from 1 (`keys[index - 1]`).
+    pub index: usize,
+    /// Its key as the module prints it in error replies (printable ASCII kept, other bytes and
+    /// `'` as `\xNN`, cut after 64 bytes with `...`): `index` names the exact key.
+    pub key: String,
+}
+
+/// What a partial-cart error says between the request id and the item.
+const PARTIAL_CART: &str = " is in the ledger of some of the cart's stocks only (item ";
+
+impl PartialCart {
+    /// The partial-cart refusal `e` is, if it is one. The request id is printed with `'`
+    /// escaped, so the phrase after it is found unambiguously, whatever the id holds.
+    pub fn from_error(e: &redis::RedisError) -> Option<PartialCart> {
+        if e.code() != Some(code::ERR) {
+            return None;
+        }
+        let details = e.detail()?.strip_prefix("request ")?;
+        let (_, item) = details.split_once(PARTIAL_CART)?;
+        let (index, key) = parse_item(item.strip_suffix(" has it)")?)?;
+        Some(PartialCart {
+            index,
+            key: key.to_owned(),
+        })
     }
 }
 
@@ -656,6 +903,148 @@ mod tests {
         ] {
             let e = Deduct::from_reply(error_reply(&text)).unwrap_err();
             assert_eq!(e.code(), Some(code::ERR), "{text}: {e}");
+        }
+    }
+
+    /// A cart refusal as the module words it.
+    fn cart_reply(code: fence_core::error::CartCode, index: usize, key: &str) -> Value {
+        error_reply(
+            &fence_core::error::FenceError::CartItem {
+                code,
+                index,
+                key: key.into(),
+            }
+            .message(),
+        )
+    }
+
+    #[test]
+    fn cart_replies() {
+        use fence_core::error::CartCode;
+        let placed = Value::Array(vec![Value::Int(99), Value::Int(499), Value::Int(0)]);
+        assert_eq!(
+            Cart::from_redis_value(placed.clone()).unwrap(),
+            Cart::Placed(vec![99, 499, 0])
+        );
+        let cart = Cart::from_reply(placed.clone()).unwrap();
+        assert_eq!(cart.remaining(), Some(&[99, 499, 0][..]));
+        assert!(cart.is_placed());
+        // A placed cart has one quantity per item.
+        assert!(Cart::from_reply_for(placed.clone(), ["a", "b", "c"].into_iter()).is_ok());
+        assert!(Cart::from_reply_for(placed, ["a", "b"].into_iter()).is_err());
+        let refused = |code, index, key: &str| Cart::Refused {
+            code,
+            index,
+            key: key.into(),
+        };
+        for (core, code) in [
+            (CartCode::NoKey, CartRefusal::NoKey),
+            (CartCode::Stale, CartRefusal::Stale),
+            (CartCode::LedgerFull, CartRefusal::LedgerFull),
+            (CartCode::Limit, CartRefusal::Limit),
+            (CartCode::SoldOut, CartRefusal::SoldOut),
+        ] {
+            assert_eq!(code.code(), core.as_str());
+            assert_eq!(CartRefusal::from_code(core.as_str()), Some(code));
+            assert_eq!(code.to_string(), core.as_str());
+            // Keys with spaces, even ones that read like an index: everything after the index.
+            for (index, key) in [
+                (1, "{s}:phone"),
+                (2, "{s}:a case with spaces"),
+                (256, "3 {s}:x"),
+                (7, ""),
+            ] {
+                let r = cart_reply(core, index, key);
+                assert_eq!(
+                    Cart::from_redis_value(r.clone()).unwrap(),
+                    refused(code, index, key),
+                    "{r:?}"
+                );
+                assert_eq!(
+                    Cart::from_reply(r.clone()).unwrap(),
+                    refused(code, index, key),
+                    "{r:?}"
+                );
+                assert_eq!(refused(code, index, key).remaining(), None);
+                assert!(!refused(code, index, key).is_placed());
+            }
+        }
+        // `from_reply_for`: the key given, not the message's printable form of it; an index
+        // the items do not have keeps the message's.
+        let printed = fence_core::error::printable(b"{s}:O'Brien\n");
+        let escaped = cart_reply(CartCode::SoldOut, 2, &printed);
+        assert_eq!(
+            Cart::from_reply(escaped.clone()).unwrap(),
+            refused(CartRefusal::SoldOut, 2, "{s}:O\\x27Brien\\x0a")
+        );
+        assert_eq!(
+            Cart::from_reply_for(escaped.clone(), ["{s}:a", "{s}:O'Brien\n"].into_iter()).unwrap(),
+            refused(CartRefusal::SoldOut, 2, "{s}:O'Brien\n")
+        );
+        assert_eq!(
+            Cart::from_reply_for(escaped, ["{s}:a"].into_iter()).unwrap(),
+            refused(CartRefusal::SoldOut, 2, &printed)
+        );
+        // STOCK.DEDUCT's STALE and LIMIT replies, other codes and unreadable refusals stay
+        // errors with their code.
+        for (text, code) in [
+            (fence_core::error::stale(1, 2), code::STALE),
+            (fence_core::error::limit_reached("u", 1, 1), code::LIMIT),
+            ("SOLDOUT".to_string(), code::SOLDOUT),
+            ("SOLDOUT 2".to_string(), code::SOLDOUT),
+            ("SOLDOUT x {s}:k".to_string(), code::SOLDOUT),
+            ("SOLDOUT 0 {s}:k".to_string(), code::SOLDOUT),
+            ("NOKEY +1 {s}:k".to_string(), code::NOKEY),
+            ("NOKEY -1 {s}:k".to_string(), code::NOKEY),
+            ("soldout 1 {s}:k".to_string(), "soldout"),
+            (fence_core::error::WRONGTYPE.to_string(), code::WRONGTYPE),
+            (fence_core::error::NUMKEYS_RANGE.to_string(), code::ERR),
+            (fence_core::error::partial_cart("o", 2, "k"), code::ERR),
+        ] {
+            let e = Cart::from_reply(error_reply(&text)).unwrap_err();
+            assert_eq!(e.code(), Some(code), "{text}: {e}");
+            assert!(
+                Cart::from_redis_value(error_reply(&text)).is_err(),
+                "{text}"
+            );
+        }
+        assert!(Cart::from_redis_value(Value::Nil).is_err());
+        assert!(Cart::from_redis_value(Value::Array(vec![bulk("x")])).is_err());
+    }
+
+    #[test]
+    fn partial_cart_errors() {
+        let error = |text: &str| Cart::from_reply(error_reply(text)).unwrap_err();
+        for (id, index, key) in [
+            ("order-77", 2, "{s}:case"),
+            // Ids and keys with spaces and with the message's own words: the id is printed
+            // with its `'` escaped, so the phrase after it is found, and the key is the rest.
+            (
+                "order 77 is in the ledger of some of the cart's stocks only (item 1 x has it)",
+                3,
+                "{s}:a (item 9 y has it)",
+            ),
+            ("o", 256, ""),
+        ] {
+            let printed = fence_core::error::printable(id.as_bytes());
+            let e = error(&fence_core::error::partial_cart(&printed, index, key));
+            assert_eq!(
+                PartialCart::from_error(&e),
+                Some(PartialCart {
+                    index,
+                    key: key.into()
+                }),
+                "{e}"
+            );
+        }
+        for text in [
+            fence_core::error::NUMKEYS_RANGE.to_string(),
+            fence_core::error::repeated_key("k"),
+            "ERR request o is in the ledger of some of the cart's stocks only (item x k has it)".into(),
+            "ERR request o is in the ledger of some of the cart's stocks only (item 1 k".into(),
+            "SOLDOUT request o is in the ledger of some of the cart's stocks only (item 1 k has it)".into(),
+        ] {
+            assert_eq!(PartialCart::from_error(&error(&text)), None, "{text}");
         }
     }
 

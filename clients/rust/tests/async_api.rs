@@ -1,5 +1,5 @@
 //! The async API (tokio) against a real server: `AsyncFenceCommands` on a multiplexed
-//! connection (purchase limits included), `AsyncLock` and its guard (release, drop, watchdog, lost lease, one guard per
+//! connection (purchase limits and carts included), `AsyncLock` and its guard (release, drop, watchdog, lost lease, one guard per
 //! owner shared with the sync guards), a dropped `WAIT` future, a hung server, and the async
 //! order-stream calls.
 //!
@@ -16,8 +16,9 @@ use common::{calls, ms, Monitor, Paused, Server, EVENT_DEADLINE};
 use redis::aio::MultiplexedConnection;
 use redis_fence_client::orders::OrderStream;
 use redis_fence_client::{
-    is_owner_in_use, AsyncFenceCommands, AsyncLock, Confirm, Deduct, DeductOptions, EntryState,
-    Events, Lock, LostReason, RefundOptions, RequestState, StockSetOptions, Watchdog,
+    is_owner_in_use, AsyncFenceCommands, AsyncLock, Cart, CartOptions, CartRefusal, Confirm,
+    Deduct, DeductOptions, EntryState, Events, Lock, LostReason, PartialCart, RefundOptions,
+    RequestState, StockSetOptions, Watchdog,
 };
 
 const LEASE: Duration = Duration::from_secs(3);
@@ -202,6 +203,101 @@ async fn purchase_limits_on_a_multiplexed_connection() {
         .ledger
         .unwrap();
     assert_eq!(ledger.limit, None);
+}
+
+/// Carts on the async commands: refused whole (every stock unchanged), placed, replayed,
+/// confirmed, refunded; `Expired`-free paths only (the sync tests cover the deadline).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn carts_on_a_multiplexed_connection() {
+    let server = Server::start();
+    let mut con = conn(&server).await;
+    let keys = ["{c}:phone", "{c}:a case", "{c}:charger"];
+    for (key, n) in keys.iter().zip([100, 500, 1]) {
+        con.stock_set(key, n).await.unwrap();
+    }
+    let place = CartOptions::new()
+        .buyer("user 7")
+        .hold(Duration::from_secs(900))
+        .events(Events::to("{c}:orders"));
+    let short = [(keys[0], 1), (keys[1], 1), (keys[2], 2)];
+    assert_eq!(
+        con.stock_cart(&short, "order-1", &place).await.unwrap(),
+        Cart::Refused {
+            code: CartRefusal::SoldOut,
+            index: 3,
+            key: "{c}:charger".into()
+        }
+    );
+    for (key, n) in keys.iter().zip([100, 500, 1]) {
+        assert_eq!(con.stock_get(key).await.unwrap(), Some(n), "{key}");
+        assert_eq!(
+            con.stock_request(key, "order-1").await.unwrap(),
+            RequestState::Unknown
+        );
+    }
+    let items = [(keys[0], 1), (keys[1], 1), (keys[2], 1)];
+    let placed = con.stock_cart(&items, "order-1", &place).await.unwrap();
+    assert_eq!(placed, Cart::Placed(vec![99, 499, 0]));
+    assert_eq!(
+        con.stock_cart(&items, "order-1", &place).await.unwrap(),
+        placed
+    );
+    assert_eq!(
+        con.stock_cart(&[(keys[1], 1), ("{c}:missing", 1)], "order-2", &place)
+            .await
+            .unwrap(),
+        Cart::Refused {
+            code: CartRefusal::NoKey,
+            index: 2,
+            key: "{c}:missing".into()
+        }
+    );
+    assert_eq!(
+        con.stock_cart_confirm(&keys, "order-1").await.unwrap(),
+        Confirm::Confirmed
+    );
+    let detail = con
+        .stock_request_detail(keys[1], "order-1")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (detail.state, detail.buyer.as_deref()),
+        (EntryState::Confirmed, Some("user 7"))
+    );
+    assert_eq!(
+        con.stock_cart_refund(&keys, "order-1").await.unwrap(),
+        vec![1, 1, 1]
+    );
+    assert_eq!(
+        con.stock_cart_refund(&keys, "order-1").await.unwrap(),
+        vec![0, 0, 0]
+    );
+    assert_eq!(
+        con.stock_cart_confirm(&keys, "order-1").await.unwrap(),
+        Confirm::Refunded
+    );
+    assert_eq!(
+        con.stock_cart_confirm(&keys, "nothing").await.unwrap(),
+        Confirm::Unknown
+    );
+    // A stock that lost the cart's entry (a new sale): a partial cart, an error.
+    con.stock_set(keys[0], 100).await.unwrap();
+    let e = con.stock_cart_refund(&keys, "order-1").await.unwrap_err();
+    assert_eq!(
+        PartialCart::from_error(&e).map(|p| (p.index, p.key)),
+        Some((2, "{c}:a case".to_string())),
+        "{e}"
+    );
+    let e = con
+        .stock_cart(
+            &[(keys[0], 1), (keys[0], 1)],
+            "order-3",
+            &CartOptions::new(),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Some("ERR"), "{e}");
 }
 
 /// The order flow on the async commands: place with a hold, pay, cancel, and an order left

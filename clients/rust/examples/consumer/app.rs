@@ -1,30 +1,41 @@
-//! The order-book application of the `consumer` example: creates each order of the event
+//! The order-book application of the `consumer` example: creates each order line of the event
 //! stream exactly once, in a JSON-lines file, across crashes.
 //!
-//! [`run`] reads the stream with [`OrderStream`] (first this consumer's own pending entries,
-//! then new ones), "creates" each order by appending a JSON line to an [`OrderBook`] file,
-//! rejects the orders a [`Config::reject_suffix`] rule picks and gives their stock back with
-//! `STOCK.REFUND`, cancels an order when a `refund` entry (the order was cancelled with
-//! `STOCK.REFUND … EVENTS`) or an `expire` entry (it was placed with `HOLD` and not paid by its
-//! deadline: the module gave its units back) comes for it, and acknowledges each entry after it
-//! is handled. An `expire` is handled exactly like a `refund`: both mean the order's units are
-//! back on sale, so the order record is cancelled. It survives a crash at any point without
-//! losing, double-creating or double-cancelling an order:
+//! An order *line* is what one stock's ledger records under one request id: a `STOCK.DEDUCT`
+//! makes one, a cart (`STOCK.CART`) one per item, all under the cart's request id. The book is
+//! keyed by line, [`OrderEvent::line_key`] (the stock key and the request id), not by the
+//! request id alone, which would take a cart's items 2..n for duplicates of item 1.
 //!
-//! - an entry is acknowledged only after its order line is on disk (`fsync`), so an order
-//!   whose entry was not acknowledged is read again from the pending list after a restart;
-//! - each change of an order is written at most once: the book is keyed by
-//!   [`OrderEvent::order_key`] and knows each order's latest status; a `deduct` for an order
-//!   already in the book, or a `refund`/`expire` for an order already cancelled, is
-//!   acknowledged without a line. An order has one line (`created` or `rejected`), or two
-//!   (`created`, then `cancelled`); a cancellation read before its order (a `refund` or `expire`
-//!   whose `deduct` never came, or was trimmed) is written as the order's only line, and a later
-//!   `deduct` for it adds nothing. A line torn by a crash in the middle of a write is dropped
-//!   when the book is opened, and its change is written again from the pending entry;
+//! [`run`] reads the stream with [`OrderStream`] (first this consumer's own pending entries,
+//! then new ones), "creates" each line by appending a JSON line to an [`OrderBook`] file,
+//! rejects the single orders a [`Config::reject_suffix`] rule picks and gives their stock back
+//! with `STOCK.REFUND`, cancels a line when a `refund` entry (the order was cancelled with
+//! `STOCK.REFUND … EVENTS`, or its cart with `STOCK.CART.REFUND … EVENTS`: one entry per item)
+//! or an `expire` entry (it was placed with `HOLD` and not paid by its deadline: the module gave
+//! its units back; a cart's holds expire stock by stock) comes for it, and acknowledges each
+//! entry after it is handled. An `expire` is handled exactly like a `refund`: both mean the
+//! line's units are back on sale, so the line is cancelled. Every kind of entry carries the
+//! stock key and the request id, so a line's `deduct`, `refund` and `expire` meet. It survives
+//! a crash at any point without losing, double-creating or double-cancelling a line:
+//!
+//! - an entry is acknowledged only after its line is on disk (`fsync`), so a line whose entry
+//!   was not acknowledged is read again from the pending list after a restart;
+//! - each change of a line is written at most once: the book knows each line's latest status;
+//!   a `deduct` for a line already in the book, or a `refund`/`expire` for a line already
+//!   cancelled, is acknowledged without writing. A line has one record (`created` or
+//!   `rejected`), or two (`created`, then `cancelled`); a cancellation read before its line (a
+//!   `refund` or `expire` whose `deduct` never came, or was trimmed) is written as the line's
+//!   only record, and a later `deduct` for it adds nothing. A record torn by a crash in the
+//!   middle of a write is dropped when the book is opened, and its change is written again
+//!   from the pending entry;
 //! - a refund is idempotent in the module (`STOCK.REFUND` returns an id's stock once, and 0
 //!   after), so a rejected order refunded again after a crash returns nothing twice. The
-//!   `refund` entry of a rejection (`--refund-events`) finds the order already rejected and
-//!   writes nothing.
+//!   `refund` entry of a rejection (`--refund-events`) finds the line already rejected and
+//!   writes nothing;
+//! - the items of a cart (entries with `cart`) are never rejected: the rule decides line by
+//!   line, and rejecting one item would leave the rest of the cart sold. A cart is accepted or
+//!   cancelled as a whole by the application, with `STOCK.CART.REFUND … EVENTS`, whose `refund`
+//!   entries (one per item) cancel each of its lines once.
 //!
 //! The file stands in for a database table with a unique key on the order id. Pending entries
 //! of a consumer that never comes back are taken over with [`Config::claim_idle`].
@@ -53,22 +64,26 @@ pub struct Config {
     pub consumer: String,
     /// The order book: a JSON-lines file.
     pub orders: PathBuf,
-    /// Orders whose request id ends with this are rejected and refunded. Deductions made
-    /// without `ID` cannot be refunded and are always created.
+    /// Single orders whose request id ends with this are rejected and refunded (on their one
+    /// stock). Deductions made without `ID` cannot be refunded and are always created. The
+    /// items of a cart (entries with `cart`) are always created: a cart is accepted or
+    /// cancelled as a whole by the application (`STOCK.CART.REFUND … EVENTS`), never cut in
+    /// half here.
     pub reject_suffix: Option<String>,
     /// Refund with `EVENTS <stream>`, so a `refund` entry follows the rejected order.
     pub refund_events: bool,
     /// Stop after this long without a new entry.
     pub idle_exit: Duration,
-    /// Stop after this many orders created or rejected (new ones).
+    /// Stop after this many order lines created or rejected (new ones; a cart has a line
+    /// per item).
     pub max_orders: Option<u64>,
     /// Entries read per call.
     pub batch: usize,
     /// Take over entries another consumer has left pending for at least this long
     /// (`XAUTOCLAIM`), at start and whenever the stream is idle.
     pub claim_idle: Option<Duration>,
-    /// For crash tests: stop right after the n-th line (an order or a cancellation) is
-    /// written, before its `XACK`, as a crash there would (the summary says
+    /// For crash tests: stop right after the n-th record (a line created, rejected or
+    /// cancelled) is written, before its `XACK`, as a crash there would (the summary says
     /// [`Summary::crashed_at`]).
     pub crash_after_writes: Option<u64>,
 }
@@ -96,19 +111,19 @@ impl Config {
 /// What one [`run`] did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Summary {
-    /// Orders written as created.
+    /// Lines written as created (a cart's items one by one).
     pub created: u64,
-    /// Orders written as rejected (and refunded).
+    /// Lines written as rejected (and refunded).
     pub rejected: u64,
     /// Units `STOCK.REFUND` returned (0 for a refund already made before a crash).
     pub refunded_units: i64,
-    /// `deduct` entries whose order was already in the book, and `refund`/`expire` entries
-    /// whose order was already cancelled: acknowledged, not written again.
+    /// `deduct` entries whose line was already in the book, and `refund`/`expire` entries
+    /// whose line was already cancelled: acknowledged, not written again.
     pub duplicates: u64,
-    /// Orders cancelled by a `refund` or `expire` entry (written as cancelled).
+    /// Lines cancelled by a `refund` or `expire` entry (written as cancelled).
     pub cancelled: u64,
     /// Other entries acknowledged: `soldout`, unknown types, and the `refund` entries of the
-    /// orders this consumer rejected.
+    /// lines this consumer rejected.
     pub other_events: u64,
     /// Pending entries trimmed away before they were handled: acknowledged.
     pub lost: u64,
@@ -120,42 +135,51 @@ pub struct Summary {
     pub crashed_at: Option<String>,
 }
 
-/// The state of an order in the book.
+/// The state of an order line in the book.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Status {
-    /// The order was created.
+    /// The line was created.
     Created,
-    /// The order was rejected and its stock refunded.
+    /// The line was rejected and its stock refunded.
     Rejected,
-    /// The order was cancelled: refunded by someone (the customer gave up), or its hold
-    /// expired unpaid. Its units are back on sale.
+    /// The line was cancelled: refunded by someone (the customer gave up, the cart was
+    /// cancelled), or its hold expired unpaid. Its units are back on sale.
     Cancelled,
 }
 
-/// One line of the book:
+/// One record of the book, a change of one order line:
 /// `{"order":"…","status":"created"|"rejected"|"cancelled","sku":"…","quantity":n,"entry":"…"}`.
+/// The line is `(sku, order)` ([`Order::line_key`]): a cart has one per item, all with the
+/// cart's `order`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Order {
-    /// The order key ([`OrderEvent::order_key`]).
+    /// The order key ([`OrderEvent::order_key`]): the request id, shared by a cart's items.
     #[serde(rename = "order")]
     pub key: String,
     /// Created, rejected or cancelled.
     pub status: Status,
-    /// The stock key.
+    /// The stock key: with the order key, the line's key.
     pub sku: String,
     /// The quantity deducted.
     pub quantity: i64,
-    /// The stream entry this line came from (the `deduct`, or the `refund`/`expire` that
-    /// cancelled the order).
+    /// The stream entry this record came from (the `deduct`, or the `refund`/`expire` that
+    /// cancelled the line).
     pub entry: String,
 }
 
-/// A JSON-lines order book keyed by order key, each line synced to disk before
-/// [`OrderBook::record`] returns.
+impl Order {
+    /// The line this record is about, `(sku, order)`, as [`OrderEvent::line_key`] gives it.
+    pub fn line_key(&self) -> (String, String) {
+        (self.sku.clone(), self.key.clone())
+    }
+}
+
+/// A JSON-lines order book keyed by order line ([`OrderEvent::line_key`]), each record synced
+/// to disk before [`OrderBook::record`] returns.
 pub struct OrderBook {
     file: File,
-    known: HashMap<String, Status>,
+    known: HashMap<(String, String), Status>,
 }
 
 fn invalid(path: &Path, n: usize, e: impl std::fmt::Display) -> io::Error {
@@ -166,8 +190,8 @@ fn invalid(path: &Path, n: usize, e: impl std::fmt::Display) -> io::Error {
 }
 
 impl OrderBook {
-    /// Opens (or creates) the book and reads the orders in it. A last line without its
-    /// newline (a write torn by a crash) is cut off: its order was never acknowledged and will
+    /// Opens (or creates) the book and reads the lines in it. A last record without its
+    /// newline (a write torn by a crash) is cut off: its entry was never acknowledged and will
     /// be written again.
     pub fn open(path: &Path) -> io::Result<OrderBook> {
         let mut file = OpenOptions::new()
@@ -190,12 +214,12 @@ impl OrderBook {
                 continue;
             }
             let order: Order = serde_json::from_slice(line).map_err(|e| invalid(path, n + 1, e))?;
-            known.insert(order.key, order.status);
+            known.insert(order.line_key(), order.status);
         }
         Ok(OrderBook { file, known })
     }
 
-    /// Every order in the book at `path`, in the order they were written (for the tests).
+    /// Every record in the book at `path`, in the order they were written (for the tests).
     #[allow(dead_code)]
     pub fn read(path: &Path) -> io::Result<Vec<Order>> {
         let text = std::fs::read_to_string(path)?;
@@ -206,18 +230,18 @@ impl OrderBook {
             .collect()
     }
 
-    /// What the book holds for an order key.
-    pub fn status(&self, key: &str) -> Option<Status> {
-        self.known.get(key).copied()
+    /// What the book holds for an order line, `(sku, order key)`.
+    pub fn status(&self, line: &(String, String)) -> Option<Status> {
+        self.known.get(line).copied()
     }
 
-    /// Appends one order and syncs it to disk.
+    /// Appends one record and syncs it to disk.
     pub fn record(&mut self, order: &Order) -> io::Result<()> {
         let mut line = serde_json::to_vec(order)?;
         line.push(b'\n');
         self.file.write_all(&line)?;
         self.file.sync_data()?;
-        self.known.insert(order.key.clone(), order.status);
+        self.known.insert(order.line_key(), order.status);
         Ok(())
     }
 }
@@ -249,9 +273,11 @@ impl Consumer<'_> {
         Ok(())
     }
 
+    /// The rejection rule, for single orders only: a cart's item (`cart` set) is never
+    /// rejected, since refunding it alone would leave the rest of the cart sold.
     fn rejects(&self, event: &OrderEvent) -> bool {
-        match (&self.config.reject_suffix, &event.request_id) {
-            (Some(suffix), Some(id)) => id.ends_with(suffix.as_str()),
+        match (&self.config.reject_suffix, &event.request_id, event.cart) {
+            (Some(suffix), Some(id), None) => id.ends_with(suffix.as_str()),
             _ => false,
         }
     }
@@ -280,7 +306,7 @@ impl Consumer<'_> {
         }
     }
 
-    /// A `refund` or `expire` entry: the order's units are back on sale, so its record is
+    /// A `refund` or `expire` entry: the line's units are back on sale, so the line is
     /// cancelled, once.
     fn cancel<C: ConnectionLike>(
         &mut self,
@@ -288,8 +314,8 @@ impl Consumer<'_> {
         id: &str,
         event: &OrderEvent,
     ) -> redis::RedisResult<Option<Stop>> {
-        let key = event.order_key();
-        match self.book.status(&key) {
+        let line = event.line_key();
+        match self.book.status(&line) {
             Some(Status::Cancelled) => {
                 // Written before a crash, not acknowledged.
                 self.summary.duplicates += 1;
@@ -297,13 +323,14 @@ impl Consumer<'_> {
                 return Ok(None);
             }
             Some(Status::Rejected) => {
-                // The refund this consumer made when it rejected the order.
+                // The refund this consumer made when it rejected the line.
                 self.summary.other_events += 1;
                 self.ack(conn, id)?;
                 return Ok(None);
             }
             Some(Status::Created) | None => {}
         }
+        let (_, key) = line;
         self.book.record(&Order {
             key,
             status: Status::Cancelled,
@@ -315,15 +342,16 @@ impl Consumer<'_> {
         self.written(conn, id)
     }
 
-    /// A `deduct` entry: the order is created (or rejected and refunded), once.
+    /// A `deduct` entry: the line is created (or, for a single order, rejected and refunded),
+    /// once.
     fn create<C: ConnectionLike>(
         &mut self,
         conn: &mut C,
         id: &str,
         event: &OrderEvent,
     ) -> redis::RedisResult<Option<Stop>> {
-        let key = event.order_key();
-        if self.book.status(&key).is_some() {
+        let line = event.line_key();
+        if self.book.status(&line).is_some() {
             // Written before a crash, not acknowledged: acknowledge now, write nothing.
             self.summary.duplicates += 1;
             self.ack(conn, id)?;
@@ -342,6 +370,7 @@ impl Consumer<'_> {
         } else {
             Status::Created
         };
+        let (_, key) = line;
         self.book.record(&Order {
             key,
             status,
@@ -413,7 +442,7 @@ impl Consumer<'_> {
 }
 
 /// Runs the consumer until it has been idle for [`Config::idle_exit`], has handled
-/// [`Config::max_orders`] orders, or reaches [`Config::crash_after_writes`].
+/// [`Config::max_orders`] lines, or reaches [`Config::crash_after_writes`].
 ///
 /// Errors: replies and I/O errors from Redis, and I/O errors from the order book. An error
 /// leaves the entry being handled pending: the next run handles it again.

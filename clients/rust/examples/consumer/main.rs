@@ -1,11 +1,14 @@
 //! An order consumer (the application this crate's `orders` module is the reusable part of):
-//! reads the order events `STOCK.DEDUCT … EVENTS stream` appends, with a
-//! consumer group, creates each order once in a JSON-lines file, rejects and refunds the
-//! orders whose request id ends with `--reject-suffix`, cancels an order when a `refund` or an
-//! `expire` entry comes for it (an `expire` is an order placed with `HOLD` and not paid by its
-//! deadline: the module already gave its units back; it is handled like a `refund`), and
-//! acknowledges each entry after it is handled. Stop it at any moment (or use
-//! `--crash-after`) and run it again: no order is lost, created twice or cancelled twice.
+//! reads the order events `STOCK.DEDUCT … EVENTS stream` and `STOCK.CART … EVENTS stream`
+//! append, with a consumer group, creates each order line once in a JSON-lines file (a line is
+//! one stock's part of an order, keyed by stock key and request id: a cart has one per item),
+//! rejects and refunds the single orders whose request id ends with `--reject-suffix` (never a
+//! cart's items: a cart is accepted or cancelled whole, with `STOCK.CART.REFUND … EVENTS`),
+//! cancels a line when a `refund` or an `expire` entry comes for it (an `expire` is an order
+//! placed with `HOLD` and not paid by its deadline: the module already gave its units back; it
+//! is handled like a `refund`), and acknowledges each entry after it is handled. Stop it at any
+//! moment (or use `--crash-after`) and run it again: no line is lost, created twice or
+//! cancelled twice.
 //!
 //! ```sh
 //! make run   # another terminal: Redis with the module on 6379
@@ -22,13 +25,13 @@
 //! | `--group NAME` | `orders` | the consumer group (created when missing) |
 //! | `--consumer NAME` | `c1` | this consumer; keep it across restarts |
 //! | `--orders PATH` | `orders.jsonl` | the order book |
-//! | `--reject-suffix S` | none | reject and refund orders whose id ends with `S` |
+//! | `--reject-suffix S` | none | reject and refund single orders whose id ends with `S` (a cart's items never) |
 //! | `--refund-events` | off | refund with `EVENTS <stream>` (a `refund` entry follows) |
 //! | `--idle-ms N` | 5000 | stop after N ms without a new entry |
-//! | `--max-orders N` | none | stop after N new orders |
+//! | `--max-orders N` | none | stop after N new order lines |
 //! | `--claim-idle-ms N` | none | take over entries other consumers left pending N ms |
 //! | `--batch N` | 100 | entries per read |
-//! | `--crash-after N` | none | exit with status 3 right after writing the N-th line (order or cancellation), before its `XACK` |
+//! | `--crash-after N` | none | exit with status 3 right after writing the N-th record (a line created, rejected or cancelled), before its `XACK` |
 //! | `--demo N` | none | first place N orders of 1 on `--sku` (opened with 100 units when missing) |
 //! | `--sku KEY` | `{sku:42}` | the stock `--demo` deducts from |
 
