@@ -642,7 +642,13 @@ pub mod tests {
             forged[0] = forged[0].wrapping_add(1);
             v.0[at] = Value::B(leak(forged));
         }
-        assert!(load_stock(&mut v, 5).is_err());
+        assert_eq!(
+            load_stock(&mut v, 5),
+            Err(LoadError::Blob {
+                what: "buyers",
+                why: "a buyer's units do not match the ledger"
+            })
+        );
         // An entry naming a buyer the table does not have: refused.
         let mut one = Stock::new(5);
         one.put_entry(b"o", V::plain(1), Some(b"u"));
@@ -651,12 +657,22 @@ pub mod tests {
         let count = v.0.iter().position(|x| matches!(x, Value::U(1))).unwrap();
         v.0.remove(count + 1);
         v.0[count] = Value::U(0);
-        assert!(load_stock(&mut v, 5).is_err());
+        let why = |why| LoadError::Blob {
+            what: "buyers",
+            why,
+        };
+        assert_eq!(
+            load_stock(&mut v, 5),
+            Err(why("an entry names a buyer that is not in the buyer table"))
+        );
         // A buyer no entry names: refused.
         let mut v = v5_values(&one);
         v.0[count] = Value::U(2);
         v.0.insert(count + 2, Value::B(b"\x00\x01\x00z"));
-        assert!(load_stock(&mut v, 5).is_err());
+        assert_eq!(
+            load_stock(&mut v, 5),
+            Err(why("a buyer is named by no entry"))
+        );
         // A buyer record with a state, a limit past 2^63-1: refused.
         let mut v = v5_values(&one);
         v.0[count + 1] = Value::B(b"\x01\x01\x01u");

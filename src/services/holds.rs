@@ -264,7 +264,9 @@ pub fn before_decision(ctx: &Ctx<'_>, name: RStr<'_>, key: &mut Key<'_>, id: &[u
 /// `EVENTS` stream is opened): on a stock with a limit, the buyer's holds still due after the
 /// first step come back too (`fence_core::cart::buyer_due`), when this server may.
 pub fn before_buyer(ctx: &Ctx<'_>, key: &mut Key<'_>, buyer: &[u8]) {
-    if !may_expire(ctx) {
+    // Every BUYER deduction passes here: the cheap checks first (no limit, or no hold at all,
+    // is the common case), the server's state and the clock only then.
+    if key.stock().is_none_or(|s| s.limit == 0 || !s.has_holds()) || !may_expire(ctx) {
         return;
     }
     let now = now_ms();
