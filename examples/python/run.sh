@@ -1,18 +1,28 @@
 #!/usr/bin/env bash
-# Runs seckill.py, then orders.py, against a throw-away redis-server with the fence module loaded: a free port
-# of 127.0.0.1, a temporary directory, stopped on the way out. Installs redis-py with pip
-# when `import redis` fails. Extra arguments go to seckill.py (e.g. --stock 500 --buyers 64).
+# Runs seckill.py (threads, then asyncio with a limit per buyer), orders.py and fenced_sqlite.py
+# against a throw-away redis-server with the fence module loaded: a free port of 127.0.0.1, a
+# temporary directory, stopped on the way out. Installs nothing: PYTHON must have redis-py and
+# the client package redis_fence (clients/python) installed, as the virtual environment
+# `make python-client` makes (scripts/python-client.sh runs this script with PYTHON set to it).
+# Extra arguments go to the first seckill.py (e.g. --stock 500 --buyers 64).
 #
 #   REDIS_SERVER  the server binary (default redis-server on PATH)
 #   FENCE_MODULE  the module (default <repo>/target/debug/libredis_fence.so: cargo build first)
-#   PYTHON        the interpreter (default python3)
+#   PYTHON        the interpreter (default <repo>/target/python-venv/bin/python when there is
+#                 one, else python3)
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
 server="${REDIS_SERVER:-redis-server}"
 module="${FENCE_MODULE:-$root/target/debug/libredis_fence.so}"
-python="${PYTHON:-python3}"
+if [ -n "${PYTHON:-}" ]; then
+    python="$PYTHON"
+elif [ -x "$root/target/python-venv/bin/python" ]; then
+    python="$root/target/python-venv/bin/python"
+else
+    python=python3
+fi
 
 if [ ! -f "$module" ]; then
     echo "run.sh: the fence module is not at $module: run 'cargo build' at the repository root" \
@@ -23,12 +33,17 @@ if ! command -v "$server" >/dev/null 2>&1; then
     echo "run.sh: $server not found (install redis-server, or set REDIS_SERVER)" >&2
     exit 1
 fi
-if ! "$python" -c 'import redis' 2>/dev/null; then
-    echo "run.sh: installing redis-py with pip" >&2
-    # A Debian system Python refuses plain pip installs (PEP 668): then the user site.
-    export PIP_ROOT_USER_ACTION=ignore
-    "$python" -m pip install --quiet redis ||
-        "$python" -m pip install --quiet --user --break-system-packages redis
+if ! command -v "$python" >/dev/null 2>&1; then
+    echo "run.sh: the interpreter $python is not found (set PYTHON)" >&2
+    exit 1
+fi
+if ! import_error="$("$python" -c 'import redis, redis_fence' 2>&1)"; then
+    echo "run.sh: $python cannot import redis-py and redis_fence:" >&2
+    echo "$import_error" | tail -n 5 >&2
+    echo "run.sh: run 'make python-client' (it makes target/python-venv with both and runs" \
+        "this script with PYTHON=target/python-venv/bin/python), or set PYTHON to an" \
+        "interpreter that has them" >&2
+    exit 1
 fi
 
 dir="$(mktemp -d "${TMPDIR:-/tmp}/redis-fence-seckill.XXXXXX")"
@@ -96,16 +111,19 @@ if [ -z "$port" ]; then
     exit 1
 fi
 
-status=0
-"$python" "$here/seckill.py" --host 127.0.0.1 --port "$port" "$@" || status=$?
-if [ "$status" -ne 0 ]; then
-    echo "run.sh: seckill.py failed (exit $status); server log (tail):" >&2
-    tail -n 20 "$dir/redis.log" >&2 || true
-    exit "$status"
-fi
-"$python" "$here/orders.py" --host 127.0.0.1 --port "$port" || status=$?
-if [ "$status" -ne 0 ]; then
-    echo "run.sh: orders.py failed (exit $status); server log (tail):" >&2
-    tail -n 20 "$dir/redis.log" >&2 || true
-fi
-exit "$status"
+# Each example against the server; the first failure stops the run with its exit code.
+run_example() {
+    local name="$1" status=0
+    shift
+    "$python" "$here/$name" --host 127.0.0.1 --port "$port" "$@" || status=$?
+    if [ "$status" -ne 0 ]; then
+        echo "run.sh: $name $* failed (exit $status); server log (tail):" >&2
+        tail -n 20 "$dir/redis.log" >&2 || true
+        exit "$status"
+    fi
+}
+run_example seckill.py "$@"
+# The same sale with asyncio buyers and a limit per buyer (LimitExceeded, STOCK.BUYER).
+run_example seckill.py --async --limit 1
+run_example orders.py
+run_example fenced_sqlite.py
