@@ -56,7 +56,9 @@ def parse_args() -> argparse.Namespace:
     doc = __doc__ or ""
     p = argparse.ArgumentParser(description=doc.split("\n\n")[0])
     p.add_argument("--host", default=os.environ.get("REDIS_HOST", "127.0.0.1"))
-    p.add_argument("--port", type=int, default=int(os.environ.get("REDIS_PORT", "6379")))
+    p.add_argument(
+        "--port", type=int, default=int(os.environ.get("REDIS_PORT", "6379"))
+    )
     p.add_argument("--key", default="{sku:1}:lock", help="the lock's key")
     p.add_argument("--ttl-ms", type=int, default=200, help="worker A's lease, in ms")
     p.add_argument("--db", help="the SQLite file (default: a temporary one)")
@@ -102,7 +104,9 @@ def fenced_take(path: str, quantity: int, token: int) -> int:
 def read_row(path: str) -> tuple[int, int]:
     db = sqlite3.connect(path)
     try:
-        row = db.execute("SELECT stock, fence FROM stock WHERE id = ?", (SKU,)).fetchone()
+        row = db.execute(
+            "SELECT stock, fence FROM stock WHERE id = ?", (SKU,)
+        ).fetchone()
         return int(row[0]), int(row[1])
     finally:
         db.close()
@@ -127,14 +131,20 @@ def worker_a(r: redis.Redis, args: argparse.Namespace, path: str, story: Story) 
     try:
         with lock as token:
             story.token_a = token
-            say(f"A: acquired {args.key} with token {token}, a lease of {args.ttl_ms} ms")
+            say(
+                f"A: acquired {args.key} with token {token}, a lease of {args.ttl_ms} ms"
+            )
             lock.check()  # the lease is fine now: A goes ahead with its write...
-            say("A: checked its lease, about to write ... and pauses (a GC pause, a stalled VM)")
+            say(
+                "A: checked its lease, about to write ... and pauses (a GC pause, a stalled VM)"
+            )
             story.a_paused.set()
             if not story.a_resume.wait(STEP_TIMEOUT):
                 story.errors.append("A was never woken up")
                 return
-            say(f"A: wakes up and writes {A_TAKES} units with its token {token}, unaware")
+            say(
+                f"A: wakes up and writes {A_TAKES} units with its token {token}, unaware"
+            )
             story.a_rows = fenced_take(path, A_TAKES, token)
             if story.a_rows == 0:
                 _, fence = read_row(path)
@@ -159,7 +169,9 @@ def worker_b(r: redis.Redis, args: argparse.Namespace, path: str, story: Story) 
             story.token_b = token
             say(f"B: acquired {args.key} with token {token}")
             story.b_rows = fenced_take(path, B_TAKES, token)
-            say(f"B: wrote {B_TAKES} units with its token (rowcount {story.b_rows}); releases")
+            say(
+                f"B: wrote {B_TAKES} units with its token (rowcount {story.b_rows}); releases"
+            )
     except (redis.RedisError, sqlite3.Error) as e:
         story.errors.append(f"worker B: {type(e).__name__}: {e}")
 
@@ -169,7 +181,9 @@ def wait_for_expiry(observer: Lock, story: Story) -> bool:
     started = time.monotonic()
     status = observer.status()
     if status is not None:
-        say(f"coordinator: LOCK.STATUS: held by {status.owner}, {status.ttl_ms} ms left")
+        say(
+            f"coordinator: LOCK.STATUS: held by {status.owner}, {status.ttl_ms} ms left"
+        )
     while status is not None and status.token == story.token_a:
         if time.monotonic() - started > STEP_TIMEOUT:
             return False
@@ -199,7 +213,9 @@ def run(r: redis.Redis, args: argparse.Namespace, path: str) -> int:
     if not wait_for_expiry(observer, story):
         story.errors.append("A's lease did not end")
     else:
-        b = threading.Thread(target=worker_b, args=(r, args, path, story), name="worker-B")
+        b = threading.Thread(
+            target=worker_b, args=(r, args, path, story), name="worker-B"
+        )
         b.start()
         b.join()
     story.a_resume.set()
@@ -214,7 +230,9 @@ def run(r: redis.Redis, args: argparse.Namespace, path: str) -> int:
     if story.b_rows != 1:
         problems.append(f"B's write changed {story.b_rows} rows, expected 1")
     if story.a_rows != 0:
-        problems.append(f"A's late write changed {story.a_rows} rows, expected 0 (refused)")
+        problems.append(
+            f"A's late write changed {story.a_rows} rows, expected 0 (refused)"
+        )
     if (stock, fence) != (INITIAL - B_TAKES, story.token_b):
         problems.append(
             f"the row holds stock {stock}, fence {fence}; expected B's write only: "

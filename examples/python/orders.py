@@ -36,14 +36,18 @@ except ImportError:  # pragma: no cover - depends on the machine
 try:
     from redis_fence import Deducted, HoldExpired, Stock
 except ImportError:  # pragma: no cover - depends on the machine
-    sys.exit("orders.py needs the redis_fence package: python3 -m pip install ./clients/python")
+    sys.exit(
+        "orders.py needs the redis_fence package: python3 -m pip install ./clients/python"
+    )
 
 
 def parse_args() -> argparse.Namespace:
     doc = __doc__ or ""
     p = argparse.ArgumentParser(description=doc.split("\n\n")[0])
     p.add_argument("--host", default=os.environ.get("REDIS_HOST", "127.0.0.1"))
-    p.add_argument("--port", type=int, default=int(os.environ.get("REDIS_PORT", "6379")))
+    p.add_argument(
+        "--port", type=int, default=int(os.environ.get("REDIS_PORT", "6379"))
+    )
     p.add_argument("--key", default="{sku:orders}", help="the stock key")
     p.add_argument("--orders", type=int, default=200, help="orders placed")
     p.add_argument("--hold-ms", type=int, default=1500, help="time to pay, in ms")
@@ -117,7 +121,11 @@ def main() -> int:
             failures.append(f"{order_id} was refused: {first}, then {again}")
             continue
         info = stock.request(order_id)
-        if info is None or (info.state, info.quantity) != ("held", 1) or not info.deadline_ms:
+        if (
+            info is None
+            or (info.state, info.quantity) != ("held", 1)
+            or not info.deadline_ms
+        ):
             failures.append(f"{order_id}: the ledger shows {info} after the retry")
     consume(r, stream, group, book)
 
@@ -151,12 +159,20 @@ def main() -> int:
     for order_id in unpaid[:5]:
         try:
             stock.confirm(order_id)
-            print(f"orders.py: {order_id} was confirmed after its deadline", file=sys.stderr)
+            print(
+                f"orders.py: {order_id} was confirmed after its deadline",
+                file=sys.stderr,
+            )
             return 1
         except HoldExpired as e:
             seconds, micros = r.time()  # the server's clock decides deadlines
-            if e.request_id != order_id or e.deadline_ms > seconds * 1000 + micros // 1000:
-                failures.append(f"{order_id}: {e} names another order or a future deadline")
+            if (
+                e.request_id != order_id
+                or e.deadline_ms > seconds * 1000 + micros // 1000
+            ):
+                failures.append(
+                    f"{order_id}: {e} names another order or a future deadline"
+                )
             late_refunds += 1
 
     # The books.
@@ -168,7 +184,9 @@ def main() -> int:
         if request is None or request.state != "confirmed":
             failures.append(f"{order_id} was paid but is not confirmed")
         if book.orders.get(order_id) != "placed":
-            failures.append(f"{order_id} was paid but the book says {book.orders.get(order_id)}")
+            failures.append(
+                f"{order_id} was paid but the book says {book.orders.get(order_id)}"
+            )
     for order_id, kind, state in [(i, "refund", "refunded") for i in cancelled] + [
         (i, "expire", "expired") for i in unpaid
     ]:
@@ -185,7 +203,9 @@ def main() -> int:
         0,
         args.orders,
     ):
-        failures.append(f"STOCK.INFO {summary}: expected {len(paid)} deducted, none held")
+        failures.append(
+            f"STOCK.INFO {summary}: expected {len(paid)} deducted, none held"
+        )
     pending = r.xpending(stream, group)["pending"]
     if pending:
         failures.append(f"{pending} entries left unacknowledged")

@@ -51,22 +51,32 @@ try:
         StockInfo,
     )
 except ImportError:  # pragma: no cover - depends on the machine
-    sys.exit("seckill.py needs the redis_fence package: python3 -m pip install ./clients/python")
+    sys.exit(
+        "seckill.py needs the redis_fence package: python3 -m pip install ./clients/python"
+    )
 
 
 def parse_args() -> argparse.Namespace:
     doc = __doc__ or ""
     p = argparse.ArgumentParser(description=doc.split("\n\n")[0])
     p.add_argument("--host", default=os.environ.get("REDIS_HOST", "127.0.0.1"))
-    p.add_argument("--port", type=int, default=int(os.environ.get("REDIS_PORT", "6379")))
+    p.add_argument(
+        "--port", type=int, default=int(os.environ.get("REDIS_PORT", "6379"))
+    )
     p.add_argument("--key", default="{sku:seckill}", help="the stock key")
     p.add_argument("--stock", type=int, default=100, help="units on sale")
     p.add_argument("--buyers", type=int, default=200, help="buyers (threads, or tasks)")
     p.add_argument(
-        "--orders", type=int, default=1000, help="orders placed in all (more than the stock)"
+        "--orders",
+        type=int,
+        default=1000,
+        help="orders placed in all (more than the stock)",
     )
     p.add_argument(
-        "--limit", type=int, default=0, help="units each buyer may hold (0: no limit per buyer)"
+        "--limit",
+        type=int,
+        default=0,
+        help="units each buyer may hold (0: no limit per buyer)",
     )
     p.add_argument(
         "--async",
@@ -118,17 +128,27 @@ class Books:
         self.sold_out = 0  # orders refused for lack of stock
         self.limited = 0  # orders refused by the limit per buyer (LimitExceeded)
         self.replays = 0  # retries answered without deducting
-        self.bad_replays: list[str] = []  # retries answered as sold out (must stay empty)
-        self.negative: list[str] = []  # remaining quantities below zero (must stay empty)
-        self.bad_ledger: list[str] = []  # orders the ledger did not show holding one unit
-        self.bad_limits: list[str] = []  # LimitExceeded with other numbers than expected
+        self.bad_replays: list[
+            str
+        ] = []  # retries answered as sold out (must stay empty)
+        self.negative: list[
+            str
+        ] = []  # remaining quantities below zero (must stay empty)
+        self.bad_ledger: list[
+            str
+        ] = []  # orders the ledger did not show holding one unit
+        self.bad_limits: list[
+            str
+        ] = []  # LimitExceeded with other numbers than expected
         self.errors: list[str] = []
 
     def refused(self) -> None:
         with self.guard:
             self.sold_out += 1
 
-    def limit_exceeded(self, order_id: str, buyer: str | None, e: LimitExceeded) -> None:
+    def limit_exceeded(
+        self, order_id: str, buyer: str | None, e: LimitExceeded
+    ) -> None:
         with self.guard:
             self.limited += 1
             # A buyer at the limit asks for 1 more: "has <limit> of at most <limit>".
@@ -157,7 +177,9 @@ class Books:
                 # first reply saw (nothing is refunded during the sale).
                 self.replays += 1
                 if again.remaining < 0 or again.remaining > first.remaining:
-                    self.negative.append(f"{order_id}: {first.remaining} then {again.remaining}")
+                    self.negative.append(
+                        f"{order_id}: {first.remaining} then {again.remaining}"
+                    )
             # What tells the retry from a second sale: the ledger holds the order once, 1 unit.
             if (
                 info is None
@@ -186,7 +208,9 @@ class Final:
 # ---- threads ---------------------------------------------------------------------------------
 
 
-def buyer_thread(stock: Stock, buyer: str | None, orders: list[str], books: Books) -> None:
+def buyer_thread(
+    stock: Stock, buyer: str | None, orders: list[str], books: Books
+) -> None:
     for order_id in orders:
         try:
             try:
@@ -209,7 +233,10 @@ def run_threads(args: argparse.Namespace, books: Books) -> tuple[float, Final]:
     # The socket timeout only guards against a hung server: a loaded machine may be slow to
     # answer, and a reply given up on would count as an error of the sale.
     r = redis.Redis(
-        host=args.host, port=args.port, socket_timeout=60, max_connections=args.buyers + 1
+        host=args.host,
+        port=args.port,
+        socket_timeout=60,
+        max_connections=args.buyers + 1,
     )
     try:
         stock = Stock(r, args.key)
@@ -266,7 +293,10 @@ async def buyer_task(
 
 async def run_tasks(args: argparse.Namespace, books: Books) -> tuple[float, Final]:
     pool = aioredis.BlockingConnectionPool(
-        host=args.host, port=args.port, socket_timeout=60, max_connections=args.buyers + 1
+        host=args.host,
+        port=args.port,
+        socket_timeout=60,
+        max_connections=args.buyers + 1,
     )
     r = aioredis.Redis(connection_pool=pool)
     try:
@@ -325,7 +355,9 @@ def check(args: argparse.Namespace, books: Books, final: Final) -> list[str]:
     if sold != args.stock:
         problems.append(f"sold {sold}, expected all {args.stock}")
     if sold > args.stock or unique != sold:
-        problems.append(f"OVERSOLD: {sold} sales ({unique} distinct orders) of {args.stock} units")
+        problems.append(
+            f"OVERSOLD: {sold} sales ({unique} distinct orders) of {args.stock} units"
+        )
     if remaining is None or remaining != args.stock - sold or remaining < 0:
         taken = None if remaining is None else args.stock - remaining
         problems.append(
@@ -337,7 +369,9 @@ def check(args: argparse.Namespace, books: Books, final: Final) -> list[str]:
     if books.negative:
         problems.append(f"negative or rising stock seen: {books.negative[:5]}")
     if books.bad_ledger:
-        problems.append(f"orders the ledger does not show holding 1 unit: {books.bad_ledger[:5]}")
+        problems.append(
+            f"orders the ledger does not show holding 1 unit: {books.bad_ledger[:5]}"
+        )
     # The ledger must hold exactly the orders that got a unit, one unit each.
     ledger_units = sum(final.ledger.values())
     if sorted(final.ledger) != sorted(books.sold) or ledger_units != sold:
@@ -346,8 +380,14 @@ def check(args: argparse.Namespace, books: Books, final: Final) -> list[str]:
             f"the buyers saw {sold}"
         )
     info = final.info
-    if info is None or (info.deducted, info.requests, info.limit) != (sold, sold, args.limit):
-        problems.append(f"STOCK.INFO {info}: expected {sold} deducted in {sold} requests")
+    if info is None or (info.deducted, info.requests, info.limit) != (
+        sold,
+        sold,
+        args.limit,
+    ):
+        problems.append(
+            f"STOCK.INFO {info}: expected {sold} deducted in {sold} requests"
+        )
     if books.sold_out + books.limited != args.orders - sold:
         problems.append(
             f"{books.sold_out} sold-out and {books.limited} limit replies, expected "
@@ -356,17 +396,23 @@ def check(args: argparse.Namespace, books: Books, final: Final) -> list[str]:
     if not args.limit and books.limited:
         problems.append(f"{books.limited} limit refusals without a limit")
     if books.bad_limits:
-        problems.append(f"limit refusals with unexpected numbers: {books.bad_limits[:5]}")
+        problems.append(
+            f"limit refusals with unexpected numbers: {books.bad_limits[:5]}"
+        )
     above = {b: n for b, n in final.buyers.items() if n is None or n > args.limit}
     if above:
-        problems.append(f"buyers above the limit of {args.limit}: {sorted(above.items())[:5]}")
+        problems.append(
+            f"buyers above the limit of {args.limit}: {sorted(above.items())[:5]}"
+        )
     differ = {
         b: (n, books.sold_by.get(b, 0))
         for b, n in final.buyers.items()
         if n != books.sold_by.get(b, 0)
     }
     if differ:
-        problems.append(f"STOCK.BUYER differs from what buyers saw: {sorted(differ.items())[:5]}")
+        problems.append(
+            f"STOCK.BUYER differs from what buyers saw: {sorted(differ.items())[:5]}"
+        )
     if books.errors:
         problems.append(f"{len(books.errors)} errors, first: {books.errors[0]}")
     return problems

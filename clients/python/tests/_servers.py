@@ -20,9 +20,9 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any
 
 import redis
 from redis.backoff import NoBackoff
@@ -134,14 +134,14 @@ def info_fields(reply: object) -> dict[str, str]:
 
 def wait_for(
     what: str,
-    check: Callable[[], Optional[str]],
+    check: Callable[[], str | None],
     timeout: float = SETTLE_TIMEOUT,
     logs: Callable[[], str] = lambda: "",
 ) -> None:
     """Calls ``check`` until it returns None (done) or ``timeout`` passes; ``check`` returns why
     it is not done yet, which the error repeats (with ``logs()``)."""
     deadline = time.monotonic() + timeout
-    reason: Optional[str] = "not checked yet"
+    reason: str | None = "not checked yet"
     while True:
         try:
             reason = check()
@@ -168,7 +168,7 @@ class Server:
         self.host = HOST
         self.args = tuple(extra_args)
         self.dir = Path(tempfile.mkdtemp(prefix="redis-fence-py-"))
-        self._proc: Optional[subprocess.Popen[bytes]] = None
+        self._proc: subprocess.Popen[bytes] | None = None
         try:
             self._start(start_timeout)
         except BaseException:
@@ -291,7 +291,7 @@ class Server:
     def alive(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
 
-    def returncode(self) -> Optional[int]:
+    def returncode(self) -> int | None:
         return None if self._proc is None else self._proc.poll()
 
     def _signal(self, sig: int) -> None:
@@ -369,7 +369,7 @@ def wait_in_sync(master: Server, replica: Server, timeout: float = SETTLE_TIMEOU
     """Waits until ``replica``'s link to ``master`` is up and it has processed everything the
     master has sent (equal ``master_repl_offset``), as test-support/src/replication.rs."""
 
-    def link() -> Optional[str]:
+    def link() -> str | None:
         r = replica.info("replication")
         if r.get("role") != "slave":
             return f"role is {r.get('role')}"
@@ -388,7 +388,7 @@ def wait_in_sync(master: Server, replica: Server, timeout: float = SETTLE_TIMEOU
     with raw_client(master.host, master.port, socket_timeout=timeout + 30) as c:
         c.execute_command("WAIT", "1", str(int(timeout * 1000)))
 
-    def caught_up() -> Optional[str]:
+    def caught_up() -> str | None:
         m = master.info("replication").get("master_repl_offset")
         r = replica.info("replication").get("master_repl_offset")
         return None if m is not None and m == r else f"master offset {m}, replica offset {r}"
@@ -401,7 +401,7 @@ def promote(replica: Server) -> None:
     with raw_client(replica.host, replica.port) as c:
         c.execute_command("REPLICAOF", "NO", "ONE")
 
-    def is_master() -> Optional[str]:
+    def is_master() -> str | None:
         role = replica.info("replication").get("role")
         return None if role == "master" else f"role is {role}"
 
@@ -515,7 +515,7 @@ class Cluster:
     def _join(self) -> None:
         n = len(self.nodes)
         self.ranges = [(SLOTS * i // n, SLOTS * (i + 1) // n - 1) for i in range(n)]
-        for i, (node, (first, last)) in enumerate(zip(self.nodes, self.ranges)):
+        for i, (node, (first, last)) in enumerate(zip(self.nodes, self.ranges, strict=True)):
             with raw_client(node.host, node.port) as c:
                 # Distinct config epochs from the start, as redis-cli --cluster create does
                 # (equal ones would be settled by a collision round first).
@@ -533,10 +533,11 @@ class Cluster:
         """Waits until every node says cluster_state:ok, knows every node and agrees on which
         node serves which slots."""
         expected = sorted(
-            (first, last, node.port) for node, (first, last) in zip(self.nodes, self.ranges)
+            (first, last, node.port)
+            for node, (first, last) in zip(self.nodes, self.ranges, strict=True)
         )
 
-        def agreed() -> Optional[str]:
+        def agreed() -> str | None:
             for node in self.nodes:
                 with raw_client(node.host, node.port) as c:
                     info = info_fields(c.execute_command("CLUSTER", "INFO"))
@@ -562,7 +563,7 @@ class Cluster:
         return [(n.host, n.port) for n in self.nodes]
 
     def node_for_slot(self, slot: int) -> Server:
-        for node, (first, last) in zip(self.nodes, self.ranges):
+        for node, (first, last) in zip(self.nodes, self.ranges, strict=True):
             if first <= slot <= last:
                 return node
         raise ValueError(f"slot {slot} out of range")

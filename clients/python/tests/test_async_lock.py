@@ -14,8 +14,8 @@ import re
 import socket
 import threading
 import time
-from collections.abc import Awaitable
-from typing import Any, Callable, Optional
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import pytest
 import redis
@@ -25,8 +25,9 @@ from conftest import ServerFactory
 from redis.asyncio.cluster import ClusterNode as AsyncClusterNode
 from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 from redis.cluster import RedisCluster
+from test_lock import cmdstat
 
-from redis_fence import Deducted, LockLost, LockNotAcquired, StaleToken
+from redis_fence import Deducted, LockInUse, LockLost, LockNotAcquired, StaleToken
 from redis_fence.asyncio import Lock, Stock
 
 KEY = "test:alock"
@@ -35,7 +36,7 @@ KEY = "test:alock"
 # ---- helpers ---------------------------------------------------------------------------------
 
 
-def _fields(reply: Any) -> Optional[dict[str, Any]]:
+def _fields(reply: Any) -> dict[str, Any] | None:
     if reply is None:
         return None
     items = (
@@ -50,7 +51,7 @@ def _fields(reply: Any) -> Optional[dict[str, Any]]:
     return out
 
 
-async def status(client: Any, key: str = KEY) -> Optional[dict[str, Any]]:
+async def status(client: Any, key: str = KEY) -> dict[str, Any] | None:
     """LOCK.STATUS read without the package."""
     return _fields(await client.execute_command("LOCK.STATUS", key))
 
@@ -62,7 +63,7 @@ async def held(client: Any, key: str = KEY) -> dict[str, Any]:
     return s
 
 
-def sync_status(client: Any, key: str = KEY) -> Optional[dict[str, Any]]:
+def sync_status(client: Any, key: str = KEY) -> dict[str, Any] | None:
     return _fields(client.execute_command("LOCK.STATUS", key))
 
 
@@ -71,7 +72,7 @@ async def waiters(client: Any, key: str = KEY) -> int:
     return 0 if s is None else s["waiters"]
 
 
-def tok(token: Optional[int]) -> int:
+def tok(token: int | None) -> int:
     """A token that must have been granted."""
     assert isinstance(token, int) and token > 0, token
     return token
@@ -172,7 +173,7 @@ def watchdog_tasks() -> list[asyncio.Task[Any]]:
 class LostRecorder:
     def __init__(self) -> None:
         self.calls: list[LockLost] = []
-        self.at: Optional[float] = None
+        self.at: float | None = None
 
     def __call__(self, lost: LockLost) -> None:
         self.calls.append(lost)
@@ -352,6 +353,59 @@ def test_async_stale_handle_never_touches_a_newer_grant(server: Server, r: redis
         assert s is not None and (s["owner"], s["token"]) == ("worker-7", t2)
         assert s["ttl"] > 29000
         await fresh.release()
+
+    run(server, body)
+
+
+# ---- one Lock object per holder ---------------------------------------------------------------
+
+
+def test_async_tasks_sharing_one_lock_object_get_one_grant(server: Server, r: redis.Redis) -> None:
+    """Tasks racing on one Lock object: one gets the grant, every other one LockInUse (none a
+    copy of the token), round after round; only the winner's LOCK.ACQUIRE is sent."""
+    tasks, rounds = 8, 10
+    acquires = cmdstat(server, "LOCK.ACQUIRE")[0]
+
+    async def body(c: redis.asyncio.Redis) -> None:
+        lock = Lock(c, KEY, ttl=30)
+        tokens: list[int] = []
+        for _ in range(rounds):
+            results = await asyncio.gather(
+                *(lock.acquire() for _ in range(tasks)), return_exceptions=True
+            )
+            granted = [x for x in results if isinstance(x, int)]
+            assert len(granted) == 1, results
+            refused = [x for x in results if not isinstance(x, int)]
+            assert len(refused) == tasks - 1 and all(isinstance(x, LockInUse) for x in refused)
+            s = await held(c)
+            assert (s["owner"], s["token"]) == (lock.owner, granted[0]) == (lock.owner, lock.token)
+            tokens.append(granted[0])
+            with pytest.raises(LockInUse):
+                await lock.acquire()  # held
+            await lock.release()
+            assert await status(c) is None
+        assert tokens == sorted(set(tokens)), f"a token was handed out twice: {tokens}"
+
+    run(server, body)
+    assert cmdstat(server, "LOCK.ACQUIRE")[0] - acquires == rounds
+
+
+def test_async_acquire_while_another_task_waits_in_acquire(server: Server, r: redis.Redis) -> None:
+    async def body(c: redis.asyncio.Redis) -> None:
+        await c.execute_command("LOCK.ACQUIRE", KEY, "holder", 30000)
+        lock = Lock(c, KEY, ttl=30, wait=30)
+        task = asyncio.ensure_future(lock.acquire())
+        await until("the first acquire() queued", lambda: _eq(waiters(c), 1))
+        for _ in range(2):
+            with pytest.raises(LockInUse):
+                await lock.acquire()
+        assert await waiters(c) == 1 and not task.done()
+        assert await c.execute_command("LOCK.RELEASE", KEY, "holder") == 1
+        token = tok(await asyncio.wait_for(task, 10))
+        assert (await held(c))["token"] == token
+        await lock.release()
+        assert tok(await lock.acquire()) > token
+        await lock.release()
 
     run(server, body)
 
@@ -588,6 +642,68 @@ def test_async_watchdog_bound(server: Server, r: redis.Redis, monitor: Monitor) 
     run(server, body)
 
 
+# ---- wait_lost ---------------------------------------------------------------------------------
+
+
+def test_async_wait_lost_without_a_watchdog_when_the_lease_runs_out(
+    server: Server, r: redis.Redis
+) -> None:
+    async def body(c: redis.asyncio.Redis) -> None:
+        lost = LostRecorder()
+        lock = Lock(c, KEY, ttl=0.3, on_lost=lost)
+        started = time.monotonic()
+        token = tok(await lock.acquire())
+        err = await asyncio.wait_for(lock.wait_lost(), 10)
+        after = time.monotonic() - started
+        assert isinstance(err, LockLost) and err.token == token
+        assert after >= 0.3 - 0.01, f"reported lost after {after:.3f} s, before the lease ended"
+        assert lock.lost and not lock.held and lost.calls == [err]
+        assert await lock.wait_lost() is err
+        with pytest.raises(LockLost):
+            lock.check()
+        await until("the key expiring", lambda: _is_none(status(c)), timeout=5)
+        with pytest.raises(LockLost):
+            await lock.release()
+        assert len(lost.calls) == 1
+
+    run(server, body)
+
+
+def awaiting_in(task: asyncio.Task[Any], names: set[str]) -> bool:
+    """Whether ``task`` is suspended inside a coroutine named in ``names`` (its await chain)."""
+    coro: Any = task.get_coro()
+    while coro is not None:
+        code = getattr(coro, "cr_code", None)
+        if code is not None and code.co_name in names:
+            return True
+        coro = getattr(coro, "cr_await", None)
+    return False
+
+
+def test_async_cancelled_release_raises_cancelled_error(server_factory: ServerFactory) -> None:
+    s = server_factory()
+
+    async def body(c: redis.asyncio.Redis) -> None:
+        lock = Lock(c, KEY, ttl=60, watchdog=1000, watchdog_interval=0.05, io_timeout=60)
+        await lock.acquire()
+        s.sigstop()
+        try:
+            task = asyncio.ensure_future(lock.release())
+
+            async def stuck() -> bool:
+                return awaiting_in(task, {"call", "_stop_watchdog"})
+
+            await until("release() awaiting the stopped server", stuck)
+            task.cancel()
+            done, _ = await asyncio.wait({task}, timeout=10)
+            assert task in done, "the cancelled release() did not end"
+            assert task.cancelled(), f"release() swallowed its cancellation: {task!r}"
+        finally:
+            s.sigcont()
+
+    run(s, body, socket_timeout=None)
+
+
 # ---- bounded network -------------------------------------------------------------------------
 
 
@@ -744,7 +860,7 @@ def test_async_cluster_lock_and_stock_in_one_slot(cluster: Any, rc: RedisCluster
     asyncio.run(main())
 
 
-# ---- known bugs (strict xfail: an XPASS fails the run, so the marker goes with the fix) ------
+# ---- defects found by review, fixed (each test failed before its fix) ----------------------
 
 
 def test_async_check_after_a_wait_longer_than_the_ttl(server: Server, r: redis.Redis) -> None:
@@ -790,3 +906,23 @@ def test_async_cluster_wait_follows_ask_during_a_slot_migration(
         finally:
             for c in (s, d):
                 c.execute_command("CLUSTER", "SETSLOT", slot, "STABLE")
+
+
+def test_async_wait_lost_raises_lock_not_acquired_on_release(
+    server: Server, r: redis.Redis
+) -> None:
+    async def body(c: redis.asyncio.Redis) -> None:
+        lock = Lock(c, KEY, ttl=30)
+        with pytest.raises(LockNotAcquired):
+            await asyncio.wait_for(lock.wait_lost(), 10)  # not held
+        await lock.acquire()
+        waiter = asyncio.ensure_future(lock.wait_lost())
+        await asyncio.sleep(0)  # it runs up to its wait (it awaits nothing before)
+        assert not waiter.done()
+        await lock.release()
+        done, _ = await asyncio.wait({waiter}, timeout=10)
+        assert waiter in done, "wait_lost() still waiting after release()"
+        assert isinstance(waiter.exception(), LockNotAcquired), repr(waiter.exception())
+        assert not lock.lost
+
+    run(server, body)

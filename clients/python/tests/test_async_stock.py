@@ -10,8 +10,8 @@ RESP3, with bytes and str replies.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable
-from typing import Any, Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import pytest
 import redis
@@ -423,6 +423,40 @@ def test_bad_arguments_send_nothing(server: Server, r: redis.Redis) -> None:
     asyncio.run(main())
 
 
+def test_int_ids_and_buyers_are_their_digits(server: Server, r: redis.Redis) -> None:
+    async def main() -> None:
+        c = client_of(server)
+        try:
+            s = Stock(c, A)
+            await s.set(10, limit=3)
+            assert await s.deduct(1, id=1001, buyer=7) == Deducted(9)
+            entry = RequestInfo("deducted", 1, None, "7")
+            assert await s.request(1001) == entry and await s.request("1001") == entry
+            assert await s.deduct(1, id="1001", buyer="7") == Deducted(9)  # a replay
+            assert await s.buyer(7) == 1
+            assert await s.refund(1001) == 1
+            assert await s.add(5, id=77) == 15 and await s.add(5, id="77") == 15
+            cart = Cart(c, {A: 1, B: 1})
+            await Stock(c, B).set(5)
+            assert await cart.place(5001, buyer=8) == CartPlaced((14, 4))
+            assert await cart.confirm(5001) is True
+            assert await cart.refund("5001") == (1, 1)
+            before = stock_calls(server)
+            for call in (
+                lambda: s.deduct(1, id=True),
+                lambda: s.deduct(1, id="o", buyer=False),
+                lambda: s.request(True),
+                lambda: cart.place(True),
+            ):
+                with pytest.raises(TypeError):
+                    await call()
+            assert stock_calls(server) == before
+        finally:
+            await c.aclose()
+
+    asyncio.run(main())
+
+
 # ---- Cart ------------------------------------------------------------------------------------
 
 
@@ -483,6 +517,40 @@ def test_cart(server: Server, r: redis.Redis) -> None:
                 first.deadline_ms,
             )
             assert await levels(c, A, B) == (10, 2)
+        finally:
+            await c.aclose()
+
+    asyncio.run(main())
+
+
+def test_cart_refusals_name_the_key_object_the_cart_was_given(
+    server: Server, r: redis.Redis
+) -> None:
+    a, b = b"{c}:\xff a", b"{c}:\x00b\xfe"
+    long_key = "{c}:" + "long-key-" * 10
+
+    async def main() -> None:
+        c = client_of(server)
+        try:
+            for key, quantity in ((a, 10), (b, 1), (long_key, 0)):
+                await Stock(c, key).set(quantity)
+            cart = Cart(c, [(a, 1), (b, 2), (long_key, 1)])
+            sold_out = await cart.place(5001)
+            assert isinstance(sold_out, CartSoldOut) and (sold_out.index, sold_out.key) == (2, b)
+            assert sold_out.key is b
+            await Stock(c, b).set(5)
+            cut = await cart.place(5001)
+            assert isinstance(cut, CartSoldOut) and (cut.index, cut.key) == (3, long_key)
+            missing = b"{c}:\xfe missing"
+            with pytest.raises(NoSuchStock) as nokey:
+                await Cart(c, [(a, 1), (missing, 1)]).place("o")
+            assert (nokey.value.index, nokey.value.key) == (2, missing)
+            assert await Stock(c, b).deduct(1, id=9) == Deducted(4)
+            two = Cart(c, [(a, 1), (b, 1)])
+            for call in (lambda: two.place(9), lambda: two.refund(9), lambda: two.confirm(9)):
+                with pytest.raises(PartialCart) as partial:
+                    await call()
+                assert (partial.value.index, partial.value.key) == (2, b)
         finally:
             await c.aclose()
 

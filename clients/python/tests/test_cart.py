@@ -3,8 +3,8 @@ STOCK.CART.CONFIRM as the README says, every refusal with its item, and on Redis
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import Any, Callable
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 import redis
@@ -240,6 +240,43 @@ def test_wrong_type_and_plain_string(r: redis.Redis) -> None:
         Cart(r, {A: 1, "{c}:plain": 1}).place("o")
     assert type(info.value) is CommandError and info.value.message == PLAIN_ONLY
     assert levels(r, A, "{c}:plain") == (10, 5)
+
+
+def test_refusals_name_the_key_object_the_cart_was_given(r: redis.Redis) -> None:
+    """CartSoldOut.key and the .key of a refusal are the cart's own key (bytes stay bytes), not
+    the server's text of it (escaped, cut after 64 bytes)."""
+    a, b = b"{c}:\xff a", b"{c}:\x00b\xfe"
+    long_key = "{c}:" + "long-key-" * 10
+    for key, quantity in ((a, 10), (b, 1), (long_key, 5)):
+        Stock(r, key).set(quantity)
+    cart = Cart(r, [(a, 1), (b, 2), (long_key, 1)])
+    sold_out = cart.place(5001)
+    assert sold_out == CartSoldOut(2, b) and sold_out.ok is False
+    assert isinstance(sold_out, CartSoldOut) and sold_out.key is b
+    Stock(r, b).set(5)
+    Stock(r, long_key).set(0)
+    cut = cart.place(5001)
+    assert isinstance(cut, CartSoldOut) and (cut.index, cut.key) == (3, long_key)
+    missing = b"{c}:\xfe missing"
+    with pytest.raises(NoSuchStock) as nokey:
+        Cart(r, [(a, 1), (missing, 1)]).place("o")
+    assert (nokey.value.index, nokey.value.key) == (2, missing)
+    assert Stock(r, b).deduct(1, fence=50) == Deducted(4)
+    with pytest.raises(StaleToken) as stale:
+        Cart(r, [(a, 1), (b, 1)]).place("o", fence=10)
+    assert (stale.value.index, stale.value.key) == (2, b)
+    Stock(r, b).set(5, limit=1)
+    with pytest.raises(LimitExceeded) as limit:
+        Cart(r, [(a, 1), (b, 2)]).place("o", buyer="u")
+    assert (limit.value.index, limit.value.key) == (2, b)
+    Stock(r, b).set(5, limit=0)
+    assert Stock(r, b).deduct(1, id=9) == Deducted(4)
+    two = Cart(r, [(a, 1), (b, 1)])
+    for call in (lambda: two.place(9), lambda: two.refund(9), lambda: two.confirm(9)):
+        with pytest.raises(PartialCart) as partial:
+            call()
+        assert (partial.value.index, partial.value.key) == (2, b)
+    assert (Stock(r, a).get(), Stock(r, b).get()) == (10, 4)
 
 
 # ---- refund, confirm -------------------------------------------------------------------------

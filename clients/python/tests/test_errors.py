@@ -162,11 +162,48 @@ def test_soldout_reply_is_a_plain_command_error() -> None:
     e = mapped("SOLDOUT 2 {s}:b")
     assert type(e) is CommandError
     assert (e.code, e.message) == ("SOLDOUT", "SOLDOUT 2 {s}:b")
-    assert p.cart_sold_out(reply("SOLDOUT 2 {s}:b")) == CartSoldOut(2, "{s}:b")
-    assert p.cart_sold_out(reply("SOLDOUT 12 a key with spaces")) == CartSoldOut(
-        12, "a key with spaces"
+    keys = ["{s}:a", "{s}:b"]
+    assert p.cart_sold_out(reply("SOLDOUT 2 {s}:b"), keys) == CartSoldOut(2, "{s}:b")
+    assert p.cart_sold_out(reply("NOKEY 2 {s}:b"), keys) is None
+    assert p.cart_sold_out(reply("ERR something else"), keys) is None
+
+
+def test_cart_refusals_name_the_callers_own_key() -> None:
+    """The item's key is the cart's own key object (bytes stay bytes, str stays str), not the
+    server's escaped text, which is cut after 64 bytes."""
+    raw, long_key = b"{s}:\xff\x00 x", "{s}:" + "k" * 100
+    keys: list[p.KeyT] = ["{s}:a", raw, long_key]
+    sold_out = p.cart_sold_out(reply("SOLDOUT 2 {s}:\\xff\\x00 x"), keys)
+    assert sold_out == CartSoldOut(2, raw)
+    assert isinstance(sold_out, CartSoldOut) and sold_out.key is raw
+    shown = "{s}:" + "k" * 60 + "..."
+    cut = p.cart_sold_out(reply(f"SOLDOUT 3 {shown}"), keys)
+    assert isinstance(cut, CartSoldOut) and cut.key is long_key
+    # An index the cart does not have (never sent by the server): the text as shown.
+    assert p.cart_sold_out(reply("SOLDOUT 9 {s}:z"), keys) == CartSoldOut(9, "{s}:z")
+    for text, cls in [
+        ("NOKEY 2 {s}:\\xff\\x00 x", NoSuchStock),
+        ("STALE 2 {s}:\\xff\\x00 x", StaleToken),
+        ("LIMIT 2 {s}:\\xff\\x00 x", LimitExceeded),
+        ("LEDGERFULL 2 {s}:\\xff\\x00 x", LedgerFull),
+    ]:
+        e = p.with_cart_key(mapped(text), keys)
+        assert type(e) is cls, text
+        assert (getattr(e, "index", None), getattr(e, "key", None)) == (2, raw), text
+    partial = p.with_cart_key(
+        mapped(
+            "ERR request o is in the ledger of some of the cart's stocks only "
+            f"(item 3 {shown} has it)"
+        ),
+        keys,
     )
-    assert p.cart_sold_out(reply("NOKEY 2 {s}:b")) is None
+    assert type(partial) is PartialCart
+    assert (partial.index, partial.key) == (3, long_key)
+    # A single-stock refusal (no index) keeps what it has.
+    single = p.with_cart_key(
+        mapped("STALE fencing token 1 is below the highest accepted token 2"), keys
+    )
+    assert type(single) is StaleToken and (single.index, single.key) == (None, None)
 
 
 def test_expired_and_refunded() -> None:
@@ -184,11 +221,14 @@ def test_wrongtype_unblocked_tryagain() -> None:
     assert e.message == "WRONGTYPE Operation against a key holding the wrong kind of value"
     u = mapped("UNBLOCKED force unblock from blocking operation, instance state changed")
     assert type(u) is Unblocked and u.code == "UNBLOCKED"
+    # TRYAGAIN is Unblocked only for a waiting LOCK.ACQUIRE (the lock maps it there); anywhere
+    # else it is redis-py's own TryAgainError, returned as it is.
     t = reply("TRYAGAIN the lock's hash slot left this node while waiting; retry LOCK.ACQUIRE")
     assert isinstance(t, rx.TryAgainError)
-    m = map_error(t)
-    assert type(m) is Unblocked and m.code == "TRYAGAIN"
-    assert m.message.startswith("TRYAGAIN ")
+    assert map_error(t) is t
+    multi = reply("TRYAGAIN Multiple keys request during rehashing of slot")
+    assert isinstance(multi, rx.TryAgainError)
+    assert map_error(multi) is multi
 
 
 def test_partial_cart() -> None:
@@ -291,8 +331,13 @@ def test_stock_add() -> None:
         p.stock_add("k", 1, "")
     with pytest.raises(ValueError):
         p.stock_add("k", 1, b"")
+    # An int id is sent as its digits; a bool is refused.
+    assert p.stock_add("k", 1, 7) == ["STOCK.ADD", "k", 1, "ID", "7"]
+    assert p.stock_add("k", 1, 0) == ["STOCK.ADD", "k", 1, "ID", "0"]
     with pytest.raises(TypeError):
-        p.stock_add("k", 1, 7)  # type: ignore[arg-type]
+        p.stock_add("k", 1, True)
+    with pytest.raises(TypeError):
+        p.stock_add("k", 1, 1.5)  # type: ignore[arg-type]
 
 
 def test_stock_deduct_every_option() -> None:
@@ -320,6 +365,45 @@ def test_stock_deduct_every_option() -> None:
     assert len(args) - 3 == 13
 
 
+def test_int_ids_and_buyers_are_sent_as_digits() -> None:
+    assert p.stock_deduct("k", 1, 1001, 7, None, None, None) == [
+        "STOCK.DEDUCT",
+        "k",
+        1,
+        "ID",
+        "1001",
+        "BUYER",
+        "7",
+    ]
+    assert p.stock_refund("k", 1001, None) == ["STOCK.REFUND", "k", "1001"]
+    assert p.stock_confirm("k", -3) == ["STOCK.CONFIRM", "k", "-3"]
+    assert p.stock_request("k", 1001) == ["STOCK.REQUEST", "k", "1001", "DETAIL"]
+    assert p.stock_buyer("k", 7) == ["STOCK.BUYER", "k", "7"]
+    items = p.cart_items({"{s}:a": 1})
+    assert p.stock_cart(items, 42, 7, None, None, None) == [
+        "STOCK.CART",
+        1,
+        "{s}:a",
+        1,
+        "ID",
+        "42",
+        "BUYER",
+        "7",
+    ]
+    assert p.cart_keys_command("STOCK.CART.REFUND", ("{s}:a",), 42)[-1] == "42"
+    for build in (
+        lambda: p.stock_deduct("k", 1, True, None, None, None, None),
+        lambda: p.stock_deduct("k", 1, "o", False, None, None, None),
+        lambda: p.stock_refund("k", True, None),
+        lambda: p.stock_request("k", False),
+        lambda: p.stock_buyer("k", True),
+        lambda: p.stock_cart(items, True, None, None, None, None),
+        lambda: p.cart_keys_command("STOCK.CART.CONFIRM", ("{s}:a",), False),
+    ):
+        with pytest.raises(TypeError):
+            build()
+
+
 @pytest.mark.parametrize(
     ("kwargs", "error"),
     [
@@ -329,7 +413,10 @@ def test_stock_deduct_every_option() -> None:
         ({"quantity": True}, TypeError),
         ({"quantity": 1.0}, TypeError),
         ({"id": ""}, ValueError),
-        ({"id": 5}, TypeError),
+        ({"id": True}, TypeError),
+        ({"id": 1.0}, TypeError),
+        ({"id": "o", "buyer": False}, TypeError),
+        ({"id": "o", "buyer": 2.5}, TypeError),
         ({"id": "o", "buyer": ""}, ValueError),
         ({"buyer": "u"}, ValueError),
         ({"hold": 1.0}, ValueError),

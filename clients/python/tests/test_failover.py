@@ -8,7 +8,8 @@ import asyncio
 import concurrent.futures
 import threading
 import time
-from typing import Any, Callable, Optional
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 import redis
@@ -22,7 +23,7 @@ from redis_fence import CommandError, Deducted, Lock, LockLost, StaleToken, Stoc
 LOCK_KEY, STOCK_KEY = "{sku:f}:lock", "{sku:f}"
 
 
-def raw_status(client: Any, key: str = LOCK_KEY) -> Optional[dict[str, Any]]:
+def raw_status(client: Any, key: str = LOCK_KEY) -> dict[str, Any] | None:
     reply = client.execute_command("LOCK.STATUS", key)
     if reply is None:
         return None
@@ -37,7 +38,7 @@ def raw_status(client: Any, key: str = LOCK_KEY) -> Optional[dict[str, Any]]:
     }
 
 
-def tok(token: Optional[int]) -> int:
+def tok(token: int | None) -> int:
     """A token that must have been granted."""
     assert isinstance(token, int) and token > 0, token
     return token
@@ -76,7 +77,7 @@ def spawn(fn: Callable[[], Any]) -> concurrent.futures.Future[Any]:
 class LostRecorder:
     def __init__(self) -> None:
         self.calls: list[LockLost] = []
-        self.at: Optional[float] = None
+        self.at: float | None = None
         self.event = threading.Event()
 
     def __call__(self, lost: LockLost) -> None:

@@ -17,7 +17,8 @@ import signal
 import socket
 import threading
 import time
-from typing import Any, Callable, Optional
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 import redis
@@ -26,7 +27,7 @@ from conftest import ServerFactory
 from redis.cluster import ClusterNode, RedisCluster
 
 import redis_fence
-from redis_fence import Deducted, Lock, LockLost, LockNotAcquired, StaleToken, Stock
+from redis_fence import Deducted, Lock, LockInUse, LockLost, LockNotAcquired, StaleToken, Stock
 
 KEY = "test:lock"
 
@@ -34,7 +35,7 @@ KEY = "test:lock"
 # ---- helpers ---------------------------------------------------------------------------------
 
 
-def raw_status(client: Any, key: str = KEY) -> Optional[dict[str, Any]]:
+def raw_status(client: Any, key: str = KEY) -> dict[str, Any] | None:
     """LOCK.STATUS read without the package: {'owner': str, 'token', 'ttl', 'waiters'}."""
     reply = client.execute_command("LOCK.STATUS", key)
     if reply is None:
@@ -57,7 +58,7 @@ def held(client: Any, key: str = KEY) -> dict[str, Any]:
     return s
 
 
-def tok(token: Optional[int]) -> int:
+def tok(token: int | None) -> int:
     """A token that must have been granted."""
     assert isinstance(token, int) and token > 0, token
     return token
@@ -158,6 +159,17 @@ def monitor(server: Server, r: redis.Redis) -> Any:
     m.close()
 
 
+def cmdstat(server: Server, command: str) -> tuple[int, int]:
+    """``(calls, rejected_calls)`` of ``command`` (e.g. ``LOCK.RELEASE``) in ``server``'s
+    ``INFO commandstats`` (a call refused before it ran, by ``MOVED`` or ``BUSY``, is a
+    rejected call); (0, 0) when it never ran."""
+    value = server.info("commandstats").get(f"cmdstat_{command}")
+    if value is None:
+        return 0, 0
+    fields = dict(part.split("=", 1) for part in value.split(","))
+    return int(fields["calls"]), int(fields.get("rejected_calls", "0"))
+
+
 def watchdog_threads() -> list[threading.Thread]:
     return [t for t in threading.enumerate() if t.name.startswith("redis-fence watchdog")]
 
@@ -167,7 +179,7 @@ class LostRecorder:
 
     def __init__(self) -> None:
         self.calls: list[LockLost] = []
-        self.at: Optional[float] = None
+        self.at: float | None = None
         self.event = threading.Event()
 
     def __call__(self, lost: LockLost) -> None:
@@ -308,8 +320,11 @@ def test_acquire_returns_token_or_none_and_release_frees(r: redis.Redis) -> None
     a, b = Lock(r, KEY, ttl=10), Lock(r, KEY, ttl=10)
     t1 = tok(a.acquire())
     assert isinstance(t1, int)
-    with pytest.raises(redis.exceptions.LockError):
-        a.acquire()  # already held by this handle
+    with pytest.raises(LockInUse) as info:
+        a.acquire()  # already held by this handle: one Lock object per holder
+    assert isinstance(info.value, redis.exceptions.LockError)
+    assert isinstance(info.value, redis_fence.FenceError)
+    assert a.token == t1 and held(r)["token"] == t1
     assert b.acquire() is None
     assert b.token is None and not b.held
     a.release()
@@ -404,6 +419,69 @@ def test_stale_handle_never_touches_a_newer_grant_of_the_same_owner(r: redis.Red
     assert raw_status(r) is None
 
 
+# ---- one Lock object per holder ---------------------------------------------------------------
+
+
+def test_threads_sharing_one_lock_object_get_one_grant(server: Server, r: redis.Redis) -> None:
+    """Threads racing on one Lock object: one of them gets the grant, every other one gets
+    LockInUse (none a copy of the token), round after round; only the winner's LOCK.ACQUIRE is
+    sent."""
+    lock = Lock(r, KEY, ttl=30)
+    threads, rounds = 8, 10
+    acquires = cmdstat(server, "LOCK.ACQUIRE")[0]
+    tokens: list[int] = []
+    for _ in range(rounds):
+        barrier = threading.Barrier(threads)
+
+        def attempt(barrier: threading.Barrier = barrier) -> object:
+            barrier.wait(30)
+            try:
+                return lock.acquire()
+            except LockInUse as e:
+                return e
+
+        results = [f.result(timeout=30) for f in [spawn(attempt) for _ in range(threads)]]
+        granted = [x for x in results if isinstance(x, int)]
+        assert len(granted) == 1, results
+        refused = [x for x in results if not isinstance(x, int)]
+        assert len(refused) == threads - 1 and all(isinstance(x, LockInUse) for x in refused)
+        s = held(r)
+        assert (s["owner"], s["token"]) == (lock.owner, granted[0]) and lock.token == granted[0]
+        tokens.append(granted[0])
+        lock.release()
+        assert raw_status(r) is None
+    assert tokens == sorted(set(tokens)), f"a token was handed out twice: {tokens}"
+    assert cmdstat(server, "LOCK.ACQUIRE")[0] - acquires == rounds
+
+
+def test_acquire_while_another_thread_waits_in_acquire(r: redis.Redis) -> None:
+    r.execute_command("LOCK.ACQUIRE", KEY, "holder", 30000)
+    lock = Lock(r, KEY, ttl=30, wait=30)
+    fut = spawn(lock.acquire)
+    wait_until("the first acquire() queued", lambda: waiters(r) == 1)
+    for _ in range(2):
+        with pytest.raises(LockInUse):
+            lock.acquire()
+    assert waiters(r) == 1 and not fut.done(), "the refused acquire() reached the server"
+    assert r.execute_command("LOCK.RELEASE", KEY, "holder") == 1
+    token = tok(fut.result(timeout=10))
+    with pytest.raises(LockInUse):
+        lock.acquire()  # now held
+    assert held(r)["token"] == token and lock.token == token
+    lock.release()
+    # Released (or found lost), the object takes the lock again.
+    again = tok(lock.acquire())
+    assert again > token
+    lock.release()
+    short = Lock(r, KEY, ttl=0.05)
+    first = tok(short.acquire())
+    _wait_gone(r)
+    with pytest.raises(LockLost):
+        short.check()
+    assert tok(short.acquire()) > first
+    short.release()
+
+
 # ---- WAIT ----------------------------------------------------------------------------------
 
 
@@ -474,7 +552,7 @@ class Interrupt:
         self.action = action
         self.armed = True
         self.fired = False
-        self.error: Optional[BaseException] = None
+        self.error: BaseException | None = None
 
     def _handler(self, signum: int, frame: Any) -> None:
         if not self.armed:
@@ -524,7 +602,7 @@ def test_abandoned_wait_releases_a_grant_it_never_read(r: redis.Redis) -> None:
     r.execute_command("LOCK.ACQUIRE", KEY, "holder", 30000)
     lock = Lock(r, KEY, owner="quitter", ttl=30, wait=30)
     nxt = Lock(r, KEY, owner="next", ttl=30, wait=30)
-    seen: list[Optional[dict[str, Any]]] = []
+    seen: list[dict[str, Any] | None] = []
     queued: list[Any] = []
 
     def when() -> bool:
@@ -799,7 +877,7 @@ def test_cluster_lock_and_stock_in_one_slot(rc: RedisCluster) -> None:
     assert redis_fence.StaleToken is StaleToken
 
 
-# ---- known bugs (strict xfail: an XPASS fails the run, so the marker goes with the fix) ------
+# ---- defects found by review, fixed (each test failed before its fix) ----------------------
 
 
 def test_check_after_a_wait_longer_than_the_ttl(r: redis.Redis) -> None:
@@ -819,7 +897,7 @@ def test_check_after_a_wait_longer_than_the_ttl(r: redis.Redis) -> None:
 
 @pytest.mark.parametrize("wait", [None, 1.0], ids=["no-wait", "wait"])
 def test_cluster_lock_follows_ask_during_a_slot_migration(
-    cluster: Any, rc: RedisCluster, wait: Optional[float]
+    cluster: Any, rc: RedisCluster, wait: float | None
 ) -> None:
     key = "{migrating}:lock"
     slot = rc.keyslot(key)

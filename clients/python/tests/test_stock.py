@@ -7,19 +7,26 @@ their deadline has passed, never by racing a sleep against it.
 
 from __future__ import annotations
 
+import asyncio
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 import redis
+import redis.asyncio
 from _servers import Server, raw_client
 from redis import exceptions as rx
+from redis.asyncio.cluster import ClusterNode as AsyncClusterNode
+from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 from redis.cluster import RedisCluster
 
 import redis_fence
+import redis_fence.asyncio
 from redis_fence import (
     AlreadyRefunded,
     BuyerRequired,
+    Cart,
     CommandError,
     Deducted,
     Events,
@@ -847,6 +854,75 @@ def test_results_identical_across_protocols(r: redis.Redis, server: Server) -> N
     assert first[27][0] == "HoldExpired"
 
 
+# ---- int ids and buyers -----------------------------------------------------------------------
+
+
+def test_int_ids_and_buyers_are_their_digits(r: redis.Redis, server: Server) -> None:
+    s = Stock(r, "sku")
+    s.set(10, limit=3)
+    assert s.deduct(1, id=1001, buyer=7) == Deducted(9)
+    entry = RequestInfo("deducted", 1, None, "7")
+    assert s.request(1001) == entry
+    # The same entry under its digits: an int is sent as its decimal string.
+    assert s.request("1001") == entry and s.request(b"1001") == entry
+    assert s.deduct(1, id="1001", buyer="7") == Deducted(9)  # a replay, not a second unit
+    assert s.buyer(7) == 1 and s.buyer("7") == 1
+    assert s.deduct(2, id=1002, buyer=7, hold=60) == Deducted(7)
+    assert s.confirm(1002) is True and s.buyer(7) == 3
+    assert s.refund(1001) == 1 and s.request("1001") == RequestInfo("refunded", 1, None, "7")
+    assert s.add(5, id=77) == 13
+    assert s.add(5, id="77") == 13  # the same restock id: at most once
+    before = stock_calls(server)
+    for call in (
+        lambda: s.deduct(1, id=True),
+        lambda: s.deduct(1, id="o", buyer=False),
+        lambda: s.request(True),
+        lambda: s.refund(False),
+        lambda: s.confirm(True),
+        lambda: s.buyer(True),
+        lambda: s.add(1, id=True),
+    ):
+        with pytest.raises(TypeError):
+            call()
+    assert stock_calls(server) == before, "a refused call reached the server"
+
+
+# ---- pipelines are refused -------------------------------------------------------------------
+
+
+def test_pipelines_are_refused(r: redis.Redis, server: Server) -> None:
+    """A pipeline answers only at execute(): no result (nor a lock's decision) can be read
+    from its calls, so Stock, Cart and Lock refuse one, sync or asyncio, before anything."""
+    before = stock_calls(server)
+    for transaction in (False, True):
+        with r.pipeline(transaction=transaction) as pipe:
+            with pytest.raises(TypeError, match="pipeline"):
+                Stock(pipe, "sku")
+            with pytest.raises(TypeError, match="pipeline"):
+                Cart(pipe, {"{c}:a": 1})
+            with pytest.raises(TypeError, match="pipeline"):
+                redis_fence.Lock(pipe, "lock")
+            assert len(pipe.command_stack) == 0
+
+    async def main() -> None:
+        client = redis.asyncio.Redis(host=server.host, port=server.port)
+        try:
+            async with client.pipeline() as pipe:
+                with pytest.raises(TypeError, match="pipeline"):
+                    redis_fence.asyncio.Stock(pipe, "sku")
+                with pytest.raises(TypeError, match="pipeline"):
+                    redis_fence.asyncio.Cart(pipe, {"{c}:a": 1})
+                with pytest.raises(TypeError, match="pipeline"):
+                    redis_fence.asyncio.Lock(pipe, "lock")
+                assert len(pipe.command_stack) == 0
+        finally:
+            await client.aclose()
+
+    asyncio.run(main())
+    assert stock_calls(server) == before
+    assert r.execute_command("DBSIZE") == 0
+
+
 # ---- Redis Cluster ---------------------------------------------------------------------------
 
 
@@ -930,3 +1006,33 @@ def test_cluster_events_stream_in_another_slot(rc: RedisCluster) -> None:
     assert not isinstance(info.value, FenceError)
     assert s.get() == 5 and s.request("o") is None
     assert rc.exists("{b}:ev") == 0
+
+
+def test_cluster_pipelines_are_refused(cluster: Any, rc: RedisCluster) -> None:
+    pipe = rc.pipeline()
+    for make in (
+        lambda: Stock(pipe, "{sku:1}"),
+        lambda: Cart(pipe, {"{sku:1}:a": 1}),
+        lambda: redis_fence.Lock(pipe, "{sku:1}:lock"),
+    ):
+        with pytest.raises(TypeError, match="pipeline"):
+            make()
+
+    async def main() -> None:
+        ac = AsyncRedisCluster(
+            startup_nodes=[AsyncClusterNode(h, p) for h, p in cluster.startup_nodes()],
+            socket_timeout=30,
+        )
+        try:
+            apipe: Any = ac.pipeline()  # not typed as a client: refused at run time too
+            for make in (
+                lambda: redis_fence.asyncio.Stock(apipe, "{sku:1}"),
+                lambda: redis_fence.asyncio.Cart(apipe, {"{sku:1}:a": 1}),
+                lambda: redis_fence.asyncio.Lock(apipe, "{sku:1}:lock"),
+            ):
+                with pytest.raises(TypeError, match="pipeline"):
+                    make()
+        finally:
+            await ac.aclose()
+
+    asyncio.run(main())

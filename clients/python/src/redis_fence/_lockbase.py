@@ -4,10 +4,10 @@ I/O)."""
 from __future__ import annotations
 
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from . import _protocol as p
-from .errors import LockLost, LockNotAcquired
+from .errors import CommandError, LockLost, LockNotAcquired, WrongType
 
 OnLost = Callable[[LockLost], None]
 
@@ -30,6 +30,7 @@ class LockBase:
         p.refuse_pipeline(client)
         self.key = key
         self.owner = p.default_owner() if owner is None else owner
+        self._owner_given = owner is not None
         if not self.owner:
             raise ValueError("owner must not be empty")
         self._ttl_ms = p.seconds_to_ms(ttl, "ttl")
@@ -90,3 +91,19 @@ class LockBase:
 
     def _mark_lost(self, token: int, reason: str) -> LockLost:
         raise NotImplementedError
+
+    def _owner_after_failed_clean_up(self) -> str:
+        """The owner whose grant a failed clean-up may have left (its release goes on in the
+        background); a default owner is replaced by a new one, so that release can never
+        touch a later grant of this object."""
+        old = self.owner
+        if not self._owner_given:
+            self.owner = p.default_owner()
+        return old
+
+
+def ends_the_grant(err: Exception) -> bool:
+    """A renewal's error reply that says the grant is over for us (the key holds another type,
+    or the call itself is refused: an ``ERR``), as against a server that cannot answer now
+    (``BUSY``, ``LOADING``, ``READONLY``, ``CLUSTERDOWN``, ``TRYAGAIN``, ``MISCONF``, ...)."""
+    return isinstance(err, WrongType) or (isinstance(err, CommandError) and err.code == "ERR")

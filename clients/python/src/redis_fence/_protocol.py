@@ -11,7 +11,7 @@ import os
 import socket
 import uuid
 from collections.abc import Mapping, Sequence
-from typing import Any, Union
+from typing import Any
 
 from .errors import CommandError
 from .results import (
@@ -28,9 +28,11 @@ from .results import (
     StockInfo,
 )
 
-KeyT = Union[str, bytes]
-Arg = Union[str, bytes, int]
-EventsArg = Union[None, str, bytes, Events]
+KeyT = str | bytes
+# Request, restock and buyer ids: any bytes to the server; an int is sent as its digits.
+IdT = str | bytes | int
+Arg = str | bytes | int
+EventsArg = None | str | bytes | Events
 
 MAX_QUANTITY = (1 << 63) - 1
 MAX_CART_ITEMS = 256
@@ -167,24 +169,26 @@ def stock_limit(key: KeyT, per_buyer: int) -> list[Arg]:
     return ["STOCK.LIMIT", key, _quantity(per_buyer, "per_buyer", 0)]
 
 
-def stock_add(key: KeyT, quantity: int, id: KeyT | None) -> list[Arg]:
+def stock_add(key: KeyT, quantity: int, id: IdT | None) -> list[Arg]:
     args: list[Arg] = ["STOCK.ADD", key, _quantity(quantity)]
     if id is not None:
         args += ["ID", _nonempty(id, "id")]
     return args
 
 
-def _nonempty(value: KeyT, name: str) -> KeyT:
+def _nonempty(value: IdT, name: str) -> str | bytes:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
     if not isinstance(value, (str, bytes)):
-        raise TypeError(f"{name} must be str or bytes, not {type(value).__name__}")
+        raise TypeError(f"{name} must be str, bytes or int, not {type(value).__name__}")
     if len(value) == 0:
         raise ValueError(f"{name} must not be empty")
     return value
 
 
 def _common_options(
-    id: KeyT | None,
-    buyer: KeyT | None,
+    id: IdT | None,
+    buyer: IdT | None,
     hold: float | None,
     fence: int | None,
     events: EventsArg,
@@ -211,8 +215,8 @@ def _common_options(
 def stock_deduct(
     key: KeyT,
     quantity: int,
-    id: KeyT | None,
-    buyer: KeyT | None,
+    id: IdT | None,
+    buyer: IdT | None,
     hold: float | None,
     fence: int | None,
     events: EventsArg,
@@ -231,15 +235,15 @@ def parse_deduct(reply: Any) -> DeductResult:
     return Deducted(as_int(reply))
 
 
-def stock_refund(key: KeyT, id: KeyT, events: EventsArg) -> list[Arg]:
+def stock_refund(key: KeyT, id: IdT, events: EventsArg) -> list[Arg]:
     return ["STOCK.REFUND", key, _nonempty(id, "id"), *events_args(events)]
 
 
-def stock_confirm(key: KeyT, id: KeyT) -> list[Arg]:
+def stock_confirm(key: KeyT, id: IdT) -> list[Arg]:
     return ["STOCK.CONFIRM", key, _nonempty(id, "id")]
 
 
-def stock_request(key: KeyT, id: KeyT) -> list[Arg]:
+def stock_request(key: KeyT, id: IdT) -> list[Arg]:
     return ["STOCK.REQUEST", key, _nonempty(id, "id"), "DETAIL"]
 
 
@@ -272,7 +276,7 @@ def _state(value: str) -> RequestState:
     return "expired"
 
 
-def stock_buyer(key: KeyT, buyer: KeyT) -> list[Arg]:
+def stock_buyer(key: KeyT, buyer: IdT) -> list[Arg]:
     return ["STOCK.BUYER", key, _nonempty(buyer, "buyer")]
 
 
@@ -326,8 +330,8 @@ def cart_items(items: Mapping[KeyT, int] | Sequence[tuple[KeyT, int]]) -> list[t
 
 def stock_cart(
     items: Sequence[tuple[KeyT, int]],
-    id: KeyT,
-    buyer: KeyT | None,
+    id: IdT,
+    buyer: IdT | None,
     hold: float | None,
     fence: int | None,
     events: EventsArg,
@@ -338,7 +342,7 @@ def stock_cart(
     return args + _common_options(_nonempty(id, "id"), buyer, hold, fence, events, "a cart's id")
 
 
-def cart_keys_command(name: str, keys: Sequence[KeyT], id: KeyT) -> list[Arg]:
+def cart_keys_command(name: str, keys: Sequence[KeyT], id: IdT) -> list[Arg]:
     if not 1 <= len(keys) <= MAX_CART_ITEMS:
         raise ValueError(f"a cart has from 1 to {MAX_CART_ITEMS} items, not {len(keys)}")
     return [name, len(keys), *keys, _nonempty(id, "id")]
@@ -348,14 +352,27 @@ def parse_cart(reply: Any) -> CartPlaced:
     return CartPlaced(tuple(as_int(v) for v in as_list(reply)))
 
 
-def cart_sold_out(error: Exception) -> CartResult | None:
+def cart_sold_out(error: Exception, keys: Sequence[KeyT]) -> CartResult | None:
     """A cart's ``SOLDOUT <index> <key>`` refusal as a result (any other error: None)."""
     from .errors import cart_item_refusal
 
     item = cart_item_refusal(str(error))
     if item is not None and item[0] == "SOLDOUT":
-        return CartSoldOut(item[1], item[2])
+        return CartSoldOut(item[1], _cart_key(keys, item[1], item[2]))
     return None
+
+
+def with_cart_key(error: Exception, keys: Sequence[KeyT]) -> Exception:
+    """A cart refusal naming item ``index`` gets that item's key as the cart names it (the
+    message shows it escaped and cut after 64 bytes)."""
+    index = getattr(error, "index", None)
+    if isinstance(index, int) and hasattr(error, "key"):
+        error.key = _cart_key(keys, index, error.key)
+    return error
+
+
+def _cart_key(keys: Sequence[KeyT], index: int, shown: KeyT) -> KeyT:
+    return keys[index - 1] if 1 <= index <= len(keys) else shown
 
 
 def parse_int_list(reply: Any) -> tuple[int, ...]:

@@ -9,6 +9,7 @@ table before the next call.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import weakref
@@ -47,14 +48,14 @@ def _kwargs(
 
 def bounded_client(pool: ConnectionPool, io_timeout: float) -> redis.Redis:
     """A client on ``pool``'s server whose every connect, command and reply is bounded by
-    ``io_timeout`` (one retry on a connection error or timeout)."""
+    ``io_timeout``, without retries (the lock decides what it sends again)."""
     with _derived_guard:
         per_pool = _derived.setdefault(pool, {})
         client = per_pool.get(io_timeout)
         if client is None:
             derived = ConnectionPool(
                 connection_class=pool.connection_class,
-                **_kwargs(pool, io_timeout, io_timeout, 1),
+                **_kwargs(pool, io_timeout, io_timeout, 0),
             )
             client = redis.Redis(connection_pool=derived)
             per_pool[io_timeout] = client
@@ -62,41 +63,42 @@ def bounded_client(pool: ConnectionPool, io_timeout: float) -> redis.Redis:
 
 
 class Route:
-    """Where the calls for one key go."""
+    """Where the calls for one key go. On a cluster: the master of the key's slot in the
+    caller's slot table, or the node a ``MOVED``/``ASK`` named. The slot table is never
+    refreshed from here (that would go through the caller's connections and timeouts): a
+    ``MOVED`` is followed at once and told to the table, which redis-py applies lazily."""
 
     def __init__(self, client: SyncClient, key: KeyT, io_timeout: float) -> None:
         self.client = client
         self.key = key
         self.io_timeout = io_timeout
-        self._refresh = False
+        self._moved: tuple[str, int] | None = None
 
     @property
     def is_cluster(self) -> bool:
         return isinstance(self.client, RedisCluster)
 
     def pool(self, ask: tuple[str, int] | None = None) -> ConnectionPool:
-        """The pool of the master of the key's slot, or of the node an ``ASK`` named."""
+        """The pool of the node for the key (or the one an ``ASK`` named)."""
         client = self.client
         if not isinstance(client, RedisCluster):
             return client.connection_pool
-        if self._refresh:
-            self._refresh = False
-            client.nodes_manager.initialize()
-        for _ in range(2):
-            if ask is None:
-                node = _any(client).get_node_from_key(self.key)
-            else:
-                node = _any(client).get_node(host=ask[0], port=ask[1])
-            if node is not None and node.redis_connection is not None:
-                pool: ConnectionPool = node.redis_connection.connection_pool
-                return pool
-            client.nodes_manager.initialize()
-        raise rx.ConnectionError(f"no cluster node serves the key {self.key!r}")
+        target = ask or self._moved
+        if target is None:
+            node = _any(client).get_node_from_key(self.key)
+        else:
+            node = _any(client).get_node(host=target[0], port=target[1])
+        if node is None or node.redis_connection is None:
+            raise rx.ConnectionError(
+                f"no known cluster node serves the key {self.key!r}"
+                + ("" if target is None else f" ({target[0]}:{target[1]} is not in the table)")
+            )
+        pool: ConnectionPool = node.redis_connection.connection_pool
+        return pool
 
     def call(self, *args: Arg) -> Any:
-        """One command, bounded; on a cluster follows ``MOVED`` (slot table refreshed) and
-        ``ASK`` (``ASKING`` and the command to the node named, in one round trip), twice at
-        most."""
+        """One command, bounded by the I/O timeout, sent once; on a cluster follows ``MOVED``
+        and ``ASK`` (``ASKING`` and the command in one round trip), twice at most."""
         ask: tuple[str, int] | None = None
         for attempt in range(3):
             try:
@@ -107,20 +109,25 @@ class Route:
                 pipe.execute_command("ASKING")
                 pipe.execute_command(*args)
                 return pipe.execute()[1]
-            except rx.AskError as e:
+            except (rx.AskError, rx.MovedError) as e:
                 if not self.is_cluster or attempt == 2:
                     raise
-                ask = (e.host, int(e.port))
-            except rx.MovedError:
-                if not self.is_cluster or attempt == 2:
-                    raise
-                self._refresh = True
-                ask = None
+                ask = self.redirected(e)
             except (rx.ConnectionError, rx.TimeoutError):
-                if self.is_cluster:
-                    self._refresh = True
+                self._moved = None  # back to the slot table, which the caller's client refreshes
                 raise
         raise AssertionError("unreachable")
+
+    def redirected(self, e: rx.AskError | rx.MovedError) -> tuple[str, int] | None:
+        """Where to send next after a redirection: the ``ASK`` target for one call, or the
+        ``MOVED`` target from now on (None: the key's node, now the moved one)."""
+        target = (e.host, int(e.port))
+        if not isinstance(e, rx.MovedError):  # (redis-py's MovedError is an AskError)
+            return target
+        self._moved = target
+        with contextlib.suppress(Exception):
+            _any(self.client).nodes_manager.move_slot(e)
+        return None
 
     def call_quietly(self, *args: Arg, pool: ConnectionPool | None = None) -> Any | None:
         """``call`` (or one bounded call on ``pool``'s server), with any error logged and
@@ -142,12 +149,6 @@ class Route:
         kwargs = _kwargs(pool, self.io_timeout, self.io_timeout, 0)
         conn: AbstractConnection = pool.connection_class(**kwargs)
         return conn, pool
-
-    def note_error(self, error: BaseException) -> None:
-        if self.is_cluster and isinstance(
-            error, (rx.MovedError, rx.ConnectionError, rx.TimeoutError)
-        ):
-            self._refresh = True
 
 
 # Replies after which a call sent straight to the key's node is sent again through the

@@ -22,6 +22,7 @@ __all__ = [
     "LedgerFull",
     "LimitExceeded",
     "LockLost",
+    "LockInUse",
     "LockNotAcquired",
     "NoSuchStock",
     "PartialCart",
@@ -67,7 +68,7 @@ class StaleToken(CommandError):
         token: int | None = None,
         highest: int | None = None,
         index: int | None = None,
-        key: str | None = None,
+        key: str | bytes | None = None,
     ) -> None:
         super().__init__("STALE", message)
         self.token = token
@@ -91,7 +92,7 @@ class LimitExceeded(CommandError):
         holds: int | None = None,
         limit: int | None = None,
         index: int | None = None,
-        key: str | None = None,
+        key: str | bytes | None = None,
     ) -> None:
         super().__init__("LIMIT", message)
         self.buyer = buyer
@@ -133,7 +134,7 @@ class LedgerFull(CommandError):
     """
 
     def __init__(
-        self, code: str, message: str, index: int | None = None, key: str | None = None
+        self, code: str, message: str, index: int | None = None, key: str | bytes | None = None
     ) -> None:
         super().__init__(code, message)
         self.index = index
@@ -143,7 +144,7 @@ class LedgerFull(CommandError):
 class NoSuchStock(CommandError):
     """A cart item's stock does not exist (``index`` from 1, ``key``)."""
 
-    def __init__(self, message: str, index: int, key: str) -> None:
+    def __init__(self, message: str, index: int, key: str | bytes) -> None:
         super().__init__("NOKEY", message)
         self.index = index
         self.key = key
@@ -155,7 +156,7 @@ class PartialCart(CommandError):
     ``index`` and ``key`` name the first item whose stock has it.
     """
 
-    def __init__(self, message: str, request_id: str, index: int, key: str) -> None:
+    def __init__(self, message: str, request_id: str, index: int, key: str | bytes) -> None:
         super().__init__("ERR", message)
         self.request_id = request_id
         self.index = index
@@ -164,12 +165,22 @@ class PartialCart(CommandError):
 
 class Unblocked(CommandError):
     """A waiting ``LOCK.ACQUIRE … WAIT`` ended because its server stopped being a master (a
-    failover), or its slot moved (``TRYAGAIN``). Reconnect and acquire again with the same
-    owner."""
+    failover, ``UNBLOCKED``), or its slot moved away (``TRYAGAIN``). Acquire again once the
+    client reaches the key's master."""
 
 
 class LockNotAcquired(FenceError, _rx.LockError):
     """``with lock:`` could not take the lock (held by another owner, or the wait ran out)."""
+
+
+class LockInUse(FenceError, _rx.LockError):
+    """This ``Lock`` object holds its lock, or another thread or task is acquiring with it:
+    one ``Lock`` object per holder (its owner is one holder to the server)."""
+
+    def __init__(self, key: object) -> None:
+        super().__init__(
+            f"this Lock object for {key!r} is held or being acquired: make one Lock per holder"
+        )
 
 
 class LockLost(FenceError, _rx.LockNotOwnedError):
@@ -217,8 +228,6 @@ def map_error(error: _rx.ResponseError) -> Exception:
     if isinstance(error, FenceError):
         return error
     if type(error) is not _rx.ResponseError:
-        if isinstance(error, _rx.TryAgainError):
-            return Unblocked("TRYAGAIN", "TRYAGAIN " + str(error))
         return error
     text = str(error)
     first, _, _rest = text.partition(" ")

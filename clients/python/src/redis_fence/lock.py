@@ -5,16 +5,24 @@ from __future__ import annotations
 import math
 import threading
 import time
+from collections.abc import Callable
 from types import TracebackType
-from typing import Any, Callable
+from typing import Any
 
 from redis import exceptions as rx
 from redis.connection import ConnectionPool
 
 from . import _protocol as p
-from ._lockbase import LockBase, OnLost
+from ._lockbase import LockBase, OnLost, ends_the_grant
 from ._route import Route, SyncClient, _any, log, pipeline_on
-from .errors import CommandError, LockLost, LockNotAcquired, WrongType, map_error
+from .errors import (
+    CommandError,
+    LockInUse,
+    LockLost,
+    LockNotAcquired,
+    Unblocked,
+    map_error,
+)
 from .results import LockStatus
 
 __all__ = ["Lock"]
@@ -53,26 +61,47 @@ class Lock(LockBase):
         )
         self._route = Route(client, key, self.io_timeout)
         self._state = threading.Lock()
+        self._acquiring = False
+        self._later_mutex = threading.Lock()  # held while a deferred release is sent
+        self._later_stop: threading.Event | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
     # ---- commands ------------------------------------------------------------------------
 
     def acquire(self) -> int | None:
-        """Take the lock: the token, or None when another owner holds it (after ``wait``)."""
-        if self._token is not None and self._lost is None:
-            raise rx.LockError(f"lock {self.key!r} is already held by this handle; use renew()")
-        started = time.monotonic()
-        if self._wait_ms is None:
-            token = self._call(p.lock_acquire(self.key, self.owner, self._ttl_ms, None))
-        else:
-            # Granted while we waited: the lease is counted from the reply, which the server
-            # sends the moment it grants.
-            token, started = self._acquire_waiting(self._wait_ms)
-        token = p.parse_token(token)
-        if token is not None:
-            self._granted(token, started)
-        return token
+        """Take the lock: the token, or None when another owner holds it (after ``wait``).
+
+        ``LockInUse`` while this object holds the lock or another thread or task is in its
+        ``acquire()``: one ``Lock`` object per holder. A call whose reply is lost (a timeout,
+        a dropped connection, ``KeyboardInterrupt``) releases with its owner before the error
+        goes on, so a grant made anyway is not left behind."""
+        with self._state:
+            if self._acquiring or (self._token is not None and self._lost is None):
+                raise LockInUse(self.key)
+            self._acquiring = True
+        try:
+            self._stop_release_later()
+            started = time.monotonic()
+            if self._wait_ms is None:
+                try:
+                    reply = self._call(p.lock_acquire(self.key, self.owner, self._ttl_ms, None))
+                except CommandError:
+                    raise  # refused: nothing was granted
+                except BaseException:
+                    self._release_owner()
+                    raise
+            else:
+                # Granted while we waited: the lease is counted from the reply, which the
+                # server sends the moment it grants.
+                reply, started = self._acquire_waiting(self._wait_ms)
+            token = p.parse_token(reply)
+            if token is not None:
+                self._granted(token, started)
+            return token
+        finally:
+            with self._state:
+                self._acquiring = False
 
     def renew(self, ttl: float | None = None) -> int:
         """Reset the TTL of our grant (``TOKEN``): the token, or ``LockLost`` when the grant
@@ -89,8 +118,11 @@ class Lock(LockBase):
 
     def release(self) -> None:
         """Stop the watchdog and free our grant (``TOKEN``). ``LockLost`` when the grant had
-        already ended (or was reported lost); bounded by about two ``io_timeout``s on a dead
-        server (the release and its one retry)."""
+        already ended (or was reported lost). A release whose reply is lost is sent once more
+        (with ``TOKEN`` it can only free our grant; if the first one ran, the second finds
+        the grant gone, which is then no loss). On a dead server it returns (raising redis-py's
+        ``TimeoutError`` or ``ConnectionError``) within about three ``io_timeout``s: a renewal
+        in flight, the release and its resend."""
         token = self._held_token()
         self._stop_watchdog()
         try:
@@ -99,8 +131,14 @@ class Lock(LockBase):
                 # Reported lost (perhaps only because renewals failed): free it all the same.
                 self._route.call_quietly(*p.lock_release(self.key, self.owner, token))
                 raise lost
-            released = self._call(p.lock_release(self.key, self.owner, token))
+            args = p.lock_release(self.key, self.owner, token)
+            try:
+                released, resent = self._call(args), False
+            except (rx.ConnectionError, rx.TimeoutError):
+                released, resent = self._call(args), True
             if p.as_int(released) != 1:
+                if resent and time.monotonic() < self._lease_end:
+                    return  # the first release ran; its reply was lost
                 raise self._mark_lost(
                     token, "LOCK.RELEASE found the lock expired or in other hands"
                 )
@@ -180,19 +218,15 @@ class Lock(LockBase):
                     c.read_response()
                 reply = c.read_response(timeout=read_timeout)
                 return reply, time.monotonic()
-            except rx.AskError as e:
+            except (rx.AskError, rx.MovedError) as e:
                 if attempt == 2:
                     raise
-                ask = (e.host, int(e.port))
-            except rx.MovedError as e:
-                self._route.note_error(e)
-                ask = None
-                if attempt == 2:
-                    raise
+                ask = self._route.redirected(e)
+            except rx.TryAgainError as e:
+                raise Unblocked("TRYAGAIN", f"TRYAGAIN {e}") from None
             except rx.ResponseError as e:
                 raise map_error(e) from None
-            except BaseException as e:
-                self._route.note_error(e)
+            except BaseException:
                 self._abandon(client_id, pool)
                 raise
             finally:
@@ -202,7 +236,44 @@ class Lock(LockBase):
     def _abandon(self, client_id: int | None, pool: ConnectionPool) -> None:
         if client_id is not None:
             self._route.call_quietly("CLIENT", "UNBLOCK", client_id, pool=pool)
-        self._route.call_quietly(*p.lock_release(self.key, self.owner, None))
+        self._release_owner()
+
+    def _release_owner(self) -> None:
+        """``LOCK.RELEASE key owner`` after a call whose reply was lost (a grant may have been
+        made). When it cannot be sent now (a server stalled past the I/O timeout), it is sent
+        again in the background, backing off, until it is answered or the grant's TTL has
+        passed; a default owner is replaced meanwhile (see ``_owner_after_failed_clean_up``)."""
+        if self._route.call_quietly(*p.lock_release(self.key, self.owner, None)) is not None:
+            return
+        owner = self._owner_after_failed_clean_up()
+        deadline = time.monotonic() + self._ttl_ms / 1000 + self.io_timeout
+        stop = threading.Event()
+        self._later_stop = stop
+
+        def release_later() -> None:
+            delay = 0.05
+            while not stop.wait(delay) and time.monotonic() < deadline:
+                with self._later_mutex:
+                    if stop.is_set():
+                        return
+                    try:
+                        self._route.call(*p.lock_release(self.key, owner, None))
+                        return
+                    except Exception:
+                        delay = min(delay * 2, 1.0)
+
+        threading.Thread(
+            target=release_later, name=f"redis-fence release {self.key!r}", daemon=True
+        ).start()
+
+    def _stop_release_later(self) -> None:
+        """Before a new acquire with the same owner: the deferred release stops, and one in
+        flight is waited for (bounded by the I/O timeout), so it cannot free the new grant."""
+        stop, self._later_stop = self._later_stop, None
+        if stop is not None and self._owner_given:
+            stop.set()
+            with self._later_mutex:
+                pass
 
     def _granted(self, token: int, started: float) -> None:
         with self._state:
@@ -238,13 +309,25 @@ class Lock(LockBase):
 
     def _stop_watchdog(self) -> None:
         self._stop.set()
-        # Not joined: a renewal in flight acts on our grant only (TOKEN) and the thread ends
-        # without a word once it sees the event, so the release need not wait for it.
-        self._thread = None
+        thread, self._thread = self._thread, None
+        if thread is not None and thread is not threading.current_thread():
+            # At most one renewal is in flight, bounded by the I/O timeout; it acts on our
+            # grant only (TOKEN) and the thread ends without a word once it sees the event.
+            thread.join(timeout=self.io_timeout)
 
     def _watch(self, token: int, stop: threading.Event) -> None:
+        """Renew every interval, at most ``watchdog`` times. A refusal (nil: expired or in
+        other hands; ``WRONGTYPE``; an ``ERR``) ends the grant; a network error or a transient
+        reply (``BUSY``, ``LOADING``, ``READONLY``, ``CLUSTERDOWN``, ``TRYAGAIN``, ...) is tried
+        again, sooner, until the lease's end, when the lock is reported lost."""
         renewals = 0
-        while not stop.wait(self.watchdog_interval):
+        delay = self.watchdog_interval
+        failure = ""
+        while not stop.wait(delay):
+            delay = self.watchdog_interval
+            if time.monotonic() >= self._lease_end:
+                self._mark_lost(token, f"no renewal succeeded before the lease ended{failure}")
+                return
             if renewals >= self.watchdog:
                 # The bound is reached: no more renewals; the lease ends at its TTL.
                 left = self._lease_end - time.monotonic()
@@ -256,30 +339,28 @@ class Lock(LockBase):
             try:
                 reply = self._route.call(*p.lock_renew(self.key, self.owner, self._ttl_ms, token))
             except (rx.ConnectionError, rx.TimeoutError) as e:
-                if stop.is_set():
-                    return
-                if time.monotonic() >= self._lease_end:
-                    self._mark_lost(token, f"no renewal succeeded before the lease ended ({e})")
-                    return
-                continue
+                failure = f" (last try: {e})"
             except rx.ResponseError as e:
+                err = map_error(e)
+                if ends_the_grant(err):
+                    if not stop.is_set():
+                        self._mark_lost(token, f"LOCK.RENEW failed: {err}")
+                    return
+                failure = f" (last try: {err})"
+            else:
                 if stop.is_set():
                     return
-                err = map_error(e)
-                reason = (
-                    "the key now holds another type" if isinstance(err, WrongType) else str(err)
-                )
-                if isinstance(err, (CommandError, rx.ResponseError)):
-                    self._mark_lost(token, f"LOCK.RENEW failed: {reason}")
-                return
-            if stop.is_set():
-                return
-            if reply is None:
-                self._mark_lost(token, "LOCK.RENEW refused: the lock expired or changed hands")
-                return
-            renewals += 1
-            with self._state:
-                self._lease_end = max(self._lease_end, started + self._ttl_ms / 1000)
+                if reply is None:
+                    self._mark_lost(token, "LOCK.RENEW refused: the lock expired or changed hands")
+                    return
+                renewals += 1
+                failure = ""
+                with self._state:
+                    self._lease_end = max(self._lease_end, started + self._ttl_ms / 1000)
+                continue
+            # Not renewed this time: again soon, and the loss is told at the lease's end.
+            left = self._lease_end - time.monotonic()
+            delay = min(self.watchdog_interval, max(left / 2, 0.01))
 
 
 def _client_id(read: Callable[[], Any]) -> int | None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal, Union
+from typing import Literal
 
 __all__ = [
     "CartPlaced",
@@ -41,7 +41,7 @@ class SoldOut:
     ok: Literal[False] = field(default=False, init=False, repr=False)
 
 
-DeductResult = Union[Deducted, SoldOut]
+DeductResult = Deducted | SoldOut
 
 
 @dataclass(frozen=True)
@@ -54,14 +54,15 @@ class CartPlaced:
 
 @dataclass(frozen=True)
 class CartSoldOut:
-    """Item ``index`` (from 1), stock ``key``, had too few units: nothing changed in any key."""
+    """Item ``index`` (from 1), stock ``key`` (as the cart names it), had too few units:
+    nothing changed in any key."""
 
     index: int
-    key: str
+    key: str | bytes
     ok: Literal[False] = field(default=False, init=False, repr=False)
 
 
-CartResult = Union[CartPlaced, CartSoldOut]
+CartResult = CartPlaced | CartSoldOut
 
 
 @dataclass(frozen=True)

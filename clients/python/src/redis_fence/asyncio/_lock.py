@@ -5,37 +5,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
-import sys
 import time
 from collections.abc import Awaitable
 from types import TracebackType
-from typing import Any, Union
+from typing import Any
 
 from redis import exceptions as rx
-from redis.asyncio import Redis
-from redis.asyncio.cluster import ClusterNode, RedisCluster
-from redis.asyncio.connection import AbstractConnection
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 
 from .. import _protocol as p
-from .._lockbase import LockBase, OnLost
+from .._lockbase import LockBase, OnLost, ends_the_grant
 from .._route import _any, log
-from ..errors import LockLost, LockNotAcquired, WrongType, map_error
+from ..errors import CommandError, LockInUse, LockLost, LockNotAcquired, Unblocked, map_error
 from ..results import LockStatus
+from ._route import AsyncClient, AsyncRoute, Target
 
 __all__ = ["Lock"]
-
-AsyncClient = Union["Redis", "RedisCluster"]
-
-
-async def _within(seconds: float, call: Awaitable[Any]) -> Any:
-    """``call`` bounded by ``seconds`` (``asyncio.TimeoutError`` then): ``asyncio.timeout`` where
-    there is one (Python 3.11), a third of ``asyncio.wait_for``'s cost per call."""
-    if sys.version_info >= (3, 11):
-        async with asyncio.timeout(seconds):
-            return await call
-    return await asyncio.wait_for(call, seconds)
 
 
 # Clean-ups that outlive a cancelled caller: kept here so they are not collected mid-way.
@@ -66,36 +50,64 @@ class Lock(LockBase):
         io_timeout: float = 2.0,
         on_lost: OnLost | None = None,
     ) -> None:
-        self.client = client
         super().__init__(
             client, key, owner, ttl, wait, watchdog, watchdog_interval, io_timeout, on_lost
         )
+        self.client = client
+        self._route = AsyncRoute(client, key, self.io_timeout)
+        self._acquiring = False
+        self._later: tuple[asyncio.Task[None], list[bool]] | None = None
         self._lost_future: asyncio.Future[LockLost] | None = None
         self._task: asyncio.Task[None] | None = None
 
     async def wait_lost(self) -> LockLost:
-        """Completes with the ``LockLost`` when the held lock is found lost."""
-        if self._lost is not None:
-            return self._lost
-        if self._lost_future is None:
-            self._lost_future = asyncio.get_running_loop().create_future()
-        return await asyncio.shield(self._lost_future)
+        """Completes with the ``LockLost`` once the held lock is found lost: by the watchdog,
+        a refused call, or (with or without a watchdog) its lease running out unrenewed.
+        ``LockNotAcquired`` when the lock is released first, or not held."""
+        while True:
+            if self._lost is not None:
+                return self._lost
+            token = self._held_token()
+            if self._lost_future is None or self._lost_future.done():
+                self._lost_future = asyncio.get_running_loop().create_future()
+            future = self._lost_future  # release() drops it from the lock, not from us
+            left = self._lease_end - time.monotonic()
+            if left <= 0:
+                return self._mark_lost(token, "the lease ran out without a renewal")
+            done, _ = await asyncio.wait({future}, timeout=left)
+            if done:
+                return future.result()
 
     # ---- commands ------------------------------------------------------------------------
 
     async def acquire(self) -> int | None:
-        if self._token is not None and self._lost is None:
-            raise rx.LockError(f"lock {self.key!r} is already held by this handle; use renew()")
-        started = time.monotonic()
-        if self._wait_ms is None:
-            reply = await self._call(p.lock_acquire(self.key, self.owner, self._ttl_ms, None))
-        else:
-            # Granted while we waited: the lease is counted from the reply.
-            reply, started = await self._acquire_waiting(self._wait_ms)
-        token = p.parse_token(reply)
-        if token is not None:
-            self._granted(token, started)
-        return token
+        """As ``redis_fence.Lock.acquire``; a cancelled or timed-out call releases with its
+        owner (in a task that outlives the cancellation), so no grant is left behind."""
+        if self._acquiring or (self._token is not None and self._lost is None):
+            raise LockInUse(self.key)
+        self._acquiring = True
+        try:
+            await self._stop_release_later()
+            started = time.monotonic()
+            if self._wait_ms is None:
+                try:
+                    reply = await self._call(
+                        p.lock_acquire(self.key, self.owner, self._ttl_ms, None)
+                    )
+                except CommandError:
+                    raise  # refused: nothing was granted
+                except BaseException:
+                    await _clean_up(self._release_owner())
+                    raise
+            else:
+                # Granted while we waited: the lease is counted from the reply.
+                reply, started = await self._acquire_waiting(self._wait_ms)
+            token = p.parse_token(reply)
+            if token is not None:
+                self._granted(token, started)
+            return token
+        finally:
+            self._acquiring = False
 
     async def renew(self, ttl: float | None = None) -> int:
         token = self._held_token()
@@ -108,15 +120,23 @@ class Lock(LockBase):
         return reply
 
     async def release(self) -> None:
+        """As ``redis_fence.Lock.release`` (one resend after a lost reply, its 0 read right);
+        about three ``io_timeout``s at most on a dead server."""
         token = self._held_token()
         await self._stop_watchdog()
         try:
             lost = self._lost
             if lost is not None:
-                await self._call_quietly(p.lock_release(self.key, self.owner, token))
+                await self._route.call_quietly(*p.lock_release(self.key, self.owner, token))
                 raise lost
-            released = await self._call(p.lock_release(self.key, self.owner, token))
+            args = p.lock_release(self.key, self.owner, token)
+            try:
+                released, resent = await self._call(args), False
+            except (rx.ConnectionError, rx.TimeoutError):
+                released, resent = await self._call(args), True
             if p.as_int(released) != 1:
+                if resent and time.monotonic() < self._lease_end:
+                    return  # the first release ran; its reply was lost
                 raise self._mark_lost(
                     token, "LOCK.RELEASE found the lock expired or in other hands"
                 )
@@ -124,7 +144,10 @@ class Lock(LockBase):
             if self._token == token:
                 self._token = None
                 self._lost = None
-                self._lost_future = None
+                future, self._lost_future = self._lost_future, None
+                if future is not None and not future.done():
+                    future.set_exception(LockNotAcquired(f"lock {self.key!r} was released"))
+                    future.exception()  # retrieved: no "never retrieved" warning
 
     async def status(self) -> LockStatus | None:
         return p.parse_lock_status(await self._call(["LOCK.STATUS", self.key]))
@@ -160,48 +183,11 @@ class Lock(LockBase):
 
     # ---- inside ------------------------------------------------------------------------
 
-    async def _call(self, args: list[p.Arg], **options: Any) -> Any:
+    async def _call(self, args: list[p.Arg]) -> Any:
         try:
-            return await _within(self.io_timeout, self.client.execute_command(*args, **options))
-        except asyncio.TimeoutError:
-            raise rx.TimeoutError(
-                f"{args[0]!s} on {self.key!r}: no reply within {self.io_timeout} s"
-            ) from None
+            return await self._route.call(*args)
         except rx.ResponseError as e:
             raise map_error(e) from None
-
-    async def _call_quietly(self, args: list[p.Arg], **options: Any) -> Any | None:
-        try:
-            return await self._call(args, **options)
-        except Exception as e:
-            log.warning("redis-fence: %s on %r failed: %s", args[0], self.key, e)
-            return None
-
-    async def _blocking_connection(
-        self, ask: tuple[str, int] | None
-    ) -> tuple[AbstractConnection, ClusterNode | None]:
-        client = self.client
-        if isinstance(client, RedisCluster):
-            await client.initialize()
-            if ask is None:
-                node = client.get_node_from_key(self.key)  # type: ignore[arg-type]
-            else:
-                node = client.get_node(host=ask[0], port=ask[1])
-            if node is None:
-                raise rx.ConnectionError(f"no cluster node serves the key {self.key!r}")
-            cls: Any = node.connection_class
-            kwargs = dict(node.connection_kwargs)
-        else:
-            node = None
-            pool = client.connection_pool
-            cls = pool.connection_class
-            kwargs = dict(pool.connection_kwargs)
-        kwargs["socket_timeout"] = None
-        kwargs["socket_connect_timeout"] = self.io_timeout
-        kwargs["retry"] = Retry(NoBackoff(), 0)
-        kwargs.pop("retry_on_timeout", None)
-        conn: AbstractConnection = _any(cls)(**kwargs)
-        return conn, node
 
     async def _acquire_waiting(self, wait_ms: int) -> tuple[Any, float]:
         """``LOCK.ACQUIRE … WAIT`` on a connection of its own: the reply and when it came.
@@ -212,7 +198,7 @@ class Lock(LockBase):
         ask: tuple[str, int] | None = None
         for attempt in range(3):
             left_ms = 0 if wait_ms == 0 else max(1, math.ceil((deadline - time.monotonic()) * 1000))
-            conn, node = await self._blocking_connection(ask)
+            conn, address = await self._route.blocking_connection(ask)
             client_id: int | None = None
             step = "connect"
             try:
@@ -238,40 +224,70 @@ class Lock(LockBase):
                         conn.read_response(), left_ms / 1000 + self.io_timeout
                     )
                 return reply, time.monotonic()
-            except rx.AskError as e:
-                if attempt == 2:
+            except (rx.AskError, rx.MovedError) as e:
+                if not self._route.is_cluster or attempt == 2:
                     raise
-                ask = (e.host, int(e.port))
-            except rx.MovedError:
-                if not isinstance(self.client, RedisCluster) or attempt == 2:
-                    raise
-                ask = None
-                await self.client.nodes_manager.initialize()
+                ask = await self._route.redirected(e)
+            except rx.TryAgainError as e:
+                raise Unblocked("TRYAGAIN", f"TRYAGAIN {e}") from None
             except rx.ResponseError as e:
                 raise map_error(e) from None
             except BaseException as e:
-                cleanup = asyncio.ensure_future(self._abandon(client_id, node))
-                _background.add(cleanup)
-                cleanup.add_done_callback(_background.discard)
-                with contextlib.suppress(BaseException):
-                    await asyncio.shield(cleanup)
+                await _clean_up(self._abandon(client_id, address))
                 if isinstance(e, asyncio.TimeoutError):
                     raise rx.TimeoutError(
                         f"{step} on {self.key!r}: no reply in time (io_timeout {self.io_timeout} s)"
                     ) from e
                 raise
             finally:
-                with contextlib.suppress(BaseException):
+                with contextlib.suppress(Exception):
                     await conn.disconnect()
         raise AssertionError("unreachable")
 
-    async def _abandon(self, client_id: int | None, node: ClusterNode | None) -> None:
+    async def _abandon(self, client_id: int | None, address: Target | None) -> None:
         if client_id is not None:
-            options = {} if node is None else {"target_nodes": node}
-            await self._call_quietly(["CLIENT", "UNBLOCK", client_id], **options)
-        await self._call_quietly(p.lock_release(self.key, self.owner, None))
+            await self._route.call_quietly("CLIENT", "UNBLOCK", client_id, target=address)
+        await self._release_owner()
+
+    async def _release_owner(self) -> None:
+        """As the sync lock's: released now, or in a background task until answered or the
+        grant's TTL has passed."""
+        release = p.lock_release(self.key, self.owner, None)
+        if await self._route.call_quietly(*release) is not None:
+            return
+        owner = self._owner_after_failed_clean_up()
+        deadline = time.monotonic() + self._ttl_ms / 1000 + self.io_timeout
+        stop = [False]
+
+        async def release_later() -> None:
+            delay = 0.05
+            while time.monotonic() < deadline:
+                await asyncio.sleep(delay)
+                if stop[0]:
+                    return
+                try:
+                    await self._route.call(*p.lock_release(self.key, owner, None))
+                    return
+                except Exception:
+                    delay = min(delay * 2, 1.0)
+
+        task = asyncio.ensure_future(release_later())
+        _background.add(task)
+        task.add_done_callback(_background.discard)
+        self._later = (task, stop)
+
+    async def _stop_release_later(self) -> None:
+        """Before a new acquire with the same owner: no new try; one in flight is waited for
+        (bounded by the I/O timeout), so it cannot free the new grant."""
+        later, self._later = self._later, None
+        if later is not None and self._owner_given:
+            later[1][0] = True
+            await asyncio.wait({later[0]})
 
     def _granted(self, token: int, started: float) -> None:
+        if self._task is not None:  # the watchdog of a grant found lost
+            self._task.cancel()
+            self._task = None
         self._token = token
         self._lost = None
         self._lost_future = None
@@ -300,14 +316,23 @@ class Lock(LockBase):
         if task is None or task is asyncio.current_task():
             return
         task.cancel()
-        with contextlib.suppress(BaseException):
-            await task
+        # Waits for it to end without taking its CancelledError for ours: a cancellation of
+        # the caller meanwhile still raises here.
+        await asyncio.wait({task})
 
     async def _watch(self, token: int) -> None:
+        """As the sync watchdog: a refusal ends the grant; a network error or a transient
+        reply is tried again, sooner, until the lease's end."""
         renewals = 0
+        delay = self.watchdog_interval
+        failure = ""
         while True:
-            await asyncio.sleep(self.watchdog_interval)
+            await asyncio.sleep(delay)
+            delay = self.watchdog_interval
             if self._token != token:
+                return
+            if time.monotonic() >= self._lease_end:
+                self._mark_lost(token, f"no renewal succeeded before the lease ended{failure}")
                 return
             if renewals >= self.watchdog:
                 left = self._lease_end - time.monotonic()
@@ -319,16 +344,28 @@ class Lock(LockBase):
             try:
                 reply = await self._call(p.lock_renew(self.key, self.owner, self._ttl_ms, token))
             except (rx.ConnectionError, rx.TimeoutError) as e:
-                if time.monotonic() >= self._lease_end:
-                    self._mark_lost(token, f"no renewal succeeded before the lease ended ({e})")
-                    return
-                continue
+                failure = f" (last try: {e})"
             except rx.ResponseError as e:
-                reason = "the key now holds another type" if isinstance(e, WrongType) else str(e)
-                self._mark_lost(token, f"LOCK.RENEW failed: {reason}")
-                return
-            if reply is None:
-                self._mark_lost(token, "LOCK.RENEW refused: the lock expired or changed hands")
-                return
-            renewals += 1
-            self._lease_end = max(self._lease_end, started + self._ttl_ms / 1000)
+                if ends_the_grant(e):
+                    self._mark_lost(token, f"LOCK.RENEW failed: {e}")
+                    return
+                failure = f" (last try: {e})"
+            else:
+                if reply is None:
+                    self._mark_lost(token, "LOCK.RENEW refused: the lock expired or changed hands")
+                    return
+                renewals += 1
+                failure = ""
+                self._lease_end = max(self._lease_end, started + self._ttl_ms / 1000)
+                continue
+            left = self._lease_end - time.monotonic()
+            delay = min(self.watchdog_interval, max(left / 2, 0.01))
+
+
+async def _clean_up(work: Awaitable[Any]) -> None:
+    """Runs a clean-up in a task of its own that a second cancellation of the caller does not
+    stop; that cancellation is raised once the clean-up has been started."""
+    task = asyncio.ensure_future(work)
+    _background.add(task)
+    task.add_done_callback(_background.discard)
+    await asyncio.shield(task)

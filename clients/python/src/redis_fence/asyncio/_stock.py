@@ -4,20 +4,18 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any, Union
+from typing import Any
 
 from redis import exceptions as rx
-from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 
 from .. import _protocol as p
 from .._route import REDIRECTS, _any
 from ..errors import map_error
 from ..results import CartResult, DeductResult, RequestInfo, StockInfo
+from ._route import AsyncClient
 
 __all__ = ["Cart", "Stock"]
-
-AsyncClient = Union["Redis", "RedisCluster"]
 
 
 async def run_keyed(client: AsyncClient, key: p.KeyT, args: list[p.Arg]) -> Any:
@@ -40,6 +38,13 @@ async def _run(client: AsyncClient, key: p.KeyT, args: list[p.Arg]) -> Any:
         raise map_error(e) from None
 
 
+async def _run_cart(client: AsyncClient, keys: tuple[p.KeyT, ...], args: list[p.Arg]) -> Any:
+    try:
+        return await run_keyed(client, keys[0], args)
+    except rx.ResponseError as e:
+        raise p.with_cart_key(map_error(e), keys) from None
+
+
 class Stock:
     """The stock at ``key``: one method per ``STOCK.*`` command, on the caller's client (its
     timeouts and retries apply; pass ``id`` to every write that may be sent twice)."""
@@ -59,7 +64,7 @@ class Stock:
         the stock does not exist."""
         return p.as_int(await _run(self.client, self.key, p.stock_limit(self.key, per_buyer))) == 1
 
-    async def add(self, quantity: int, id: p.KeyT | None = None) -> int:
+    async def add(self, quantity: int, id: p.IdT | None = None) -> int:
         """``STOCK.ADD``: restock; the available quantity after. With ``id``, at most once."""
         return p.as_int(await _run(self.client, self.key, p.stock_add(self.key, quantity, id)))
 
@@ -71,9 +76,9 @@ class Stock:
     async def deduct(
         self,
         quantity: int = 1,
-        id: p.KeyT | None = None,
+        id: p.IdT | None = None,
         *,
-        buyer: p.KeyT | None = None,
+        buyer: p.IdT | None = None,
         hold: float | None = None,
         fence: int | None = None,
         events: p.EventsArg = None,
@@ -89,22 +94,22 @@ class Stock:
         args = p.stock_deduct(self.key, quantity, id, buyer, hold, fence, events)
         return p.parse_deduct(await _run(self.client, self.key, args))
 
-    async def refund(self, id: p.KeyT, *, events: p.EventsArg = None) -> int:
+    async def refund(self, id: p.IdT, *, events: p.EventsArg = None) -> int:
         """``STOCK.REFUND``: the units returned now (0: unknown, already refunded, expired)."""
         return p.as_int(await _run(self.client, self.key, p.stock_refund(self.key, id, events)))
 
-    async def confirm(self, id: p.KeyT) -> bool:
+    async def confirm(self, id: p.IdT) -> bool:
         """``STOCK.CONFIRM``: True once the request is sold for good (confirmed now or before,
         or never held); False when the id is unknown. ``HoldExpired`` / ``AlreadyRefunded``
         when its hold ended first."""
         return p.as_int(await _run(self.client, self.key, p.stock_confirm(self.key, id))) == 1
 
-    async def request(self, id: p.KeyT) -> RequestInfo | None:
+    async def request(self, id: p.IdT) -> RequestInfo | None:
         """``STOCK.REQUEST … DETAIL``: the ledger's entry for ``id`` (state, quantity,
         deadline, buyer), None when unknown. Tells a replay from a fresh deduction."""
         return p.parse_request(await _run(self.client, self.key, p.stock_request(self.key, id)))
 
-    async def buyer(self, buyer: p.KeyT) -> int | None:
+    async def buyer(self, buyer: p.IdT) -> int | None:
         """``STOCK.BUYER``: the units ``buyer`` holds in this sale; None when no such stock."""
         reply = await _run(self.client, self.key, p.stock_buyer(self.key, buyer))
         return None if reply is None else p.as_int(reply)
@@ -114,7 +119,7 @@ class Stock:
         return p.parse_info(await _run(self.client, self.key, ["STOCK.INFO", self.key]))
 
 
-Items = Union[Mapping[p.KeyT, int], Sequence[tuple[p.KeyT, int]]]
+Items = Mapping[p.KeyT, int] | Sequence[tuple[p.KeyT, int]]
 
 
 class Cart:
@@ -129,9 +134,9 @@ class Cart:
 
     async def place(
         self,
-        id: p.KeyT,
+        id: p.IdT,
         *,
-        buyer: p.KeyT | None = None,
+        buyer: p.IdT | None = None,
         hold: float | None = None,
         fence: int | None = None,
         events: p.EventsArg = None,
@@ -143,23 +148,23 @@ class Cart:
         try:
             reply = await run_keyed(self.client, self.keys[0], args)
         except rx.ResponseError as e:
-            sold_out = p.cart_sold_out(e)
+            sold_out = p.cart_sold_out(e, self.keys)
             if sold_out is not None:
                 return sold_out
-            raise map_error(e) from None
+            raise p.with_cart_key(map_error(e), self.keys) from None
         return p.parse_cart(reply)
 
-    async def refund(self, id: p.KeyT, *, events: p.EventsArg = None) -> tuple[int, ...]:
+    async def refund(self, id: p.IdT, *, events: p.EventsArg = None) -> tuple[int, ...]:
         """``STOCK.CART.REFUND``: the units each stock returned, in order."""
         args = p.cart_keys_command("STOCK.CART.REFUND", self.keys, id) + p.events_args(events)
-        return p.parse_int_list(await _run(self.client, self.keys[0], args))
+        return p.parse_int_list(await _run_cart(self.client, self.keys, args))
 
-    async def confirm(self, id: p.KeyT) -> bool:
+    async def confirm(self, id: p.IdT) -> bool:
         """``STOCK.CART.CONFIRM``: True when every item is confirmed (now or before), False
         when no stock knows the id; ``HoldExpired`` / ``AlreadyRefunded`` otherwise."""
         args = p.cart_keys_command("STOCK.CART.CONFIRM", self.keys, id)
-        return p.as_int(await _run(self.client, self.keys[0], args)) == 1
+        return p.as_int(await _run_cart(self.client, self.keys, args)) == 1
 
-    async def request(self, id: p.KeyT) -> tuple[RequestInfo | None, ...]:
+    async def request(self, id: p.IdT) -> tuple[RequestInfo | None, ...]:
         """Each stock's ledger entry for ``id`` (``STOCK.REQUEST … DETAIL`` per key)."""
         return tuple([await Stock(self.client, key).request(id) for key in self.keys])
