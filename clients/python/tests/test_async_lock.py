@@ -680,6 +680,10 @@ def awaiting_in(task: asyncio.Task[Any], names: set[str]) -> bool:
     return False
 
 
+async def _key_free(c: redis.asyncio.Redis) -> bool:
+    return await c.execute_command("LOCK.STATUS", KEY) is None
+
+
 def test_async_cancelled_release_raises_cancelled_error(server_factory: ServerFactory) -> None:
     s = server_factory()
 
@@ -691,13 +695,26 @@ def test_async_cancelled_release_raises_cancelled_error(server_factory: ServerFa
             task = asyncio.ensure_future(lock.release())
 
             async def stuck() -> bool:
-                return awaiting_in(task, {"call", "_stop_watchdog"})
+                # The release runs in a task of its own (so a cancelled release still
+                # releases); wait until that one is stuck on the stopped server.
+                return any(
+                    awaiting_in(t, {"call", "_stop_watchdog"})
+                    for t in asyncio.all_tasks()
+                    if t is not task and awaiting_in(t, {"_release"})
+                )
 
             await until("release() awaiting the stopped server", stuck)
             task.cancel()
             done, _ = await asyncio.wait({task}, timeout=10)
             assert task in done, "the cancelled release() did not end"
             assert task.cancelled(), f"release() swallowed its cancellation: {task!r}"
+            # ... and the release itself goes on: once the server runs again, the key is free.
+            s.sigcont()
+            free = await until(
+                "the release went on after the cancellation",
+                lambda: _key_free(c),
+            )
+            assert free
         finally:
             s.sigcont()
 

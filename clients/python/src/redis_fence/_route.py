@@ -1,10 +1,10 @@
 """Bounded calls for the sync lock: a private client per server, with the caller's settings
-(address, password, TLS, protocol) but its own timeouts, so no lock call can hang on a dead
-socket, whatever timeouts (or none) the caller's client has.
+(address, password, TLS, protocol) but its own timeouts and no retries, so no lock call can
+hang on a dead socket, whatever timeouts (or none) the caller's client has.
 
 On Redis Cluster the server is the master of the key's slot, found in the caller's
-``RedisCluster`` slot table; a ``MOVED``/``ASK`` reply, or a connection error, refreshes that
-table before the next call.
+``RedisCluster`` slot table, or the node a ``MOVED``/``ASK`` named; the table itself is never
+refreshed from here (see ``Route``).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from typing import Any, Union
 import redis
 from redis import exceptions as rx
 from redis.backoff import NoBackoff
-from redis.cluster import RedisCluster
+from redis.cluster import ClusterNode, RedisCluster
 from redis.connection import AbstractConnection, ConnectionPool
 from redis.retry import Retry
 
@@ -88,12 +88,12 @@ class Route:
             node = _any(client).get_node_from_key(self.key)
         else:
             node = _any(client).get_node(host=target[0], port=target[1])
-        if node is None or node.redis_connection is None:
-            raise rx.ConnectionError(
-                f"no known cluster node serves the key {self.key!r}"
-                + ("" if target is None else f" ({target[0]}:{target[1]} is not in the table)")
-            )
-        pool: ConnectionPool = node.redis_connection.connection_pool
+            if node is None:  # a node the table does not know yet (a MOVED or ASK to it)
+                node = _any(ClusterNode)(target[0], target[1])
+        if node is None:
+            raise rx.ConnectionError(f"no known cluster node serves the key {self.key!r}")
+        # Made without I/O when the table has the node but no client for it yet.
+        pool: ConnectionPool = _any(client).get_redis_connection(node).connection_pool
         return pool
 
     def call(self, *args: Arg) -> Any:

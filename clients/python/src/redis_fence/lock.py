@@ -16,7 +16,6 @@ from . import _protocol as p
 from ._lockbase import LockBase, OnLost, ends_the_grant
 from ._route import Route, SyncClient, _any, log, pipeline_on
 from .errors import (
-    CommandError,
     LockInUse,
     LockLost,
     LockNotAcquired,
@@ -86,10 +85,10 @@ class Lock(LockBase):
             if self._wait_ms is None:
                 try:
                     reply = self._call(p.lock_acquire(self.key, self.owner, self._ttl_ms, None))
-                except CommandError:
-                    raise  # refused: nothing was granted
-                except BaseException:
-                    self._release_owner()
+                except rx.ResponseError:
+                    raise  # an error reply: nothing was granted
+                except BaseException as e:
+                    self._release_owner(isinstance(e, rx.TimeoutError))
                     raise
             else:
                 # Granted while we waited: the lease is counted from the reply, which the
@@ -226,24 +225,28 @@ class Lock(LockBase):
                 raise Unblocked("TRYAGAIN", f"TRYAGAIN {e}") from None
             except rx.ResponseError as e:
                 raise map_error(e) from None
-            except BaseException:
-                self._abandon(client_id, pool)
+            except BaseException as e:
+                self._abandon(client_id, pool, isinstance(e, rx.TimeoutError))
                 raise
             finally:
                 c.disconnect()
         raise AssertionError("unreachable")
 
-    def _abandon(self, client_id: int | None, pool: ConnectionPool) -> None:
+    def _abandon(self, client_id: int | None, pool: ConnectionPool, stalled: bool) -> None:
         if client_id is not None:
             self._route.call_quietly("CLIENT", "UNBLOCK", client_id, pool=pool)
-        self._release_owner()
+        self._release_owner(stalled)
 
-    def _release_owner(self) -> None:
+    def _release_owner(self, stalled: bool) -> None:
         """``LOCK.RELEASE key owner`` after a call whose reply was lost (a grant may have been
-        made). When it cannot be sent now (a server stalled past the I/O timeout), it is sent
-        again in the background, backing off, until it is answered or the grant's TTL has
-        passed; a default owner is replaced meanwhile (see ``_owner_after_failed_clean_up``)."""
+        made). When the server did not answer in time (``stalled``) and the release cannot be
+        sent now either, it is tried again in the background, backing off, until answered or
+        the grant's TTL has passed; a default owner is then replaced (see
+        ``_owner_after_failed_clean_up``), and an owner given is stopped by the next
+        ``acquire()``."""
         if self._route.call_quietly(*p.lock_release(self.key, self.owner, None)) is not None:
+            return
+        if not stalled:
             return
         owner = self._owner_after_failed_clean_up()
         deadline = time.monotonic() + self._ttl_ms / 1000 + self.io_timeout
@@ -329,10 +332,11 @@ class Lock(LockBase):
                 self._mark_lost(token, f"no renewal succeeded before the lease ended{failure}")
                 return
             if renewals >= self.watchdog:
-                # The bound is reached: no more renewals; the lease ends at its TTL.
-                left = self._lease_end - time.monotonic()
-                if left > 0 and stop.wait(left):
-                    return
+                # The bound is reached: no more renewals; the lease ends at its TTL (later if
+                # the caller renews by hand meanwhile).
+                while (left := self._lease_end - time.monotonic()) > 0:
+                    if stop.wait(left):
+                        return
                 self._mark_lost(token, f"the watchdog made its {self.watchdog} renewals")
                 return
             started = time.monotonic()
@@ -347,6 +351,10 @@ class Lock(LockBase):
                         self._mark_lost(token, f"LOCK.RENEW failed: {err}")
                     return
                 failure = f" (last try: {err})"
+            except Exception as e:  # not a reply nor the network: stop, and say so
+                if not stop.is_set():
+                    self._mark_lost(token, f"the watchdog stopped on {e!r}")
+                return
             else:
                 if stop.is_set():
                     return

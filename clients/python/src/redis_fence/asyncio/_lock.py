@@ -15,7 +15,7 @@ from redis import exceptions as rx
 from .. import _protocol as p
 from .._lockbase import LockBase, OnLost, ends_the_grant
 from .._route import _any, log
-from ..errors import CommandError, LockInUse, LockLost, LockNotAcquired, Unblocked, map_error
+from ..errors import LockInUse, LockLost, LockNotAcquired, Unblocked, map_error
 from ..results import LockStatus
 from ._route import AsyncClient, AsyncRoute, Target
 
@@ -23,7 +23,7 @@ __all__ = ["Lock"]
 
 
 # Clean-ups that outlive a cancelled caller: kept here so they are not collected mid-way.
-_background: set[asyncio.Task[Any]] = set()
+_background: set[asyncio.Future[Any]] = set()
 
 
 class Lock(LockBase):
@@ -56,7 +56,7 @@ class Lock(LockBase):
         self.client = client
         self._route = AsyncRoute(client, key, self.io_timeout)
         self._acquiring = False
-        self._later: tuple[asyncio.Task[None], list[bool]] | None = None
+        self._later: tuple[asyncio.Task[None], asyncio.Event] | None = None
         self._lost_future: asyncio.Future[LockLost] | None = None
         self._task: asyncio.Task[None] | None = None
 
@@ -94,10 +94,10 @@ class Lock(LockBase):
                     reply = await self._call(
                         p.lock_acquire(self.key, self.owner, self._ttl_ms, None)
                     )
-                except CommandError:
-                    raise  # refused: nothing was granted
-                except BaseException:
-                    await _clean_up(self._release_owner())
+                except rx.ResponseError:
+                    raise  # an error reply: nothing was granted
+                except BaseException as e:
+                    await self._release_owner(isinstance(e, (rx.TimeoutError, TimeoutError)))
                     raise
             else:
                 # Granted while we waited: the lease is counted from the reply.
@@ -121,7 +121,14 @@ class Lock(LockBase):
 
     async def release(self) -> None:
         """As ``redis_fence.Lock.release`` (one resend after a lost reply, its 0 read right);
-        about three ``io_timeout``s at most on a dead server."""
+        about three ``io_timeout``s at most on a dead server. Cancelled, the release goes on
+        to its end in a task of its own and the cancellation is raised."""
+        self._held_token()
+        task = asyncio.ensure_future(self._release())
+        _keep(task)
+        await asyncio.shield(task)
+
+    async def _release(self) -> None:
         token = self._held_token()
         await self._stop_watchdog()
         try:
@@ -233,56 +240,73 @@ class Lock(LockBase):
             except rx.ResponseError as e:
                 raise map_error(e) from None
             except BaseException as e:
-                await _clean_up(self._abandon(client_id, address))
+                stalled = isinstance(e, (rx.TimeoutError, TimeoutError))
+                await _clean_up(self._abandon(client_id, address, stalled))
                 if isinstance(e, asyncio.TimeoutError):
                     raise rx.TimeoutError(
                         f"{step} on {self.key!r}: no reply in time (io_timeout {self.io_timeout} s)"
                     ) from e
                 raise
             finally:
-                with contextlib.suppress(Exception):
-                    await conn.disconnect()
+                # Not awaited here: nothing may stand between the grant's reply and its
+                # return (a cancellation there would lose a grant no clean-up sees).
+                _keep(asyncio.ensure_future(_disconnect(conn)))
         raise AssertionError("unreachable")
 
-    async def _abandon(self, client_id: int | None, address: Target | None) -> None:
+    async def _abandon(self, client_id: int | None, address: Target | None, stalled: bool) -> None:
         if client_id is not None:
             await self._route.call_quietly("CLIENT", "UNBLOCK", client_id, target=address)
-        await self._release_owner()
+        await self._release_owner(stalled)
 
-    async def _release_owner(self) -> None:
-        """As the sync lock's: released now, or in a background task until answered or the
-        grant's TTL has passed."""
-        release = p.lock_release(self.key, self.owner, None)
-        if await self._route.call_quietly(*release) is not None:
-            return
+    async def _release_owner(self, stalled: bool) -> None:
+        """``LOCK.RELEASE key owner`` after a call whose reply was lost (a grant may have been
+        made). Started at once in a task of its own, which a cancellation of the caller does not
+        stop; the caller waits for its first try (bounded by the I/O timeout). When the server
+        did not answer in time (``stalled``), the release is tried again in that task, backing
+        off, until answered or the grant's TTL has passed. A default owner is replaced at once
+        (``_owner_after_failed_clean_up``), so the release can never free a later grant of this
+        object; with an owner given, the next ``acquire()`` stops it first."""
         owner = self._owner_after_failed_clean_up()
         deadline = time.monotonic() + self._ttl_ms / 1000 + self.io_timeout
-        stop = [False]
+        stop = asyncio.Event()
+        first = asyncio.get_running_loop().create_future()
 
-        async def release_later() -> None:
+        async def release() -> None:
             delay = 0.05
-            while time.monotonic() < deadline:
-                await asyncio.sleep(delay)
-                if stop[0]:
-                    return
+            while True:
                 try:
                     await self._route.call(*p.lock_release(self.key, owner, None))
                     return
-                except Exception:
-                    delay = min(delay * 2, 1.0)
+                except Exception as e:
+                    if not first.done():
+                        first.set_result(None)
+                        log.warning("redis-fence: LOCK.RELEASE on %r failed: %s", self.key, e)
+                    if not stalled or time.monotonic() >= deadline:
+                        return
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(stop.wait(), delay)
+                if stop.is_set():
+                    return
+                delay = min(delay * 2, 1.0)
 
-        task = asyncio.ensure_future(release_later())
-        _background.add(task)
-        task.add_done_callback(_background.discard)
+        task = asyncio.ensure_future(release())
+        _keep(task)
+        task.add_done_callback(lambda _: _settle(first))
         self._later = (task, stop)
+        await asyncio.wait({first})
 
     async def _stop_release_later(self) -> None:
-        """Before a new acquire with the same owner: no new try; one in flight is waited for
-        (bounded by the I/O timeout), so it cannot free the new grant."""
+        """Before a new acquire with the owner given: the deferred release stops, and a try in
+        flight is waited for (bounded by the I/O timeout). One from another event loop (now
+        closed, or not this one) cannot be awaited here and is left alone."""
         later, self._later = self._later, None
-        if later is not None and self._owner_given:
-            later[1][0] = True
-            await asyncio.wait({later[0]})
+        if later is None or not self._owner_given:
+            return
+        task, stop = later
+        if task.get_loop() is not asyncio.get_running_loop():
+            return
+        stop.set()
+        await asyncio.wait({task})
 
     def _granted(self, token: int, started: float) -> None:
         if self._task is not None:  # the watchdog of a grant found lost
@@ -335,9 +359,11 @@ class Lock(LockBase):
                 self._mark_lost(token, f"no renewal succeeded before the lease ended{failure}")
                 return
             if renewals >= self.watchdog:
-                left = self._lease_end - time.monotonic()
-                if left > 0:
+                # No more renewals: the lease ends at its TTL (later if renewed by hand).
+                while (left := self._lease_end - time.monotonic()) > 0:
                     await asyncio.sleep(left)
+                    if self._token != token:
+                        return
                 self._mark_lost(token, f"the watchdog made its {self.watchdog} renewals")
                 return
             started = time.monotonic()
@@ -350,6 +376,9 @@ class Lock(LockBase):
                     self._mark_lost(token, f"LOCK.RENEW failed: {e}")
                     return
                 failure = f" (last try: {e})"
+            except Exception as e:  # not a reply nor the network: stop, and say so
+                self._mark_lost(token, f"the watchdog stopped on {e!r}")
+                return
             else:
                 if reply is None:
                     self._mark_lost(token, "LOCK.RENEW refused: the lock expired or changed hands")
@@ -366,6 +395,21 @@ async def _clean_up(work: Awaitable[Any]) -> None:
     """Runs a clean-up in a task of its own that a second cancellation of the caller does not
     stop; that cancellation is raised once the clean-up has been started."""
     task = asyncio.ensure_future(work)
+    _keep(task)
+    await asyncio.shield(task)
+
+
+def _settle(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+def _keep(task: asyncio.Future[Any]) -> None:
+    """Holds a task until it ends, so it is not collected mid-way."""
     _background.add(task)
     task.add_done_callback(_background.discard)
-    await asyncio.shield(task)
+
+
+async def _disconnect(conn: Any) -> None:
+    with contextlib.suppress(Exception):
+        await conn.disconnect()

@@ -28,8 +28,11 @@ from .._route import _any, log
 AsyncClient = Union["Redis", "RedisCluster"]
 Target = tuple[str, int]
 
-# Derived clients per caller's client: {(host, port, timeout, loop id): client}.
-_derived: weakref.WeakKeyDictionary[Any, dict[tuple[Any, ...], Redis]] = weakref.WeakKeyDictionary()
+# Derived clients per caller's client: {(address, timeout, loop id): (loop, client)}.
+_Entry = tuple[asyncio.AbstractEventLoop, Redis]
+_derived: weakref.WeakKeyDictionary[Any, dict[tuple[Any, ...], _Entry]] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 async def within(seconds: float | None, call: Awaitable[Any]) -> Any:
@@ -83,21 +86,30 @@ class AsyncRoute:
             node = client.get_node_from_key(self.key)  # type: ignore[arg-type]
         else:
             node = client.get_node(host=target[0], port=target[1])
+            if node is None:  # a node the table does not know yet: another node's settings
+                known = client.get_nodes()
+                if known:
+                    kwargs = dict(known[0].connection_kwargs)
+                    kwargs["host"], kwargs["port"] = target
+                    return target, known[0].connection_class, kwargs
         if node is None:
             raise rx.ConnectionError(f"no known cluster node serves the key {self.key!r}")
         return (node.host, int(node.port)), node.connection_class, dict(node.connection_kwargs)
 
     async def client_for(self, target: Target | None = None) -> tuple[Redis, Target | None]:
         address, cls, kwargs = await self._source(target)
-        loop = id(asyncio.get_running_loop())
+        loop = asyncio.get_running_loop()
         per_client = _derived.setdefault(self.client, {})
-        key = (address, self.io_timeout, loop)
-        derived = per_client.get(key)
-        if derived is None:
+        key = (address, self.io_timeout, id(loop))
+        entry = per_client.get(key)
+        if entry is None or entry[0] is not loop:
+            # Clients of event loops that have ended go (their connections died with them).
+            for stale in [k for k, (other, _) in per_client.items() if other.is_closed()]:
+                del per_client[stale]
             cls, kwargs = _settings(cls, kwargs, self.io_timeout, self.io_timeout)
-            derived = Redis(connection_pool=ConnectionPool(connection_class=cls, **kwargs))
-            per_client[key] = derived
-        return derived, address
+            entry = (loop, Redis(connection_pool=ConnectionPool(connection_class=cls, **kwargs)))
+            per_client[key] = entry
+        return entry[1], address
 
     async def call(self, *args: Arg) -> Any:
         """One command, bounded by the I/O timeout, sent once; on a cluster follows ``MOVED``
